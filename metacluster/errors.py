@@ -1,0 +1,79 @@
+"""One error hierarchy for the library, the CLI and the service.
+
+Every error carries a stable machine-readable ``code`` and the HTTP status the
+service answers it with (as application/problem+json)::
+
+    MetaClusterError (500, "internal")
+    ├── InputError (422, "invalid_input")         bad user input in general
+    │   ├── FormatError (422, "unsupported_format")   not a KAN checkpoint we can read
+    │   │   └── UnsafeCheckpointError (422, "unsafe_checkpoint")  needs unpickling code
+    │   ├── DatasetError (422, "invalid_dataset")     unreadable / inconsistent data
+    │   ├── ConfigError (422, "invalid_config")       bad compression / train config
+    │   └── IncompatibleError (422, "incompatible")   model and data/config do not fit
+    ├── ArtifactError (422, "invalid_artifact")   corrupt or unknown artifact
+    └── CancelledError (409, "cancelled")         a job was cancelled between steps
+"""
+
+from __future__ import annotations
+
+
+class MetaClusterError(Exception):
+    code: str = "internal"
+    status: int = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(MetaClusterError):
+    code = "invalid_input"
+    status = 422
+
+
+class FormatError(InputError):
+    code = "unsupported_format"
+
+
+class UnsafeCheckpointError(FormatError):
+    code = "unsafe_checkpoint"
+
+
+class DatasetError(InputError):
+    code = "invalid_dataset"
+
+
+class ConfigError(InputError):
+    code = "invalid_config"
+
+
+class IncompatibleError(InputError):
+    code = "incompatible"
+
+
+class ArtifactError(MetaClusterError):
+    code = "invalid_artifact"
+    status = 422
+
+
+class CancelledError(MetaClusterError):
+    code = "cancelled"
+    status = 409
+
+
+__all__ = [
+    "ArtifactError",
+    "CancelledError",
+    "ConfigError",
+    "DatasetError",
+    "FormatError",
+    "IncompatibleError",
+    "InputError",
+    "MetaClusterError",
+    "UnsafeCheckpointError",
+]

@@ -1,0 +1,173 @@
+"""The canonical edge view: one interface every KAN layer family implements.
+
+Compression works on this view only (`EdgeView`), so adding a family means
+writing one layer class, never touching the algorithm.
+
+Contract for every `KANLayer` subclass:
+- the per-edge coefficient vectors live in ONE parameter, named by
+  `coef_name` (default ``"coef"``), whose shape is ``(*edge_dims, L)`` with the
+  edge dims in the order (out, in) for dense layers and (out, in, kh, kw) for
+  convolutional ones; so ``param.reshape(-1, L)`` is the edge view, row-major
+  in that order;
+- the layer's forward reads that parameter and nothing else per-edge, so
+  ``torch.func.functional_call(model, {name + ".coef": generated})`` runs the
+  model with generated (meta-learner / codebook) vectors with full autograd;
+- everything else (base weights, grids, LayerNorm, biases) is "other
+  parameters": stored dense by the artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What a coefficient vector means: family, length and basis parameters.
+
+    Two edges may share a codebook only when their `Basis.key()` and their
+    group grid fingerprint (see `EdgeView.group_keys`) are equal.
+    """
+
+    family: str  # "bspline" | "rbf" | "chebyshev" | "fourier"
+    coef_dim: int  # L
+    params: dict[str, Any] = field(default_factory=dict)  # JSON-able: grid_size, order, degree, ...
+
+    def key(self) -> str:
+        return f"{self.family}:{self.coef_dim}:{json.dumps(self.params, sort_keys=True)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "coef_dim": self.coef_dim, "params": dict(self.params)}
+
+
+@dataclass
+class EdgeView:
+    """All per-edge coefficient vectors of one layer, with where they sit.
+
+    coefficients: (n_edges, L) float tensor (detached copy-free view).
+    index:        (n_edges, 4) long tensor, columns (out, in, kh, kw); kh = kw = 0
+                  for dense layers.
+    groups:       (n_edges,) long tensor, group id of each edge; edges of one
+                  group share an identical grid / basis and may be clustered
+                  together. Uniform-grid layers have a single group 0.
+    group_keys:   one string per group id: basis key + grid fingerprint; equal
+                  keys (also across layers) mean comparable edges.
+    """
+
+    layer: str
+    basis: Basis
+    coefficients: Tensor
+    index: Tensor
+    groups: Tensor
+    group_keys: list[str]
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.coefficients.shape[0])
+
+    @property
+    def coef_dim(self) -> int:
+        return int(self.coefficients.shape[1])
+
+
+def grid_fingerprint(grid: Tensor | None) -> str:
+    """Stable short hash of a grid tensor (exact values, fp64)."""
+    if grid is None:
+        return "-"
+    data = grid.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+class KANLayer(nn.Module, ABC):
+    """Base class of every KAN layer family (see module docstring for the contract)."""
+
+    family: ClassVar[str]
+    coef_name: ClassVar[str] = "coef"
+
+    in_features: int
+    out_features: int
+
+    # -- edge view -------------------------------------------------------
+    @property
+    def coef_param(self) -> nn.Parameter:
+        p = getattr(self, self.coef_name)
+        assert isinstance(p, nn.Parameter)
+        return p
+
+    @property
+    def coef_shape(self) -> torch.Size:
+        return self.coef_param.shape
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.coef_param[..., 0].numel())
+
+    @property
+    def coef_dim(self) -> int:
+        return int(self.coef_param.shape[-1])
+
+    @abstractmethod
+    def basis(self) -> Basis:
+        """The basis shared by this layer's coefficient vectors."""
+
+    def edge_index(self) -> Tensor:
+        """(n_edges, 4) long: (out, in, kh, kw) of each row of the edge view."""
+        dims = list(self.coef_shape[:-1])
+        grids = torch.meshgrid(*[torch.arange(d) for d in dims], indexing="ij")
+        cols = [g.reshape(-1) for g in grids]
+        while len(cols) < 4:
+            cols.append(torch.zeros_like(cols[0]))
+        return torch.stack(cols, dim=1)
+
+    def edge_groups(self) -> tuple[Tensor, list[str]]:
+        """Group id per edge and one key per group. Default: one group."""
+        return (
+            torch.zeros(self.n_edges, dtype=torch.long),
+            [self.basis().key() + "|grid:-"],
+        )
+
+    def edge_view(self, name: str = "") -> EdgeView:
+        groups, keys = self.edge_groups()
+        return EdgeView(
+            layer=name,
+            basis=self.basis(),
+            coefficients=self.coef_param.detach().reshape(-1, self.coef_dim),
+            index=self.edge_index(),
+            groups=groups,
+            group_keys=keys,
+        )
+
+    def set_edge_coefficients(self, coefficients: Tensor) -> None:
+        """Write (n_edges, L) vectors back into the coefficient parameter."""
+        if tuple(coefficients.shape) != (self.n_edges, self.coef_dim):
+            raise ValueError(
+                f"expected coefficients of shape {(self.n_edges, self.coef_dim)}, "
+                f"got {tuple(coefficients.shape)}"
+            )
+        with torch.no_grad():
+            self.coef_param.copy_(coefficients.reshape(self.coef_shape))
+
+    def unflatten_coefficients(self, coefficients: Tensor) -> Tensor:
+        """(n_edges, L) -> the parameter's shape, for functional_call."""
+        return coefficients.reshape(self.coef_shape)
+
+    @abstractmethod
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Evaluate each edge's learnable function (the basis part, without any
+        base/residual branch) at `n_points` evenly spaced points of its input
+        domain (grid range; [-1, 1] in the transformed input where there is a
+        fixed input transform). coefficients: (n_edges, L) -> (n_edges, n_points).
+        Used for the function-space error of compression reports."""
+
+    # -- rebuild ---------------------------------------------------------
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-able kwargs such that ``type(self)(**config)`` rebuilds the layer
+        (shapes and hyperparameters; weights come from the state dict)."""
