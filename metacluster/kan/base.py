@@ -12,7 +12,14 @@ Contract for every `KANLayer` subclass:
 - the layer's forward reads that parameter and nothing else per-edge, so
   ``torch.func.functional_call(model, {name + ".coef": generated})`` runs the
   model with generated (meta-learner / codebook) vectors with full autograd;
-- everything else (base weights, grids, LayerNorm, biases) is "other
+- the vector holds EVERY per-edge scalar of the family, folded, because any
+  per-edge scalar stored dense caps the compression ratio at about L:1.
+  E.g. efficient-kan: ``[spline_weight * spline_scaler (G+k values), base_weight]``
+  (L = G+k+1, base weight last); pykan: ``mask * [scale_sp * coef, scale_base]``;
+  FastKAN: ``[rbf weights (G), base_linear weight]``; KANConv: spline + base_conv
+  weight per (out, in, kh, kw). `Basis.params["base"]` names the base branch
+  ("silu", "identity", ...) or is absent when the family has none;
+- everything else (grids, LayerNorm, biases, node affines) is "other
   parameters": stored dense by the artifact.
 """
 
