@@ -1,0 +1,45 @@
+"""Database layer: typed models on one `Base` and session helpers.
+
+Import models from here so Alembic's env sees every table.
+"""
+
+from service.db.base import Base, utcnow
+from service.db.models import (
+    FINISHED_STATUSES,
+    JOB_STATUSES,
+    ApiKey,
+    Artifact,
+    DatasetRecord,
+    Job,
+    JobEvent,
+    ModelRecord,
+    new_id,
+)
+from service.db.session import (
+    SessionLocal,
+    dispose_engines,
+    get_engine,
+    get_sessionmaker,
+    make_engine,
+    session_scope,
+)
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "JOB_STATUSES",
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "DatasetRecord",
+    "Job",
+    "JobEvent",
+    "ModelRecord",
+    "SessionLocal",
+    "dispose_engines",
+    "get_engine",
+    "get_sessionmaker",
+    "make_engine",
+    "new_id",
+    "session_scope",
+    "utcnow",
+]

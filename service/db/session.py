@@ -1,0 +1,85 @@
+"""Engines, session factories and the transactional ``session_scope`` helper.
+
+One engine per database URL per process; SQLite gets the pragmas that make it safe to share.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # FKs are off by default in SQLite; WAL lets the API read while a worker writes;
+    # busy_timeout turns "database is locked" into a short wait.
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` (SQLite: directory created, pragmas set)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the settings' database URL."""
+    url = (settings or get_settings()).db_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests, and worker processes after fork)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def get_sessionmaker(settings: Settings | None = None) -> sessionmaker[Session]:
+    """A session factory bound to the settings' engine."""
+    return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+
+
+def SessionLocal(settings: Settings | None = None) -> Session:
+    """A new session on the current settings' database."""
+    return get_sessionmaker(settings)()
+
+
+@contextmanager
+def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    session = SessionLocal(settings)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,86 @@
+"""One settings object for the API and the workers, read from ``METACLUSTER_*`` env vars.
+
+Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field is overridable as ``METACLUSTER_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="METACLUSTER_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    # None -> derived from data_dir in `_fill_defaults`, so one DATA_DIR moves everything.
+    database_url: str | None = None
+    broker_url: str | None = None
+    storage_dir: Path | None = None
+    # The job row is the record of truth; Celery results are never read.
+    result_backend: str | None = None
+    max_upload_bytes: int = Field(default=256 * MIB, gt=0)
+    max_deliveries: int = Field(default=3, ge=1)
+    gpu_queue: str = "gpu"
+    cpu_queue: str = "cpu"
+    # Queue for jobs whose config says device "auto" (or nothing): "cpu" suits the
+    # embedded mode; a deployment with GPU workers sets METACLUSTER_DEFAULT_QUEUE=gpu.
+    default_queue: str = "cpu"
+    # /readyz gives up on the broker after this many seconds.
+    broker_timeout_s: float = Field(default=2.0, gt=0)
+    # Upper bound of `limit` on list endpoints.
+    max_page_size: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir}/metacluster.db"
+        if self.broker_url is None:
+            self.broker_url = f"sqla+sqlite:///{self.data_dir}/broker.db"
+        if self.storage_dir is None:
+            self.storage_dir = self.data_dir / "storage"
+        if self.env == "production" and self.database_url.startswith("sqlite"):
+            # Several API replicas and workers cannot share one SQLite file safely.
+            raise ValueError("METACLUSTER_DATABASE_URL must not be SQLite in production")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL (always set after validation)."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def broker(self) -> str:
+        """The broker URL (always set after validation)."""
+        assert self.broker_url is not None
+        return self.broker_url
+
+    @property
+    def storage_root(self) -> Path:
+        """The storage root directory (always set after validation)."""
+        assert self.storage_dir is not None
+        return self.storage_dir
+
+    def queue_for(self, device: str | None) -> str:
+        """Queue a job goes to, from its config's ``device``."""
+        if device is not None and device.startswith("cuda"):
+            return self.gpu_queue
+        if device == "cpu":
+            return self.cpu_queue
+        return self.default_queue
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests change env vars and call ``get_settings.cache_clear()``."""
+    return Settings()
