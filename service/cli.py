@@ -1,0 +1,189 @@
+"""Service commands behind ``metacluster serve`` and ``metacluster keys create``.
+
+``serve`` is the embedded mode: migrations, the API (uvicorn) and one Celery worker on a server-less broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# How long a worker gets to finish its current step after SIGTERM before it is killed;
+# an interrupted job is re-enqueued by the next `serve` (see `recover_jobs`).
+WORKER_STOP_GRACE_S = 10.0
+
+
+def alembic_config(settings: Settings) -> Any:
+    """The Alembic config of this checkout / image, pointed at the settings' database."""
+    from alembic.config import Config
+
+    roots = [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for root in roots:
+        ini = root / "alembic.ini"
+        if ini.is_file() and (root / "migrations").is_dir():
+            cfg = Config(str(ini))
+            cfg.set_main_option("script_location", str(root / "migrations"))
+            break
+    else:
+        raise FileNotFoundError(
+            "alembic.ini and migrations/ not found next to the service package or in the "
+            "current directory"
+        )
+    # '%' is Alembic's interpolation character; URLs may contain escaped passwords.
+    cfg.set_main_option("sqlalchemy.url", settings.db_url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def upgrade_database(settings: Settings | None = None) -> None:
+    """``alembic upgrade head`` on the settings' database (a no-op when already there)."""
+    from alembic import command
+
+    settings = settings or get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(settings), "head")
+
+
+def create_key(name: str, settings: Settings | None = None) -> dict[str, str]:
+    """Create an API key; returns ``{"id", "name", "key"}`` (the plaintext is shown once)."""
+    from service.auth import create_api_key
+    from service.db.session import session_scope
+
+    settings = settings or get_settings()
+    upgrade_database(settings)
+    with session_scope(settings) as session:
+        row, plaintext = create_api_key(session, name)
+        return {"id": row.id, "name": row.name, "key": plaintext}
+
+
+def _resolved_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child process that must see exactly these settings."""
+    env = dict(os.environ)
+    env.update(
+        METACLUSTER_DATA_DIR=str(settings.data_dir.resolve()),
+        METACLUSTER_DATABASE_URL=settings.db_url,
+        METACLUSTER_BROKER_URL=settings.broker,
+        METACLUSTER_STORAGE_DIR=str(settings.storage_root.resolve()),
+    )
+    return env
+
+
+def _die_with_parent() -> None:
+    # Linux only: the embedded worker must not outlive a `serve` that was killed.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def worker_command(
+    queues: list[str], *, name: str = "embedded", loglevel: str = "INFO"
+) -> list[str]:
+    """The ``celery worker`` command line of one solo-pool worker on ``queues``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app:app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "-Q",
+        ",".join(queues),
+        f"--hostname={name}@%h",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def start_worker(settings: Settings, queues: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """Start one solo-pool Celery worker process on the settings' broker."""
+    queues = queues or [settings.cpu_queue, settings.gpu_queue]
+    return subprocess.Popen(
+        worker_command(queues),
+        env=_resolved_env(settings),
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], grace_s: float = WORKER_STOP_GRACE_S) -> None:
+    """Warm shutdown (SIGTERM), then SIGKILL after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("worker %d did not stop within %.0f s; killing it", proc.pid, grace_s)
+        proc.kill()
+        proc.wait()
+
+
+def recover_jobs(settings: Settings) -> list[str]:
+    """Re-enqueue jobs left queued or running when the embedded mode last stopped.
+
+    The server-less transports drop a message whose worker died (there is no
+    visibility timeout as with Redis), and in embedded mode this process owns the
+    only worker, so every unfinished job is an orphan. A duplicate message is
+    harmless: the runner ignores deliveries of finished jobs.
+    """
+    from service.db.models import Job
+    from service.db.session import session_scope
+    from worker.celery_app import TASK_COMPRESS, get_celery
+
+    with session_scope(settings) as session:
+        rows = session.execute(
+            select(Job.id, Job.queue).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
+        ).all()
+    app = get_celery(settings)
+    for job_id, queue in rows:
+        app.send_task(TASK_COMPRESS, args=[job_id], queue=queue)
+    if rows:
+        log.info("re-enqueued %d unfinished job(s)", len(rows))
+    return [job_id for job_id, _ in rows]
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the API and one embedded worker until SIGINT/SIGTERM; then stop both."""
+    import uvicorn
+
+    settings = get_settings()
+    upgrade_database(settings)
+    worker = start_worker(settings)
+    try:
+        if settings.broker.startswith(("sqla+", "filesystem:")):
+            recover_jobs(settings)
+        config = uvicorn.Config(
+            "service.app:create_app", factory=True, host=host, port=port, log_level="info"
+        )
+        # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, drains, returns.
+        uvicorn.Server(config).run()
+    finally:
+        stop_worker(worker)
+
+
+__all__ = [
+    "create_key",
+    "recover_jobs",
+    "serve",
+    "start_worker",
+    "stop_worker",
+    "upgrade_database",
+    "worker_command",
+]

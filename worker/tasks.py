@@ -1,0 +1,27 @@
+"""Celery tasks: thin wrappers that hand a job id to ``service.job_runner``.
+
+Registered with ``shared_task`` so every app built by ``get_celery`` knows them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from worker.celery_app import TASK_COMPRESS
+
+log = logging.getLogger(__name__)
+
+
+# Celery's decorators are untyped.
+@shared_task(  # type: ignore[untyped-decorator,misc]
+    name=TASK_COMPRESS, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
+def compress_job(job_id: str) -> str:
+    """Run compression job ``job_id`` to a final status; returns that status."""
+    from service.job_runner import run_job
+
+    status = run_job(job_id)
+    log.info("job %s finished: %s", job_id, status)
+    return status
