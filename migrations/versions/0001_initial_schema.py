@@ -36,6 +36,7 @@ def upgrade() -> None:
     sa.Column('n_test', sa.Integer(), nullable=False),
     sa.Column('input_shape', sa.JSON(), nullable=False),
     sa.Column('n_classes', sa.Integer(), nullable=True),
+    sa.Column('n_outputs', sa.Integer(), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
     sa.Column('bytes', sa.BigInteger(), nullable=False),
     sa.Column('storage_key', sa.String(length=512), nullable=False),

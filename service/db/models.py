@@ -88,6 +88,8 @@ class DatasetRecord(Base):
     n_test: Mapped[int] = mapped_column(Integer)
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     n_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Width of the model output the data needs: n_classes, or regression targets.
+    n_outputs: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(512))
