@@ -1,0 +1,107 @@
+"""Safe reading of checkpoint files: safetensors, or torch.load with weights_only.
+
+Nothing here ever unpickles a class: a file that needs code to load is refused
+with `UnsafeCheckpointError`, and every other failure is a `FormatError`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from metacluster.errors import FormatError, UnsafeCheckpointError
+
+# Wrappers that training scripts commonly put around a state dict.
+_STATE_DICT_WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module")
+
+UNSAFE_MESSAGE = (
+    "{name} needs arbitrary code to unpickle (a whole pickled module or object) and was "
+    "refused; save `model.state_dict()` with torch.save or safetensors instead"
+)
+
+
+def is_safetensors(path: Path) -> bool:
+    """True when the file starts like a safetensors container (u64 header size + JSON)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise FormatError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    if len(head) < 9:
+        return False
+    (size,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 0 < size < path.stat().st_size
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors (CPU, original dtypes) and the string metadata of a safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:  # type: ignore[no-untyped-call]
+            metadata = dict(fh.metadata() or {})
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types; all mean "corrupt"
+        raise FormatError(f"{path.name} is not a readable safetensors file: {exc}") from exc
+    return tensors, metadata
+
+
+def torch_load_safe(path: Path) -> Any:
+    """torch.load restricted to tensors and plain containers (never runs pickled code)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses any global it does not know: a module class, os.system, ...
+        raise UnsafeCheckpointError(UNSAFE_MESSAGE.format(name=path.name)) from exc
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        raise FormatError(f"{path.name} is not a readable PyTorch checkpoint: {exc}") from exc
+
+
+def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:
+    """The flat {key: tensor} state dict inside what torch.load returned."""
+    if isinstance(obj, Mapping):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors and len(tensors) == len(obj) and all(isinstance(k, str) for k in obj):
+            return dict(tensors)
+        for wrapper in _STATE_DICT_WRAPPERS:
+            inner = obj.get(wrapper)
+            if isinstance(inner, Mapping) and inner:
+                return unwrap_state_dict(inner, name)
+    kind = type(obj).__name__
+    raise FormatError(f"{name} holds a {kind}, not a state dict of tensors")
+
+
+def read_tensor_file(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """State dict and metadata of one file, whichever of the two safe containers it is."""
+    if not path.is_file():
+        raise FormatError(f"no such checkpoint file: {path}")
+    if is_safetensors(path):
+        return read_safetensors(path)
+    return unwrap_state_dict(torch_load_safe(path), path.name), {}
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{path.name} is not valid JSON: {exc}") from exc
+
+
+def write_safetensors(tensors: Mapping[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors needs contiguous, non-shared storage: give it private copies."""
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(plain, str(path), metadata=metadata)
+
+
+def save_torch_state(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """torch.save of a plain dict of tensors: loadable with weights_only=True."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, path)

@@ -1,0 +1,124 @@
+"""Safe loading: pickled modules and malicious pickles are refused, never executed.
+
+Also the pykan YAML loader: numpy tags become numbers, any other python tag fails.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from metacluster.errors import FormatError, UnsafeCheckpointError
+from metacluster.formats._io import read_tensor_file
+from metacluster.formats._yaml import load_pykan_config
+
+
+class _TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_whole_module_is_refused_with_state_dict_hint(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.save(_TinyNet(), path)
+    with pytest.raises(UnsafeCheckpointError, match=r"state_dict\(\)"):
+        read_tensor_file(path)
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch"])
+def test_malicious_reduce_never_runs(tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    payload = {"layers.0.base_weight": torch.zeros(2, 2), "x": _Payload(marker)}
+    if writer == "pickle":
+        with path.open("wb") as fh:
+            pickle.dump(payload, fh)
+    else:
+        torch.save(payload, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_tensor_file(path)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_state_dict_wrapped_in_training_checkpoint_is_unwrapped(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pth"
+    sd = _TinyNet().state_dict()
+    torch.save({"epoch": 3, "state_dict": sd}, path)
+    tensors, meta = read_tensor_file(path)
+    assert list(tensors) == ["fc.weight", "fc.bias"]
+    assert torch.equal(tensors["fc.weight"], sd["fc.weight"])
+    assert meta == {}
+
+
+def test_garbage_and_missing_files_are_format_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(FormatError):
+        read_tensor_file(junk)
+    with pytest.raises(FormatError, match="no such"):
+        read_tensor_file(tmp_path / "missing.pt")
+    with pytest.raises(FormatError, match="not a state dict"):
+        torch.save([torch.zeros(1)], tmp_path / "list.pt")
+        read_tensor_file(tmp_path / "list.pt")
+
+
+def test_pykan_yaml_numpy_tags_become_numbers() -> None:
+    text = yaml.dump(
+        {
+            "grid": np.int64(7),
+            "eps": np.float64(0.25),
+            "grid_range": np.array([-1.5, 1.5]),
+            "m": np.array([[1, 2], [3, 4]], dtype=np.int32),
+            "width": [[np.int64(2), 0], [3, 0]],
+        }
+    )
+    assert "!!python/object/apply:numpy" in text
+    cfg = load_pykan_config(text)
+    assert cfg == {
+        "grid": 7,
+        "eps": 0.25,
+        "grid_range": [-1.5, 1.5],
+        "m": [[1, 2], [3, 4]],
+        "width": [[2, 0], [3, 0]],
+    }
+    assert type(cfg["grid"]) is int
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system ['touch {marker}']",
+        "a: !!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+        "a: !!python/name:os.system ''",
+    ],
+)
+def test_pykan_yaml_other_python_tags_are_refused(tmp_path: Path, text: str) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(FormatError) as info:
+        load_pykan_config(text.format(marker=marker))
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_pykan_yaml_refuses_object_dtype() -> None:
+    text = yaml.dump({"a": np.array([1, 2], dtype=object)})
+    with pytest.raises(FormatError):
+        load_pykan_config(text)
