@@ -6,6 +6,8 @@ the current version (`with_arange=False` gives the older buffer-free layer).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -48,15 +50,15 @@ class MNISTChebyKAN(nn.Module):
     def __init__(self, widths: list[int], degree: int = 4, with_arange: bool = True) -> None:
         super().__init__()
         self.depth = len(widths) - 1
-        for l, (i, o) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            setattr(self, f"chebykan{l + 1}", ChebyKANLayer(i, o, degree, with_arange))
-            if l < self.depth - 1:
-                setattr(self, f"ln{l + 1}", nn.LayerNorm(o))
+        for li, (i, o) in enumerate(itertools.pairwise(widths)):
+            setattr(self, f"chebykan{li + 1}", ChebyKANLayer(i, o, degree, with_arange))
+            if li < self.depth - 1:
+                setattr(self, f"ln{li + 1}", nn.LayerNorm(o))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], -1)
-        for l in range(self.depth):
-            x = getattr(self, f"chebykan{l + 1}")(x)
-            if l < self.depth - 1:
-                x = getattr(self, f"ln{l + 1}")(x)
+        for li in range(self.depth):
+            x = getattr(self, f"chebykan{li + 1}")(x)
+            if li < self.depth - 1:
+                x = getattr(self, f"ln{li + 1}")(x)
         return x

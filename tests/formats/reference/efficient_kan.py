@@ -6,6 +6,7 @@ Same keys (`layers.{l}.base_weight`, `spline_weight`, `spline_scaler`, buffer
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -84,7 +85,7 @@ class KAN(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             KANLinear(i, o, **kwargs)  # type: ignore[arg-type]
-            for i, o in zip(layers_hidden[:-1], layers_hidden[1:], strict=True)
+            for i, o in itertools.pairwise(layers_hidden)
         )
 
     def forward(self, x: Tensor) -> Tensor:

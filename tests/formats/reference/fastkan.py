@@ -6,6 +6,8 @@ Keys `layers.{l}.layernorm.*`, `rbf.grid` (a frozen parameter), `spline_linear.w
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -71,7 +73,7 @@ class FastKAN(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             FastKANLayer(i, o, **kwargs)  # type: ignore[arg-type]
-            for i, o in zip(layers_hidden[:-1], layers_hidden[1:], strict=True)
+            for i, o in itertools.pairwise(layers_hidden)
         )
 
     def forward(self, x: Tensor) -> Tensor:

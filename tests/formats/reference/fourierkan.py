@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -25,7 +27,7 @@ class NaiveFourierKANLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         xshp = x.shape
-        outshape = xshp[0:-1] + (self.outdim,)
+        outshape = (*xshp[0:-1], self.outdim)
         x = torch.reshape(x, (-1, self.inputdim))
         k = torch.reshape(torch.arange(1, self.gridsize + 1), (1, 1, 1, self.gridsize))
         xrshp = torch.reshape(x, (x.shape[0], 1, x.shape[1], 1))
@@ -44,8 +46,7 @@ class FourierKAN(nn.Module):
     def __init__(self, widths: list[int], gridsize: int, addbias: bool = True) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            NaiveFourierKANLayer(i, o, gridsize, addbias)
-            for i, o in zip(widths[:-1], widths[1:], strict=True)
+            NaiveFourierKANLayer(i, o, gridsize, addbias) for i, o in itertools.pairwise(widths)
         )
 
     def forward(self, x: Tensor) -> Tensor:

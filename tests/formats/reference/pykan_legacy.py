@@ -1,12 +1,14 @@
 """pykan 0.0.x `KAN` state-dict layout and forward (kan/KANLayer.py, kan/KAN.py), for tests.
 
-Flat per-edge rows (row = o*I + i): `act_fun.{l}.coef` [I*O, G+k], `grid`
+Flat per-edge rows (row = o*I + i): `act_fun.{li}.coef` [I*O, G+k], `grid`
 [I*O, G+1] (un-extended; B_batch extends it by k average steps on the fly),
-`scale_base`, `scale_sp`, `mask` [I*O]; `biases.{l}.weight` [1, O];
-`symbolic_fun.{l}.mask` [O, I], `symbolic_fun.{l}.affine` [O, I, 4].
+`scale_base`, `scale_sp`, `mask` [I*O]; `biases.{li}.weight` [1, O];
+`symbolic_fun.{li}.mask` [O, I], `symbolic_fun.{li}.affine` [O, I, 4].
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import Tensor
@@ -40,33 +42,33 @@ def make_state(
     """A trained-looking legacy state dict: random coefficients, scales and biases."""
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, Tensor] = {}
-    for l, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for li, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         size = n_in * n_out
-        state[f"biases.{l}.weight"] = torch.randn(1, n_out, generator=gen, dtype=dtype) * 0.1
-    for l, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        state[f"biases.{li}.weight"] = torch.randn(1, n_out, generator=gen, dtype=dtype) * 0.1
+    for li, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         size = n_in * n_out
         knots = torch.linspace(-1, 1, grid + 1, dtype=dtype)
         # a per-input grid update moved the knots (same row for every output of an input)
         shift = torch.rand(n_in, 1, generator=gen, dtype=dtype) * 0.2
         per_input = knots[None, :] * (1.0 + shift)
-        state[f"act_fun.{l}.grid"] = per_input.repeat(n_out, 1)  # row o*I + i -> input i
-        state[f"act_fun.{l}.coef"] = torch.randn(size, grid + k, generator=gen, dtype=dtype) * 0.3
-        state[f"act_fun.{l}.scale_base"] = torch.randn(size, generator=gen, dtype=dtype)
-        state[f"act_fun.{l}.scale_sp"] = 1.0 + 0.1 * torch.randn(size, generator=gen, dtype=dtype)
+        state[f"act_fun.{li}.grid"] = per_input.repeat(n_out, 1)  # row o*I + i -> input i
+        state[f"act_fun.{li}.coef"] = torch.randn(size, grid + k, generator=gen, dtype=dtype) * 0.3
+        state[f"act_fun.{li}.scale_base"] = torch.randn(size, generator=gen, dtype=dtype)
+        state[f"act_fun.{li}.scale_sp"] = 1.0 + 0.1 * torch.randn(size, generator=gen, dtype=dtype)
         mask = torch.ones(size, dtype=dtype)
         mask[0] = 0.0  # a pruned edge
-        state[f"act_fun.{l}.mask"] = mask
-    for l, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        state[f"symbolic_fun.{l}.mask"] = torch.zeros(n_out, n_in, dtype=dtype)
-        state[f"symbolic_fun.{l}.affine"] = torch.zeros(n_out, n_in, 4, dtype=dtype)
+        state[f"act_fun.{li}.mask"] = mask
+    for li, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
+        state[f"symbolic_fun.{li}.mask"] = torch.zeros(n_out, n_in, dtype=dtype)
+        state[f"symbolic_fun.{li}.affine"] = torch.zeros(n_out, n_in, 4, dtype=dtype)
     return state
 
 
 def forward(state: dict[str, Tensor], x: Tensor, k: int = 3) -> Tensor:
     """The legacy KAN.forward (numeric branch; the symbolic masks are off)."""
     depth = sum(1 for key in state if key.startswith("biases."))
-    for l in range(depth):
-        n_out = state[f"biases.{l}.weight"].shape[1]
+    for li in range(depth):
+        n_out = state[f"biases.{li}.weight"].shape[1]
         n_in = x.shape[1]
         size = n_in * n_out
         batch = x.shape[0]
@@ -76,14 +78,14 @@ def forward(state: dict[str, Tensor], x: Tensor, k: int = 3) -> Tensor:
             .permute(1, 0)
         )
         base = torch.nn.functional.silu(xs).permute(1, 0)
-        coef = state[f"act_fun.{l}.coef"]
-        y = torch.einsum("ij,ijk->ik", coef, b_batch(xs, state[f"act_fun.{l}.grid"], k)).permute(
+        coef = state[f"act_fun.{li}.coef"]
+        y = torch.einsum("ij,ijk->ik", coef, b_batch(xs, state[f"act_fun.{li}.grid"], k)).permute(
             1, 0
         )
         y = (
-            state[f"act_fun.{l}.scale_base"][None, :] * base
-            + state[f"act_fun.{l}.scale_sp"][None, :] * y
+            state[f"act_fun.{li}.scale_base"][None, :] * base
+            + state[f"act_fun.{li}.scale_sp"][None, :] * y
         )
-        y = state[f"act_fun.{l}.mask"][None, :] * y
-        x = torch.sum(y.reshape(batch, n_out, n_in), dim=2) + state[f"biases.{l}.weight"]
+        y = state[f"act_fun.{li}.mask"][None, :] * y
+        x = torch.sum(y.reshape(batch, n_out, n_in), dim=2) + state[f"biases.{li}.weight"]
     return x

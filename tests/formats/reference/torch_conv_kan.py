@@ -7,6 +7,8 @@ no keys) and `prelus.{g}.weight`; the grid is a plain attribute, not saved.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -113,7 +115,7 @@ class ConvKANStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             KANConv2DLayer(i, o, kernel_size, **kwargs)  # type: ignore[arg-type]
-            for i, o in zip(channels[:-1], channels[1:], strict=True)
+            for i, o in itertools.pairwise(channels)
         )
 
     def forward(self, x: Tensor) -> Tensor:
