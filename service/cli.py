@@ -118,7 +118,7 @@ def start_worker(settings: Settings, queues: list[str] | None = None) -> subproc
     return subprocess.Popen(
         worker_command(queues),
         env=_resolved_env(settings),
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
 
 

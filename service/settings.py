@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Queue for jobs whose config says device "auto" (or nothing): "cpu" suits the
     # embedded mode; a deployment with GPU workers sets METACLUSTER_DEFAULT_QUEUE=gpu.
     default_queue: str = "cpu"
+    # Redis re-delivers a message whose worker died after this many seconds; it must
+    # exceed the longest job, or a running job is delivered to a second worker.
+    broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
     # /readyz gives up on the broker after this many seconds.
     broker_timeout_s: float = Field(default=2.0, gt=0)
     # Upper bound of `limit` on list endpoints.

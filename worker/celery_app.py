@@ -25,13 +25,26 @@ def _is_embedded(broker_url: str) -> bool:
     return broker_url.startswith(("sqla+", "filesystem:"))
 
 
-def _transport_options(broker_url: str) -> dict[str, Any]:
-    if _is_embedded(broker_url):
+def _transport_options(broker_url: str, visibility_timeout_s: float) -> dict[str, Any]:
+    if broker_url.startswith("sqla+"):
+        # kombu hands every option of this transport to create_engine(), so the polling
+        # interval cannot travel in the options; it is a class attribute of the transport.
+        from kombu.transport import sqlalchemy as sqla_transport
+
+        sqla_transport.Transport.polling_interval = _POLLING_INTERVAL_S
+        return {}
+    if broker_url.startswith("filesystem:"):
         return {"polling_interval": _POLLING_INTERVAL_S}
     if broker_url.startswith(("redis:", "rediss:")):
-        # A compression job can run for hours; a visibility timeout shorter than a
-        # job would make Redis re-deliver a message whose worker is still alive.
-        return {"visibility_timeout": 12 * 3600}
+        # The message of a job whose worker died (acks_late: still unacked) comes back
+        # once it is older than the visibility timeout; scan for such messages every
+        # quarter of it (at most every 10 s) instead of kombu's every 100 s.
+        timeout = float(visibility_timeout_s)
+        return {
+            "visibility_timeout": timeout,
+            "unacked_restore_interval": max(1.0, min(10.0, timeout / 4)),
+            "unacked_restore_throttle": 1,
+        }
     return {}
 
 
@@ -53,7 +66,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options=_transport_options(settings.broker),
+        broker_transport_options=_transport_options(
+            settings.broker, settings.broker_visibility_timeout_s
+        ),
         # The server-less transports have no fanout exchange, which remote control,
         # gossip and mingle need; the job row, not `celery inspect`, is the truth anyway.
         worker_enable_remote_control=not _is_embedded(settings.broker),
@@ -68,20 +83,23 @@ def make_celery(settings: Settings) -> Celery:
 
 
 @functools.cache
-def _cached_celery(broker_url: str, cpu_queue: str, gpu_queue: str) -> Celery:
-    from service.settings import get_settings
+def _cached_celery(settings_json: str) -> Celery:
+    from service.settings import Settings
 
-    return make_celery(get_settings())
+    return make_celery(Settings.model_validate_json(settings_json))
 
 
 def get_celery(settings: Settings | None = None) -> Celery:
-    """The process-wide Celery app for ``settings`` (default: ``get_settings()``)."""
-    if settings is not None:
-        return make_celery(settings)
-    from service.settings import get_settings
+    """The process-wide Celery app of ``settings`` (default: ``get_settings()``).
 
-    current = get_settings()
-    return _cached_celery(current.broker, current.cpu_queue, current.gpu_queue)
+    Cached per distinct settings, so tests that change the environment and clear
+    ``get_settings``'s cache get an app for the new broker.
+    """
+    if settings is None:
+        from service.settings import get_settings
+
+        settings = get_settings()
+    return _cached_celery(settings.model_dump_json())
 
 
 def __getattr__(name: str) -> Any:
