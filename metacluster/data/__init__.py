@@ -1,0 +1,19 @@
+"""Data sets for training and compression: built-ins that work offline and file readers.
+
+`load_dataset("digits" | "mnist1d" | "eq:<name>" | path)` returns a validated `Dataset`.
+"""
+
+from metacluster.data.dataset import Dataset, Task, dataset_from_arrays, infer_task
+from metacluster.data.equations import EQUATIONS, list_equations
+from metacluster.data.loading import BUILTIN_DATASETS, load_dataset
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "EQUATIONS",
+    "Dataset",
+    "Task",
+    "dataset_from_arrays",
+    "infer_task",
+    "list_equations",
+    "load_dataset",
+]

@@ -1,0 +1,207 @@
+"""Readers for user data files: `.npz`, MNIST IDX and CIFAR-10/100 python batches.
+
+Every reader is offline and safe: `.npz` loads with ``allow_pickle=False``, IDX is
+parsed byte by byte, and CIFAR pickles go through a numpy-only unpickler. Any bad
+file raises `DatasetError` with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metacluster.data.dataset import Dataset, dataset_from_arrays
+from metacluster.data.safe_pickle import load_restricted_pickle
+from metacluster.errors import DatasetError
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+# -- .npz ----------------------------------------------------------------------
+def load_npz(path: Path) -> Dataset:
+    """`.npz` with x_train, y_train, x_test, y_test (optional scalar n_classes).
+
+    Inputs are used as stored (cast to float32): the user owns their scaling.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DatasetError(
+                    f"{path.name}: missing array(s) {', '.join(missing)}; "
+                    f"an .npz data set needs {', '.join(NPZ_KEYS)}"
+                )
+            x_train, y_train, x_test, y_test = (npz[k] for k in NPZ_KEYS)
+            n_classes = int(npz["n_classes"]) if "n_classes" in npz.files else None
+    except DatasetError:
+        raise
+    except ValueError as exc:  # object arrays need pickle, which we refuse
+        raise DatasetError(
+            f"{path.name}: unreadable .npz (object arrays are not allowed: {exc})"
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path.name}: not a valid .npz file ({exc})") from None
+    return dataset_from_arrays(path.stem, x_train, y_train, x_test, y_test, n_classes=n_classes)
+
+
+# -- MNIST IDX -----------------------------------------------------------------
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+# stem -> accepted spellings (the original LeCun names and the common "x.idx3" variant)
+_IDX_FILES = {
+    "train_images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "train_labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test_images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+
+def _read_maybe_gzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            return gzip.decompress(raw)
+        return raw
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path.name}: cannot read ({exc})") from None
+
+
+def parse_idx(data: bytes, where: str) -> np.ndarray[Any, Any]:
+    """Decode one IDX file (magic 0x0000, type byte, rank byte, big-endian dims)."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DatasetError(f"{where}: not an IDX file (bad magic number)")
+    dtype = _IDX_DTYPES.get(data[2])
+    if dtype is None:
+        raise DatasetError(f"{where}: unknown IDX element type 0x{data[2]:02x}")
+    rank = data[3]
+    header = 4 + 4 * rank
+    if rank == 0 or len(data) < header:
+        raise DatasetError(f"{where}: truncated IDX header")
+    dims = struct.unpack(f">{rank}I", data[4:header])
+    count = int(np.prod(dims, dtype=np.int64))
+    if len(data) - header != count * dtype.itemsize:
+        raise DatasetError(
+            f"{where}: IDX payload is {len(data) - header} bytes but shape {dims} needs "
+            f"{count * dtype.itemsize}"
+        )
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(dims)
+        .astype(dtype.newbyteorder("="))
+    )
+
+
+def _find_idx(directory: Path, key: str) -> Path:
+    for stem in _IDX_FILES[key]:
+        for suffix in ("", ".gz"):
+            candidate = directory / (stem + suffix)
+            if candidate.is_file():
+                return candidate
+    raise DatasetError(f"{directory}: missing IDX file {_IDX_FILES[key][0]}[.gz]")
+
+
+def is_idx_dir(directory: Path) -> bool:
+    return any(
+        (directory / (s + x)).is_file() for s in _IDX_FILES["train_images"] for x in ("", ".gz")
+    )
+
+
+def _idx_images(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    # (n, rows, cols) -> (n, 1, rows, cols): channel-first like CIFAR, so conv
+    # KANs take it as is and dense KANs flatten it.
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.dtype == np.uint8:  # pixels 0..255 -> [-1, 1], the default KAN grid range
+        return arr.astype(np.float32) / 127.5 - 1.0
+    return arr.astype(np.float32)
+
+
+def load_idx(directory: Path) -> Dataset:
+    """MNIST-style IDX files (train-images-idx3-ubyte[.gz], ..., t10k-labels-idx1-ubyte[.gz])."""
+    arrays = {
+        key: parse_idx(_read_maybe_gzip(p), p.name)
+        for key in _IDX_FILES
+        for p in [_find_idx(directory, key)]
+    }
+    for key in ("train_labels", "test_labels"):
+        if arrays[key].ndim != 1 or not np.issubdtype(arrays[key].dtype, np.integer):
+            raise DatasetError(f"{directory.name}: {key} must be a 1-D integer IDX array")
+    return dataset_from_arrays(
+        directory.name or "idx",
+        _idx_images(arrays["train_images"]),
+        arrays["train_labels"],
+        _idx_images(arrays["test_images"]),
+        arrays["test_labels"],
+        task="classification",
+    )
+
+
+# -- CIFAR python batches ------------------------------------------------------
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+
+
+def is_cifar_dir(directory: Path) -> bool:
+    return (directory / "test_batch").is_file() or (
+        (directory / "train").is_file() and (directory / "test").is_file()
+    )
+
+
+def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    batch = load_restricted_pickle(_read_maybe_gzip(path), path.name)
+    if not isinstance(batch, dict):
+        raise DatasetError(f"{path.name}: a CIFAR batch must be a dict, got {type(batch).__name__}")
+    # original files are Python 2 pickles (bytes keys); re-saved ones have str keys
+    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    if "data" not in batch or label_key not in batch:
+        raise DatasetError(f"{path.name}: CIFAR batch needs 'data' and '{label_key}' entries")
+    data, labels = batch["data"], batch[label_key]
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+    ):
+        raise DatasetError(f"{path.name}: CIFAR 'data' must be a uint8 array of shape (n, 3072)")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path.name}: CIFAR '{label_key}' must be a list of ints") from None
+    if y.shape != (data.shape[0],):
+        raise DatasetError(f"{path.name}: {data.shape[0]} images but {y.size} labels")
+    x = data.reshape(-1, 3, 32, 32).astype(np.float32) / 127.5 - 1.0
+    return x, y
+
+
+def load_cifar(directory: Path, *, labels: str = "fine") -> Dataset:
+    """CIFAR-10 (data_batch_1..5 + test_batch) or CIFAR-100 (train + test) directory."""
+    if (directory / "test_batch").is_file():
+        train_files = [directory / n for n in _CIFAR10_TRAIN if (directory / n).is_file()]
+        if not train_files:
+            raise DatasetError(f"{directory}: CIFAR-10 directory has no data_batch_* files")
+        parts = [_cifar_batch(p, "labels") for p in train_files]
+        x_test, y_test = _cifar_batch(directory / "test_batch", "labels")
+        n_classes = 10
+    else:
+        if labels not in ("fine", "coarse"):
+            raise DatasetError(f"CIFAR-100 labels must be 'fine' or 'coarse', got {labels!r}")
+        key = f"{labels}_labels"
+        parts = [_cifar_batch(directory / "train", key)]
+        x_test, y_test = _cifar_batch(directory / "test", key)
+        n_classes = 100 if labels == "fine" else 20
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    return dataset_from_arrays(
+        directory.name, x_train, y_train, x_test, y_test, task="classification", n_classes=n_classes
+    )
