@@ -32,9 +32,10 @@ def register_module(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 def module_config(module: nn.Module) -> dict[str, Any]:
     """{"type": name, **kwargs} of a registered module."""
     name = getattr(module, "module_type", None)
-    if name is None or not hasattr(module, "config"):
+    config = getattr(module, "config", None)
+    if name is None or not callable(config):
         raise TypeError(f"{type(module).__name__} is not a registered KAN model module")
-    return {"type": name, **module.config()}
+    return {"type": name, **config()}
 
 
 def build_module(spec: dict[str, Any]) -> nn.Module:

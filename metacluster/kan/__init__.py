@@ -1,0 +1,44 @@
+"""KAN layer families, the canonical edge view and `build_kan`.
+
+Importing this package registers every layer family and glue module with `KANModel`.
+"""
+
+from __future__ import annotations
+
+from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
+from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
+from metacluster.kan.build import FAMILIES, build_kan
+from metacluster.kan.glue import (
+    Affine,
+    AvgPool2d,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    Linear,
+    MaxPool2d,
+    SiLU,
+)
+from metacluster.kan.model import MODULE_TYPES, KANModel, build_module, module_config
+
+__all__ = [
+    "FAMILIES",
+    "MODULE_TYPES",
+    "Affine",
+    "AvgPool2d",
+    "BSplineKANLayer",
+    "Basis",
+    "EdgeView",
+    "Flatten",
+    "GlobalAvgPool",
+    "KANLayer",
+    "KANModel",
+    "LayerNorm",
+    "Linear",
+    "MaxPool2d",
+    "PyKANLayer",
+    "SiLU",
+    "build_kan",
+    "build_module",
+    "grid_fingerprint",
+    "module_config",
+]

@@ -1,0 +1,74 @@
+"""Shared helpers of the KAN layer families: activations by name and input checks.
+
+Kept private: layers store activations by name so that `config()` stays JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metacluster.errors import ConfigError, InputError
+
+Activation = Callable[[Tensor], Tensor]
+
+
+def _zero(x: Tensor) -> Tensor:
+    return torch.zeros_like(x)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "silu": F.silu,
+    "identity": _identity,
+    "zero": _zero,
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str) -> Activation:
+    """The base-branch activation called `name`; ConfigError for unknown names."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+def check_features(x: Tensor, in_features: int, layer: str) -> None:
+    """Raise InputError unless x is a floating tensor shaped (..., in_features)."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{layer}: expected a tensor input, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[-1] != in_features:
+        raise InputError(
+            f"{layer}: expected input of shape (..., {in_features}), got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise InputError(f"{layer}: expected a floating point input, got {x.dtype}")
+
+
+def check_positive(name: str, value: int, minimum: int = 1) -> int:
+    """Validate an integer hyperparameter; ConfigError when below `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_range(name: str, value: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """Validate a (low, high) range with low < high; ConfigError otherwise."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a pair (low, high), got {value!r}") from None
+    if not lo < hi:
+        raise ConfigError(f"{name} must satisfy low < high, got {value!r}")
+    return lo, hi

@@ -1,0 +1,373 @@
+"""B-spline KAN layers: efficient-kan's KANLinear and pykan's KANLayer on one basis engine.
+
+Uniform grids take a closed-form fast path (the k+1 nonzero cardinal B-spline values of
+each input, scattered into its feature row); any other grid uses the Cox-de Boor recursion.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metacluster.errors import ConfigError, InputError
+from metacluster.kan._common import activation, check_features, check_positive, check_range
+from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.model import register_module
+
+__all__ = [
+    "BSplineKANLayer",
+    "PyKANLayer",
+    "cardinal_bspline_values",
+    "cox_de_boor_bases",
+    "efficient_kan_grid",
+    "pykan_grid",
+    "uniform_bspline_bases",
+    "uniform_grid_params",
+]
+
+# A grid row counts as uniform when every knot step equals the mean step to this
+# relative tolerance: fp32 grids built by linspace / arange differ from exact
+# t0 + j*h by a few ulps (~1e-7 of the step), far below it, and a step error of
+# 1e-5 moves a basis value by about 1e-5 * |d B/d t| <= 1e-5.
+UNIFORM_RTOL = 1e-5
+
+
+def efficient_kan_grid(
+    in_features: int, grid_size: int, order: int, grid_range: tuple[float, float]
+) -> Tensor:
+    """efficient-kan's default knots: uniform on grid_range, extended by `order` steps."""
+    lo, hi = grid_range
+    h = (hi - lo) / grid_size
+    row = torch.arange(-order, grid_size + order + 1, dtype=torch.float64) * h + lo
+    return row.to(torch.get_default_dtype()).expand(in_features, -1).contiguous()
+
+
+def pykan_grid(
+    in_features: int, grid_size: int, order: int, grid_range: tuple[float, float]
+) -> Tensor:
+    """pykan's default knots: linspace(grid_range, G+1) extended by `order` steps of h."""
+    lo, hi = grid_range
+    grid = torch.linspace(lo, hi, steps=grid_size + 1)[None, :].expand(in_features, -1)
+    h = (grid[:, [-1]] - grid[:, [0]]) / (grid.shape[1] - 1)
+    for _ in range(order):  # same operation order as pykan's extend_grid, for identical floats
+        grid = torch.cat([grid[:, [0]] - h, grid], dim=1)
+        grid = torch.cat([grid, grid[:, [-1]] + h], dim=1)
+    return grid.contiguous()
+
+
+def cox_de_boor_bases(x: Tensor, grid: Tensor, order: int) -> Tensor:
+    """B-spline bases by the Cox-de Boor recursion on per-input knots.
+
+    x: (N, I); grid: (I, n_knots) nondecreasing -> (N, I, n_knots - order - 1).
+    Half-open support, so inputs outside [grid[:, 0], grid[:, -1]) give zero
+    (as efficient-kan). Zero-length knot spans (repeated knots) contribute zero
+    instead of efficient-kan's NaN (pykan's nan_to_num, without hiding NaN inputs).
+    """
+    grid = grid.to(x.dtype)
+    xs = x.unsqueeze(-1)
+    bases = ((xs >= grid[:, :-1]) & (xs < grid[:, 1:])).to(x.dtype)
+    for d in range(1, order + 1):
+        left_den = grid[:, d:-1] - grid[:, : -(d + 1)]
+        right_den = grid[:, d + 1 :] - grid[:, 1:-d]
+        left_den = torch.where(left_den == 0, torch.ones_like(left_den), left_den)
+        right_den = torch.where(right_den == 0, torch.ones_like(right_den), right_den)
+        bases = (xs - grid[:, : -(d + 1)]) / left_den * bases[..., :-1] + (
+            grid[:, d + 1 :] - xs
+        ) / right_den * bases[..., 1:]
+    return bases
+
+
+def cardinal_bspline_values(t: Tensor, order: int) -> Tensor:
+    """Values of the order+1 uniform B-splines that are nonzero on one unit cell.
+
+    t: local coordinate in [0, 1) -> (..., order + 1); column r belongs to the basis
+    whose support starts order - r cells left of the current cell. Columns sum to 1.
+    """
+    if order == 3:
+        # Explicit cubic pieces: fewer kernels than the recursion on the hot path.
+        t2 = t * t
+        t3 = t2 * t
+        s = 1.0 - t
+        return torch.stack(
+            [
+                s * s * s / 6.0,
+                (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+                (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0,
+                t3 / 6.0,
+            ],
+            dim=-1,
+        )
+    vals = torch.ones_like(t).unsqueeze(-1)
+    tt = t.unsqueeze(-1)
+    zero = torch.zeros_like(tt)
+    for d in range(1, order + 1):
+        r = torch.arange(d + 1, dtype=t.dtype, device=t.device)
+        left = torch.cat([zero, vals], dim=-1)  # left[r] = previous value r - 1
+        right = torch.cat([vals, zero], dim=-1)  # right[r] = previous value r
+        vals = ((tt + d - r) * left + (r + 1 - tt) * right) / d
+    return vals
+
+
+def uniform_bspline_bases(
+    x: Tensor, t0: Tensor, inv_h: Tensor, order: int, n_basis: int, width: int | None = None
+) -> Tensor:
+    """Closed-form B-spline bases on per-input uniform knots t0 + j / inv_h.
+
+    x: (N, I); t0, inv_h: (I,) -> (N, I, width) with the n_basis spline values in
+    columns [0, n_basis) and zeros in any extra columns (room for a base branch).
+    Equals `cox_de_boor_bases` on the same knots, without its O(k * n_knots) work.
+    """
+    width = n_basis if width is None else width
+    n_cells = n_basis + order  # knot intervals of the extended grid
+    u = (x - t0.to(x.dtype)) * inv_h.to(x.dtype)
+    inside = (u >= 0) & (u < n_cells)
+    # Clamp before floor so that far-out / infinite inputs keep finite local
+    # coordinates (their values are masked, but NaN would leak into gradients).
+    u = u.clamp(0.0, float(n_cells))
+    cell = torch.floor(u).clamp_(max=n_cells - 1)
+    vals = cardinal_bspline_values(u - cell, order)  # (N, I, k+1)
+    offsets = torch.arange(-order, 1, device=x.device)
+    idx = cell.long().unsqueeze(-1) + offsets  # basis index of each value
+    keep = inside.unsqueeze(-1) & (idx >= 0) & (idx < n_basis)
+    vals = torch.where(keep, vals, torch.zeros((), dtype=vals.dtype, device=vals.device))
+    out = x.new_zeros(*x.shape, width)
+    # Masked values are zero, so clamped duplicates add nothing.
+    return out.scatter_add_(-1, idx.clamp_(0, n_basis - 1), vals)
+
+
+def uniform_grid_params(grid: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(t0, 1/h) per row (float64) when every grid row is uniform, else None."""
+    if grid.dim() != 2 or grid.shape[1] < 2:
+        return None
+    g = grid.detach().to(torch.float64)
+    h = (g[:, -1] - g[:, 0]) / (g.shape[1] - 1)
+    if not bool(torch.all(h > 0)) or not bool(torch.isfinite(g).all()):
+        return None
+    steps = g[:, 1:] - g[:, :-1]
+    if bool(((steps - h[:, None]).abs() > UNIFORM_RTOL * h[:, None]).any()):
+        return None
+    return g[:, 0].clone(), 1.0 / h
+
+
+def _grid_key(grid: Tensor) -> tuple[Any, ...] | None:
+    """Identity + version of the grid tensor, or None where it cannot be tracked."""
+    try:
+        return (grid.data_ptr(), grid._version, grid.dtype, grid.device, tuple(grid.shape))
+    except RuntimeError:  # inference tensors / functorch wrappers carry no version
+        return None
+
+
+@register_module("bspline")
+class BSplineKANLayer(KANLayer):
+    """efficient-kan KANLinear with the per-edge base weight folded into `coef`.
+
+    y_o = sum_i coef[o, i, -1] * act(x_i) + sum_c coef[o, i, c] * B_c(x_i), with
+    B-splines of order k on a per-input knot buffer `grid` (I, G + 2k + 1).
+    coef: (O, I, G + k + 1), or (O, I, G + k) when base_activation == "zero".
+    Set `use_fast_path = False` to force the Cox-de Boor path.
+    """
+
+    family = "bspline"
+    grid: Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] | list[float] = (-1.0, 1.0),
+        base_activation: str = "silu",
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive("in_features", in_features)
+        self.out_features = check_positive("out_features", out_features)
+        self.grid_size = check_positive("grid_size", grid_size)
+        self.spline_order = check_positive("spline_order", spline_order, minimum=0)
+        self.grid_range = check_range("grid_range", grid_range)
+        self.base_activation = base_activation
+        self._act = activation(base_activation)
+        self.has_base = base_activation != "zero"
+        self.n_basis = self.grid_size + self.spline_order
+        self.use_fast_path = True
+        self.register_buffer("grid", self._default_grid())
+        width = self.n_basis + (1 if self.has_base else 0)
+        self.coef = nn.Parameter(torch.empty(self.out_features, self.in_features, width))
+        self._grid_cache: tuple[tuple[Any, ...], tuple[Tensor, Tensor] | None] | None = None
+        self.reset_parameters()
+
+    def _default_grid(self) -> Tensor:
+        return efficient_kan_grid(
+            self.in_features, self.grid_size, self.spline_order, self.grid_range
+        )
+
+    def reset_parameters(self, scale_noise: float = 0.1) -> None:
+        """Base weights kaiming-uniform (as nn.Linear), spline coefficients small noise."""
+        bound = scale_noise / math.sqrt(self.in_features)
+        with torch.no_grad():
+            self.coef[..., : self.n_basis].uniform_(-bound, bound)
+            if self.has_base:
+                nn.init.kaiming_uniform_(self.coef[..., -1], a=math.sqrt(5))
+
+    # -- grid ------------------------------------------------------------
+    def set_grid(self, grid: Tensor) -> None:
+        """Replace the knots (I, G + 2k + 1), e.g. after a pykan grid update."""
+        expected = (self.in_features, self.n_basis + self.spline_order + 1)
+        if tuple(grid.shape) != expected:
+            raise ConfigError(f"grid must have shape {expected}, got {tuple(grid.shape)}")
+        if not bool(torch.all(grid[:, 1:] >= grid[:, :-1])):
+            raise ConfigError("grid rows must be nondecreasing")
+        with torch.no_grad():
+            self.grid.copy_(grid)
+        self._grid_cache = None
+
+    def uniform_params(self) -> tuple[Tensor, Tensor] | None:
+        """(t0, 1/h) when all knot rows are uniform (cached per grid version), else None."""
+        key = _grid_key(self.grid)
+        if key is not None and self._grid_cache is not None and self._grid_cache[0] == key:
+            return self._grid_cache[1]
+        params = uniform_grid_params(self.grid)
+        self._grid_cache = None if key is None else (key, params)
+        return params
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._grid_cache = None  # the grid may have changed
+
+    # -- forward ---------------------------------------------------------
+    def features(self, x: Tensor) -> Tensor:
+        """(N, I) -> (N, I, L): spline bases then the base activation (when present)."""
+        width = self.coef_dim
+        params = self.uniform_params() if self.use_fast_path else None
+        if params is not None:
+            feats = uniform_bspline_bases(
+                x, params[0], params[1], self.spline_order, self.n_basis, width
+            )
+            if self.has_base:
+                feats[..., -1] = self._act(x)
+            return feats
+        bases = cox_de_boor_bases(x, self.grid, self.spline_order)
+        if self.has_base:
+            return torch.cat([bases, self._act(x).unsqueeze(-1)], dim=-1)
+        return bases
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, self.in_features, type(self).__name__)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        feats = self.features(x2)  # (N, I, L)
+        n_in = self.in_features * self.coef_dim
+        y = F.linear(feats.reshape(x2.shape[0], n_in), self.coef.reshape(self.out_features, n_in))
+        return y.reshape(*lead, self.out_features)
+
+    # -- edge view -------------------------------------------------------
+    def basis(self) -> Basis:
+        params: dict[str, Any] = {
+            "grid_size": self.grid_size,
+            "order": self.spline_order,
+            "grid_range": list(self.grid_range),
+            "n_spline": self.n_basis,
+        }
+        if self.has_base:
+            params["base"] = self.base_activation
+        return Basis("bspline", self.coef_dim, params)
+
+    def edge_groups(self) -> tuple[Tensor, list[str]]:
+        """Edges grouped by identical knot rows of their input (one group if uniform)."""
+        rows, inverse = torch.unique(self.grid.detach().cpu(), dim=0, return_inverse=True)
+        key = self.basis().key()
+        keys = [f"{key}|grid:{grid_fingerprint(row)}" for row in rows]
+        return inverse.repeat(self.out_features), keys
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Each edge's function (spline plus base branch) on its input's grid range.
+
+        coefficients: (n_edges, L), rows in edge order, or (n, L) arbitrary vectors
+        (e.g. centroids) when all inputs share one grid -> (n, n_points).
+        """
+        if coefficients.dim() != 2 or coefficients.shape[1] != self.coef_dim:
+            raise InputError(
+                f"expected coefficients of shape (n, {self.coef_dim}), got {tuple(coefficients.shape)}"
+            )
+        k = self.spline_order
+        grid = self.grid.detach().to(coefficients.dtype)
+        steps = torch.linspace(0.0, 1.0, n_points, dtype=coefficients.dtype, device=grid.device)
+        lo, hi = grid[:, k], grid[:, -k - 1]
+        xs = lo + steps[:, None] * (hi - lo)  # (P, I)
+        feats = self.features(xs)  # (P, I, L)
+        if coefficients.shape[0] == self.n_edges:
+            coef = coefficients.reshape(self.out_features, self.in_features, self.coef_dim)
+            out = torch.einsum("oil,pil->oip", coef, feats)
+            return out.reshape(self.n_edges, n_points)
+        if not bool((grid == grid[:1]).all()):
+            raise InputError(
+                "edge_functions of arbitrary vectors needs one shared grid; this layer has "
+                "per-input grids, pass one vector per edge"
+            )
+        return coefficients @ feats[:, 0, :].T
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "grid_size": self.grid_size,
+            "spline_order": self.spline_order,
+            "grid_range": list(self.grid_range),
+            "base_activation": self.base_activation,
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"in={self.in_features}, out={self.out_features}, G={self.grid_size}, "
+            f"k={self.spline_order}, base={self.base_activation}"
+        )
+
+
+@register_module("pykan_bspline")
+class PyKANLayer(BSplineKANLayer):
+    """pykan 0.2.x KANLayer (numeric branch) plus MultKAN's subnode and node affines.
+
+    Per edge mask * (scale_base * base(x) + scale_sp * spline(x)) is folded into
+    coef = mask * [scale_sp * coef, scale_base]; after the sum over inputs,
+    y = node_scale * (subnode_scale * y + subnode_bias) + node_bias, as
+    MultKAN.forward does for a layer without multiplication nodes.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid_size: int = 3,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] | list[float] = (-1.0, 1.0),
+        base_activation: str = "silu",
+    ) -> None:
+        super().__init__(
+            in_features, out_features, grid_size, spline_order, grid_range, base_activation
+        )
+        self.subnode_scale = nn.Parameter(torch.ones(self.out_features))
+        self.subnode_bias = nn.Parameter(torch.zeros(self.out_features))
+        self.node_scale = nn.Parameter(torch.ones(self.out_features))
+        self.node_bias = nn.Parameter(torch.zeros(self.out_features))
+
+    def _default_grid(self) -> Tensor:
+        return pykan_grid(self.in_features, self.grid_size, self.spline_order, self.grid_range)
+
+    def reset_parameters(self, scale_noise: float = 0.5) -> None:
+        """pykan's scales: spline noise / G times scale_sp = 1/sqrt(I); scale_base U(+-1/sqrt(I))."""
+        bound = 1.0 / math.sqrt(self.in_features)
+        with torch.no_grad():
+            self.coef[..., : self.n_basis].uniform_(-0.5, 0.5).mul_(
+                scale_noise / self.grid_size * bound
+            )
+            if self.has_base:
+                self.coef[..., -1].uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = super().forward(x)
+        y = self.subnode_scale * y + self.subnode_bias
+        return self.node_scale * y + self.node_bias
