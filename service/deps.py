@@ -1,0 +1,80 @@
+"""FastAPI dependencies as typed aliases: settings, the request transaction, storage, auth.
+
+`SessionDep` commits when the route returns and before the response is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from service.auth import authenticate
+from service.db.models import ApiKey
+from service.db.session import get_sessionmaker
+from service.queue import CeleryEnqueuer
+from service.services.jobs import Enqueue
+from service.settings import Settings
+from service.storage import Storage
+from service.transaction import commit, rollback
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_db(settings: SettingsDep) -> Iterator[Session]:
+    """One transaction per request: commit (then after-commit hooks) or roll back."""
+    session = get_sessionmaker(settings)()
+    try:
+        yield session
+        commit(session)
+    except BaseException:
+        rollback(session)
+        raise
+    finally:
+        session.close()
+
+
+# scope="function": the commit runs right after the route returns, before the
+# response goes out, so a client that got 202 can read the job at once.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+
+
+def get_storage_dep(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+StorageDep = Annotated[Storage, Depends(get_storage_dep)]
+
+
+def get_enqueuer(settings: SettingsDep) -> Enqueue:
+    """Celery by default; tests override this dependency with a recorder."""
+    return CeleryEnqueuer(settings)
+
+
+EnqueueDep = Annotated[Enqueue, Depends(get_enqueuer)]
+
+_bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer mck_...`")
+
+
+def current_key(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+) -> ApiKey:
+    header = request.headers.get("authorization")
+    if credentials is not None:
+        header = f"Bearer {credentials.credentials}"
+    return authenticate(session, header)
+
+
+CurrentKey = Annotated[ApiKey, Depends(current_key)]

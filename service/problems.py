@@ -1,0 +1,127 @@
+"""RFC 9457 problem+json responses for every error, and their OpenAPI descriptions.
+
+Every error body carries a stable ``code``; routes list theirs with `problem_responses`.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from metacluster.errors import MetaClusterError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# OpenAPI: what each status means across the API, with its possible codes.
+_DESCRIPTIONS: dict[int, str] = {
+    401: "Missing, malformed or revoked API key (code `unauthorized`)",
+    404: "No such resource for this API key (code `not_found`)",
+    409: "Conflict: `idempotency_conflict` (key reused with another body) or "
+    "`job_finished` (the job already finished)",
+    413: "Upload larger than METACLUSTER_MAX_UPLOAD_BYTES (code `payload_too_large`)",
+    415: "Not multipart/form-data, or a file of the wrong type (code `unsupported_media_type`)",
+    422: "Invalid input: `validation_error`, `unsupported_format`, `unsafe_checkpoint`, "
+    "`invalid_dataset`, `invalid_config`, `incompatible`",
+    503: "A dependency (database, broker) is unreachable (code `unavailable`)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status documented with the Problem schema."""
+    from service.schemas import Problem
+
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem(
+    request: Request,
+    status: int,
+    code: str,
+    detail: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+async def _metacluster_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MetaClusterError)
+    if exc.status >= 500:
+        log.error("request failed: %s", exc, exc_info=exc)
+    extra = getattr(exc, "extra", None)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem(request, exc.status, exc.code, exc.message, extra, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": list(e.get("loc", ())),
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return problem(request, 422, "validation_error", detail, {"errors": errors})
+
+
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    return problem(request, exc.status_code, code, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(request, 500, "internal", "internal server error")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MetaClusterError, _metacluster_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

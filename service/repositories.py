@@ -1,0 +1,144 @@
+"""Every database query of the service, scoped by owner where rows belong to a key.
+
+Repositories add and flush but never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import (
+    Artifact,
+    DatasetRecord,
+    Job,
+    JobEvent,
+    ModelRecord,
+)
+
+
+class ModelRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, record: ModelRecord) -> ModelRecord:
+        self.session.add(record)
+        self.session.flush()
+        return record
+
+    def get(self, owner_id: str, model_id: str) -> ModelRecord | None:
+        return self.session.scalars(
+            select(ModelRecord).where(ModelRecord.id == model_id, ModelRecord.owner_id == owner_id)
+        ).one_or_none()
+
+
+class DatasetRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, record: DatasetRecord) -> DatasetRecord:
+        self.session.add(record)
+        self.session.flush()
+        return record
+
+    def get(self, owner_id: str, dataset_id: str) -> DatasetRecord | None:
+        return self.session.scalars(
+            select(DatasetRecord).where(
+                DatasetRecord.id == dataset_id, DatasetRecord.owner_id == owner_id
+            )
+        ).one_or_none()
+
+
+class JobRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job: Job) -> Job:
+        self.session.add(job)
+        self.session.flush()
+        return job
+
+    def get(self, owner_id: str, job_id: str, *, for_update: bool = False) -> Job | None:
+        stmt = select(Job).where(Job.id == job_id, Job.owner_id == owner_id)
+        if for_update:
+            # Serialises cancel against the worker's status writes on PostgreSQL
+            # (SQLite ignores it; its writes are serialised anyway).
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def get_by_idempotency_key(self, owner_id: str, key: str) -> Job | None:
+        return self.session.scalars(
+            select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key)
+        ).one_or_none()
+
+    def page(
+        self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
+    ) -> tuple[Sequence[Job], bool]:
+        """Jobs newest first (ids are time-ordered), strictly older than ``after``.
+
+        Returns the page and whether more rows follow.
+        """
+        stmt = select(Job).where(Job.owner_id == owner_id)
+        if after is not None:
+            stmt = stmt.where(Job.id < after)
+        if status is not None:
+            stmt = stmt.where(Job.status == status)
+        rows = self.session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)).all()
+        return rows[:limit], len(rows) > limit
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+        return {str(status): int(n) for status, n in rows}
+
+    def recent_stage_durations(self, limit: int = 500) -> list[dict[str, Any]]:
+        """``metrics["stages"]`` of the most recently finished succeeded jobs."""
+        rows = self.session.scalars(
+            select(Job.metrics)
+            .where(Job.status == "succeeded", Job.finished_at.is_not(None))
+            .order_by(Job.finished_at.desc())
+            .limit(limit)
+        ).all()
+        out: list[dict[str, Any]] = []
+        for metrics in rows:
+            stages = (metrics or {}).get("stages")
+            if isinstance(stages, dict):
+                out.append(stages)
+        return out
+
+
+class JobEventRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, job_id: str, kind: str, **fields: Any) -> JobEvent:
+        """Append an event with the next per-job sequence number."""
+        seq = self.session.scalar(
+            select(func.coalesce(func.max(JobEvent.seq), 0)).where(JobEvent.job_id == job_id)
+        )
+        event = JobEvent(job_id=job_id, seq=int(seq or 0) + 1, at=utcnow(), kind=kind, **fields)
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def page(
+        self, job_id: str, *, after: int | None, limit: int
+    ) -> tuple[Sequence[JobEvent], bool]:
+        stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+        if after is not None:
+            stmt = stmt.where(JobEvent.id > after)
+        rows = self.session.scalars(stmt.order_by(JobEvent.id).limit(limit + 1)).all()
+        return rows[:limit], len(rows) > limit
+
+
+class ArtifactRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, job_id: str, name: str) -> Artifact | None:
+        return self.session.scalars(
+            select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+        ).one_or_none()

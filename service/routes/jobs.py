@@ -1,0 +1,223 @@
+"""``/v1/jobs``: create (idempotent, dry run), list, get, events, cancel, artifact download.
+
+Routes parse and authorise; `service.services.jobs` holds the logic.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+
+from service.db.models import Job, JobEvent
+from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
+from service.errors import NotFoundError
+from service.problems import problem_responses
+from service.schemas import (
+    ArtifactOut,
+    DryRunCheck,
+    DryRunOut,
+    JobCreate,
+    JobError,
+    JobEventOut,
+    JobEventPage,
+    JobOut,
+    JobPage,
+    JobStatus,
+)
+from service.services import jobs as job_service
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def job_url(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]  # a str column holding JobStatus values
+        stage=job.stage,
+        progress=min(max(job.progress, 0.0), 1.0),
+        model_id=job.model_id,
+        dataset=job.dataset,
+        queue=job.queue,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        config=job.config,
+        metrics=job.metrics,
+        error=JobError.model_validate(job.error) if job.error else None,
+        cancel_requested=job.cancel_requested,
+        deliveries=job.deliveries,
+        artifacts=[
+            ArtifactOut(
+                name=a.name,
+                bytes=a.bytes,
+                sha256=a.sha256,
+                url=f"{job_url(job.id)}/artifacts/{a.name}",
+            )
+            for a in job.artifacts
+        ],
+    )
+
+
+def event_out(event: JobEvent) -> JobEventOut:
+    return JobEventOut.model_validate(event, from_attributes=True)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses={
+        200: {"model": DryRunOut, "description": "`?dry_run=true`: every check passed"},
+        **problem_responses(401, 404, 409, 422, 503),
+    },
+    summary="Create a compression job (or validate one with ?dry_run=true)",
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    enqueue: EnqueueDep,
+    dry_run: Annotated[
+        bool, Query(description="Validate model, dataset and config together; queue nothing")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key and body -> the same job; same key, other body -> 409",
+        ),
+    ] = None,
+) -> JobOut | JSONResponse:
+    if dry_run:
+        valid = job_service.validate_job(
+            session, owner, settings, body.model_id, body.dataset, body.config
+        )
+        out = DryRunOut(
+            valid=True,
+            checks=[DryRunCheck(**c.to_dict()) for c in valid.checks],
+            config=valid.config,
+            queue=valid.queue,
+        )
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
+    job, replayed = job_service.create_job(
+        session,
+        owner,
+        settings,
+        enqueue,
+        model_id=body.model_id,
+        dataset=body.dataset,
+        config=body.config,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = job_url(job.id)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job_out(job)
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=problem_responses(401, 422),
+    summary="List jobs, newest first (cursor pagination)",
+)
+def list_jobs(
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    after: Annotated[
+        str | None, Query(max_length=40, description="`next` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    status: JobStatus | None = None,
+) -> JobPage:
+    rows, next_cursor = job_service.list_jobs(
+        session, owner, after=after, limit=min(limit, settings.max_page_size), status=status
+    )
+    return JobPage(items=[job_out(j) for j in rows], next=next_cursor)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses=problem_responses(401, 404),
+    summary="A job: status, stage, progress, metrics, error, artifacts",
+)
+def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
+    return job_out(job_service.get_job(session, owner, job_id))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=JobEventPage,
+    responses=problem_responses(401, 404, 422),
+    summary="A job's status, stage, progress and log events, oldest first",
+)
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    after: Annotated[int | None, Query(ge=0, description="`next` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobEventPage:
+    rows, next_cursor = job_service.list_events(
+        session, owner, job_id, after=after, limit=min(limit, 10 * settings.max_page_size)
+    )
+    return JobEventPage(items=[event_out(e) for e in rows], next=next_cursor)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses=problem_responses(401, 404, 409),
+    summary="Cancel a job: queued ones at once, running ones between steps",
+)
+def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
+    return job_out(job_service.cancel_job(session, owner, job_id))
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The file; its sha256 is in `ETag` and `X-Checksum-SHA256`",
+        },
+        304: {"description": "`If-None-Match` matched the artifact's sha256"},
+        **problem_responses(401, 404),
+    },
+    summary="Download an artifact of a job",
+)
+def download_artifact(
+    job_id: str,
+    name: str,
+    request: Request,
+    session: SessionDep,
+    owner: CurrentKey,
+    storage: StorageDep,
+) -> Response:
+    artifact = job_service.get_artifact(session, owner, job_id, name)
+    etag = f'"{artifact.sha256}"'
+    headers = {"ETag": etag, "X-Checksum-SHA256": artifact.sha256}
+    if_none_match = request.headers.get("if-none-match", "")
+    if etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    path = storage.path(artifact.storage_key)
+    if not path.is_file():
+        raise NotFoundError(f"artifact {name!r} of job {job_id} is missing from storage")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=artifact.name, headers=headers
+    )

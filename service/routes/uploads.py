@@ -1,0 +1,147 @@
+"""``POST /v1/models`` and ``POST /v1/datasets``: streamed multipart uploads.
+
+The body is spooled to disk with the size limit, inspected in a worker thread, then stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.db.models import DatasetRecord, ModelRecord
+from service.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from service.problems import problem_responses
+from service.schemas import DatasetOut, LayerInfo, ModelOut
+from service.services import datasets as dataset_service
+from service.services import models as model_service
+from service.uploads import spool_multipart
+
+router = APIRouter(prefix="/v1", tags=["uploads"])
+
+_UPLOAD_ERRORS = problem_responses(401, 413, 415, 422)
+
+
+def _multipart_body(description: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": description,
+        }
+    }
+    props.update(extra or {})
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": props, "required": ["file"]}
+                }
+            },
+        }
+    }
+
+
+def model_out(record: ModelRecord) -> ModelOut:
+    layers = [LayerInfo.model_validate(layer) for layer in record.info.get("layers", [])]
+    return ModelOut(
+        id=record.id,
+        filename=record.filename,
+        family=record.family,
+        format=record.format,
+        edges=record.edges,
+        params=record.params,
+        bytes=record.bytes,
+        sha256=record.sha256,
+        layers=layers,
+        created_at=record.created_at,
+    )
+
+
+def dataset_out(record: DatasetRecord) -> DatasetOut:
+    return DatasetOut.model_validate(record, from_attributes=True)
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelOut,
+    responses=_UPLOAD_ERRORS,
+    summary="Upload a KAN checkpoint",
+    openapi_extra=_multipart_body(
+        "The checkpoint. One file for every format except pykan, which needs both "
+        "`<prefix>_config.yml` and `<prefix>_state` (repeat `file`, or use fields "
+        "`config` + `state`); a `<ckpt>.spec.json` may ride along (field `spec`).",
+        {"format": {"type": "string", "default": "auto", "description": "Checkpoint format"}},
+    ),
+)
+async def upload_model(
+    request: Request,
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> ModelOut:
+    upload = await spool_multipart(
+        request, settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes
+    )
+    try:
+        primary, fmt = model_service.check_model_upload(upload)
+        info = await run_in_threadpool(model_service.inspect_upload, primary, fmt)
+        record = await run_in_threadpool(
+            model_service.create_model, session, storage, owner, upload, primary, info
+        )
+        return model_out(record)
+    finally:
+        upload.cleanup()
+
+
+@router.get(
+    "/models/{model_id}",
+    response_model=ModelOut,
+    responses=problem_responses(401, 404),
+    summary="An uploaded model",
+)
+def get_model(model_id: str, session: SessionDep, owner: CurrentKey) -> ModelOut:
+    return model_out(model_service.get_model(session, owner, model_id))
+
+
+@router.post(
+    "/datasets",
+    status_code=201,
+    response_model=DatasetOut,
+    responses=_UPLOAD_ERRORS,
+    summary="Upload an .npz dataset (x_train, y_train, x_test, y_test)",
+    openapi_extra=_multipart_body("One .npz file"),
+)
+async def upload_dataset(
+    request: Request,
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> DatasetOut:
+    upload = await spool_multipart(
+        request, settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes, max_files=1
+    )
+    try:
+        f = dataset_service.check_dataset_upload(upload)
+        meta = await run_in_threadpool(dataset_service.read_npz_meta, f)
+        record = await run_in_threadpool(
+            dataset_service.create_dataset, session, storage, owner, f, meta
+        )
+        return dataset_out(record)
+    finally:
+        upload.cleanup()
+
+
+@router.get(
+    "/datasets/{dataset_id}",
+    response_model=DatasetOut,
+    responses=problem_responses(401, 404),
+    summary="An uploaded dataset",
+)
+def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> DatasetOut:
+    return dataset_out(dataset_service.get_dataset(session, owner, dataset_id))

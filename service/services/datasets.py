@@ -1,0 +1,109 @@
+"""Dataset uploads (``.npz`` only), validated by `metacluster.data`'s own reader.
+
+The stored file is exactly what the worker will load, so a dataset that passes here loads there.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from metacluster.errors import DatasetError, MetaClusterError
+from service.db.models import ApiKey, DatasetRecord, new_id
+from service.errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from service.repositories import DatasetRepository
+from service.storage import Storage, dataset_key
+from service.transaction import after_rollback
+from service.uploads import SpooledFile, SpooledUpload
+
+log = logging.getLogger(__name__)
+
+NPZ_CONTENT_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "binary/octet-stream",
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-npz",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What jobs need to know about a dataset without loading it."""
+
+    task: str
+    n_train: int
+    n_test: int
+    input_shape: list[int]
+    n_classes: int | None
+    n_outputs: int
+
+
+def check_dataset_upload(upload: SpooledUpload) -> SpooledFile:
+    """The one ``.npz`` file of a dataset upload (415 for other file types)."""
+    if len(upload.files) != 1 or upload.files[0].field != "file":
+        raise RequestValidationProblem("send exactly one .npz file as form field 'file'")
+    f = upload.files[0]
+    if not f.filename.lower().endswith(".npz") or f.content_type not in NPZ_CONTENT_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"{f.filename} ({f.content_type}): datasets are uploaded as .npz files "
+            "(x_train, y_train, x_test, y_test) sent as application/octet-stream"
+        )
+    return f
+
+
+def read_npz_meta(f: SpooledFile) -> DatasetMeta:
+    """Load the ``.npz`` with `metacluster.data` (no pickle) and summarise it. CPU-bound."""
+    from metacluster.data.files import load_npz
+
+    try:
+        data = load_npz(f.path)
+    except MetaClusterError:
+        raise
+    except Exception as exc:
+        log.warning("load_npz failed on %s: %r", f.filename, exc)
+        raise DatasetError(f"{f.filename}: not a valid .npz dataset ({exc})") from None
+    return DatasetMeta(
+        task=data.task,
+        n_train=data.n_train,
+        n_test=data.n_test,
+        input_shape=list(data.input_shape),
+        n_classes=data.n_classes,
+        n_outputs=data.n_outputs,
+    )
+
+
+def create_dataset(
+    session: Session, storage: Storage, owner: ApiKey, f: SpooledFile, meta: DatasetMeta
+) -> DatasetRecord:
+    """Store the file as ``datasets/{id}.npz`` and add the row (not committed)."""
+    dataset_id = new_id("ds")
+    key = dataset_key(dataset_id)
+    after_rollback(session, lambda: storage.delete(key))
+    size, sha = storage.save_file(key, f.path)
+    record = DatasetRecord(
+        id=dataset_id,
+        owner_id=owner.id,
+        filename=f.filename,
+        task=meta.task,
+        n_train=meta.n_train,
+        n_test=meta.n_test,
+        input_shape=meta.input_shape,
+        n_classes=meta.n_classes,
+        n_outputs=meta.n_outputs,
+        sha256=sha,
+        bytes=size,
+        storage_key=key,
+    )
+    return DatasetRepository(session).add(record)
+
+
+def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> DatasetRecord:
+    record = DatasetRepository(session).get(owner.id, dataset_id)
+    if record is None:
+        raise NotFoundError(f"dataset {dataset_id} not found")
+    return record

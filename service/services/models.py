@@ -1,0 +1,158 @@
+"""Model uploads: pick the checkpoint among the uploaded files, inspect it safely, store it.
+
+pykan checkpoints arrive as two files (``<prefix>_config.yml`` + ``<prefix>_state``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from metacluster.errors import FormatError, MetaClusterError
+from service.db.models import ApiKey, ModelRecord, new_id
+from service.errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from service.repositories import ModelRepository
+from service.storage import Storage, model_key
+from service.transaction import after_rollback
+from service.uploads import SpooledFile, SpooledUpload
+
+log = logging.getLogger(__name__)
+
+# Clients label checkpoint files many ways; these are all the plausible ones. Anything
+# else (images, HTML, ...) is certainly not a KAN checkpoint -> 415.
+MODEL_CONTENT_TYPES = frozenset(
+    {
+        "application/octet-stream",
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/x-pytorch",
+        "application/json",
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "text/plain",
+        "binary/octet-stream",
+    }
+)
+# Multipart field names accepted for model files; all travel together.
+MODEL_FIELDS = frozenset({"file", "config", "state", "spec"})
+_SIDECAR_SUFFIXES = (".yml", ".yaml", ".json")
+
+
+def _primary_file(files: list[SpooledFile]) -> SpooledFile:
+    """The checkpoint among the uploaded files: the one `inspect_model` is pointed at.
+
+    pykan's state file (``*_state`` or field ``state``) wins; otherwise the one file that
+    is not a YAML/JSON sidecar (config, spec); a lone file is itself.
+    """
+    if len(files) == 1:
+        return files[0]
+    for f in files:
+        if f.field == "state" or f.filename.endswith("_state"):
+            return f
+    weights = [f for f in files if not f.filename.lower().endswith(_SIDECAR_SUFFIXES)]
+    if len(weights) == 1:
+        return weights[0]
+    names = ", ".join(f.filename for f in files)
+    raise RequestValidationProblem(
+        f"cannot tell which of {names} is the checkpoint: send one weights file plus "
+        "its config/spec sidecars"
+    )
+
+
+def combined_sha256(files: list[SpooledFile]) -> str:
+    """sha256 of one file, or of ``sha256sum``-style lines for several (sorted by name)."""
+    if len(files) == 1:
+        return files[0].sha256
+    lines = "".join(f"{f.sha256}  {f.filename}\n" for f in sorted(files, key=lambda f: f.filename))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def check_model_upload(upload: SpooledUpload) -> tuple[SpooledFile, str]:
+    """Validate the parts of a model upload; returns (checkpoint file, requested format)."""
+    if not upload.files:
+        raise RequestValidationProblem("no file uploaded: send the checkpoint as form field 'file'")
+    for f in upload.files:
+        if f.field not in MODEL_FIELDS:
+            raise RequestValidationProblem(
+                f"unexpected file field {f.field!r}; use 'file' (repeatable), 'config', 'state' or 'spec'"
+            )
+        if f.content_type not in MODEL_CONTENT_TYPES:
+            raise UnsupportedMediaTypeError(
+                f"{f.filename}: content type {f.content_type} is not a checkpoint; "
+                "send application/octet-stream"
+            )
+        if f.bytes == 0:
+            raise FormatError(f"{f.filename} is empty")
+    fmt = upload.fields.get("format", "auto").strip() or "auto"
+    return _primary_file(upload.files), fmt
+
+
+def inspect_upload(primary: SpooledFile, fmt: str) -> dict[str, Any]:
+    """`metacluster.formats.inspect_model` on the spooled checkpoint (safe loading only).
+
+    CPU-bound: call it from a worker thread.
+    """
+    from metacluster.formats import inspect_model
+
+    try:
+        info = inspect_model(primary.path, format=fmt)
+    except MetaClusterError:
+        raise
+    except Exception as exc:  # a reader bug or a file no reader anticipated
+        log.warning("inspect_model failed on %s: %r", primary.filename, exc)
+        raise FormatError(f"{primary.filename}: not a KAN checkpoint we can read ({exc})") from None
+    return dict(info)
+
+
+def create_model(
+    session: Session,
+    storage: Storage,
+    owner: ApiKey,
+    upload: SpooledUpload,
+    primary: SpooledFile,
+    info: dict[str, Any],
+) -> ModelRecord:
+    """Store the inspected files under ``models/{id}/`` and add the row (not committed)."""
+    model_id = new_id("mdl")
+    after_rollback(session, lambda: storage.delete_prefix(f"models/{model_id}"))
+    for f in upload.files:
+        storage.save_file(model_key(model_id, f.filename), f.path)
+    record = ModelRecord(
+        id=model_id,
+        owner_id=owner.id,
+        filename=primary.filename,
+        family=str(info["family"]),
+        format=str(info["format"]),
+        edges=int(info["edges"]),
+        params=int(info["params"]),
+        bytes=upload.total_bytes,
+        sha256=combined_sha256(upload.files),
+        storage_key=model_key(model_id, primary.filename),
+        info=_jsonable(info),
+    )
+    return ModelRepository(session).add(record)
+
+
+def get_model(session: Session, owner: ApiKey, model_id: str) -> ModelRecord:
+    record = ModelRepository(session).get(owner.id, model_id)
+    if record is None:
+        raise NotFoundError(f"model {model_id} not found")
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only (inspect info may carry tuples or numpy scalars)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
