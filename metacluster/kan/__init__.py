@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
-from metacluster.kan.build import FAMILIES, build_kan
+from metacluster.kan.build import FAMILIES, build_conv_kan, build_kan
+from metacluster.kan.chebyshev import ChebyKANLayer
+from metacluster.kan.conv import ChebyKANConv2d, KANConv2d
+from metacluster.kan.fourier import FourierKANLayer
 from metacluster.kan.glue import (
     Affine,
     AvgPool2d,
@@ -16,9 +19,11 @@ from metacluster.kan.glue import (
     LayerNorm,
     Linear,
     MaxPool2d,
+    Reshape,
     SiLU,
 )
 from metacluster.kan.model import MODULE_TYPES, KANModel, build_module, module_config
+from metacluster.kan.rbf import RBFKANLayer
 
 __all__ = [
     "FAMILIES",
@@ -27,16 +32,23 @@ __all__ = [
     "AvgPool2d",
     "BSplineKANLayer",
     "Basis",
+    "ChebyKANConv2d",
+    "ChebyKANLayer",
     "EdgeView",
     "Flatten",
+    "FourierKANLayer",
     "GlobalAvgPool",
+    "KANConv2d",
     "KANLayer",
     "KANModel",
     "LayerNorm",
     "Linear",
     "MaxPool2d",
     "PyKANLayer",
+    "RBFKANLayer",
+    "Reshape",
     "SiLU",
+    "build_conv_kan",
     "build_kan",
     "build_module",
     "grid_fingerprint",

@@ -72,3 +72,27 @@ def check_range(name: str, value: tuple[float, float] | list[float]) -> tuple[fl
     if not lo < hi:
         raise ConfigError(f"{name} must satisfy low < high, got {value!r}")
     return lo, hi
+
+
+def linear_over_features(feats: Tensor, coef: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y[n, o] = sum_{i,l} feats[n, i, l] * coef[o, i, l] (+ bias): one GEMM.
+
+    feats: (N, I, L); coef: (O, I, L) -> (N, O). The edge layout (out, in, L) makes
+    the flattened coefficient matrix exactly F.linear's weight, without a copy.
+    """
+    n, i, length = feats.shape
+    return F.linear(feats.reshape(n, i * length), coef.reshape(coef.shape[0], i * length), bias)
+
+
+def flat_inputs(x: Tensor, in_features: int, layer: str) -> tuple[Tensor, tuple[int, ...]]:
+    """Check x (..., I) and return it as (N, I) together with its leading shape."""
+    check_features(x, in_features, layer)
+    return x.reshape(-1, in_features), tuple(x.shape[:-1])
+
+
+def check_coefficients(coefficients: Tensor, coef_dim: int) -> None:
+    """InputError unless coefficients is (n, coef_dim)."""
+    if coefficients.dim() != 2 or coefficients.shape[1] != coef_dim:
+        raise InputError(
+            f"expected coefficients of shape (n, {coef_dim}), got {tuple(coefficients.shape)}"
+        )

@@ -10,17 +10,26 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metacluster.errors import ConfigError, InputError
-from metacluster.kan._common import activation, check_features, check_positive, check_range
+from metacluster.kan._common import (
+    Activation,
+    activation,
+    check_coefficients,
+    check_features,
+    check_positive,
+    check_range,
+    linear_over_features,
+)
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
 from metacluster.kan.model import register_module
 
 __all__ = [
     "BSplineKANLayer",
     "PyKANLayer",
+    "UniformGridCache",
+    "bspline_features",
     "cardinal_bspline_values",
     "cox_de_boor_bases",
     "efficient_kan_grid",
@@ -161,6 +170,56 @@ def _grid_key(grid: Tensor) -> tuple[Any, ...] | None:
         return None
 
 
+class UniformGridCache:
+    """Remembers whether a knot tensor is uniform, keyed by its storage and version.
+
+    In-place writes (load_state_dict, set_grid) bump the version, and .to() makes a
+    new tensor, so a stale answer is never returned; owners also clear() it on load.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._params: tuple[Tensor, Tensor] | None = None
+
+    def clear(self) -> None:
+        self._key = None
+        self._params = None
+
+    def get(self, grid: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(t0, 1/h) per row when every row of `grid` (rows, n_knots) is uniform."""
+        key = _grid_key(grid)
+        if key is not None and key == self._key:
+            return self._params
+        params = uniform_grid_params(grid)
+        self._key, self._params = key, params
+        return params
+
+
+def bspline_features(
+    x: Tensor,
+    grid: Tensor,
+    order: int,
+    act: Activation | None,
+    uniform: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """(N, I) -> (N, I, L): B-spline bases on `grid` (I, n_knots), then act(x) if given.
+
+    `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one.
+    """
+    n_basis = grid.shape[-1] - order - 1
+    if uniform is not None:
+        feats = uniform_bspline_bases(
+            x, uniform[0], uniform[1], order, n_basis, n_basis + (act is not None)
+        )
+        if act is not None:
+            feats[..., -1] = act(x)
+        return feats
+    bases = cox_de_boor_bases(x, grid, order)
+    if act is not None:
+        return torch.cat([bases, act(x).unsqueeze(-1)], dim=-1)
+    return bases
+
+
 @register_module("bspline")
 class BSplineKANLayer(KANLayer):
     """efficient-kan KANLinear with the per-edge base weight folded into `coef`.
@@ -197,7 +256,7 @@ class BSplineKANLayer(KANLayer):
         self.register_buffer("grid", self._default_grid())
         width = self.n_basis + (1 if self.has_base else 0)
         self.coef = nn.Parameter(torch.empty(self.out_features, self.in_features, width))
-        self._grid_cache: tuple[tuple[Any, ...], tuple[Tensor, Tensor] | None] | None = None
+        self._grid_cache = UniformGridCache()
         self.reset_parameters()
 
     def _default_grid(self) -> Tensor:
@@ -223,45 +282,28 @@ class BSplineKANLayer(KANLayer):
             raise ConfigError("grid rows must be nondecreasing")
         with torch.no_grad():
             self.grid.copy_(grid)
-        self._grid_cache = None
+        self._grid_cache.clear()
 
     def uniform_params(self) -> tuple[Tensor, Tensor] | None:
         """(t0, 1/h) when all knot rows are uniform (cached per grid version), else None."""
-        key = _grid_key(self.grid)
-        if key is not None and self._grid_cache is not None and self._grid_cache[0] == key:
-            return self._grid_cache[1]
-        params = uniform_grid_params(self.grid)
-        self._grid_cache = None if key is None else (key, params)
-        return params
+        return self._grid_cache.get(self.grid)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._grid_cache = None  # the grid may have changed
+        self._grid_cache.clear()  # the grid may have changed
 
     # -- forward ---------------------------------------------------------
     def features(self, x: Tensor) -> Tensor:
         """(N, I) -> (N, I, L): spline bases then the base activation (when present)."""
-        width = self.coef_dim
-        params = self.uniform_params() if self.use_fast_path else None
-        if params is not None:
-            feats = uniform_bspline_bases(
-                x, params[0], params[1], self.spline_order, self.n_basis, width
-            )
-            if self.has_base:
-                feats[..., -1] = self._act(x)
-            return feats
-        bases = cox_de_boor_bases(x, self.grid, self.spline_order)
-        if self.has_base:
-            return torch.cat([bases, self._act(x).unsqueeze(-1)], dim=-1)
-        return bases
+        uniform = self.uniform_params() if self.use_fast_path else None
+        act = self._act if self.has_base else None
+        return bspline_features(x, self.grid, self.spline_order, act, uniform)
 
     def forward(self, x: Tensor) -> Tensor:
         check_features(x, self.in_features, type(self).__name__)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        feats = self.features(x2)  # (N, I, L)
-        n_in = self.in_features * self.coef_dim
-        y = F.linear(feats.reshape(x2.shape[0], n_in), self.coef.reshape(self.out_features, n_in))
+        y = linear_over_features(self.features(x2), self.coef)  # (N, I, L) x (O, I, L)
         return y.reshape(*lead, self.out_features)
 
     # -- edge view -------------------------------------------------------
@@ -289,10 +331,7 @@ class BSplineKANLayer(KANLayer):
         coefficients: (n_edges, L), rows in edge order, or (n, L) arbitrary vectors
         (e.g. centroids) when all inputs share one grid -> (n, n_points).
         """
-        if coefficients.dim() != 2 or coefficients.shape[1] != self.coef_dim:
-            raise InputError(
-                f"expected coefficients of shape (n, {self.coef_dim}), got {tuple(coefficients.shape)}"
-            )
+        check_coefficients(coefficients, self.coef_dim)
         k = self.spline_order
         grid = self.grid.detach().to(coefficients.dtype)
         steps = torch.linspace(0.0, 1.0, n_points, dtype=coefficients.dtype, device=grid.device)

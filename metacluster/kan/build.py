@@ -14,24 +14,27 @@ from torch import nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
-from metacluster.kan.glue import Flatten
+from metacluster.kan.chebyshev import ChebyKANLayer
+from metacluster.kan.conv import ChebyKANConv2d, KANConv2d
+from metacluster.kan.fourier import FourierKANLayer
+from metacluster.kan.glue import Flatten, GlobalAvgPool, Linear, MaxPool2d, Reshape, SiLU
 from metacluster.kan.model import KANModel
+from metacluster.kan.rbf import RBFKANLayer
 
-__all__ = ["DENSE_FAMILIES", "FAMILIES", "build_kan"]
+__all__ = ["CONV_FAMILIES", "DENSE_FAMILIES", "FAMILIES", "build_conv_kan", "build_kan"]
 
 DENSE_FAMILIES: dict[str, type[nn.Module]] = {
     "bspline": BSplineKANLayer,
     "pykan_bspline": PyKANLayer,
+    "rbf": RBFKANLayer,
+    "chebyshev": ChebyKANLayer,
+    "fourier": FourierKANLayer,
 }
-CONV_FAMILIES: dict[str, type[nn.Module]] = {}
-FAMILIES: list[str] = []
-
-
-def _refresh_families() -> None:
-    FAMILIES[:] = sorted([*DENSE_FAMILIES, *CONV_FAMILIES])
-
-
-_refresh_families()
+CONV_FAMILIES: dict[str, type[nn.Module]] = {
+    "conv_bspline": KANConv2d,
+    "conv_chebyshev": ChebyKANConv2d,
+}
+FAMILIES: list[str] = sorted([*DENSE_FAMILIES, *CONV_FAMILIES])
 
 
 def _check_widths(widths: Sequence[int], minimum: int) -> list[int]:
@@ -73,6 +76,74 @@ def _build_dense(family: str, widths: Sequence[int], options: dict[str, Any]) ->
     return KANModel(layers, meta={"family": family, "format": "metacluster", "widths": sizes})
 
 
+def _image_shape(input_shape: Any) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"input_shape must be (C, H, W) or (H, W), got {input_shape!r}") from None
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape must be (C, H, W) or (H, W), got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def build_conv_kan(
+    family: str,
+    widths: Sequence[int],
+    *,
+    input_shape: Sequence[int] | None = None,
+    channels: Sequence[int] = (8, 16),
+    kernel_size: int = 3,
+    pool: int = 2,
+    **options: Any,
+) -> KANModel:
+    """Small conv KAN classifier for image inputs (flat or (N, C, H, W)).
+
+    Reshape(input_shape) -> per entry of `channels`: a KAN conv (kernel_size,
+    'same' padding; other options go to the conv layer) followed by MaxPool2d(pool)
+    while the feature map stays >= 2 * pool -> global average pool -> plain Linear
+    head over `widths` (SiLU between head layers). `widths` are the head widths
+    ending in the number of outputs, e.g. [10]; a dense-style list whose first
+    entry is the flattened input size (e.g. [64, 32, 10] for 1x8x8) is accepted
+    and its first entry dropped.
+    """
+    if family not in CONV_FAMILIES:
+        raise ConfigError(f"unknown conv KAN family {family!r}; expected {sorted(CONV_FAMILIES)}")
+    if input_shape is None:
+        raise ConfigError(f"family {family!r} needs input_shape=(C, H, W)")
+    c, h, w = _image_shape(input_shape)
+    head = _check_widths(widths, 1)
+    if len(head) > 1 and head[0] == c * h * w:
+        head = head[1:]
+    chans = _check_widths(channels, 1)
+    kernel = int(kernel_size)
+    if kernel < 1 or kernel % 2 == 0:
+        raise ConfigError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+    cls = CONV_FAMILIES[family]
+    layers: list[nn.Module] = [Reshape([c, h, w])]
+    for out_c in chans:
+        layers.append(_make(cls, c, out_c, kernel, padding=kernel // 2, **options))
+        c = out_c
+        if pool > 1 and min(h, w) >= 2 * pool:
+            layers.append(MaxPool2d(pool))
+            h, w = h // pool, w // pool
+    layers.append(GlobalAvgPool())
+    dims = [c, *head]
+    for idx, (a, b) in enumerate(itertools.pairwise(dims)):
+        if idx:
+            layers.append(SiLU())
+        layers.append(Linear(a, b))
+    meta = {
+        "family": family,
+        "format": "metacluster",
+        "widths": head,
+        "input_shape": [*_image_shape(input_shape)],
+        "channels": chans,
+    }
+    return KANModel(layers, meta=meta)
+
+
 def build_kan(family: str, widths: Sequence[int], **options: Any) -> KANModel:
     """A freshly initialised KANModel of `family`.
 
@@ -85,5 +156,5 @@ def build_kan(family: str, widths: Sequence[int], **options: Any) -> KANModel:
     if family in DENSE_FAMILIES:
         return _build_dense(family, widths, dict(options))
     if family in CONV_FAMILIES:
-        raise ConfigError(f"family {family!r} is not implemented yet")
+        return build_conv_kan(family, widths, **options)
     raise ConfigError(f"unknown KAN family {family!r}; expected one of {FAMILIES}")

@@ -23,6 +23,7 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "MaxPool2d",
+    "Reshape",
     "SiLU",
 ]
 
@@ -178,3 +179,25 @@ class SiLU(nn.SiLU):
 
     def config(self) -> dict[str, Any]:
         return {}
+
+
+@register_module("reshape")
+class Reshape(nn.Module):
+    """(N, ...) -> (N, *shape): lets a conv KAN take flat inputs (e.g. 64 -> 1x8x8)."""
+
+    def __init__(self, shape: list[int] | tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(check_positive("shape entry", int(d)) for d in shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = 1
+        for d in self.shape:
+            size *= d
+        if x.dim() < 1 or x[0].numel() != size:
+            raise InputError(
+                f"Reshape: cannot view input of shape {tuple(x.shape)} as (N, {self.shape})"
+            )
+        return x.reshape(x.shape[0], *self.shape)
+
+    def config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}

@@ -1,0 +1,80 @@
+"""ChebyKAN's layer: Chebyshev polynomials T_0..T_D of tanh(x) on every edge, no base branch.
+
+Polynomials come from the three-term recurrence (exact at |t| = 1, unlike acos/cos).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metacluster.kan._common import (
+    check_coefficients,
+    check_positive,
+    flat_inputs,
+    linear_over_features,
+)
+from metacluster.kan.base import Basis, KANLayer
+from metacluster.kan.model import register_module
+
+__all__ = ["ChebyKANLayer", "chebyshev_polynomials"]
+
+
+def chebyshev_polynomials(t: Tensor, degree: int) -> Tensor:
+    """(...,) values in [-1, 1] -> (..., degree + 1) with T_d(t) in column d."""
+    polys = [torch.ones_like(t)]
+    if degree >= 1:
+        polys.append(t)
+    for _ in range(2, degree + 1):
+        polys.append(2.0 * t * polys[-1] - polys[-2])
+    return torch.stack(polys, dim=-1)
+
+
+@register_module("chebyshev")
+class ChebyKANLayer(KANLayer):
+    """y_o = sum_i sum_d coef[o, i, d] T_d(tanh(x_i)); coef (O, I, D + 1).
+
+    ChebyKAN stores the same numbers as `cheby_coeffs` (I, O, D + 1).
+    """
+
+    family = "chebyshev"
+
+    def __init__(self, in_features: int, out_features: int, degree: int = 4) -> None:
+        super().__init__()
+        self.in_features = check_positive("in_features", in_features)
+        self.out_features = check_positive("out_features", out_features)
+        self.degree = check_positive("degree", degree, minimum=0)
+        self.coef = nn.Parameter(torch.empty(self.out_features, self.in_features, degree + 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ChebyKAN's: normal with std 1 / (I * (D + 1))."""
+        with torch.no_grad():
+            self.coef.normal_(0.0, 1.0 / (self.in_features * (self.degree + 1)))
+
+    def features(self, x: Tensor) -> Tensor:
+        """(N, I) -> (N, I, D + 1)."""
+        return chebyshev_polynomials(torch.tanh(x), self.degree)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2, lead = flat_inputs(x, self.in_features, type(self).__name__)
+        y = linear_over_features(self.features(x2), self.coef)
+        return y.reshape(*lead, self.out_features)
+
+    def basis(self) -> Basis:
+        return Basis("chebyshev", self.coef_dim, {"degree": self.degree, "transform": "tanh"})
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """sum_d c_d T_d(t) at t evenly spaced in [-1, 1] (the tanh-transformed input)."""
+        check_coefficients(coefficients, self.coef_dim)
+        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+        return coefficients @ chebyshev_polynomials(t.to(coefficients.device), self.degree).T
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "degree": self.degree,
+        }

@@ -1,0 +1,319 @@
+"""Convolutional KANs (torch-conv-kan semantics, 2D): one edge per (out, in, kh, kw).
+
+Every input channel is expanded into its L basis features (channel = c * L + l) and one
+grouped conv2d with the edge vectors as weights does the whole layer, base branch included.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metacluster.errors import ConfigError, InputError
+from metacluster.kan._common import activation, check_coefficients, check_positive, check_range
+from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.bspline import UniformGridCache, bspline_features
+from metacluster.kan.chebyshev import chebyshev_polynomials
+from metacluster.kan.model import register_module
+
+__all__ = ["ChebyKANConv2d", "KANConv2d"]
+
+NORMS = ("none", "instance", "batch")
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+class _ConvKAN2d(KANLayer):
+    """Shared machinery: coef (O, I/g, kh, kw, L), grouped conv over basis features,
+    then the optional norm ("instance" = torch-conv-kan's InstanceNorm2d without
+    affine, "batch"), a PReLU per group and Dropout2d, in torch-conv-kan's order."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] | list[int],
+        coef_dim: int,
+        stride: int | tuple[int, int] | list[int] = 1,
+        padding: int | tuple[int, int] | list[int] = 0,
+        dilation: int | tuple[int, int] | list[int] = 1,
+        groups: int = 1,
+        norm: str = "instance",
+        prelu: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive("in_channels", in_channels)
+        self.out_features = check_positive("out_channels", out_channels)
+        self.groups = check_positive("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ConfigError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must be divisible by groups ({groups})"
+            )
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ConfigError("kernel_size, stride and dilation must be >= 1")
+        if min(self.padding) < 0:
+            raise ConfigError("padding must be >= 0")
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.norm = norm
+        self.dropout = float(dropout)
+        kh, kw = self.kernel_size
+        self.coef = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw, coef_dim))
+        self.batch_norm = nn.BatchNorm2d(out_channels) if norm == "batch" else None
+        self.prelu_weight = nn.Parameter(torch.full((groups,), 0.25)) if prelu else None
+        self.drop = nn.Dropout2d(self.dropout) if self.dropout > 0 else None
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_features
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_features
+
+    def channel_features(self, x: Tensor) -> Tensor:
+        """(M,) input values -> (M, L) basis features of each value."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InputError(
+                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        n, c, h, w = x.shape
+        length = self.coef_dim
+        feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
+        feats = feats.reshape(n, c, h, w, length).permute(0, 1, 4, 2, 3)
+        feats = feats.reshape(n, c * length, h, w)  # channel = c * L + l
+        kh, kw = self.kernel_size
+        weight = self.coef.permute(0, 1, 4, 2, 3).reshape(
+            self.out_channels, (c // self.groups) * length, kh, kw
+        )
+        y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        if self.norm == "instance":
+            y = F.instance_norm(y)
+        elif self.batch_norm is not None:
+            y = self.batch_norm(y)
+        if self.prelu_weight is not None:
+            per_channel = self.prelu_weight.repeat_interleave(self.out_channels // self.groups)
+            y = F.prelu(y, per_channel)
+        if self.drop is not None:
+            y = self.drop(y)
+        return y
+
+    def edge_index(self) -> Tensor:
+        """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""
+        index = super().edge_index()
+        out_per_group = self.out_channels // self.groups
+        in_per_group = self.in_channels // self.groups
+        index[:, 1] += (index[:, 0] // out_per_group) * in_per_group
+        return index
+
+    def _conv_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "norm": self.norm,
+            "prelu": self.prelu_weight is not None,
+            "dropout": self.dropout,
+        }
+
+
+@register_module("conv_bspline")
+class KANConv2d(_ConvKAN2d):
+    """torch-conv-kan KANConv2DLayer: per edge [spline coefficients (G + k), base_conv weight].
+
+    y = conv(act(x), base) + conv(B(x), spline), then norm / PReLU / dropout. Knots:
+    one grid (G + 2k + 1,) shared by all channels, linspace like torch-conv-kan.
+    base_activation "zero" drops the base column (L = G + k). torch-conv-kan's
+    defaults are norm="instance", prelu=True, base_activation="gelu".
+    """
+
+    family = "bspline"
+    grid: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] | list[int],
+        stride: int | tuple[int, int] | list[int] = 1,
+        padding: int | tuple[int, int] | list[int] = 0,
+        dilation: int | tuple[int, int] | list[int] = 1,
+        groups: int = 1,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] | list[float] = (-1.0, 1.0),
+        base_activation: str = "gelu",
+        norm: str = "instance",
+        prelu: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        self.grid_size = check_positive("grid_size", grid_size)
+        self.spline_order = check_positive("spline_order", spline_order, minimum=0)
+        self.n_basis = grid_size + spline_order
+        self.has_base = base_activation != "zero"
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            self.n_basis + (1 if self.has_base else 0),
+            stride,
+            padding,
+            dilation,
+            groups,
+            norm,
+            prelu,
+            dropout,
+        )
+        self.grid_range = check_range("grid_range", grid_range)
+        self.base_activation = base_activation
+        self._act = activation(base_activation)
+        lo, hi = self.grid_range
+        h = (hi - lo) / grid_size
+        knots = torch.linspace(
+            lo - h * spline_order, hi + h * spline_order, grid_size + 2 * spline_order + 1
+        )
+        self.register_buffer("grid", knots)
+        self.use_fast_path = True
+        self._grid_cache = UniformGridCache()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch-conv-kan's: kaiming-uniform (linear gain) over each conv's fan-in."""
+        kh, kw = self.kernel_size
+        fan_in = (self.in_channels // self.groups) * kh * kw
+        with torch.no_grad():
+            spline_bound = math.sqrt(3.0 / (fan_in * self.n_basis))
+            self.coef[..., : self.n_basis].uniform_(-spline_bound, spline_bound)
+            if self.has_base:
+                base_bound = math.sqrt(3.0 / fan_in)
+                self.coef[..., -1].uniform_(-base_bound, base_bound)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._grid_cache.clear()
+
+    def channel_features(self, x: Tensor) -> Tensor:
+        grid = self.grid.unsqueeze(0)  # one row shared by every channel
+        uniform = self._grid_cache.get(grid) if self.use_fast_path else None
+        act = self._act if self.has_base else None
+        return bspline_features(x.unsqueeze(-1), grid, self.spline_order, act, uniform)[:, 0]
+
+    def basis(self) -> Basis:
+        params: dict[str, Any] = {
+            "grid_size": self.grid_size,
+            "order": self.spline_order,
+            "grid_range": list(self.grid_range),
+            "n_spline": self.n_basis,
+        }
+        if self.has_base:
+            params["base"] = self.base_activation
+        return Basis("bspline", self.coef_dim, params)
+
+    def edge_groups(self) -> tuple[Tensor, list[str]]:
+        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid.unsqueeze(0))}"
+        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Spline plus base branch on the grid range."""
+        check_coefficients(coefficients, self.coef_dim)
+        k = self.spline_order
+        lo, hi = float(self.grid[k]), float(self.grid[-k - 1])
+        x = torch.linspace(lo, hi, n_points, dtype=coefficients.dtype, device=self.grid.device)
+        return coefficients @ self.channel_features(x).T
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **self._conv_config(),
+            "grid_size": self.grid_size,
+            "spline_order": self.spline_order,
+            "grid_range": list(self.grid_range),
+            "base_activation": self.base_activation,
+        }
+
+
+@register_module("conv_chebyshev")
+class ChebyKANConv2d(_ConvKAN2d):
+    """torch-conv-kan KACNConv2DLayer: per edge Chebyshev coefficients of T_d(tanh x), no base.
+
+    tanh(x) is clamped to +-(1 - 1e-7) as KACN does; channel = c * (D + 1) + d.
+    """
+
+    family = "chebyshev"
+    epsilon = 1e-7
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] | list[int],
+        stride: int | tuple[int, int] | list[int] = 1,
+        padding: int | tuple[int, int] | list[int] = 0,
+        dilation: int | tuple[int, int] | list[int] = 1,
+        groups: int = 1,
+        degree: int = 3,
+        norm: str = "instance",
+        prelu: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        self.degree = check_positive("degree", degree, minimum=0)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            degree + 1,
+            stride,
+            padding,
+            dilation,
+            groups,
+            norm,
+            prelu,
+            dropout,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """KACN's: normal with std 1 / (I * (D + 1) * kh * kw)."""
+        kh, kw = self.kernel_size
+        with torch.no_grad():
+            self.coef.normal_(0.0, 1.0 / (self.in_channels * (self.degree + 1) * kh * kw))
+
+    def channel_features(self, x: Tensor) -> Tensor:
+        t = torch.tanh(x).clamp(-1.0 + self.epsilon, 1.0 - self.epsilon)
+        return chebyshev_polynomials(t, self.degree)
+
+    def basis(self) -> Basis:
+        return Basis("chebyshev", self.coef_dim, {"degree": self.degree, "transform": "tanh"})
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """sum_d c_d T_d(t) at t evenly spaced in [-1, 1]."""
+        check_coefficients(coefficients, self.coef_dim)
+        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+        return coefficients @ chebyshev_polynomials(t.to(coefficients.device), self.degree).T
+
+    def config(self) -> dict[str, Any]:
+        return {**self._conv_config(), "degree": self.degree}
