@@ -1,0 +1,1 @@
+"""Integration tests: real PostgreSQL, Redis, API and worker processes."""

@@ -1,0 +1,185 @@
+"""Fixtures for integration tests: a fresh PostgreSQL database, a Redis db, real processes.
+
+Every run gets its own database, Redis db number and queue names, so runs never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ._stack import (
+    Proc,
+    child_env,
+    free_port,
+    make_efficient_kan_checkpoint,
+    make_npz_dataset,
+    start_api,
+    start_worker,
+    wait_healthy,
+)
+
+PG_HOST = os.environ.get("METACLUSTER_TEST_PG_HOST", "127.0.0.1")
+REDIS_HOST = os.environ.get("METACLUSTER_TEST_REDIS_HOST", "127.0.0.1")
+
+# A worker killed mid-job gets its message back after this many seconds (Redis
+# visibility timeout); short so the kill test runs in seconds, longer than any step.
+VISIBILITY_TIMEOUT_S = 4
+
+
+def _pg_admin_url() -> str:
+    import psycopg
+
+    for user in ("postgres", "root"):
+        url = f"postgresql://{user}@{PG_HOST}:5432/test"
+        try:
+            with psycopg.connect(url, connect_timeout=3):
+                return url
+        except psycopg.Error:
+            continue
+    pytest.fail(f"PostgreSQL on {PG_HOST}:5432 is not reachable as postgres or root (db 'test')")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """SQLAlchemy URL of a fresh, randomly named PostgreSQL database (dropped afterwards)."""
+    import psycopg
+
+    admin = _pg_admin_url()
+    name = f"mc_it_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    user = admin.split("//", 1)[1].split("@", 1)[0]
+    try:
+        yield f"postgresql+psycopg://{user}@{PG_HOST}:5432/{name}"
+    finally:
+        from service.db.session import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis db number that is empty now; flushed afterwards."""
+    import redis
+
+    for db in secrets.SystemRandom().sample(range(1, 16), 15):
+        client = redis.Redis(host=REDIS_HOST, port=6379, db=db)
+        try:
+            if client.dbsize() == 0:
+                break
+        except redis.RedisError as exc:
+            pytest.fail(f"Redis on {REDIS_HOST}:6379 is not reachable: {exc}")
+    else:
+        pytest.fail("no empty Redis db number among 1..15")
+    try:
+        yield f"redis://{REDIS_HOST}:6379/{db}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A trained 8-16-3 efficient-kan checkpoint and its .npz classification data."""
+    root = tmp_path_factory.mktemp("inputs")
+    data = make_npz_dataset(root / "blobs.npz")
+    ckpt = make_efficient_kan_checkpoint(root / "efficient_kan.pt", data, [8, 16, 3])
+    return {"data": data, "model": ckpt}
+
+
+@dataclass
+class Stack:
+    """API + workers on Redis and PostgreSQL, and an authenticated client."""
+
+    env: dict[str, str]
+    log_dir: Path
+    queue: str
+    api: Proc
+    client: httpx.Client
+    key: dict[str, str]
+    workers: list[Proc] = field(default_factory=list)
+
+    def start_worker(self, name: str | None = None) -> Proc:
+        proc = start_worker(self.env, [self.queue], self.log_dir, name or f"w{len(self.workers)}")
+        self.workers.append(proc)
+        return proc
+
+    def ensure_one_worker(self) -> Proc:
+        alive = [w for w in self.workers if w.alive()]
+        for extra in alive[1:]:
+            extra.stop()
+        return alive[0] if alive else self.start_worker()
+
+    def procs(self) -> tuple[Proc, ...]:
+        return (self.api, *self.workers)
+
+    def settings(self) -> Any:
+        from service.settings import Settings
+
+        values = {
+            k.removeprefix("METACLUSTER_").lower(): v
+            for k, v in self.env.items()
+            if k.startswith("METACLUSTER_")
+        }
+        return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from service.cli import create_key, upgrade_database
+    from service.settings import Settings
+
+    run = secrets.token_hex(4)
+    data_dir = tmp_path_factory.mktemp("service-data")
+    log_dir = tmp_path_factory.mktemp("logs")
+    queue = f"cpu-{run}"
+    env = child_env(
+        {
+            "METACLUSTER_DATA_DIR": str(data_dir),
+            "METACLUSTER_DATABASE_URL": pg_url,
+            "METACLUSTER_BROKER_URL": redis_url,
+            "METACLUSTER_CPU_QUEUE": queue,
+            "METACLUSTER_GPU_QUEUE": f"gpu-{run}",
+            "METACLUSTER_DEFAULT_QUEUE": queue,
+            "METACLUSTER_MAX_DELIVERIES": "3",
+            "METACLUSTER_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+        }
+    )
+    settings = Settings(data_dir=data_dir, database_url=pg_url, broker_url=redis_url)
+    upgrade_database(settings)
+    key = create_key("integration", settings=settings)
+    port = free_port()
+    api = start_api(env, port, log_dir)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {key['key']}"}, timeout=30
+    )
+    st = Stack(env=env, log_dir=log_dir, queue=queue, api=api, client=client, key=key)
+    try:
+        wait_healthy(base, api)
+        st.start_worker()
+        yield st
+    finally:
+        client.close()
+        for proc in st.workers:
+            proc.stop()
+        api.stop()
+
+
+@pytest.fixture(scope="session")
+def uploaded(stack: Stack, inputs: dict[str, Path]) -> dict[str, Any]:
+    from ._stack import upload_dataset, upload_model
+
+    model = upload_model(stack.client, inputs["model"])
+    dataset = upload_dataset(stack.client, inputs["data"])
+    return {"model": model, "dataset": dataset}
