@@ -38,9 +38,6 @@ class Settings(BaseSettings):
     # Redis re-delivers a message whose worker died after this many seconds; it must
     # exceed the longest job, or a running job is delivered to a second worker.
     broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
-    # Redis broker: an unacknowledged job message (its worker died) is re-delivered after
-    # this long. It must exceed the longest job, or a live job would be run twice.
-    broker_visibility_timeout_s: float = Field(default=3600.0, gt=0)
     # /readyz gives up on the broker after this many seconds.
     broker_timeout_s: float = Field(default=2.0, gt=0)
     # Upper bound of `limit` on list endpoints.

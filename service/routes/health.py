@@ -30,10 +30,10 @@ def check_database(settings: Settings) -> None:
 
 
 def check_broker(settings: Settings) -> None:
-    from kombu import Connection
+    from kombu.connection import Connection
 
     timeout = settings.broker_timeout_s
-    with Connection(settings.broker, connect_timeout=timeout) as conn:
+    with Connection(settings.broker, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
 
 
