@@ -47,7 +47,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:  # type: ignore[no-untyped-call]
             metadata = dict(fh.metadata() or {})
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types; all mean "corrupt"
         raise FormatError(f"{path.name} is not a readable safetensors file: {exc}") from exc
     return tensors, metadata

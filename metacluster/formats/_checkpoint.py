@@ -1,0 +1,171 @@
+"""A checkpoint on disk, read safely: its tensors, metadata, side configs and files.
+
+Resolves what the user named (a file, a pykan prefix, a Hugging Face style
+folder) into the files that make up the checkpoint, and reads them once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from metacluster.errors import FormatError
+from metacluster.formats._io import is_safetensors, read_json, read_tensor_file
+from metacluster.formats._yaml import load_pykan_config
+
+PYKAN_SUFFIXES = ("_config.yml", "_state", "_cache_data")
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class Checkpoint:
+    """Everything an importer may look at; `files` are what `bytes` counts."""
+
+    path: Path
+    files: list[Path]
+    tensors: dict[str, Tensor]
+    metadata: dict[str, str] = field(default_factory=dict)
+    pykan_config: dict[str, Any] | None = None
+    hf_config: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    # True when key order is the module registration order (torch.save keeps it;
+    # safetensors stores keys sorted, so order must be rebuilt from names).
+    ordered: bool = True
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def pykan_prefix(path: Path) -> Path | None:
+    """The saveckpt prefix when `path` names a pykan checkpoint (prefix or either file)."""
+    name = path.name
+    for suffix in PYKAN_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            prefix = path.with_name(name[: -len(suffix)])
+            break
+    else:
+        prefix = path
+    config = prefix.with_name(prefix.name + "_config.yml")
+    state = prefix.with_name(prefix.name + "_state")
+    if config.is_file() and state.is_file():
+        return prefix
+    return None
+
+
+def _spec_beside(path: Path) -> Path | None:
+    for candidate in (path.with_name(path.name + ".spec.json"), path.with_suffix(".spec.json")):
+        if candidate.is_file() and candidate != path:
+            return candidate
+    return None
+
+
+def _load_spec(spec: Mapping[str, Any] | str | Path | None, path: Path) -> dict[str, Any] | None:
+    if spec is None:
+        beside = _spec_beside(path)
+        if beside is None:
+            return None
+        spec = beside
+    if isinstance(spec, str | Path):
+        loaded = read_json(Path(spec))
+    else:
+        loaded = dict(spec)
+    if not isinstance(loaded, dict):
+        raise FormatError("a model spec must be a JSON object")
+    return loaded
+
+
+def open_checkpoint(
+    path: str | Path, spec: Mapping[str, Any] | str | Path | None = None
+) -> Checkpoint:
+    """Read the checkpoint named by `path` (safe loading only)."""
+    path = Path(path)
+    prefix = pykan_prefix(path)
+    if prefix is not None:
+        config_file = prefix.with_name(prefix.name + "_config.yml")
+        state_file = prefix.with_name(prefix.name + "_state")
+        try:
+            text = config_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FormatError(f"cannot read {config_file.name}: {exc}") from exc
+        tensors, _ = read_tensor_file(state_file)
+        # `_cache_data` holds the user's training inputs: never read, never counted.
+        return Checkpoint(
+            path=prefix,
+            files=[config_file, state_file],
+            tensors=tensors,
+            pykan_config=load_pykan_config(text, config_file.name),
+            spec=_load_spec(spec, state_file),
+        )
+    if path.is_dir():
+        weights = next((path / n for n in HF_WEIGHTS if (path / n).is_file()), None)
+        if weights is None:
+            raise FormatError(
+                f"folder {path.name} holds no {' or '.join(HF_WEIGHTS)}; name the checkpoint file"
+            )
+        path = weights
+    if not path.is_file():
+        raise FormatError(f"no such checkpoint: {path}")
+    tensors, metadata = read_tensor_file(path)
+    files = [path]
+    hf_config = None
+    if path.name in HF_WEIGHTS and (path.parent / "config.json").is_file():
+        files.append(path.parent / "config.json")
+        hf_config = read_json(path.parent / "config.json")
+        if not isinstance(hf_config, dict):
+            raise FormatError("config.json must hold a JSON object")
+    return Checkpoint(
+        path=path,
+        files=files,
+        tensors=tensors,
+        metadata=metadata,
+        hf_config=hf_config,
+        spec=_load_spec(spec, path),
+        ordered=not is_safetensors(path),
+    )
+
+
+# -- key helpers shared by the importers ----------------------------------------
+
+_NUM = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders `layers.2` before `layers.10` and `ln1` next to `cheby1`."""
+    numbers = tuple(int(n) for n in _NUM.findall(name))
+    return (numbers, name)
+
+
+def module_prefixes(ckpt: Checkpoint, leaf: str) -> list[str]:
+    """Prefixes p (ending with '.' or empty) with a key p + leaf, in forward order."""
+    found = [k[: -len(leaf)] for k in ckpt.tensors if k == leaf or k.endswith("." + leaf)]
+    if not ckpt.ordered:
+        found.sort(key=natural_key)
+    return found
+
+
+def module_order(ckpt: Checkpoint, prefixes: list[str]) -> list[str]:
+    """The given module prefixes in forward order (registration order when known)."""
+    if not ckpt.ordered:
+        return sorted(prefixes, key=natural_key)
+    first: dict[str, int] = {}
+    for pos, key in enumerate(ckpt.tensors):
+        for p in prefixes:
+            if p not in first and key.startswith(p):
+                first[p] = pos
+    return sorted(prefixes, key=lambda p: first.get(p, len(ckpt.tensors)))
+
+
+def take(ckpt: Checkpoint, key: str, ndim: int | None = None) -> Tensor:
+    """ckpt.tensors[key] with a clear error when missing or of the wrong rank."""
+    value = ckpt.tensors.get(key)
+    if value is None:
+        raise FormatError(f"checkpoint is missing {key!r}")
+    if ndim is not None and value.dim() != ndim:
+        raise FormatError(f"{key!r} has shape {tuple(value.shape)}, expected {ndim} dimensions")
+    return value

@@ -1,0 +1,151 @@
+"""The format registry: one handler per checkpoint layout, and detection by keys.
+
+A handler recognises its layout from key names and shapes only, rebuilds a
+`KANModel` with the same outputs, counts parameters, and exports back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats._checkpoint import Checkpoint
+from metacluster.kan import KANModel
+
+
+class FormatHandler(ABC):
+    """One checkpoint layout (see KAN_FORMATS.md for each library's keys)."""
+
+    name: ClassVar[str]
+    # Last key components of tensors that are fixed structure (knots, masks, index
+    # buffers), not learned weights: left out of the parameter count.
+    fixed_leaves: ClassVar[frozenset[str]] = frozenset({"grid", "arange"})
+
+    @abstractmethod
+    def matches(self, ckpt: Checkpoint) -> bool:
+        """True when the checkpoint has this layout's characteristic keys."""
+
+    @abstractmethod
+    def load(self, ckpt: Checkpoint) -> KANModel:
+        """Rebuild the model; raises FormatError naming what does not fit."""
+
+    def count_params(self, ckpt: Checkpoint, model: KANModel) -> int:
+        """Learned scalars as the source library holds them: float tensors of its
+        state dict minus the fixed ones (`fixed_leaves`)."""
+        return sum(
+            int(t.numel())
+            for key, t in ckpt.tensors.items()
+            if t.is_floating_point() and key.rsplit(".", 1)[-1] not in self.fixed_leaves
+        )
+
+    def export(self, model: KANModel, path: Path) -> list[Path]:
+        raise FormatError(f"exporting to the {self.name!r} format is not supported")
+
+
+HANDLERS: dict[str, FormatHandler] = {}
+
+
+def register(handler: FormatHandler) -> FormatHandler:
+    if handler.name in HANDLERS:
+        raise ValueError(f"format {handler.name!r} registered twice")
+    HANDLERS[handler.name] = handler
+    return handler
+
+
+def get_handler(name: str) -> FormatHandler:
+    handler = HANDLERS.get(name)
+    if handler is None:
+        raise FormatError(f"unknown format {name!r}; supported: {', '.join(HANDLERS)}")
+    return handler
+
+
+def detect(ckpt: Checkpoint) -> FormatHandler:
+    """The one handler whose layout matches; ambiguity and no match are errors."""
+    found = [h for h in HANDLERS.values() if h.matches(ckpt)]
+    # A spec (given or beside the file) says how to read the checkpoint: it wins.
+    if ckpt.spec is not None and "spec" in HANDLERS:
+        return HANDLERS["spec"]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        sample = ", ".join(list(ckpt.tensors)[:6]) or "no tensors"
+        raise FormatError(
+            f"{ckpt.path.name} matches no supported KAN layout (keys: {sample}); supported "
+            f"formats: {', '.join(HANDLERS)}; for your own wrapper pass a JSON spec"
+        )
+    names = ", ".join(h.name for h in found)
+    raise FormatError(
+        f"{ckpt.path.name} is ambiguous, it matches several formats: {names}; pass format="
+    )
+
+
+# -- helpers for handlers --------------------------------------------------------
+
+
+class KeyTracker:
+    """Marks tensors as used so leftovers (an unknown head, a typo) are reported."""
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt = ckpt
+        self.used: set[str] = set()
+
+    def get(self, key: str, ndim: int | None = None) -> Tensor:
+        value = self.ckpt.tensors.get(key)
+        if value is None:
+            raise FormatError(f"checkpoint is missing {key!r}")
+        if ndim is not None and value.dim() != ndim:
+            raise FormatError(f"{key!r} has shape {tuple(value.shape)}, expected {ndim} dimensions")
+        self.used.add(key)
+        return value
+
+    def optional(self, key: str) -> Tensor | None:
+        if key in self.ckpt.tensors:
+            self.used.add(key)
+            return self.ckpt.tensors[key]
+        return None
+
+    def use(self, keys: Iterable[str]) -> None:
+        self.used.update(keys)
+
+    def check_all_used(self, fmt: str) -> None:
+        left = [k for k in self.ckpt.tensors if k not in self.used]
+        if left:
+            shown = ", ".join(left[:8]) + (" ..." if len(left) > 8 else "")
+            raise FormatError(
+                f"{fmt} checkpoint has tensors this importer does not understand ({shown}); "
+                "describe the extra modules with a JSON spec"
+            )
+
+
+def float_dtype(*tensors: Tensor) -> torch.dtype:
+    """The checkpoint's float dtype (fp64 stays fp64; half precision is widened to fp32)."""
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def check_chain(widths: list[tuple[int, int]], fmt: str) -> None:
+    for pos in range(1, len(widths)):
+        if widths[pos][0] != widths[pos - 1][1]:
+            raise FormatError(
+                f"{fmt} layers do not chain: layer {pos - 1} gives {widths[pos - 1][1]} outputs "
+                f"but layer {pos} takes {widths[pos][0]} inputs"
+            )
+
+
+def layers_of(model: KANModel, fmt: str, allowed: tuple[type[nn.Module], ...]) -> list[nn.Module]:
+    """The model's modules, refusing any this format cannot hold."""
+    layers = list(model.layers)
+    for pos, layer in enumerate(layers):
+        if not isinstance(layer, allowed):
+            raise IncompatibleError(
+                f"layer {pos} ({type(layer).__name__}) cannot be written in the {fmt} format"
+            )
+    if not layers:
+        raise IncompatibleError("the model has no layers to export")
+    return layers
