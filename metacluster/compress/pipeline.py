@@ -1,0 +1,389 @@
+"""`compress`: meta-learner -> K-means -> codebook fine-tuning, with resumable stages,
+a K sweep that reuses one meta-learner, and the report the CLI and service print.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metacluster.compress.checkpoint import StageCheckpoint
+from metacluster.compress.codebook import (
+    Codebook,
+    CompressedKAN,
+    EdgeGroup,
+    QuantizedCoefficients,
+    build_groups,
+    coefficient_names,
+    select_layers,
+)
+from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.report import (
+    CompressionReport,
+    layer_details,
+    library_versions,
+    param_ratio,
+    source_bytes,
+)
+from metacluster.compress.stages import (
+    Progress,
+    ShouldStop,
+    StageHooks,
+    check_compatible,
+    evaluate_model,
+    predict,
+    round_other_parameters,
+    run_finetune_stage,
+    run_kmeans_stage,
+    run_meta_stage,
+)
+from metacluster.data.dataset import Dataset
+from metacluster.errors import ConfigError
+from metacluster.kan.model import KANModel
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda when available; never touches CUDA at import time."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass
+class _Context:
+    source: KANModel  # fp32 CPU copy of the user's model, never trained
+    work: KANModel  # trained in place by the stages
+    data: Dataset
+    config: MetaClusterConfig
+    layers: list[str]
+    groups: list[EdgeGroup]
+    device: torch.device
+    hooks: StageHooks
+    checkpoint: StageCheckpoint | None
+    fingerprint: str
+    teacher: Tensor | None
+    metric: str
+    before: float
+
+
+def _fingerprint(model: KANModel, config: MetaClusterConfig, method: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config.to_dict(), "method": method}, sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load(ctx: _Context, stage: str) -> dict[str, Any] | None:
+    if ctx.checkpoint is None:
+        return None
+    state = ctx.checkpoint.load(stage)
+    if state is None or state.get("fingerprint") != ctx.fingerprint:
+        return None  # a checkpoint of another model or config: recompute
+    return state
+
+
+def _save(ctx: _Context, stage: str, state: dict[str, Any]) -> None:
+    if ctx.checkpoint is not None:
+        ctx.checkpoint.save(stage, {"fingerprint": ctx.fingerprint, **state})
+
+
+def _state_tensors(model: KANModel) -> dict[str, Tensor]:
+    return {f"state.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _restore_state(model: KANModel, state: dict[str, Any]) -> None:
+    sd = {k[len("state.") :]: v for k, v in state.items() if k.startswith("state.")}
+    model.load_state_dict(sd, strict=True)
+
+
+def _functional(model: KANModel, coefs: dict[str, Tensor]) -> dict[str, Tensor]:
+    modules = dict(model.kan_layers())
+    names = coefficient_names(model, list(coefs))
+    return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
+
+
+def _meta_stage(ctx: _Context, method: str) -> tuple[dict[str, Tensor], float | None]:
+    """Generated vectors of every compressed layer (the source vectors for plain K-means)."""
+    modules = dict(ctx.work.kan_layers())
+    if method != "metacluster":
+        return {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}, None
+    state = _load(ctx, "meta")
+    if state is not None:
+        _restore_state(ctx.work, state)
+        gen = {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
+        ctx.hooks.report("meta", 1, 1, None)
+    else:
+        cfg = ctx.config
+        meta_groups = (
+            ctx.groups
+            if cfg.meta_scope == cfg.scope
+            else build_groups(ctx.work, ctx.layers, cfg.meta_scope)
+        )
+        gen = run_meta_stage(
+            ctx.work,
+            ctx.data,
+            ctx.layers,
+            meta_groups,
+            cfg,
+            teacher=ctx.teacher,
+            device=ctx.device,
+            hooks=ctx.hooks,
+            cluster_groups=ctx.groups,
+        )
+        _save(ctx, "meta", {**{f"gen.{n}": g for n, g in gen.items()}, **_state_tensors(ctx.work)})
+    _, value = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, gen))
+    return gen, value
+
+
+def _kmeans_stage(ctx: _Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
+    stage = f"kmeans_k{k}"
+    state = _load(ctx, stage)
+    if state is not None:
+        cbs = [
+            Codebook(i, state[f"cb{i}.centroids"], state[f"cb{i}.indices"], 0, g.coef_dim)
+            for i, g in enumerate(ctx.groups)
+        ]
+        ctx.hooks.report("kmeans", 1, 1, None)
+        return QuantizedCoefficients(ctx.config.scope, list(ctx.layers), ctx.groups, cbs)
+    quant = run_kmeans_stage(
+        gen,
+        ctx.groups,
+        k,
+        ctx.config,
+        device=ctx.device.type,
+        hooks=ctx.hooks,
+        scope=ctx.config.scope,
+        layers=ctx.layers,
+    )
+    _save(ctx, stage, _codebook_state(quant))
+    return quant
+
+
+def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for i, cb in enumerate(quant.codebooks):
+        out[f"cb{i}.centroids"] = cb.centroids.detach().cpu()
+        out[f"cb{i}.indices"] = cb.indices.detach().cpu()
+    return out
+
+
+def _finetune_stage(ctx: _Context, quant: QuantizedCoefficients, k: int) -> QuantizedCoefficients:
+    stage = f"finetune_k{k}"
+    state = _load(ctx, stage)
+    if state is not None:
+        for i, cb in enumerate(quant.codebooks):
+            cb.centroids = state[f"cb{i}.centroids"]
+            cb.indices = state[f"cb{i}.indices"]
+        _restore_state(ctx.work, state)
+        ctx.hooks.report("finetune", 1, 1, None)
+        return quant
+    quant = run_finetune_stage(
+        ctx.work,
+        ctx.data,
+        quant,
+        ctx.config,
+        teacher=ctx.teacher,
+        device=ctx.device,
+        hooks=ctx.hooks,
+    )
+    round_other_parameters(ctx.work, ctx.layers, ctx.config.other_dtype)
+    _save(ctx, stage, {**_codebook_state(quant), **_state_tensors(ctx.work)})
+    return quant
+
+
+def _recommend(
+    metric: str, before: float, rows: list[dict[str, Any]], max_drop: float
+) -> int | None:
+    for row in sorted(rows, key=lambda r: r["k"]):
+        ok = (
+            before - row["after"] <= max_drop + 1e-12
+            if metric == "accuracy"
+            else row["after"] <= before * (1 + max_drop) + 1e-12
+        )
+        if ok:
+            return int(row["k"])
+    return None
+
+
+def _prepare(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    hooks: StageHooks,
+    checkpoint: StageCheckpoint | None,
+    method: str,
+) -> _Context:
+    if not isinstance(model, KANModel):
+        raise ConfigError("compress() needs a metacluster KANModel")
+    if not isinstance(config, MetaClusterConfig):
+        raise ConfigError("compress() needs a MetaClusterConfig")
+    config.validate()
+    device = resolve_device(config.device)
+    source = copy.deepcopy(model).float().cpu().eval()
+    work = copy.deepcopy(source).to(device)
+    check_compatible(work, data, device)
+    layers = select_layers(work, config.include, config.exclude, config.min_edges)
+    modules = dict(work.kan_layers())
+    total = sum(modules[n].n_edges for n in layers)
+    for k in config.ks:
+        if k > total:
+            raise ConfigError(f"k={k} exceeds the number of edges to compress ({total})")
+    groups = build_groups(work, layers, config.scope)
+    metric, before = evaluate_model(work, data, device)
+    teacher = None
+    if config.distill > 0:
+        teacher = predict(work, data.x_train.to(device)).detach()
+    return _Context(
+        source,
+        work,
+        data,
+        config,
+        layers,
+        groups,
+        device,
+        hooks,
+        checkpoint,
+        _fingerprint(source, config, method),
+        teacher,
+        metric,
+        before,
+    )
+
+
+def _run(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    hooks: StageHooks,
+    checkpoint: StageCheckpoint | None,
+    method: str,
+) -> tuple[CompressedKAN, CompressionReport]:
+    from metacluster.artifact import artifact_bytes
+
+    t_start = time.perf_counter()
+    ctx = _prepare(model, config, data, hooks, checkpoint, method)
+    t0 = time.perf_counter()
+    gen, metric_meta = _meta_stage(ctx, method)
+    t_meta = time.perf_counter() - t0
+    meta_state = {k: v.detach().clone() for k, v in ctx.work.state_dict().items()}
+    bytes_before, how = source_bytes(ctx.source)
+    results: list[tuple[CompressedKAN, CompressionReport]] = []
+    for k in config.ks:
+        ctx.work.load_state_dict(meta_state)
+        t0 = time.perf_counter()
+        quant = _kmeans_stage(ctx, gen, k)
+        quant.method = method
+        t_km = time.perf_counter() - t0
+        _, metric_km = evaluate_model(
+            ctx.work,
+            data,
+            ctx.device,
+            _functional(
+                ctx.work,
+                {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()},
+            ),
+        )
+        t0 = time.perf_counter()
+        quant = _finetune_stage(ctx, quant, k)
+        t_ft = time.perf_counter() - t0
+        compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
+        _, after = evaluate_model(compressed, data, torch.device("cpu"))
+        report = CompressionReport(
+            metric=ctx.metric,
+            before=ctx.before,
+            after=after,
+            k=k,
+            bytes_before=bytes_before,
+            bytes_after=0,
+            ratio=0.0,
+            param_ratio=param_ratio(
+                ctx.source, compressed, config.codebook_dtype, config.other_dtype
+            ),
+            stages={"meta": round(t_meta, 3), "kmeans": round(t_km, 3), "finetune": round(t_ft, 3)},
+            layers=[],
+            seed=config.seed,
+            config=config.to_dict(),
+            method=method,
+            mode=config.mode,
+            device=str(ctx.device),
+            bytes_before_source=how,
+            metric_meta=metric_meta,
+            metric_kmeans=metric_km,
+            versions=library_versions(),
+        )
+        t0 = time.perf_counter()
+        report.bytes_after = len(artifact_bytes(compressed, report))
+        report.stages["artifact"] = round(time.perf_counter() - t0, 3)
+        report.ratio = bytes_before / report.bytes_after
+        results.append((compressed, report))
+    rows = [
+        {
+            "k": r.k,
+            "after": r.after,
+            "metric_kmeans": r.metric_kmeans,
+            "bytes_after": r.bytes_after,
+            "ratio": r.ratio,
+            "param_ratio": r.param_ratio,
+            "stages": dict(r.stages),
+        }
+        for _, r in results
+    ]
+    recommended = _recommend(ctx.metric, ctx.before, rows, config.max_drop)
+    if recommended is not None:
+        chosen = next(i for i, (_, r) in enumerate(results) if r.k == recommended)
+    else:  # nothing within max_drop: hand back the most accurate K
+        better = (lambda a, b: a > b) if ctx.metric == "accuracy" else (lambda a, b: a < b)
+        chosen = 0
+        for i, (_, r) in enumerate(results):
+            if better(r.after, results[chosen][1].after):
+                chosen = i
+    compressed, report = results[chosen]
+    report.sweep = rows if len(rows) > 1 else []
+    report.recommended_k = recommended
+    report.layers = layer_details(ctx.source, compressed, config.codebook_dtype, config.entropy)
+    report.stages["total"] = round(time.perf_counter() - t_start, 3)
+    return compressed, report
+
+
+def compress(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    checkpoint: StageCheckpoint | None = None,
+) -> tuple[CompressedKAN, CompressionReport]:
+    """Compress `model` with MetaCluster; returns the compressed model and its report.
+
+    progress(stage, step, total, loss) is called as stages advance; should_stop() is
+    polled between steps and raises CancelledError; with a checkpoint, finished
+    stages are saved and a repeated call resumes from them with the same result.
+    With a list of K the meta-learner runs once and the smallest K within
+    `config.max_drop` of the original metric is returned (`report.sweep` has all).
+    """
+    return _run(model, config, data, StageHooks(progress, should_stop), checkpoint, "metacluster")
+
+
+def compress_kmeans(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    checkpoint: StageCheckpoint | None = None,
+) -> tuple[CompressedKAN, CompressionReport]:
+    """Plain K-means baseline: the same pipeline without the meta-learner stage."""
+    return _run(model, config, data, StageHooks(progress, should_stop), checkpoint, "kmeans")

@@ -1,0 +1,166 @@
+"""CompressionReport: what a compression run measured, JSON-able for the CLI and service.
+
+Holds the ARCHITECTURE contract keys plus param_ratio, per-layer errors and bytes,
+the K sweep frontier, stage timings, seed and library versions.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metacluster.compress.codebook import CompressedKAN, coefficient_names
+from metacluster.compress.packing import bits_for, encode_indices
+from metacluster.kan.model import KANModel
+
+
+@dataclass
+class CompressionReport:
+    metric: str
+    before: float
+    after: float
+    k: int
+    bytes_before: int
+    bytes_after: int
+    ratio: float
+    param_ratio: float
+    stages: dict[str, float]
+    layers: list[dict[str, Any]]
+    seed: int
+    config: dict[str, Any]
+    method: str = "metacluster"
+    mode: str = "post_hoc"
+    device: str = "cpu"
+    bytes_before_source: str = ""
+    metric_meta: float | None = None  # generated vectors, before clustering
+    metric_kmeans: float | None = None  # after K-means, before fine-tuning
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+    recommended_k: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def library_versions() -> dict[str, str]:
+    import faiss
+    import safetensors
+
+    import metacluster
+
+    return {
+        "metacluster": metacluster.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "faiss": str(getattr(faiss, "__version__", "unknown")),
+        "safetensors": safetensors.__version__,
+    }
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def source_bytes(model: KANModel) -> tuple[int, str]:
+    """Real file size of an fp32 checkpoint of `model` and how it was measured.
+
+    In the source library's own layout when metacluster.formats can export it
+    (pykan float64 uploads are measured as their fp32 export), else our own format.
+    """
+    fp32 = copy.deepcopy(model).float()
+    fmt = str(model.meta.get("format") or "")
+    with tempfile.TemporaryDirectory(prefix="mc-src-") as tmp:
+        root = Path(tmp)
+        try:
+            from metacluster import formats
+
+            if fmt and hasattr(formats, "export_model"):
+                out = root / "export"
+                out.mkdir()
+                formats.export_model(fp32, fmt, out / "model")
+                size = _dir_size(out)
+                if size > 0:
+                    return size, f"export:{fmt}"
+            if hasattr(formats, "save_model"):
+                formats.save_model(fp32, root / "model.safetensors")
+                return (root / "model.safetensors").stat().st_size, "save_model"
+        except Exception:  # any exporter failure: fall back to the plain state dict
+            pass
+        from safetensors.torch import save_file
+
+        path = root / "model.safetensors"
+        state = {k: v.detach().cpu().contiguous() for k, v in fp32.state_dict().items()}
+        save_file(state, os.fspath(path))
+        return path.stat().st_size, "safetensors_state_dict"
+
+
+def param_ratio(
+    source: KANModel, compressed: CompressedKAN, codebook_dtype: str, other_dtype: str
+) -> float:
+    """Paper's measure: fp32 bits of every source parameter over the bits of the stored
+    codebooks, packed indices and the other (dense) parameters."""
+    num = 32 * sum(int(p.numel()) for p in source.parameters())
+    quant = compressed.quantized
+    cb_bits = 16 if codebook_dtype == "float16" else 32
+    ot_bits = 16 if other_dtype == "float16" else 32
+    den = 0
+    for cb in quant.codebooks:
+        den += cb.k * cb.sub * cb_bits + bits_for(cb.k) * int(cb.indices.numel())
+    for uq in quant.uniform:
+        den += int(uq.scales.numel()) * 32 + uq.bits * int(uq.codes.numel())
+    skip = set(coefficient_names(compressed, quant.layers).values())
+    den += ot_bits * sum(int(p.numel()) for n, p in compressed.named_parameters() if n not in skip)
+    return num / max(1, den)
+
+
+@torch.no_grad()
+def layer_details(
+    source: KANModel, compressed: CompressedKAN, codebook_dtype: str, coding: str
+) -> list[dict[str, Any]]:
+    """Per compressed layer: edges, coef_dim, K, coefficient and function-space errors, bytes."""
+    quant = compressed.quantized
+    src_layers = dict(source.kan_layers())
+    cmp_layers = dict(compressed.kan_layers())
+    share: dict[str, float] = dict.fromkeys(quant.layers, 0.0)
+    ks: dict[str, list[int]] = {n: [] for n in quant.layers}
+    cb_bytes = 2 if codebook_dtype == "float16" else 4
+    for cb in quant.codebooks:
+        group = quant.groups[cb.group]
+        _, data = encode_indices(cb.indices.cpu().numpy(), cb.k, coding)
+        total = cb.k * cb.sub * cb_bytes + len(data)
+        for name, rows in group.members:
+            share[name] += total * int(rows.numel()) / group.n_edges
+            if cb.k not in ks[name]:
+                ks[name].append(cb.k)
+    for uq in quant.uniform:
+        levels = 1 << uq.bits
+        _, data = encode_indices((uq.codes + levels // 2 - 1).cpu().numpy(), levels, coding)
+        share[uq.layer] += len(data) + 4 * int(uq.scales.numel())
+        ks[uq.layer].append(levels)
+    out = []
+    for name in quant.layers:
+        src, cmp_ = src_layers[name], cmp_layers[name]
+        w0 = src.edge_view(name).coefficients.float().cpu()
+        w1 = cmp_.edge_view(name).coefficients.float().cpu()
+        f0 = src.edge_functions(w0.to(src.coef_param.dtype)).float()
+        f1 = cmp_.edge_functions(w1).float()
+        out.append(
+            {
+                "name": name,
+                "edges": src.n_edges,
+                "coef_dim": src.coef_dim,
+                "k": ks[name],
+                "coef_rel_error": float((w1 - w0).norm() / w0.norm().clamp_min(1e-12)),
+                "function_rel_error": float((f1 - f0).norm() / f0.norm().clamp_min(1e-12)),
+                "bytes": round(share[name]),
+            }
+        )
+    return out
