@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metacluster import errors
-from service.db.models import Artifact, DatasetRecord, Job, JobEvent, ModelRecord, new_id
+from service.db.models import Artifact, DatasetRecord, Job, ModelRecord, new_id
 from service.db.session import session_scope
+from service.repositories import JobEventRepository
 from service.settings import Settings, get_settings
 from service.storage import Storage, artifact_key, checkpoints_key, get_storage
 
@@ -43,12 +44,9 @@ def _now() -> datetime:
 
 
 def _add_event(session: Session, job_id: str, kind: str, **fields: Any) -> None:
-    # One writer per job at a time (the job is claimed), so max+1 is race-free enough;
-    # the API's own events (queued, cancel requested) are written before or between.
-    seq = session.scalar(
-        select(func.coalesce(func.max(JobEvent.seq), 0)).where(JobEvent.job_id == job_id)
-    )
-    session.add(JobEvent(job_id=job_id, seq=int(seq or 0) + 1, at=_now(), kind=kind, **fields))
+    # The job is claimed by one delivery at a time, so per-job sequence numbers
+    # (max + 1 in the repository) do not race with another writer of its progress.
+    JobEventRepository(session).add(job_id, kind, **fields)
 
 
 @dataclass

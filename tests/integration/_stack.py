@@ -253,10 +253,17 @@ def get_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    r = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return list(body["items"] if isinstance(body, dict) else body)
+    """Every event of the job, oldest first, following the `next` cursor."""
+    out: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500}
+    while True:
+        r = client.get(f"/v1/jobs/{job_id}/events", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        out.extend(body["items"])
+        if not body.get("next"):
+            return out
+        params["after"] = body["next"]
 
 
 def poll(

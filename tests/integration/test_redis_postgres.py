@@ -159,7 +159,7 @@ def test_worker_killed_mid_job_resumes_on_a_new_worker(
         e["data"]["resumed_stage"] for e in evts if (e.get("data") or {}).get("resumed_stage")
     }
     # Stages that finished before the kill are restored, not recomputed.
-    assert {"meta", "kmeans"} <= {s.split(":")[0] for s in resumed}, resumed
+    assert "meta" in resumed and any(s.startswith("kmeans") for s in resumed), resumed
     deliveries = [e["data"]["delivery"] for e in evts if (e.get("data") or {}).get("delivery")]
     assert deliveries == [1, 2]
 
