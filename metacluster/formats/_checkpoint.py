@@ -71,10 +71,7 @@ def _load_spec(spec: Mapping[str, Any] | str | Path | None, path: Path) -> dict[
         if beside is None:
             return None
         spec = beside
-    if isinstance(spec, str | Path):
-        loaded = read_json(Path(spec))
-    else:
-        loaded = dict(spec)
+    loaded = read_json(Path(spec)) if isinstance(spec, str | Path) else dict(spec)
     if not isinstance(loaded, dict):
         raise FormatError("a model spec must be a JSON object")
     return loaded

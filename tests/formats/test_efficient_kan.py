@@ -67,7 +67,7 @@ def test_unknown_extra_module_is_reported(tmp_path: Path) -> None:
     sd = _trained_like([2, 2]).state_dict()
     sd["head.weight"] = torch.zeros(3, 2)
     torch.save(sd, tmp_path / "x.pt")
-    with pytest.raises(FormatError, match="head.weight"):
+    with pytest.raises(FormatError, match=r"head\.weight"):
         load_model(tmp_path / "x.pt")
 
 
