@@ -6,6 +6,7 @@ Checkpoints use the real layouts (efficient-kan state dict, our safetensors, pyk
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def efficient_kan_bytes(
     gen = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
     h = 2.0 / grid_size
-    for layer, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for layer, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         grid = (torch.arange(-order, grid_size + order + 1) * h - 1.0).expand(n_in, -1).contiguous()
         sd[f"layers.{layer}.grid"] = grid
         sd[f"layers.{layer}.base_weight"] = torch.randn(n_out, n_in, generator=gen)
