@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from metacluster.formats import (  # noqa: F401  (importing registers the handlers)
+    chebykan,
     efficient_kan,
+    fastkan,
+    fourierkan,
     native,
     pykan,
 )
