@@ -165,19 +165,15 @@ def compatibility_checks(
         checks.append(
             Check("k_vs_edges", False, "no layer is selected by include/exclude/min_edges")
         )
-    elif config.get("scope") == "global":
-        total = sum(int(layer["edges"]) for layer in selected)
-        checks.append(
-            Check("k_vs_edges", k <= total, f"K={k}, {total} edges in the global codebook")
-        )
     else:
-        smallest = min(selected, key=lambda layer: int(layer["edges"]))
-        n = int(smallest["edges"])
+        # The engine's rule: K may not exceed the edges being compressed (all selected
+        # layers); within a smaller per-layer codebook it uses fewer distinct centroids.
+        total = sum(int(layer["edges"]) for layer in selected)
         checks.append(
             Check(
                 "k_vs_edges",
-                k <= n,
-                f"K={k}, smallest compressed layer {smallest['name']} has {n} edges",
+                k <= total,
+                f"K={k}, {total} edges to compress in {len(selected)} layers",
             )
         )
     return checks
