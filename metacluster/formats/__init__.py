@@ -17,6 +17,7 @@ from metacluster.formats import (  # noqa: F401  (importing registers the handle
     fourierkan,
     native,
     pykan,
+    torch_conv_kan,
 )
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint
 from metacluster.formats._registry import HANDLERS, FormatHandler, detect, get_handler

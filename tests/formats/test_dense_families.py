@@ -31,7 +31,7 @@ def _perturb(module: nn.Module, seed: int) -> None:
     """Trained-looking weights: LayerNorm affines and biases away from their init."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in module.named_parameters():
+        for _name, p in module.named_parameters():
             if p.requires_grad:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
 
@@ -157,11 +157,11 @@ def test_layers_that_do_not_chain_are_reported(tmp_path: Path) -> None:
 
 def test_unknown_and_ambiguous_checkpoints(tmp_path: Path) -> None:
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "mlp.pt")
-    with pytest.raises(FormatError, match="supported formats: .*efficient-kan"):
+    with pytest.raises(FormatError, match=r"supported formats: .*efficient-kan"):
         load_model(tmp_path / "mlp.pt")
     both = {"a.cheby_coeffs": torch.zeros(2, 2, 3), "b.fouriercoeffs": torch.zeros(2, 2, 2, 3)}
     torch.save(both, tmp_path / "both.pt")
-    with pytest.raises(FormatError, match="ambiguous.*chebykan.*fourierkan"):
+    with pytest.raises(FormatError, match=r"ambiguous.*chebykan.*fourierkan"):
         load_model(tmp_path / "both.pt")
     # an explicit format settles it (and then reports what it does not understand)
     with pytest.raises(FormatError, match="does not understand"):

@@ -1,0 +1,182 @@
+"""torch-conv-kan (IvanDrokin) KANConv2DLayer stacks: `spline_conv.{g}.weight`,
+`base_conv.{g}.weight`, `prelus.{g}.weight`; state dict or model.safetensors + config.json.
+
+The knots are not saved by the library: spline order, grid range, stride,
+padding, dilation, base activation and dropout come from config.json (top
+level, or a per-layer `layers` list) and default to KANConv2DLayer's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats._checkpoint import Checkpoint, module_prefixes
+from metacluster.formats._io import save_torch_state, write_safetensors
+from metacluster.formats._registry import (
+    FormatHandler,
+    KeyTracker,
+    check_chain,
+    float_dtype,
+    layers_of,
+    register,
+)
+from metacluster.kan import KANConv2d, KANModel
+
+# KANConv2DLayer's defaults (kan_convs/kan_conv.py).
+DEFAULTS: dict[str, Any] = {
+    "spline_order": 3,
+    "grid_range": [-1.0, 1.0],
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "base_activation": "gelu",
+    "dropout": 0.0,
+}
+_ACTIVATIONS = {
+    "gelu": "gelu",
+    "silu": "silu",
+    "identity": "identity",
+    "GELU": "gelu",
+    "SiLU": "silu",
+}
+
+
+def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
+    opts = dict(DEFAULTS)
+    if config:
+        opts.update({k: v for k, v in config.items() if k in DEFAULTS})
+        per_layer = config.get("layers")
+        if isinstance(per_layer, list):
+            if pos >= len(per_layer) or not isinstance(per_layer[pos], dict):
+                raise FormatError(f"config.json 'layers' has no entry for conv layer {pos}")
+            opts.update({k: v for k, v in per_layer[pos].items() if k in DEFAULTS})
+    act = _ACTIVATIONS.get(str(opts["base_activation"]))
+    if act is None:
+        raise FormatError(f"base_activation {opts['base_activation']!r} is not supported")
+    opts["base_activation"] = act
+    return opts
+
+
+class TorchConvKANFormat(FormatHandler):
+    name = "torch-conv-kan"
+
+    def _prefixes(self, ckpt: Checkpoint) -> list[str]:
+        return module_prefixes(ckpt, "spline_conv.0.weight")
+
+    def matches(self, ckpt: Checkpoint) -> bool:
+        return bool(self._prefixes(ckpt))
+
+    def load(self, ckpt: Checkpoint) -> KANModel:
+        keys = KeyTracker(ckpt)
+        prefixes = self._prefixes(ckpt)
+        config = ckpt.hf_config
+        layers = [
+            self._layer(keys, p, _layer_options(config, pos)) for pos, p in enumerate(prefixes)
+        ]
+        keys.check_all_used(self.name)
+        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
+        return KANModel(list(layers), meta={"family": "bspline", "format": self.name})
+
+    def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
+        groups = 0
+        while f"{p}spline_conv.{groups}.weight" in keys.ckpt.tensors:
+            groups += 1
+        splines = [keys.get(f"{p}spline_conv.{g}.weight", 4) for g in range(groups)]
+        bases = [keys.get(f"{p}base_conv.{g}.weight", 4) for g in range(groups)]
+        prelus = [keys.optional(f"{p}prelus.{g}.weight") for g in range(groups)]
+        out_g, in_g, kh, kw = bases[0].shape
+        n_basis = splines[0].shape[1] // in_g
+        if splines[0].shape[1] != n_basis * in_g or any(
+            s.shape != splines[0].shape for s in splines
+        ):
+            raise FormatError(
+                f"{p}spline_conv weights do not fit base_conv ({in_g} inputs per group)"
+            )
+        order = int(opts["spline_order"])
+        grid_size = n_basis - order
+        if grid_size < 1:
+            raise FormatError(
+                f"{p}: {n_basis} spline channels per input do not fit spline_order {order}"
+            )
+        has_prelu = all(w is not None for w in prelus)
+        layer = KANConv2d(
+            in_g * groups,
+            out_g * groups,
+            (kh, kw),
+            stride=opts["stride"],
+            padding=opts["padding"],
+            dilation=opts["dilation"],
+            groups=groups,
+            grid_size=grid_size,
+            spline_order=order,
+            grid_range=tuple(opts["grid_range"]),
+            base_activation=opts["base_activation"],
+            norm="instance",
+            prelu=has_prelu,
+            dropout=float(opts["dropout"]),
+        )
+        layer.to(float_dtype(*splines))
+        # channel i*(G+k) + c  ->  (O/g, I/g, G+k, kh, kw)  ->  (O/g, I/g, kh, kw, G+k)
+        spline = torch.cat([s.reshape(out_g, in_g, n_basis, kh, kw) for s in splines])
+        base = torch.cat(bases).unsqueeze(2)
+        coef = torch.cat([spline, base], dim=2).permute(0, 1, 3, 4, 2)
+        layer.set_edge_coefficients(coef.reshape(-1, n_basis + 1))
+        if has_prelu:
+            assert layer.prelu_weight is not None
+            with torch.no_grad():
+                layer.prelu_weight.copy_(torch.cat([w.reshape(1) for w in prelus if w is not None]))
+        return layer
+
+    def export(self, model: KANModel, path: Path) -> list[Path]:
+        state: dict[str, Tensor] = {}
+        per_layer: list[dict[str, Any]] = []
+        for pos, layer in enumerate(layers_of(model, self.name, (KANConv2d,))):
+            assert isinstance(layer, KANConv2d)
+            if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
+                raise IncompatibleError(
+                    f"layer {pos}: KANConv2DLayer has instance norm, PReLU and a base branch"
+                )
+            g, n_basis = layer.groups, layer.n_basis
+            out_g, in_g = layer.out_channels // g, layer.in_channels // g
+            kh, kw = layer.kernel_size
+            coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
+            for gi in range(g):
+                block = coef[gi * out_g : (gi + 1) * out_g]
+                state[f"layers.{pos}.base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
+                spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
+                state[f"layers.{pos}.spline_conv.{gi}.weight"] = spline.contiguous()
+                state[f"layers.{pos}.prelus.{gi}.weight"] = layer.prelu_weight.detach()[
+                    gi : gi + 1
+                ].clone()
+            per_layer.append(
+                {
+                    "input_dim": layer.in_channels,
+                    "output_dim": layer.out_channels,
+                    "kernel_size": list(layer.kernel_size),
+                    "groups": g,
+                    "grid_size": layer.grid_size,
+                    "spline_order": layer.spline_order,
+                    "grid_range": list(layer.grid_range),
+                    "stride": list(layer.stride),
+                    "padding": list(layer.padding),
+                    "dilation": list(layer.dilation),
+                    "base_activation": layer.base_activation,
+                    "dropout": layer.dropout,
+                }
+            )
+        if path.suffix == ".safetensors":
+            write_safetensors(state, path, {"format": "pt"})
+            config = path.with_name("config.json")
+            config.write_text(json.dumps({"layers": per_layer}, indent=2), encoding="utf-8")
+            return [path, config]
+        save_torch_state(state, path)
+        return [path]
+
+
+register(TorchConvKANFormat())
