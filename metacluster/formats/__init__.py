@@ -17,6 +17,7 @@ from metacluster.formats import (  # noqa: F401  (importing registers the handle
     fourierkan,
     native,
     pykan,
+    spec,
     torch_conv_kan,
 )
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint

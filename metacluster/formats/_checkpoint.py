@@ -33,6 +33,8 @@ class Checkpoint:
     pykan_config: dict[str, Any] | None = None
     hf_config: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
+    # Per-layer options a spec gives a handler (e.g. a base activation the file cannot tell).
+    options: dict[str, Any] = field(default_factory=dict)
     # True when key order is the module registration order (torch.save keeps it;
     # safetensors stores keys sorted, so order must be rebuilt from names).
     ordered: bool = True

@@ -67,7 +67,10 @@ class EfficientKANFormat(FormatHandler):
             if tuple(base.shape) != (n_out, n_in) or grid.shape[0] != n_in:
                 raise FormatError(f"{p}*: base_weight/grid shapes do not match spline_weight")
             grid_size, order = bspline_shape(width, grid.shape[1], p + "spline_weight")
-            layer = BSplineKANLayer(n_in, n_out, grid_size, order, knot_range(grid, order))
+            base_act = str(ckpt.options.get("base_activation", "silu"))
+            layer = BSplineKANLayer(
+                n_in, n_out, grid_size, order, knot_range(grid, order), base_act
+            )
             layer.to(float_dtype(spline, base))
             scaled = spline if scaler is None else spline * scaler.unsqueeze(-1)
             layer.set_grid(grid.to(layer.grid.dtype))

@@ -42,12 +42,12 @@ class FastKANFormat(FormatHandler):
         keys = KeyTracker(ckpt)
         layers: list[RBFKANLayer] = []
         for p in self._prefixes(ckpt):
-            layers.append(self._layer(keys, p))
+            layers.append(self._layer(keys, p, ckpt.options.get("denominator")))
         keys.check_all_used(self.name)
         check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
         return KANModel(list(layers), meta={"family": "rbf", "format": self.name})
 
-    def _layer(self, keys: KeyTracker, p: str) -> RBFKANLayer:
+    def _layer(self, keys: KeyTracker, p: str, denominator: float | None) -> RBFKANLayer:
         weight = keys.get(p + "spline_linear.weight", 2)  # (O, I*G)
         grid = keys.get(p + "rbf.grid", 1)  # (G,)
         ln_w, ln_b = keys.get(p + "layernorm.weight", 1), keys.get(p + "layernorm.bias", 1)
@@ -71,6 +71,7 @@ class FastKANFormat(FormatHandler):
             n_out,
             grid_size=n_grid,
             grid_range=(lo, hi),
+            denominator=denominator,
             use_base_update=base_w is not None,
             bias=base_b is not None,
         )
