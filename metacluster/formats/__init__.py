@@ -10,16 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from metacluster.formats import (  # noqa: F401  (importing registers the handlers)
-    chebykan,
-    efficient_kan,
-    fastkan,
-    fourierkan,
-    native,
-    pykan,
-    spec,
-    torch_conv_kan,
-)
+# Importing the format modules registers their handlers, in this (FORMATS) order.
+from metacluster.formats import native as _native  # noqa: F401  isort: skip
+from metacluster.formats import efficient_kan as _efficient_kan  # noqa: F401  isort: skip
+from metacluster.formats import pykan as _pykan  # noqa: F401  isort: skip
+from metacluster.formats import fastkan as _fastkan  # noqa: F401  isort: skip
+from metacluster.formats import chebykan as _chebykan  # noqa: F401  isort: skip
+from metacluster.formats import fourierkan as _fourierkan  # noqa: F401  isort: skip
+from metacluster.formats import torch_conv_kan as _torch_conv_kan  # noqa: F401  isort: skip
+from metacluster.formats import spec as _spec  # noqa: F401  isort: skip
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint
 from metacluster.formats._registry import HANDLERS, FormatHandler, detect, get_handler
 from metacluster.formats.native import fp32_checkpoint_bytes

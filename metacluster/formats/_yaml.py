@@ -96,8 +96,8 @@ def _construct_array(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
     count = int(np.prod(shape)) if shape else 1
     if len(raw) != count * dtype.dtype.itemsize:
         raise FormatError("numpy array in the pykan config has the wrong byte length")
-    order = "F" if fortran else "C"
-    arr = np.frombuffer(raw, dtype=dtype.dtype).reshape(shape, order=order)
+    flat = np.frombuffer(raw, dtype=dtype.dtype)
+    arr = flat.reshape(tuple(shape), order="F") if fortran else flat.reshape(tuple(shape))
     out = arr.tolist()
     return out if isinstance(out, list) else [out]
 

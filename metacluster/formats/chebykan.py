@@ -21,7 +21,7 @@ from metacluster.formats._registry import (
     register,
 )
 from metacluster.formats._stack import stack_modules
-from metacluster.kan import ChebyKANLayer, KANModel, LayerNorm
+from metacluster.kan import ChebyKANLayer, KANLayer, KANModel, LayerNorm
 
 
 def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
@@ -41,8 +41,8 @@ def chain_widths(layers: list[nn.Module]) -> list[tuple[int, int]]:
         if isinstance(layer, nn.LayerNorm):
             n = int(layer.normalized_shape[0])
             widths.append((n, n))
-        else:
-            widths.append((int(layer.in_features), int(layer.out_features)))
+        elif isinstance(layer, KANLayer):
+            widths.append((layer.in_features, layer.out_features))
     return widths
 
 

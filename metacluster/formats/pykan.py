@@ -154,12 +154,12 @@ class PykanFormat(FormatHandler):
         layer.set_edge_coefficients(folded.transpose(0, 1).reshape(-1, width + 1))
         with torch.no_grad():
             for name in ("subnode_scale", "subnode_bias", "node_scale", "node_bias"):
-                value = keys.get(f"{name}_{li}", 1)
-                if value.shape[0] != n_out:
+                affine = keys.get(f"{name}_{li}", 1)
+                if affine.shape[0] != n_out:
                     raise FormatError(
-                        f"{name}_{li} has {value.shape[0]} entries, layer has {n_out} outputs"
+                        f"{name}_{li} has {affine.shape[0]} entries, layer has {n_out} outputs"
                     )
-                getattr(layer, name).copy_(value)
+                getattr(layer, name).copy_(affine)
         return layer
 
     # -- pykan 0.0.x -------------------------------------------------------

@@ -180,7 +180,7 @@ def test_spec_errors_are_clear(tmp_path: Path) -> None:
         load_model(path, spec=no_ignore)
     with pytest.raises(FormatError, match="unknown kind 'mlp'"):
         load_model(path, spec={"layers": [{"kind": "mlp"}]})
-    with pytest.raises(FormatError, match="no tensors under prefix 'decoder.'"):
+    with pytest.raises(FormatError, match=r"no tensors under prefix 'decoder\.'"):
         load_model(path, spec={"layers": [{"kind": "chebykan", "prefix": "decoder."}]})
     with pytest.raises(FormatError, match="non-empty 'layers'"):
         load_model(path, spec={"layers": []})
