@@ -150,8 +150,11 @@ class PykanFormat(FormatHandler):
         layer.to(float_dtype(coef, scale_base, scale_sp))
         layer.set_grid(grid.to(layer.grid.dtype))
         spline = (mask * scale_sp).unsqueeze(-1) * coef  # (I, O, G+k)
-        folded = torch.cat([spline, (mask * scale_base).unsqueeze(-1)], dim=-1)
-        layer.set_edge_coefficients(folded.transpose(0, 1).reshape(-1, width + 1))
+        parts = [spline]
+        if layer.has_base:  # base "zero": no base column, scale_base has no effect
+            parts.append((mask * scale_base).unsqueeze(-1))
+        folded = torch.cat(parts, dim=-1)
+        layer.set_edge_coefficients(folded.transpose(0, 1).reshape(-1, layer.coef_dim))
         with torch.no_grad():
             for name in ("subnode_scale", "subnode_bias", "node_scale", "node_bias"):
                 affine = keys.get(f"{name}_{li}", 1)

@@ -96,6 +96,20 @@ def test_float64_is_preserved(tmp_path: Path) -> None:
         assert max_diff(_pykan_out(src, x), model(x)) <= 1e-6
 
 
+@pytest.mark.parametrize("base_fun", ["zero", "identity"])
+def test_other_base_functions(tmp_path: Path, base_fun: str) -> None:
+    src = _make(tmp_path, [2, 3, 2], grid=3, k=2, base_fun=base_fun)
+    src.saveckpt(str(tmp_path / "b"))
+    model = load_model(tmp_path / "b")
+    assert model.layers[0].coef_dim == 3 + 2 + (base_fun != "zero")
+    x = inputs(40, 2)
+    assert_same_outputs(lambda t: _pykan_out(src, t), model, x)
+    export_model(model, "pykan", tmp_path / "back")
+    loaded = _quiet(kan.KAN.loadckpt, str(tmp_path / "back"))
+    assert loaded.base_fun_name == base_fun
+    assert_same_outputs(lambda t: _pykan_out(loaded, t), model, x)
+
+
 def test_symbolic_edges_are_refused_by_name(tmp_path: Path) -> None:
     src = _make(tmp_path, [2, 2, 1], grid=3, k=3)
     _quiet(src.fix_symbolic, 0, 1, 0, "sin", fit_params_bool=False)
