@@ -1,0 +1,546 @@
+"""The `metacluster` command: train, inspect, evaluate, compress and export KANs, run the service.
+
+Every command takes `--json` (one JSON object on stdout, progress on stderr) and
+answers bad input with one line `error: ...` and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+from metacluster.errors import CancelledError, ConfigError, MetaClusterError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from metacluster.data import Dataset
+    from metacluster.kan import KANModel
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit statuses: 1 for bad input / failed work, 2 for command-line usage (click's
+# convention), 130 for an interrupt (shell convention for SIGINT).
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    # One line, whatever the message holds: scripts grep stderr for "error:".
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(status)
+
+
+class _MetaClusterCLI(click.Group):
+    """A click group that turns every user error into one `error:` line."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:  # --help / --version
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(exc.format_message() + hint, EXIT_USAGE)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code or EXIT_ERROR)
+        except CancelledError as exc:
+            _fail(str(exc), EXIT_INTERRUPTED)
+        except MetaClusterError as exc:
+            _fail(str(exc), EXIT_ERROR)
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            _fail("interrupted", EXIT_INTERRUPTED)
+        except OSError as exc:  # unwritable --out, full disk, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
+        except Exception as exc:  # a bug: still one line, traceback on request
+            if os.environ.get("METACLUSTER_DEBUG"):
+                traceback.print_exc()
+            _fail(
+                f"internal error ({type(exc).__name__}: {exc}); "
+                "set METACLUSTER_DEBUG=1 for a traceback",
+                EXIT_ERROR,
+            )
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+# -- output ---------------------------------------------------------------------
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, default=_json_default, allow_nan=False))
+        return
+    for key, value in result.items():
+        if isinstance(value, dict | list):
+            value = json.dumps(value, default=_json_default)
+        elif isinstance(value, float):
+            value = f"{value:.6g}"
+        click.echo(f"{key}: {value}")
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(
+        fn
+    )
+
+
+def progress_option(fn: F) -> F:
+    return click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Progress bars on stderr (default: only when stderr is a terminal).",
+    )(fn)
+
+
+class _Bars:
+    """progress(stage, step, total, loss) -> one tqdm bar per stage, on stderr."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.disable = None if enabled is None else not enabled
+        self.stage: str | None = None
+        self.bar: tqdm[Any] | None = None
+
+    def __call__(self, stage: str, step: int, total: int, loss: float | None) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, file=sys.stderr, disable=self.disable)
+        self.bar.total = total
+        self.bar.n = step
+        if loss is not None and math.isfinite(loss):
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# -- argument parsing ---------------------------------------------------------------
+def _int_list(text: str, what: str, minimum: int = 1) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(v < minimum for v in values):
+        raise click.BadParameter(f"{what} must be integers >= {minimum}, got {text!r}")
+    return values
+
+
+def _parse_widths(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    # conv families take head widths like "10"; build_model_for checks lengths
+    return _int_list(value, "width")
+
+
+def _load_data(spec: str, seed: int = 0) -> Dataset:
+    from metacluster.data import load_dataset
+
+    return load_dataset(spec, seed=seed)
+
+
+def _is_artifact(path: str) -> bool:
+    from metacluster.artifact import is_artifact
+
+    return Path(path).is_file() and is_artifact(path)
+
+
+def _load_any(path: str, fmt: str) -> tuple[KANModel, str]:
+    """(model, kind): artifacts rebuild with load_artifact, the rest with load_model."""
+    if _is_artifact(path):
+        from metacluster.artifact import load_artifact
+
+        return load_artifact(path), "artifact"
+    from metacluster.formats import load_model
+
+    return load_model(path, format=fmt), "model"
+
+
+def _check_format(fmt: str) -> str:
+    from metacluster.formats import FORMATS
+
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ConfigError(f"unsupported format {fmt!r}; supported: auto, {', '.join(FORMATS)}")
+    return fmt
+
+
+# -- commands -------------------------------------------------------------------------
+@click.group(cls=_MetaClusterCLI, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="metacluster", prog_name="metacluster")
+def cli() -> None:
+    """Compress Kolmogorov-Arnold Networks with MetaCluster."""
+
+
+@cli.command()
+@click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
+@click.option(
+    "--family", required=True, help="bspline, pykan_bspline, rbf, chebyshev, fourier, ..."
+)
+@click.option("--width", "widths", required=True, callback=_parse_widths, help="e.g. 64,32,10")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Model file to write.")
+@click.option("--lr", type=float, default=1e-2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Initialisation and batch order."
+)
+@click.option(
+    "--grid-size", type=click.IntRange(min=1), default=None, help="Spline/RBF/Fourier grid."
+)
+@click.option(
+    "--order", "spline_order", type=click.IntRange(min=0), default=None, help="Spline order."
+)
+@click.option("--degree", type=click.IntRange(min=0), default=None, help="Polynomial degree.")
+@click.option("--channels", default=None, help="Conv families: channels per KAN conv, e.g. 8,16.")
+@click.option("--input-shape", default=None, help="Conv families on flat data: C,H,W, e.g. 1,8,8.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@progress_option
+@json_option
+def train(
+    data_spec: str,
+    family: str,
+    widths: list[int],
+    epochs: int,
+    out: str,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+    grid_size: int | None,
+    spline_order: int | None,
+    degree: int | None,
+    channels: str | None,
+    input_shape: str | None,
+    device: str,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Train a KAN on a data set and save it in MetaCluster's format."""
+    import torch
+
+    from metacluster.formats import save_model
+    from metacluster.training import build_model_for, train_model
+
+    options: dict[str, Any] = {}
+    for name, value in (
+        ("grid_size", grid_size),
+        ("spline_order", spline_order),
+        ("degree", degree),
+    ):
+        if value is not None:
+            options[name] = value
+    if channels is not None:
+        options["channels"] = _int_list(channels, "--channels")
+    if input_shape is not None:
+        options["input_shape"] = tuple(_int_list(input_shape, "--input-shape"))
+    data = _load_data(data_spec)
+    torch.manual_seed(seed)  # model initialisation draws from the global generator
+    model = build_model_for(data, family, widths, **options)
+    bars = _Bars(progress)
+    try:
+        result = train_model(
+            model,
+            data,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            seed=seed,
+            progress=bars,
+            device=device,
+        )
+    finally:
+        bars.close()
+    model.cpu()
+    model.meta.update({"metric": result["metric"], "value": result["value"]})
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, path)
+    _emit(
+        {
+            "metric": result["metric"],
+            "value": result["value"],
+            "train_value": result["train_value"],
+            "params": model.n_params(),
+            "edges": model.n_edges(),
+            "bytes": path.stat().st_size,
+            "seconds": round(result["seconds"], 3),
+            "family": family,
+            "widths": widths,
+            "epochs": epochs,
+            "out": str(path),
+        },
+        as_json,
+    )
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
+@json_option
+def inspect(model_path: str, fmt: str, as_json: bool) -> None:
+    """Describe a checkpoint: family, format, layers, edges, params, bytes."""
+    if _is_artifact(model_path):
+        from metacluster.artifact import load_artifact, read_manifest
+
+        model = load_artifact(model_path)
+        manifest, _ = read_manifest(model_path)
+        info: dict[str, Any] = {
+            "family": model.family,
+            "format": "artifact",
+            "layers": [
+                {
+                    "name": name,
+                    "in": layer.in_features,
+                    "out": layer.out_features,
+                    "edges": layer.n_edges,
+                    "coef_dim": layer.coef_dim,
+                }
+                for name, layer in model.kan_layers()
+            ],
+            "edges": model.n_edges(),
+            "params": model.n_params(),
+            "bytes": Path(model_path).stat().st_size,
+            "manifest_version": manifest.get("v"),
+        }
+        _emit(info, as_json)
+        return
+    from metacluster.formats import inspect_model
+
+    _emit(dict(inspect_model(model_path, format=_check_format(fmt))), as_json)
+
+
+@cli.command("eval")
+@click.argument("model_path", metavar="MODEL_OR_ARTIFACT")
+@click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Data set seed (split).")
+@json_option
+def eval_cmd(
+    model_path: str, data_spec: str, fmt: str, split: str, seed: int, as_json: bool
+) -> None:
+    """Evaluate a model or an artifact: accuracy (classification) or RMSE (regression)."""
+    from metacluster.training import evaluate
+
+    model, kind = _load_any(model_path, _check_format(fmt))
+    data = _load_data(data_spec, seed)
+    metric, value = evaluate(model, data, split=split)
+    n = data.n_test if split == "test" else data.n_train
+    _emit({"metric": metric, "value": value, "split": split, "n": n, "kind": kind}, as_json)
+
+
+def _compress_config(
+    config_file: str | None, overrides: dict[str, Any]
+) -> Any:  # MetaClusterConfig; Any keeps torch out of import time
+    from metacluster.compress import MetaClusterConfig
+
+    base: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            base = json.loads(Path(config_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config {config_file}: {exc}") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"config {config_file} must hold a JSON object")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return MetaClusterConfig.from_dict(base)
+    except TypeError as exc:  # unknown key in the config file
+        raise ConfigError(f"bad compression config: {exc}") from None
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
+@click.option("--k", "k_text", required=True, help="Codebook size, or a list (4,8,16,32) to sweep.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Artifact to write.")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
+@click.option("--d-emb", type=int, default=None, help="Edge embedding size (1..4).")
+@click.option("--mode", type=click.Choice(["post_hoc", "from_scratch"]), default=None)
+@click.option("--scope", type=click.Choice(["per_layer", "global"]), default=None)
+@click.option("--codebook-dtype", type=click.Choice(["float32", "float16"]), default=None)
+@click.option(
+    "--epochs", "meta_epochs", type=click.IntRange(min=0), default=None, help="Meta epochs."
+)
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=None)
+@click.option("--max-drop", type=float, default=None, help="Sweep: allowed metric drop.")
+@click.option("--method", type=click.Choice(["metacluster", "kmeans"]), default="metacluster")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="MetaClusterConfig as JSON; flags override it.",
+)
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None, help="auto (default), cpu or cuda.")
+@progress_option
+@json_option
+def compress(
+    model_path: str,
+    data_spec: str,
+    k_text: str,
+    out: str,
+    fmt: str,
+    d_emb: int | None,
+    mode: str | None,
+    scope: str | None,
+    codebook_dtype: str | None,
+    meta_epochs: int | None,
+    finetune_epochs: int | None,
+    max_drop: float | None,
+    method: str,
+    config_file: str | None,
+    seed: int | None,
+    device: str | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Compress a KAN into a codebook artifact and report metric, bytes and ratio."""
+    from metacluster.artifact import write_artifact
+    from metacluster.compress import compress as run_metacluster
+    from metacluster.compress import compress_kmeans
+    from metacluster.formats import load_model
+
+    ks = _int_list(k_text, "--k", minimum=2)
+    config = _compress_config(
+        config_file,
+        {
+            "k": ks[0] if len(ks) == 1 else ks,
+            "d_emb": d_emb,
+            "mode": mode,
+            "scope": scope,
+            "codebook_dtype": codebook_dtype,
+            "meta_epochs": meta_epochs,
+            "finetune_epochs": finetune_epochs,
+            "max_drop": max_drop,
+            "seed": seed,
+            "device": device,
+        },
+    )
+    if _is_artifact(model_path):
+        raise ConfigError(
+            f"{model_path} is already a MetaCluster artifact; compress the original model"
+        )
+    model = load_model(model_path, format=_check_format(fmt))
+    data = _load_data(data_spec)
+    run = run_metacluster if method == "metacluster" else compress_kmeans
+    bars = _Bars(progress)
+    start = time.perf_counter()
+    try:
+        compressed, report = run(model, config, data, progress=bars)
+    finally:
+        bars.close()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = write_artifact(compressed, path, report)
+    result = report.to_dict()
+    # the contract's bytes are real files: the artifact as written, not an estimate
+    result["bytes_after"] = info.bytes
+    result["ratio"] = result["bytes_before"] / info.bytes
+    result["out"] = str(path)
+    result["sha256"] = info.sha256
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    _emit(result, as_json)
+
+
+@cli.command()
+@click.argument("source", metavar="ARTIFACT")
+@click.option("--to", "to", required=True, help="Target library layout, e.g. efficient-kan, pykan.")
+@click.option("--out", type=click.Path(), required=True, help="Checkpoint path (pykan: prefix).")
+@json_option
+def export(source: str, to: str, out: str, as_json: bool) -> None:
+    """Write a dense checkpoint of an artifact (or model) in a library's own layout."""
+    from metacluster.formats import export_model
+
+    model, kind = _load_any(source, "auto")
+    _check_format(to)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = export_model(model, to, path)
+    _emit(
+        {
+            "format": to,
+            "kind": kind,
+            "out": str(path),
+            "files": [str(f) for f in files],
+            "bytes": sum(Path(f).stat().st_size for f in files),
+        },
+        as_json,
+    )
+
+
+@cli.command()
+@json_option
+def datasets(as_json: bool) -> None:
+    """List the built-in data sets and equation tasks."""
+    from metacluster.data import BUILTIN_DATASETS, list_equations
+
+    _emit({"builtin": list(BUILTIN_DATASETS), "equations": list_equations()}, as_json)
+
+
+def _service_cli() -> Any:
+    try:
+        import service.cli as service_cli
+    except ImportError as exc:
+        raise ConfigError(
+            f"the service is not installed ({exc.name or exc}); "
+            "install it with: pip install 'metacluster[api]'"
+        ) from None
+    return service_cli
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@json_option
+def serve(host: str, port: int, as_json: bool) -> None:
+    """Run the HTTP API with an embedded worker (no external services needed)."""
+    _service_cli().serve(host, port)
+    if as_json:
+        _emit({"stopped": True, "host": host, "port": port}, True)
+
+
+@cli.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="A label for the key.")
+@json_option
+def keys_create(name: str, as_json: bool) -> None:
+    """Create an API key; the key is shown only once."""
+    result = dict(_service_cli().create_key(name))
+    _emit({k: result[k] for k in ("id", "name", "key") if k in result}, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="metacluster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Train and evaluate KAN models on a `Dataset`: the loop behind `metacluster train`.
+
+Classification minimises cross-entropy and reports accuracy; regression minimises
+MSE and reports RMSE. Training is seeded (its own generator for batch order), can be
+stopped between steps, and reports progress as (stage, step, total, loss).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metacluster.data import Dataset
+from metacluster.errors import (
+    CancelledError,
+    ConfigError,
+    IncompatibleError,
+    InputError,
+)
+from metacluster.kan import KANModel
+
+ProgressFn = Callable[[str, int, int, float | None], None]
+StopFn = Callable[[], bool]
+
+# Families whose grid is a fixed input interval: the first layer's grid must cover
+# the data, or inputs outside it only see the base branch.
+_GRID_RANGE_FAMILIES = ("bspline", "pykan_bspline")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; anything else as torch understands it."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def _first_leaf(model: nn.Module) -> nn.Module | None:
+    for module in model.modules():
+        if not any(True for _ in module.children()):
+            return module
+    return None
+
+
+def _param_like(model: nn.Module) -> Tensor | None:
+    for p in model.parameters():
+        return p
+    for b in model.buffers():
+        return b
+    return None
+
+
+def prepare_inputs(model: nn.Module, x: Tensor) -> Tensor:
+    """Inputs in the shape, dtype and device the model takes.
+
+    Image-shaped data (n, C, H, W) fed to a model whose first layer is dense
+    (e.g. an efficient-kan MNIST model expecting 784 features) is flattened.
+    """
+    first = _first_leaf(model)
+    in_features = getattr(first, "in_features", None)
+    if x.dim() > 2 and isinstance(in_features, int) and in_features == math.prod(x.shape[1:]):
+        x = x.reshape(x.shape[0], -1)
+    ref = _param_like(model)
+    if ref is not None and ref.is_floating_point():
+        x = x.to(device=ref.device, dtype=ref.dtype)
+    return x
+
+
+def check_compatible(model: nn.Module, data: Dataset) -> None:
+    """Raise IncompatibleError unless the model takes the data's inputs and its
+    outputs fit the task (>= n_classes logits, or exactly n_outputs targets)."""
+    meta = getattr(model, "meta", None)
+    task = meta.get("task") if isinstance(meta, dict) else None
+    if task in ("classification", "regression") and task != data.task:
+        raise IncompatibleError(
+            f"model was trained for {task} but data set {data.name!r} is {data.task}"
+        )
+    first = _first_leaf(model)
+    in_features = getattr(first, "in_features", None)
+    if isinstance(in_features, int) and data.x_test.dim() == 2 and in_features != data.n_features:
+        raise IncompatibleError(
+            f"model takes {in_features} input features but data set {data.name!r} has "
+            f"{data.n_features} (input shape {list(data.input_shape)})"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(prepare_inputs(model, data.x_test[:2]))
+    except (InputError, RuntimeError, ValueError) as exc:
+        raise IncompatibleError(
+            f"model does not accept inputs of shape {list(data.input_shape)} from data set "
+            f"{data.name!r}: {exc}".splitlines()[0]
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise IncompatibleError(
+            f"model outputs shape {list(out.shape[1:])} per sample; expected a vector"
+        )
+    width = int(out.shape[1])
+    if data.task == "classification":
+        assert data.n_classes is not None
+        if width < data.n_classes:
+            raise IncompatibleError(
+                f"model has {width} outputs but data set {data.name!r} has {data.n_classes} classes"
+            )
+    elif width != data.n_outputs:
+        raise IncompatibleError(
+            f"model has {width} outputs but data set {data.name!r} has {data.n_outputs} regression targets"
+        )
+
+
+def _loss(task: str, out: Tensor, y: Tensor) -> Tensor:
+    if task == "classification":
+        return F.cross_entropy(out, y)
+    return F.mse_loss(out, y)
+
+
+def _check_train_args(epochs: int, lr: float, batch_size: int, weight_decay: float) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"learning rate must be a finite number > 0, got {lr!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    if not (
+        isinstance(weight_decay, int | float) and math.isfinite(weight_decay) and weight_decay >= 0
+    ):
+        raise ConfigError(f"weight decay must be a finite number >= 0, got {weight_decay!r}")
+
+
+def train_model(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    epochs: int,
+    lr: float = 1e-2,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Train `model` in place on the train split; return the final metrics.
+
+    AdamW with a per-step cosine decay of the learning rate to 1% of `lr`
+    (no warm-up: KAN layers start near identity-free small splines and take a
+    large first step well). `seed` fixes the batch order; the model's own
+    initialisation is the caller's. The model stays on `device`.
+
+    Returns {"metric", "value" (test), "train_metric", "train_value",
+    "train_loss" (last epoch mean), "epochs", "steps", "seconds"}.
+    Raises IncompatibleError, ConfigError (bad arguments or divergence) and
+    CancelledError (when `should_stop()` turns true between steps).
+    """
+    _check_train_args(epochs, lr, batch_size, weight_decay)
+    dev = resolve_device(device)
+    model.to(dev)
+    check_compatible(model, data)
+    x = prepare_inputs(model, data.x_train)
+    y = data.y_train.to(dev)
+    if data.task == "regression":
+        y = y.to(x.dtype)
+    n = int(x.shape[0])
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=total_steps, eta_min=lr * 0.01
+    )
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    model.train()
+    epoch_loss = float("nan")
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=gen).to(dev)
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            if should_stop is not None and should_stop():
+                raise CancelledError(f"training cancelled at epoch {epoch + 1}/{epochs}")
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            loss = _loss(data.task, model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss.detach()) * int(idx.shape[0])
+        epoch_loss = loss_sum / n
+        if not math.isfinite(epoch_loss):
+            raise ConfigError(
+                f"training diverged at epoch {epoch + 1} (loss {epoch_loss}); lower the learning rate"
+            )
+        if progress is not None:
+            progress("train", epoch + 1, epochs, epoch_loss)
+    seconds = time.perf_counter() - start
+    metric, value = evaluate(model, data, split="test")
+    _, train_value = evaluate(model, data, split="train")
+    return {
+        "metric": metric,
+        "value": value,
+        "train_metric": metric,
+        "train_value": train_value,
+        "train_loss": epoch_loss,
+        "epochs": epochs,
+        "steps": total_steps,
+        "seconds": seconds,
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """Model outputs for `x` in eval mode, batched, returned on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [
+            model(prepare_inputs(model, x[i : i + batch_size])).cpu()
+            for i in range(0, x.shape[0], batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, data: Dataset, split: str = "test") -> tuple[str, float]:
+    """("accuracy", fraction in [0, 1]) for classification, ("rmse", value) for regression."""
+    x, y = data.split(split)
+    check_compatible(model, data)
+    out = predict(model, x)
+    if data.task == "classification":
+        return "accuracy", float((out.argmax(dim=1) == y).double().mean())
+    return "rmse", float(torch.sqrt(F.mse_loss(out.double(), y.double())))
+
+
+def data_grid_range(data: Dataset) -> tuple[float, float]:
+    """A grid range covering the training inputs and at least [-1, 1]."""
+    lo = min(-1.0, float(data.x_train.min()))
+    hi = max(1.0, float(data.x_train.max()))
+    return lo, hi
+
+
+def build_model_for(data: Dataset, family: str, widths: Sequence[int], **options: Any) -> KANModel:
+    """`build_kan` for a data set: checks the end widths against the data, flattens
+    image inputs, and gives a B-spline first layer a grid over the data range.
+
+    Hidden layers keep the family's default range (their inputs are the previous
+    layer's outputs, not the data). Initialisation uses torch's global RNG.
+    """
+    from metacluster.kan import build_kan
+    from metacluster.kan.build import CONV_FAMILIES
+
+    widths = list(widths)
+    opts = dict(options)
+    if widths and widths[-1] != data.n_outputs:
+        kind = "classes" if data.task == "classification" else "regression targets"
+        raise IncompatibleError(
+            f"last width {widths[-1]} does not match data set {data.name!r} with {data.n_outputs} {kind}"
+        )
+    if family in CONV_FAMILIES:
+        if "input_shape" not in opts:
+            if len(data.input_shape) != 3:
+                raise ConfigError(
+                    f"family {family!r} needs image inputs (C, H, W); data set {data.name!r} has "
+                    f"input shape {list(data.input_shape)}: give input_shape (--input-shape)"
+                )
+            opts["input_shape"] = data.input_shape
+        if math.prod(opts["input_shape"]) != data.n_features:
+            raise IncompatibleError(
+                f"input shape {list(opts['input_shape'])} does not match data set {data.name!r} "
+                f"with {data.n_features} input features"
+            )
+        model = build_kan(family, widths, **opts)
+        model.meta.update({"task": data.task, "dataset": data.name})
+        return model
+    if len(widths) < 2:
+        raise ConfigError(f"widths need at least an input and an output size, got {widths}")
+    if widths[0] != data.n_features:
+        raise IncompatibleError(
+            f"first width {widths[0]} does not match data set {data.name!r} with "
+            f"{data.n_features} input features (input shape {list(data.input_shape)})"
+        )
+    if len(data.input_shape) > 1:
+        opts.setdefault("input_shape", data.input_shape)
+    if family in _GRID_RANGE_FAMILIES and "grid_range" not in opts:
+        first_range = data_grid_range(data)
+        head = build_kan(family, widths[:2], **opts, grid_range=first_range)
+        opts.pop("input_shape", None)
+        layers = list(head.layers)
+        if len(widths) > 2:
+            layers += list(build_kan(family, widths[1:], **opts).layers)
+        model = KANModel(layers, meta=dict(head.meta, widths=widths))
+    else:
+        model = build_kan(family, widths, **opts)
+    model.meta.update({"task": data.task, "dataset": data.name})
+    return model
+
+
+__all__ = [
+    "build_model_for",
+    "check_compatible",
+    "data_grid_range",
+    "evaluate",
+    "predict",
+    "prepare_inputs",
+    "resolve_device",
+    "train_model",
+]
