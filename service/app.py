@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 import metacluster
 from service.metrics import Metrics
-from service.problems import install_problem_handlers
+from service.problems import install_problem_handlers, problem_responses
 from service.routes import health, jobs, uploads
 from service.settings import Settings, get_settings
 from service.storage import get_storage
@@ -38,4 +41,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document, with FastAPI's default 422 replaced by our Problem body.
+
+    Every request-validation error is answered as problem+json, so the document must
+    not advertise FastAPI's HTTPValidationError shape.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    problem_422 = problem_responses(422)[422]
+    for path_item in schema["paths"].values():
+        for op in path_item.values():
+            responses = op.get("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": problem_422["description"],
+                    "content": problem_422["content"],
+                }
+    components = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

@@ -15,7 +15,6 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 
 from service.db.models import JOB_STATUSES
 from service.db.session import session_scope
@@ -91,7 +90,6 @@ class Metrics:
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        route = _route_template(request)
         start = time.perf_counter()
         status = 500
         try:
@@ -99,14 +97,12 @@ class Metrics:
             status = response.status_code
             return response
         finally:
+            route = _route_template(request)
             self.latency.labels(request.method, route).observe(time.perf_counter() - start)
             self.requests.labels(request.method, route, str(status)).inc()
 
 
 def _route_template(request: Request) -> str:
-    """The matched route's path template, so ids do not explode label cardinality."""
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
-    return "unmatched"
+    """The matched route's path template (set by the router), so ids stay out of labels."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

@@ -32,9 +32,9 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(default=3, ge=1)
     gpu_queue: str = "gpu"
     cpu_queue: str = "cpu"
-    # Queue for jobs whose config says device "auto" (or nothing): "cpu" suits the
+    # Queue for jobs whose config says device "auto": None -> cpu_queue, which suits the
     # embedded mode; a deployment with GPU workers sets METACLUSTER_DEFAULT_QUEUE=gpu.
-    default_queue: str = "cpu"
+    default_queue: str | None = None
     # Redis re-delivers a message whose worker died after this many seconds; it must
     # exceed the longest job, or a running job is delivered to a second worker.
     broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
@@ -51,6 +51,8 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir}/broker.db"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
+        if self.default_queue is None:
+            self.default_queue = self.cpu_queue
         if self.env == "production" and self.database_url.startswith("sqlite"):
             # Several API replicas and workers cannot share one SQLite file safely.
             raise ValueError("METACLUSTER_DATABASE_URL must not be SQLite in production")
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
         """Queue a job goes to, from its config's ``device``."""
         if device is not None and device.startswith("cuda"):
             return self.gpu_queue
-        if device == "cpu":
+        if device == "cpu" or self.default_queue is None:
             return self.cpu_queue
         return self.default_queue
 

@@ -54,12 +54,11 @@ class Storage(Protocol):
 
 def validate_key(key: str) -> PurePosixPath:
     """Reject keys that could escape the storage root."""
-    p = PurePosixPath(key)
-    if not key or p.is_absolute() or any(part in ("", ".", "..") for part in p.parts):
+    # Check the raw segments: PurePosixPath would silently normalise "a//b" and "a/./b".
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in key or "\x00" in key:
         raise InputError(f"invalid storage key {key!r}")
-    if "\\" in key or "\x00" in key:
-        raise InputError(f"invalid storage key {key!r}")
-    return p
+    return PurePosixPath(*parts)
 
 
 class LocalStorage:
@@ -125,7 +124,7 @@ class LocalStorage:
             target.unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> None:
-        target = self._target(prefix.rstrip("/"))
+        target = self._target(prefix.rstrip("/"))  # "jobs/j1/" names the directory
         if target.is_dir():
             shutil.rmtree(target, ignore_errors=True)
         else:

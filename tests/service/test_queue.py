@@ -1,0 +1,65 @@
+"""The real Celery enqueuer: a created job's task message lands on the broker, by name.
+
+Runs against the embedded SQLite broker and a real Redis; no worker consumes it here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from worker.celery_app import TASK_COMPRESS, get_celery
+
+from .builders import make_key
+from .test_jobs import CONFIG, upload_dataset, upload_model
+
+
+@pytest.fixture(params=["sqlite-broker", "redis"])
+def broker_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
+    queue = f"cpu-test-{secrets.token_hex(4)}"
+    if request.param == "redis":
+        redis = pytest.importorskip("redis")
+        try:
+            redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
+        except redis.RedisError:
+            pytest.skip("Redis on 127.0.0.1:6379 is not reachable")
+        url = "redis://127.0.0.1:6379/0"
+    else:
+        url = settings.broker
+    s = settings.model_copy(update={"broker_url": url, "cpu_queue": queue, "default_queue": queue})
+    yield s
+    if request.param == "redis":
+        redis.Redis(host="127.0.0.1", port=6379).delete(queue)
+
+
+def _take(settings: Settings, queue: str) -> Any:
+    with get_celery(settings).connection_for_read() as conn:
+        q = conn.SimpleQueue(queue)
+        try:
+            msg = q.get(timeout=10)
+            msg.ack()
+            return msg
+        finally:
+            q.close()
+
+
+def test_job_message_reaches_the_broker(broker_settings: Settings) -> None:
+    with TestClient(create_app(broker_settings)) as client:
+        auth = make_key(broker_settings)
+        inputs = {"model_id": upload_model(client, auth), "dataset": upload_dataset(client, auth)}
+        r = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG})
+        assert r.status_code == 202, r.text
+        job = r.json()
+    queue = broker_settings.cpu_queue
+    assert job["queue"] == queue
+    msg = _take(broker_settings, queue)
+    assert msg.headers["task"] == TASK_COMPRESS
+    args, kwargs, _ = msg.decode()
+    assert (args, kwargs) == ([job["id"]], {})
+    assert msg.content_type == "application/json"
