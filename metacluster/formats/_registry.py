@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats._checkpoint import Checkpoint
-from metacluster.kan import KANModel
+from metacluster.kan import Affine, KANLayer, KANModel
 
 
 class FormatHandler(ABC):
@@ -136,6 +136,21 @@ def check_chain(widths: list[tuple[int, int]], fmt: str) -> None:
                 f"{fmt} layers do not chain: layer {pos - 1} gives {widths[pos - 1][1]} outputs "
                 f"but layer {pos} takes {widths[pos][0]} inputs"
             )
+
+
+def chain_widths(layers: list[nn.Module]) -> list[tuple[int, int]]:
+    """(in, out) per module; LayerNorm and Affine glue pass their width through."""
+    widths: list[tuple[int, int]] = []
+    for layer in layers:
+        if isinstance(layer, nn.LayerNorm):
+            n = int(layer.normalized_shape[0])
+            widths.append((n, n))
+        elif isinstance(layer, Affine):
+            n = int(layer.scale.shape[0])
+            widths.append((n, n))
+        elif isinstance(layer, KANLayer):
+            widths.append((layer.in_features, layer.out_features))
+    return widths
 
 
 def layers_of(model: KANModel, fmt: str, allowed: tuple[type[nn.Module], ...]) -> list[nn.Module]:

@@ -15,13 +15,14 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
+    chain_widths,
     check_chain,
     float_dtype,
     layers_of,
     register,
 )
 from metacluster.formats._stack import stack_modules
-from metacluster.kan import ChebyKANLayer, KANLayer, KANModel, LayerNorm
+from metacluster.kan import ChebyKANLayer, KANModel, LayerNorm
 
 
 def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
@@ -32,18 +33,6 @@ def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
         norm.weight.copy_(weight)
         norm.bias.copy_(bias)
     return norm
-
-
-def chain_widths(layers: list[nn.Module]) -> list[tuple[int, int]]:
-    """(in, out) per module, LayerNorms passing their width through."""
-    widths: list[tuple[int, int]] = []
-    for layer in layers:
-        if isinstance(layer, nn.LayerNorm):
-            n = int(layer.normalized_shape[0])
-            widths.append((n, n))
-        elif isinstance(layer, KANLayer):
-            widths.append((layer.in_features, layer.out_features))
-    return widths
 
 
 class ChebyKANFormat(FormatHandler):

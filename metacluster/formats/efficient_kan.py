@@ -9,19 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats._checkpoint import Checkpoint, module_prefixes
+from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
+    chain_widths,
     check_chain,
     float_dtype,
     layers_of,
     register,
 )
-from metacluster.kan import BSplineKANLayer, KANModel
+from metacluster.kan import Affine, BSplineKANLayer, KANModel
 
 
 def bspline_shape(spline_width: int, grid_width: int, where: str) -> tuple[int, int]:
@@ -43,44 +45,66 @@ def knot_range(grid: torch.Tensor, order: int) -> tuple[float, float]:
 class EfficientKANFormat(FormatHandler):
     name = "efficient-kan"
 
-    def _prefixes(self, ckpt: Checkpoint) -> list[str]:
-        return [
-            p
+    def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
+        """(variant, prefix) of every KANLinear in forward order: efficient-kan's own
+        keys, or LKAN's (`coeff`, `scale_base`, `scale_spline`, optional `bias`)."""
+        t = ckpt.tensors
+        found = {
+            p: "efficient-kan"
             for p in module_prefixes(ckpt, "spline_weight")
-            if ckpt.tensors[p + "spline_weight"].dim() == 3
-            and p + "base_weight" in ckpt.tensors
-            and p + "grid" in ckpt.tensors
-        ]
+            if t[p + "spline_weight"].dim() == 3 and p + "base_weight" in t and p + "grid" in t
+        }
+        found |= {
+            p: "lkan"
+            for p in module_prefixes(ckpt, "coeff")
+            if t[p + "coeff"].dim() == 3 and p + "scale_base" in t and p + "grid" in t
+        }
+        return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
-        return ckpt.pykan_config is None and bool(self._prefixes(ckpt))
+        return ckpt.pykan_config is None and bool(self._modules(ckpt))
 
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
-        layers: list[BSplineKANLayer] = []
-        for p in self._prefixes(ckpt):
-            spline = keys.get(p + "spline_weight", 3)
-            base = keys.get(p + "base_weight", 2)
+        layers: list[nn.Module] = []
+        base_act = str(ckpt.options.get("base_activation", "silu"))
+        for variant, p in self._modules(ckpt):
+            if variant == "lkan":
+                spline, base = keys.get(p + "coeff", 3), keys.get(p + "scale_base", 2)
+                scaler = keys.optional(p + "scale_spline")
+                bias = keys.optional(p + "bias")
+            else:
+                spline, base = keys.get(p + "spline_weight", 3), keys.get(p + "base_weight", 2)
+                scaler = keys.optional(p + "spline_scaler")
+                bias = None
             grid = keys.get(p + "grid", 2)
-            scaler = keys.optional(p + "spline_scaler")
             n_out, n_in, width = spline.shape
             if tuple(base.shape) != (n_out, n_in) or grid.shape[0] != n_in:
-                raise FormatError(f"{p}*: base_weight/grid shapes do not match spline_weight")
-            grid_size, order = bspline_shape(width, grid.shape[1], p + "spline_weight")
-            base_act = str(ckpt.options.get("base_activation", "silu"))
+                raise FormatError(f"{p}*: base weight / grid shapes do not match the spline weight")
+            grid_size, order = bspline_shape(width, grid.shape[1], p + "spline weight")
             layer = BSplineKANLayer(
                 n_in, n_out, grid_size, order, knot_range(grid, order), base_act
             )
             layer.to(float_dtype(spline, base))
-            scaled = spline if scaler is None else spline * scaler.unsqueeze(-1)
+            # LKAN keeps scale_spline as a (1,) buffer when it is not learned.
+            if scaler is None:
+                scaled = spline
+            elif tuple(scaler.shape) == (n_out, n_in):
+                scaled = spline * scaler.unsqueeze(-1)
+            elif scaler.numel() == 1:  # LKAN's fixed (1,) scale_spline buffer
+                scaled = spline * scaler.reshape(())
+            else:
+                raise FormatError(f"{p}: spline scale of shape {tuple(scaler.shape)} does not fit")
             layer.set_grid(grid.to(layer.grid.dtype))
             layer.set_edge_coefficients(
                 torch.cat([scaled, base.unsqueeze(-1)], dim=-1).reshape(-1, width + 1)
             )
             layers.append(layer)
+            if bias is not None:
+                layers.append(_bias_glue(bias))
         keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        return KANModel(list(layers), meta={"family": "bspline", "format": self.name})
+        check_chain(chain_widths(layers), self.name)
+        return KANModel(layers, meta={"family": "bspline", "format": self.name})
 
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, torch.Tensor] = {}
@@ -98,6 +122,15 @@ class EfficientKANFormat(FormatHandler):
             state[f"layers.{pos}.grid"] = layer.grid.detach().clone()
         save_torch_state(state, path)
         return [path]
+
+
+def _bias_glue(bias: torch.Tensor) -> Affine:
+    """LKAN's per-output bias as a fixed-scale affine after the layer."""
+    glue = Affine(int(bias.shape[0]))
+    glue.to(float_dtype(bias))
+    with torch.no_grad():
+        glue.bias.copy_(bias)
+    return glue
 
 
 register(EfficientKANFormat())

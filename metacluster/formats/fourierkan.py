@@ -15,13 +15,14 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
+    chain_widths,
     check_chain,
     float_dtype,
     layers_of,
     register,
 )
 from metacluster.formats._stack import stack_modules
-from metacluster.formats.chebykan import chain_widths, load_layernorm
+from metacluster.formats.chebykan import load_layernorm
 from metacluster.kan import FourierKANLayer, KANModel
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from formats_helpers import assert_same_outputs, inputs
 from reference.efficient_kan import KAN, KANLinear
+from reference.lkan import LKAN
 from safetensors.torch import save_file
 
 from metacluster.errors import FormatError, IncompatibleError
@@ -104,3 +105,19 @@ def test_inspect_counts(tmp_path: Path) -> None:
     learned = sum(p.numel() for p in ref.parameters())
     assert info["params"] == learned == 20 * (1 + 8 + 1)
     assert info["bytes"] == path.stat().st_size
+
+
+@pytest.mark.parametrize(("scale_spline", "bias"), [(None, False), (0.7, True)])
+def test_lkan_variant(tmp_path: Path, scale_spline: float | None, bias: bool) -> None:
+    torch.manual_seed(4)
+    ref = LKAN([3, 4, 2], scale_spline=scale_spline, bias=bias)
+    if scale_spline is not None:
+        with torch.no_grad():
+            for layer in ref.layers:
+                layer.scale_spline.uniform_(0.5, 1.5)
+    torch.save(ref.state_dict(), tmp_path / "lkan.pt")
+    assert detect_format(tmp_path / "lkan.pt") == "efficient-kan"
+    model = load_model(tmp_path / "lkan.pt")
+    kinds = [type(m).__name__ for m in model.layers]
+    assert kinds == (["BSplineKANLayer", "Affine"] * 2 if bias else ["BSplineKANLayer"] * 2)
+    assert_same_outputs(ref, model, inputs(64, 3))
