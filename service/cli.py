@@ -165,6 +165,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     settings = get_settings()
     upgrade_database(settings)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with this
+    # handler in place that lands here instead of killing the process, so the worker
+    # is stopped too and `serve` exits 0.
+    stop_signals: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     worker = start_worker(settings)
     try:
         if settings.broker.startswith(("sqla+", "filesystem:")):
@@ -172,10 +180,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
         config = uvicorn.Config(
             "service.app:create_app", factory=True, host=host, port=port, log_level="info"
         )
-        # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, drains, returns.
         uvicorn.Server(config).run()
     finally:
         stop_worker(worker)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped (signals: %s)", stop_signals)
 
 
 __all__ = [

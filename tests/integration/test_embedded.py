@@ -1,0 +1,164 @@
+"""Embedded mode: `metacluster serve` alone (SQLite, server-less broker) runs the whole flow.
+
+Also: a job left running when `serve` died is resumed by the next `serve`, and shutdown is clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ._stack import (
+    FINAL,
+    Proc,
+    child_env,
+    create_job,
+    events,
+    free_port,
+    poll,
+    upload_dataset,
+    upload_model,
+    wait_healthy,
+)
+from .test_redis_postgres import QUICK
+
+pytestmark = pytest.mark.integration
+
+
+def _metacluster() -> list[str]:
+    script = Path(sys.executable).with_name("metacluster")
+    return [str(script)] if script.exists() else [shutil.which("metacluster") or "metacluster"]
+
+
+class Embedded:
+    """One `metacluster serve` process on a data directory, restartable."""
+
+    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+        self.env = child_env({"METACLUSTER_DATA_DIR": str(data_dir)})
+        self.log_dir = log_dir
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: Proc | None = None
+
+    def create_key(self, name: str) -> str:
+        out = subprocess.run(
+            [*_metacluster(), "keys", "create", "--name", name, "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        body = json.loads(out.stdout)
+        assert set(body) == {"id", "name", "key"} and body["name"] == name
+        return str(body["key"])
+
+    def start(self) -> Proc:
+        args = [*_metacluster(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = Proc("serve", args, self.env, self.log_dir)
+        wait_healthy(self.base, self.proc, timeout_s=90)
+        return self.proc
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Embedded]:
+    emb = Embedded(tmp_path / "data", tmp_path)
+    try:
+        yield emb
+    finally:
+        if emb.proc is not None:
+            emb.proc.stop(grace_s=20)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_embedded_serve_runs_the_whole_flow_on_sqlite(
+    embedded: Embedded, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    from metacluster.artifact import load_artifact
+    from metacluster.data import load_dataset
+    from metacluster.training import evaluate
+
+    key = embedded.create_key("embedded")
+    proc = embedded.start()
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=embedded.base, headers=headers, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
+        model = upload_model(client, inputs["model"])
+        dataset = upload_dataset(client, inputs["data"])
+        job = create_job(client, model["id"], dataset["id"], QUICK)
+        job = poll(client, job["id"], lambda j: j["status"] in FINAL, 240, (proc,))
+        assert job["status"] == "succeeded", job
+
+        art = next(a for a in job["artifacts"] if a["name"] == "model.mcz")
+        r = client.get(f"/v1/jobs/{job['id']}/artifacts/model.mcz")
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-checksum-sha256"]
+        path = tmp_path / "model.mcz"
+        path.write_bytes(r.content)
+        metric, value = evaluate(load_artifact(path), load_dataset(str(inputs["data"])))
+        assert (metric, value) == (job["metrics"]["metric"], pytest.approx(job["metrics"]["after"], abs=1e-6))
+        # The job started promptly: the embedded broker is polled, not slept on.
+        started = [e for e in events(client, job["id"]) if (e.get("data") or {}).get("status") == "running"]
+        assert started and job["started_at"] is not None
+
+    # Everything lives under the data directory: SQLite, broker, storage.
+    data_dir = Path(embedded.env["METACLUSTER_DATA_DIR"])
+    assert (data_dir / "metacluster.db").is_file() and (data_dir / "broker.db").is_file()
+    assert any((data_dir / "storage" / "jobs" / job["id"] / "artifacts").iterdir())
+
+    # Clean shutdown: SIGTERM stops the API and its worker, exit status 0.
+    workers = _children(proc.pid)
+    assert workers, "serve started no worker process"
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(timeout=30) == 0, proc.log_tail()
+    assert not any(_alive(pid) for pid in workers)
+
+
+def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
+    embedded: Embedded, inputs: dict[str, Path]
+) -> None:
+    key = embedded.create_key("crash")
+    proc = embedded.start()
+    headers = {"Authorization": f"Bearer {key}"}
+    long_job: dict[str, Any] = {**QUICK, "finetune_epochs": 40, "batch_size": 32}
+    with httpx.Client(base_url=embedded.base, headers=headers, timeout=30) as client:
+        model = upload_model(client, inputs["model"])
+        dataset = upload_dataset(client, inputs["data"])
+        job = create_job(client, model["id"], dataset["id"], long_job)
+        poll(client, job["id"], lambda j: j["stage"] == "finetune", 180, (proc,))
+        # The whole process group at once, as a power cut or `kill -9` would.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+        proc = embedded.start()
+        job = poll(client, job["id"], lambda j: j["status"] in FINAL, 240, (proc,))
+        assert job["status"] == "succeeded", job
+        assert sorted(a["name"] for a in job["artifacts"]) == ["model.mcz", "report.json"]
+        evts = events(client, job["id"])
+        assert [e["data"]["delivery"] for e in evts if (e.get("data") or {}).get("delivery")] == [1, 2]
+        assert any((e.get("data") or {}).get("resumed_stage") == "meta" for e in evts)
