@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats._checkpoint import Checkpoint, module_prefixes
+from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
     FormatHandler,
@@ -26,7 +26,7 @@ from metacluster.formats._registry import (
     layers_of,
     register,
 )
-from metacluster.kan import KANConv2d, KANModel
+from metacluster.kan import ChebyKANConv2d, KANConv2d, KANLayer, KANModel
 
 # KANConv2DLayer's defaults (kan_convs/kan_conv.py).
 DEFAULTS: dict[str, Any] = {
@@ -66,28 +66,33 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
 class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
 
-    def _prefixes(self, ckpt: Checkpoint) -> list[str]:
-        return module_prefixes(ckpt, "spline_conv.0.weight")
+    def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
+        """(variant, prefix) in forward order: KANConv ("kan") or KACNConv ("kacn")."""
+        found = {p: "kan" for p in module_prefixes(ckpt, "spline_conv.0.weight")}
+        found |= {
+            p: "kacn"
+            for p in module_prefixes(ckpt, "poly_conv.0.weight")
+            if p + "arange" in ckpt.tensors
+        }
+        return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
-        return bool(self._prefixes(ckpt))
+        return bool(self._modules(ckpt))
 
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
-        prefixes = self._prefixes(ckpt)
         config = ckpt.hf_config
-        layers = [
-            self._layer(keys, p, _layer_options(config, pos)) for pos, p in enumerate(prefixes)
-        ]
+        layers: list[KANLayer] = []
+        for pos, (variant, p) in enumerate(self._modules(ckpt)):
+            opts = _layer_options(config, pos)
+            layers.append(self._layer(keys, p, opts) if variant == "kan" else _kacn(keys, p, opts))
         keys.check_all_used(self.name)
         check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
         return KANModel(list(layers), meta={"family": "bspline", "format": self.name})
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
-        groups = 0
-        while f"{p}spline_conv.{groups}.weight" in keys.ckpt.tensors:
-            groups += 1
-        splines = [keys.get(f"{p}spline_conv.{g}.weight", 4) for g in range(groups)]
+        splines = _groups(keys, p, "spline_conv")
+        groups = len(splines)
         bases = [keys.get(f"{p}base_conv.{g}.weight", 4) for g in range(groups)]
         prelus = [keys.optional(f"{p}prelus.{g}.weight") for g in range(groups)]
         out_g, in_g, kh, kw = bases[0].shape
@@ -136,7 +141,10 @@ class TorchConvKANFormat(FormatHandler):
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, Tensor] = {}
         per_layer: list[dict[str, Any]] = []
-        for pos, layer in enumerate(layers_of(model, self.name, (KANConv2d,))):
+        for pos, layer in enumerate(layers_of(model, self.name, (KANConv2d, ChebyKANConv2d))):
+            if isinstance(layer, ChebyKANConv2d):
+                per_layer.append(_export_kacn(layer, pos, state))
+                continue
             assert isinstance(layer, KANConv2d)
             if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
                 raise IncompatibleError(
@@ -177,6 +185,66 @@ class TorchConvKANFormat(FormatHandler):
             return [path, config]
         save_torch_state(state, path)
         return [path]
+
+
+def _groups(keys: KeyTracker, p: str, leaf: str) -> list[Tensor]:
+    weights: list[Tensor] = []
+    while f"{p}{leaf}.{len(weights)}.weight" in keys.ckpt.tensors:
+        weights.append(keys.get(f"{p}{leaf}.{len(weights)}.weight", 4))
+    return weights
+
+
+def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
+    """KACNConv2DLayer: poly_conv.{g}.weight [O/g, (I/g)(D+1), kh, kw], channel c*(D+1) + d."""
+    convs = _groups(keys, p, "poly_conv")
+    arange = keys.get(p + "arange")
+    n_poly = int(arange.numel())
+    if arange.reshape(-1).tolist() != list(range(n_poly)):
+        raise FormatError(f"{p}arange is not 0..{n_poly - 1}")
+    out_g, channels, kh, kw = convs[0].shape
+    if channels % n_poly or any(c.shape != convs[0].shape for c in convs):
+        raise FormatError(f"{p}poly_conv weights do not fit degree {n_poly - 1}")
+    in_g, groups = channels // n_poly, len(convs)
+    layer = ChebyKANConv2d(
+        in_g * groups,
+        out_g * groups,
+        (kh, kw),
+        stride=opts["stride"],
+        padding=opts["padding"],
+        dilation=opts["dilation"],
+        groups=groups,
+        degree=n_poly - 1,
+        norm="instance",
+        dropout=float(opts["dropout"]),
+    )
+    layer.to(float_dtype(*convs))
+    coef = torch.cat([c.reshape(out_g, in_g, n_poly, kh, kw) for c in convs]).permute(0, 1, 3, 4, 2)
+    layer.set_edge_coefficients(coef.reshape(-1, n_poly))
+    return layer
+
+
+def _export_kacn(layer: ChebyKANConv2d, pos: int, state: dict[str, Tensor]) -> dict[str, Any]:
+    if layer.norm != "instance" or layer.prelu_weight is not None:
+        raise IncompatibleError(f"layer {pos}: KACNConv2DLayer has instance norm and no PReLU")
+    g, n_poly = layer.groups, layer.degree + 1
+    out_g, in_g = layer.out_channels // g, layer.in_channels // g
+    kh, kw = layer.kernel_size
+    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, D+1, kh, kw)
+    for gi in range(g):
+        block = coef[gi * out_g : (gi + 1) * out_g].reshape(out_g, in_g * n_poly, kh, kw)
+        state[f"layers.{pos}.poly_conv.{gi}.weight"] = block.contiguous()
+    state[f"layers.{pos}.arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
+    return {
+        "input_dim": layer.in_channels,
+        "output_dim": layer.out_channels,
+        "kernel_size": list(layer.kernel_size),
+        "groups": g,
+        "degree": layer.degree,
+        "stride": list(layer.stride),
+        "padding": list(layer.padding),
+        "dilation": list(layer.dilation),
+        "dropout": layer.dropout,
+    }
 
 
 register(TorchConvKANFormat())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from formats_helpers import assert_same_outputs
-from reference.torch_conv_kan import ConvKANStack
+from reference.torch_conv_kan import ConvKANStack, MixedStack
 from safetensors.torch import save_file
 
 from metacluster.errors import FormatError
@@ -89,3 +89,30 @@ def test_export_loads_in_reference(tmp_path: Path, name: str) -> None:
     assert_same_outputs(ref, model, _images(1))
     if name.endswith(".safetensors"):  # config.json travels with it, so padding survives
         assert_same_outputs(ref, reloaded, _images(1))
+
+
+def test_kacn_chebyshev_conv_layers(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    ref = MixedStack().eval()
+    with torch.no_grad():
+        for conv in ref.layers[0].poly_conv:
+            conv.weight.normal_(0.0, 0.3)
+    torch.save(ref.state_dict(), tmp_path / "mixed.pt")
+    model = load_model(tmp_path / "mixed.pt", format="torch-conv-kan")
+    assert [type(m).__name__ for m in model.layers] == ["ChebyKANConv2d", "KANConv2d"]
+    assert model.layers[0].coef_dim == 4 and model.layers[0].n_edges == 4 * 1 * 9
+    # padding is not in a state dict: the first layer needs it from a config
+    cfg = {"layers": [{"padding": 1}, {}]}
+    src = tmp_path / "hf"
+    src.mkdir()
+    torch.save(ref.state_dict(), src / "pytorch_model.bin")
+    (src / "config.json").write_text(json.dumps(cfg))
+    model = load_model(src)
+    assert_same_outputs(ref, model, _images(2))
+    out = export_model(model, "torch-conv-kan", tmp_path / "out" / "model.safetensors")
+    fresh = MixedStack().eval()
+    from safetensors.torch import load_file
+
+    fresh.load_state_dict(load_file(str(out[0])), strict=True)
+    assert_same_outputs(ref, fresh, _images(3))
+    assert_same_outputs(ref, load_model(tmp_path / "out"), _images(3))

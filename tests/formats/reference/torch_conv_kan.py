@@ -122,3 +122,71 @@ class ConvKANStack(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+class KACNConv2DLayer(nn.Module):
+    """kan_convs/kacn_conv.py: Chebyshev T_d(tanh x) features, `poly_conv.{g}.weight`
+    [O/g, (I/g)(D+1), kh, kw] (channel = i*(D+1) + d), `arange` buffer, InstanceNorm2d."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        kernel_size: int,
+        degree: int = 3,
+        groups: int = 1,
+        padding: int = 0,
+        stride: int = 1,
+        dilation: int = 1,
+    ) -> None:
+        super().__init__()
+        self.inputdim, self.outdim, self.groups = input_dim, output_dim, groups
+        self.epsilon = 1e-7
+        self.layer_norm = nn.ModuleList(
+            nn.InstanceNorm2d(output_dim // groups) for _ in range(groups)
+        )
+        self.poly_conv = nn.ModuleList(
+            nn.Conv2d(
+                (degree + 1) * input_dim // groups,
+                output_dim // groups,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups=1,
+                bias=False,
+            )
+            for _ in range(groups)
+        )
+        self.register_buffer("arange", torch.arange(0, degree + 1, 1).view(1, 1, -1, 1, 1))
+        for conv in self.poly_conv:
+            nn.init.normal_(
+                conv.weight, mean=0.0, std=1 / (input_dim * (degree + 1) * kernel_size**2)
+            )
+
+    def forward_kacn(self, x: Tensor, group_index: int) -> Tensor:
+        x = torch.tanh(x)
+        x = torch.acos(torch.clamp(x, -1 + self.epsilon, 1 - self.epsilon)).unsqueeze(2)
+        x = (x * self.arange).flatten(1, 2).cos()
+        x = self.poly_conv[group_index](x)
+        y: Tensor = self.layer_norm[group_index](x)
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        split_x = torch.split(x, self.inputdim // self.groups, dim=1)
+        return torch.cat([self.forward_kacn(xg, g).clone() for g, xg in enumerate(split_x)], dim=1)
+
+
+class MixedStack(nn.Module):
+    """A KACN layer followed by a KANConv layer (`layers.{l}.`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [KACNConv2DLayer(2, 4, 3, degree=3, groups=2, padding=1), KANConv2DLayer(4, 2, 3)]
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
