@@ -6,6 +6,7 @@ each input, scattered into its feature row); any other grid uses the Cox-de Boor
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -121,31 +122,134 @@ def cardinal_bspline_values(t: Tensor, order: int) -> Tensor:
     return vals
 
 
+def cardinal_bspline_derivatives(t: Tensor, order: int) -> Tensor:
+    """d/dt of `cardinal_bspline_values(t, order)`: (..., order + 1).
+
+    Uniform knots: B'_{c,k} = B_{c,k-1} - B_{c+1,k-1} (unit spacing).
+    """
+    if order == 0:
+        return torch.zeros(*t.shape, 1, dtype=t.dtype, device=t.device)
+    if order == 3:
+        t2 = t * t
+        s = 1.0 - t
+        return torch.stack(
+            [-0.5 * s * s, 1.5 * t2 - 2.0 * t, -1.5 * t2 + t + 0.5, 0.5 * t2], dim=-1
+        )
+    prev = cardinal_bspline_values(t, order - 1)
+    zero = torch.zeros_like(prev[..., :1])
+    return torch.cat([zero, prev], dim=-1) - torch.cat([prev, zero], dim=-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_tables(
+    n_basis: int, order: int, junk: int | None, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Lookup tables per cell slot: slot 0 = left of the knots, slot c + 1 = knot
+    interval c, last slot = right of the knots.
+
+    index: basis index of each of the k+1 window values; windows running past the
+    ends (and the outside slots) point at column `junk` (overwritten later) or,
+    without one, are clamped. valid: 1/0 whether that basis value exists. Tables are
+    tiny; `index_select` on them is far cheaper than computing and masking
+    (N, I, k+1) int64 indices.
+    """
+    n_cells = n_basis + order
+    cells = torch.arange(-1, n_cells + 1).unsqueeze(-1)
+    index = cells - order + torch.arange(order + 1)
+    valid = (index >= 0) & (index < n_basis) & (cells >= 0) & (cells < n_cells)
+    if junk is None:
+        index = index.clamp(0, n_basis - 1)
+    else:
+        index = torch.where(valid, index, torch.full_like(index, junk))
+    return index.to(device), valid.to(device=device, dtype=dtype)
+
+
+def _locate(x: Tensor, t0: Tensor, inv_h: Tensor, n_cells: int) -> tuple[Tensor, Tensor]:
+    """Cell slot of each input (see `_window_tables`) and its local coordinate in [0, 1).
+
+    Inputs left of the knots land in [-1, 0) and right of them at n_cells (NaN too),
+    i.e. in the outside slots, with finite local coordinates.
+    """
+    u = (x - t0.to(x.dtype)) * inv_h.to(x.dtype)
+    u = torch.nan_to_num(u, nan=float(n_cells)).clamp_(-1.0, float(n_cells))
+    cell = torch.floor(u)
+    t = u - cell
+    return cell.long().add_(1), t
+
+
+def _lookup(table: Tensor, cell: Tensor) -> Tensor:
+    """table[cell] for a (slots, k+1) table: (..., k+1)."""
+    return table.index_select(0, cell.reshape(-1)).view(*cell.shape, table.shape[1])
+
+
+class _UniformBSplineFeatures(torch.autograd.Function):
+    """(N, I) inputs -> (N, I, L) dense features: scattered cardinal B-spline values,
+    plus the precomputed base branch in the last column. The backward gathers only the
+    k+1 nonzero columns instead of replaying the Cox-de Boor recursion."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        x: Tensor, base: Tensor | None, t0: Tensor, inv_h: Tensor, order: int, n_basis: int
+    ) -> Tensor:
+        cell, t = _locate(x, t0, inv_h, n_basis + order)
+        vals = cardinal_bspline_values(t, order)
+        if base is not None:
+            # Missing bases of the end cells go to the base column, overwritten below;
+            # window indices of one input are otherwise distinct, so scatter_ is exact.
+            index_table, _ = _window_tables(n_basis, order, n_basis, x.device, x.dtype)
+            out = x.new_zeros(*x.shape, n_basis + 1)
+            out.scatter_(-1, _lookup(index_table, cell), vals)
+            out[..., -1] = base
+            return out
+        index_table, valid_table = _window_tables(n_basis, order, None, x.device, x.dtype)
+        out = x.new_zeros(*x.shape, n_basis)
+        return out.scatter_add_(-1, _lookup(index_table, cell), vals * _lookup(valid_table, cell))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        x, base, t0, inv_h, order, n_basis = inputs
+        ctx.order, ctx.n_basis, ctx.has_base = order, n_basis, base is not None
+        if ctx.needs_input_grad[0]:
+            cell, t = _locate(x, t0, inv_h, n_basis + order)
+            ctx.save_for_backward(cell, t, inv_h)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_x = grad_base = None
+        if ctx.needs_input_grad[0]:
+            cell, t, inv_h = ctx.saved_tensors
+            junk = ctx.n_basis if ctx.has_base else None
+            index_table, valid_table = _window_tables(
+                ctx.n_basis, ctx.order, junk, t.device, t.dtype
+            )
+            dvals = cardinal_bspline_derivatives(t, ctx.order) * _lookup(valid_table, cell)
+            picked = grad.gather(-1, _lookup(index_table, cell))
+            grad_x = (picked * dvals).sum(-1) * inv_h.to(t.dtype)
+        if ctx.has_base and ctx.needs_input_grad[1]:
+            grad_base = grad[..., -1]
+        return grad_x, grad_base, None, None, None, None
+
+
 def uniform_bspline_bases(
-    x: Tensor, t0: Tensor, inv_h: Tensor, order: int, n_basis: int, width: int | None = None
+    x: Tensor,
+    t0: Tensor,
+    inv_h: Tensor,
+    order: int,
+    n_basis: int,
+    base: Tensor | None = None,
 ) -> Tensor:
     """Closed-form B-spline bases on per-input uniform knots t0 + j / inv_h.
 
-    x: (N, I); t0, inv_h: (I,) -> (N, I, width) with the n_basis spline values in
-    columns [0, n_basis) and zeros in any extra columns (room for a base branch).
-    Equals `cox_de_boor_bases` on the same knots, without its O(k * n_knots) work.
+    x: (N, I); t0, inv_h: (I,) -> (N, I, n_basis), or (N, I, n_basis + 1) with
+    `base` (N, I) in the last column. Equals `cox_de_boor_bases` on the same
+    knots without its O(k * n_knots) work, and has a sparse custom backward.
     """
-    width = n_basis if width is None else width
-    n_cells = n_basis + order  # knot intervals of the extended grid
-    u = (x - t0.to(x.dtype)) * inv_h.to(x.dtype)
-    inside = (u >= 0) & (u < n_cells)
-    # Clamp before floor so that far-out / infinite inputs keep finite local
-    # coordinates (their values are masked, but NaN would leak into gradients).
-    u = u.clamp(0.0, float(n_cells))
-    cell = torch.floor(u).clamp_(max=n_cells - 1)
-    vals = cardinal_bspline_values(u - cell, order)  # (N, I, k+1)
-    offsets = torch.arange(-order, 1, device=x.device)
-    idx = cell.long().unsqueeze(-1) + offsets  # basis index of each value
-    keep = inside.unsqueeze(-1) & (idx >= 0) & (idx < n_basis)
-    vals = torch.where(keep, vals, torch.zeros((), dtype=vals.dtype, device=vals.device))
-    out = x.new_zeros(*x.shape, width)
-    # Masked values are zero, so clamped duplicates add nothing.
-    return out.scatter_add_(-1, idx.clamp_(0, n_basis - 1), vals)
+    out: Tensor = _UniformBSplineFeatures.apply(  # type: ignore[no-untyped-call]
+        x, base, t0, inv_h, order, n_basis
+    )
+    return out
 
 
 def uniform_grid_params(grid: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -208,12 +312,8 @@ def bspline_features(
     """
     n_basis = grid.shape[-1] - order - 1
     if uniform is not None:
-        feats = uniform_bspline_bases(
-            x, uniform[0], uniform[1], order, n_basis, n_basis + (act is not None)
-        )
-        if act is not None:
-            feats[..., -1] = act(x)
-        return feats
+        base = act(x) if act is not None else None
+        return uniform_bspline_bases(x, uniform[0], uniform[1], order, n_basis, base=base)
     bases = cox_de_boor_bases(x, grid, order)
     if act is not None:
         return torch.cat([bases, act(x).unsqueeze(-1)], dim=-1)
