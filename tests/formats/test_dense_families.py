@@ -16,7 +16,7 @@ from torch import nn
 
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats import detect_format, export_model, inspect_model, load_model
-from metacluster.kan import build_kan
+from metacluster.kan import FourierKANLayer, build_kan
 
 
 def _save(sd: dict[str, torch.Tensor], path: Path) -> Path:
@@ -128,7 +128,9 @@ def test_fourierkan_export_and_inspect(tmp_path: Path) -> None:
     model = build_kan("fourier", [3, 4, 2])
     _perturb(model, 5)
     out = export_model(model, "fourierkan", tmp_path / "fourier.pt")[0]
-    g = model.layers[0].grid_size
+    first = model.layers[0]
+    assert isinstance(first, FourierKANLayer)
+    g = first.grid_size
     ref = FourierKAN([3, 4, 2], gridsize=g)
     ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
     assert_same_outputs(ref, model.eval(), inputs(32, 3, scale=3.0))

@@ -156,7 +156,9 @@ SPEC = {
 def test_spec_given_or_beside_the_checkpoint(tmp_path: Path) -> None:
     ref = _Wrapper().eval()
     with torch.no_grad():
-        ref.encoder["norm"].weight.uniform_(0.5, 1.5)
+        norm = ref.encoder["norm"]
+        assert isinstance(norm, nn.LayerNorm)
+        norm.weight.uniform_(0.5, 1.5)
     path = tmp_path / "wrapper.pt"
     torch.save(ref.state_dict(), path)
     x = inputs(20, 6).reshape(20, 2, 3)

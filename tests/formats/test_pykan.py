@@ -19,7 +19,7 @@ from reference import pykan_legacy
 
 from metacluster.errors import FormatError
 from metacluster.formats import detect_format, export_model, inspect_model, load_model
-from metacluster.kan import build_kan
+from metacluster.kan import PyKANLayer, build_kan
 
 kan = pytest.importorskip("kan")
 
@@ -64,7 +64,7 @@ def test_after_fit_with_grid_updates(tmp_path: Path) -> None:
     model = load_model(tmp_path / "fit")
     x = inputs(80, 2, scale=1.5)
     assert_same_outputs(lambda t: _pykan_out(src, t), model, x)
-    groups = model.layers[0].edge_view().groups
+    groups = next(model.kan_layers())[1].edge_view().groups
     assert int(groups.max()) == 1  # two distinct input grids -> two groups
 
 
@@ -139,6 +139,7 @@ def test_export_loads_in_real_pykan(tmp_path: Path) -> None:
     model = build_kan("pykan_bspline", [3, 4, 2])
     with torch.no_grad():
         for layer in model.layers:
+            assert isinstance(layer, PyKANLayer)
             layer.node_bias.normal_()
             layer.subnode_scale.uniform_(0.5, 1.5)
             layer.set_grid(layer.grid * torch.linspace(0.8, 1.2, layer.in_features)[:, None])

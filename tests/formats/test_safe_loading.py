@@ -49,7 +49,7 @@ def test_malicious_reduce_never_runs(tmp_path: Path, writer: str) -> None:
     payload = {"layers.0.base_weight": torch.zeros(2, 2), "x": _Payload(marker)}
     if writer == "pickle":
         with path.open("wb") as fh:
-            pickle.dump(payload, fh)
+            pickle.dump(payload, fh, protocol=2)
     else:
         torch.save(payload, path)
     with pytest.raises(UnsafeCheckpointError) as info:

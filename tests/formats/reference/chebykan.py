@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 
 class ChebyKANLayer(nn.Module):
+    arange: Tensor
+
     def __init__(
         self, input_dim: int, output_dim: int, degree: int, with_arange: bool = True
     ) -> None:

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 
 class KANLinear(nn.Module):
+    grid: Tensor
+
     def __init__(
         self,
         in_features: int,
@@ -54,7 +56,7 @@ class KANLinear(nn.Module):
                 nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * scale_spline)
 
     def b_splines(self, x: Tensor) -> Tensor:
-        grid: Tensor = self.grid  # (in, G + 2k + 1)
+        grid = self.grid  # (in, G + 2k + 1)
         x = x.unsqueeze(-1)
         bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)
         for k in range(1, self.spline_order + 1):

@@ -24,6 +24,9 @@ def b_splines(x: Tensor, grid: Tensor, k: int) -> Tensor:
 
 
 class KANLinear(nn.Module):
+    grid: Tensor
+    scale_spline: Tensor
+
     def __init__(
         self,
         in_dim: int,
@@ -69,8 +72,9 @@ class LKAN(nn.Module):
     def __init__(self, widths: list[int], **kwargs: object) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            KANLinear(i, o, **kwargs) for i, o in itertools.pairwise(widths)
-        )  # type: ignore[arg-type]
+            KANLinear(i, o, **kwargs)  # type: ignore[arg-type]
+            for i, o in itertools.pairwise(widths)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:

@@ -74,9 +74,8 @@ class KANConv2DLayer(nn.Module):
             grid_size + 2 * spline_order + 1,
             dtype=torch.float32,
         )
-        for conv in self.base_conv:
-            nn.init.kaiming_uniform_(conv.weight, nonlinearity="linear")
-        for conv in self.spline_conv:
+        for conv in [*self.base_conv, *self.spline_conv]:
+            assert isinstance(conv, nn.Conv2d)
             nn.init.kaiming_uniform_(conv.weight, nonlinearity="linear")
 
     def forward_kan(self, x: Tensor, group_index: int) -> Tensor:
@@ -125,6 +124,8 @@ class ConvKANStack(nn.Module):
 
 
 class KACNConv2DLayer(nn.Module):
+    arange: Tensor
+
     """kan_convs/kacn_conv.py: Chebyshev T_d(tanh x) features, `poly_conv.{g}.weight`
     [O/g, (I/g)(D+1), kh, kw] (channel = i*(D+1) + d), `arange` buffer, InstanceNorm2d."""
 
@@ -160,6 +161,7 @@ class KACNConv2DLayer(nn.Module):
         )
         self.register_buffer("arange", torch.arange(0, degree + 1, 1).view(1, 1, -1, 1, 1))
         for conv in self.poly_conv:
+            assert isinstance(conv, nn.Conv2d)
             nn.init.normal_(
                 conv.weight, mean=0.0, std=1 / (input_dim * (degree + 1) * kernel_size**2)
             )
