@@ -47,6 +47,9 @@ class MetaClusterConfig:
     # Weight of the clustering-aware term: pulls generated vectors to their nearest
     # centroid (re-estimated every epoch) during the last half of meta training.
     cluster_weight: float = 0.0
+    # Clustering-aware epochs after meta training: the KAN runs on soft (annealed)
+    # K-means assignments of the generated vectors to learnable centroids (DKM-style).
+    soft_epochs: int = 0
     # Codebook fine-tuning: centroids + other params, indices frozen.
     finetune_epochs: int = 15
     finetune_lr: float = 3e-3
@@ -110,7 +113,7 @@ class MetaClusterConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("hidden", "batch_size", "min_edges", "kmeans_iters", "kmeans_restarts"):
             self._positive_int(name)
-        for name in ("regress_steps", "meta_epochs", "finetune_epochs"):
+        for name in ("regress_steps", "meta_epochs", "soft_epochs", "finetune_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")

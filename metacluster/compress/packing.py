@@ -21,7 +21,7 @@ _WORD = 16
 _MAX_LANES = 64
 # Each lane costs 4 bytes of final state; aim for >= this many symbols per lane
 # so the state overhead stays well under 1% of the stream.
-_SYMBOLS_PER_LANE = 4096
+_SYMBOLS_PER_LANE = 2048
 
 
 def bits_for(k: int) -> int:

@@ -23,7 +23,7 @@ from metacluster.compress.codebook import (
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.kmeans import kmeans
 from metacluster.data.dataset import Dataset
-from metacluster.errors import CancelledError, IncompatibleError
+from metacluster.errors import CancelledError, IncompatibleError, InputError
 from metacluster.kan.model import KANModel
 
 Progress = Callable[[str, int, int, float | None], None]
@@ -63,7 +63,7 @@ def check_compatible(model: KANModel, data: Dataset, device: torch.device) -> No
     try:
         with torch.no_grad():
             out = model(x)
-    except (RuntimeError, ValueError, IndexError) as exc:
+    except (InputError, RuntimeError, ValueError, IndexError) as exc:
         raise IncompatibleError(
             f"model does not accept inputs of shape {tuple(data.input_shape)} "
             f"from dataset {data.name!r}: {str(exc).splitlines()[0]}"
@@ -154,6 +154,7 @@ def train_functional(
     hooks: StageHooks,
     seed: int,
     extra_loss: Callable[[int], Tensor | None] | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Minibatch Adam over `params` with coefficients from `coef_fn` (functional_call).
 
@@ -177,6 +178,8 @@ def train_functional(
     last = float("nan")
     for epoch in range(epochs):
         hooks.check(stage)
+        if on_epoch is not None:
+            on_epoch(epoch)
         running, count = 0.0, 0
         for idx in _batches(n, bs, gen):
             idx_d = idx.to(device)
@@ -364,7 +367,120 @@ def run_meta_stage(
     )
     with torch.no_grad():
         gen = generated_coefficients(model, groups, learners, base)
+    if config.soft_epochs > 0 and cluster_groups is not None:
+        gen = _soft_cluster_training(
+            model,
+            data,
+            layers,
+            groups,
+            learners,
+            base,
+            cluster_groups,
+            config,
+            teacher=teacher,
+            device=device,
+            hooks=hooks,
+        )
     return {n: gen[n].detach().clone() for n in layers}
+
+
+class SoftQuantizer(nn.Module):
+    """Differentiable K-means assignment (DKM-style): each generated vector becomes the
+    softmax(-distance / tau) mix of K learnable centroids; tau is annealed towards a hard
+    assignment, so edges can still change cluster under the task gradient."""
+
+    def __init__(self, groups: list[EdgeGroup], gen: dict[str, Tensor], k: int, seed: int) -> None:
+        super().__init__()
+        self.groups = groups
+        self.centroids = nn.ParameterList()
+        scales, taus = [], []
+        for gi, g in enumerate(groups):
+            v = g.gather(gen).detach()
+            res = kmeans(v.cpu().numpy(), min(k, v.shape[0]), seed=seed + gi, iters=20, restarts=1)
+            self.centroids.append(nn.Parameter(torch.from_numpy(res.centroids).to(v.device)))
+            scale = v.std(0, unbiased=False).clamp_min(1e-6)
+            scales.append(scale)
+            # start soft: tau of the order of a typical distance to the nearest centroid
+            taus.append(
+                float(res.inertia / v.shape[0] / float((scale**2).mean()) / v.shape[1]) + 1e-6
+            )
+        self.scales = scales
+        self.tau0 = taus
+        self.frac = 0.0
+
+    def _distances(self, gi: int, v: Tensor) -> Tensor:
+        c = self.centroids[gi]
+        diff = (v[:, None, :] - c[None, :, :]) / self.scales[gi]
+        return (diff**2).mean(-1)  # (n, K)
+
+    def forward(self, gen: dict[str, Tensor], hard: bool = False) -> dict[str, Tensor]:
+        out = dict(gen)
+        for gi, g in enumerate(self.groups):
+            v = g.gather(gen)
+            d = self._distances(gi, v)
+            c = self.centroids[gi]
+            if hard:
+                w = c[d.argmin(1)]
+            else:
+                tau = self.tau0[gi] * (1e-3**self.frac)
+                w = torch.softmax(-d / tau, dim=1) @ c
+            offset = 0
+            for name, rows in g.members:
+                n = int(rows.numel())
+                out[name] = out[name].index_copy(0, rows.to(w.device), w[offset : offset + n])
+                offset += n
+        return out
+
+
+def _soft_cluster_training(
+    model: KANModel,
+    data: Dataset,
+    layers: list[str],
+    groups: list[EdgeGroup],
+    learners: list[MetaLearner],
+    base: dict[str, Tensor],
+    cgroups: list[EdgeGroup],
+    config: MetaClusterConfig,
+    *,
+    teacher: Tensor | None,
+    device: torch.device,
+    hooks: StageHooks,
+) -> dict[str, Tensor]:
+    """Clustering-aware meta training: the KAN runs on soft-assigned centroids of the
+    generated vectors while tau anneals; returns the hard-assigned vectors."""
+    modules = dict(model.kan_layers())
+    names = coefficient_names(model, layers)
+    with torch.no_grad():
+        gen0 = generated_coefficients(model, groups, learners, base)
+    soft = SoftQuantizer(cgroups, gen0, config.ks[0], config.seed * 1000 + SEED_META).to(device)
+    epochs = config.soft_epochs
+
+    def on_epoch(epoch: int) -> None:
+        soft.frac = epoch / max(1, epochs - 1)
+
+    def coef_fn() -> dict[str, Tensor]:
+        q = soft(generated_coefficients(model, groups, learners, base))
+        return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
+
+    params = [p for ml in learners for p in ml.parameters()]
+    params += [*soft.parameters(), *other_parameters(model, layers)]
+    train_functional(
+        "soft",
+        model,
+        data,
+        params,
+        coef_fn,
+        epochs=epochs,
+        lr=config.meta_lr,
+        config=config,
+        teacher=teacher,
+        device=device,
+        hooks=hooks,
+        seed=config.seed * 1000 + SEED_META + 7,
+        on_epoch=on_epoch,
+    )
+    with torch.no_grad():
+        return soft(generated_coefficients(model, groups, learners, base), hard=True)
 
 
 def _cluster_pull(

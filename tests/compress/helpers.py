@@ -5,9 +5,12 @@ Full-batch-ish Adam on the task loss; enough to give the compressor a trained KA
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
+from metacluster.compress import MetaClusterConfig
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
 
@@ -38,3 +41,17 @@ def train_quick(
             loss.backward()
             opt.step()
     model.eval()
+
+
+def fast_config(**overrides: Any) -> MetaClusterConfig:
+    base: dict[str, Any] = {
+        "k": 8,
+        "regress_steps": 40,
+        "meta_epochs": 2,
+        "finetune_epochs": 2,
+        "kmeans_iters": 10,
+        "kmeans_restarts": 1,
+        "device": "cpu",
+    }
+    base.update(overrides)
+    return MetaClusterConfig(**base)

@@ -1,0 +1,59 @@
+"""Seeded K-means: k-means++ seeding, restarts, reproducibility and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metacluster.compress.kmeans import kmeans, kmeans_plus_plus
+from metacluster.errors import ConfigError
+
+
+def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(6, 5)) * 10
+    labels = rng.integers(0, 6, size=3000)
+    return (centers[labels] + rng.normal(size=(3000, 5)) * 0.1).astype(np.float32), centers
+
+
+def test_finds_well_separated_clusters() -> None:
+    x, centers = _blobs()
+    res = kmeans(x, 6, seed=0, iters=20, restarts=2)
+    # every true centre has a centroid within 0.05
+    dist = np.linalg.norm(centers[:, None, :] - res.centroids[None, :, :], axis=2)
+    assert dist.min(1).max() < 0.05
+    assert res.inertia / len(x) < 5 * 0.01 * 1.2  # ~ noise variance * dims
+    assert res.assignment.shape == (3000,) and res.assignment.max() < 6
+
+
+def test_same_seed_same_result_other_seed_may_differ() -> None:
+    x = np.random.default_rng(5).normal(size=(2000, 4)).astype(np.float32)
+    a = kmeans(x, 16, seed=3, iters=15, restarts=2)
+    b = kmeans(x, 16, seed=3, iters=15, restarts=2)
+    assert np.array_equal(a.centroids, b.centroids)
+    assert np.array_equal(a.assignment, b.assignment)
+
+
+def test_plus_plus_seeding_beats_random_seeding() -> None:
+    x, _ = _blobs(1)
+    rng = np.random.default_rng(0)
+    pp = kmeans_plus_plus(x, 6, rng)
+    d = ((x[:, None, :] - pp[None]) ** 2).sum(2).min(1).sum()
+    rnd = x[np.random.default_rng(0).choice(len(x), 6, replace=False)]
+    d_rnd = ((x[:, None, :] - rnd[None]) ** 2).sum(2).min(1).sum()
+    assert d <= d_rnd
+
+
+def test_assignment_is_nearest_centroid() -> None:
+    x = np.random.default_rng(6).normal(size=(500, 3)).astype(np.float32)
+    res = kmeans(x, 8, seed=0, iters=5, restarts=1)
+    d = ((x[:, None, :] - res.centroids[None]) ** 2).sum(2)
+    assert np.array_equal(res.assignment, d.argmin(1))
+
+
+def test_bad_inputs() -> None:
+    x = np.zeros((5, 2), dtype=np.float32)
+    with pytest.raises(ConfigError, match="k=6 must be between 1 and the number of vectors"):
+        kmeans(x, 6)
+    with pytest.raises(ConfigError, match="NaN"):
+        kmeans(np.full((5, 2), np.nan, dtype=np.float32), 2)

@@ -1,0 +1,218 @@
+"""compress(): report contract, sweep, determinism, resume from stage checkpoints,
+cancellation and clear errors for bad configs or data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress.helpers import fast_config
+from metacluster.artifact import artifact_bytes
+from metacluster.compress import (
+    CompressedKAN,
+    DirectoryCheckpoint,
+    MemoryCheckpoint,
+    compress,
+    compress_kmeans,
+)
+from metacluster.data import Dataset, dataset_from_arrays
+from metacluster.errors import CancelledError, ConfigError, IncompatibleError
+from metacluster.kan.model import KANModel
+
+CONTRACT = {"metric", "before", "after", "ratio", "bytes_before", "bytes_after", "k", "stages"}
+
+
+def test_report_has_contract_keys_and_consistent_numbers(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    original = {k: v.clone() for k, v in small_model.state_dict().items()}
+    compressed, report = compress(small_model, fast_config(), digits)
+    d = report.to_dict()
+    assert set(d) >= CONTRACT
+    assert d["metric"] == "accuracy" and 0.0 <= d["after"] <= 1.0
+    assert d["ratio"] == pytest.approx(d["bytes_before"] / d["bytes_after"])
+    assert d["bytes_after"] == len(artifact_bytes(compressed, report))
+    assert d["param_ratio"] > 1 and set(d["stages"]) >= {"meta", "kmeans", "finetune", "total"}
+    assert [layer["edges"] for layer in d["layers"]] == [64 * 16, 16 * 10]
+    for layer in d["layers"]:
+        assert layer["k"] == [8] and layer["coef_dim"] == 9
+        assert 0 < layer["coef_rel_error"] < 1.5 and 0 < layer["function_rel_error"] < 1.5
+        assert layer["bytes"] > 0
+    assert d["versions"]["torch"] == torch.__version__ and d["seed"] == 0
+    # the user's model is untouched and the compressed one really has K vectors per layer
+    for k, v in small_model.state_dict().items():
+        assert torch.equal(v, original[k])
+    assert isinstance(compressed, CompressedKAN)
+    for _, layer in compressed.kan_layers():
+        assert torch.unique(layer.edge_view().coefficients, dim=0).shape[0] <= 8
+
+
+def test_fixed_seed_gives_identical_artifact_bytes(small_model: KANModel, digits: Dataset) -> None:
+    a, ra = compress(small_model, fast_config(seed=3), digits)
+    b, rb = compress(small_model, fast_config(seed=3), digits)
+    assert artifact_bytes(a, ra) == artifact_bytes(b, rb)
+
+
+def test_sweep_runs_meta_once_and_recommends_smallest_good_k(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    stages: list[str] = []
+    _, report = compress(
+        small_model,
+        fast_config(k=[2, 4, 8], max_drop=1.0),
+        digits,
+        progress=lambda s, i, n, loss: stages.append(s),
+    )
+    assert [row["k"] for row in report.sweep] == [2, 4, 8]
+    assert stages.count("meta") == 2  # one meta stage (2 epochs), not one per K
+    assert report.recommended_k == 2 and report.k == 2  # max_drop=1: anything qualifies
+    # bytes grow with K
+    sizes = [row["bytes_after"] for row in report.sweep]
+    assert sizes == sorted(sizes)
+    _, strict = compress(small_model, fast_config(k=[2, 4], max_drop=0.0, meta_epochs=1), digits)
+    if strict.recommended_k is None:  # nothing lossless: the most accurate K is returned
+        assert strict.after == max(r["after"] for r in strict.sweep)
+
+
+def _stages_seen(progress_calls: list[tuple[str, int, int]]) -> list[str]:
+    return [s for s, _, _ in progress_calls]
+
+
+def test_resume_skips_finished_stages_and_gives_same_result(
+    small_model: KANModel, digits: Dataset, tmp_path: Path
+) -> None:
+    cfg = fast_config(k=[4, 8])
+    ckpt = DirectoryCheckpoint(tmp_path / "ckpt")
+    first, r1 = compress(small_model, cfg, digits, checkpoint=ckpt)
+    saved = sorted(p.name for p in (tmp_path / "ckpt").glob("*.json"))
+    assert saved == [
+        "finetune_k4.json",
+        "finetune_k8.json",
+        "kmeans_k4.json",
+        "kmeans_k8.json",
+        "meta.json",
+    ]
+    calls: list[tuple[str, int, int]] = []
+    again, r2 = compress(
+        small_model,
+        cfg,
+        digits,
+        checkpoint=DirectoryCheckpoint(tmp_path / "ckpt"),
+        progress=lambda s, i, n, loss: calls.append((s, i, n)),
+    )
+    # every stage restored (one report call each), none retrained
+    assert all((i, n) == (1, 1) for _, i, n in calls)
+    assert "regress" not in _stages_seen(calls)
+    assert artifact_bytes(first, r1) == artifact_bytes(again, r2)
+
+
+def test_resume_after_a_worker_died_mid_run(small_model: KANModel, digits: Dataset) -> None:
+    cfg = fast_config(k=[4, 8])
+    full_model, full = compress(small_model, cfg, digits)
+    ckpt = MemoryCheckpoint()
+
+    class Died(Exception):
+        pass
+
+    def die_in_second_finetune(stage: str, step: int, total: int, loss: float | None) -> None:
+        if stage == "finetune" and "finetune_k4" in ckpt.stages:
+            raise Died
+
+    with pytest.raises(Died):
+        compress(small_model, cfg, digits, checkpoint=ckpt, progress=die_in_second_finetune)
+    assert set(ckpt.stages) == {"meta", "kmeans_k4", "finetune_k4", "kmeans_k8"}
+    resumed_model, resumed = compress(small_model, cfg, digits, checkpoint=ckpt)
+    assert artifact_bytes(resumed_model, resumed) == artifact_bytes(full_model, full)
+
+
+def test_checkpoint_of_another_config_is_ignored(small_model: KANModel, digits: Dataset) -> None:
+    ckpt = MemoryCheckpoint()
+    compress(small_model, fast_config(k=4), digits, checkpoint=ckpt)
+    calls: list[str] = []
+    compress(
+        small_model,
+        fast_config(k=4, seed=1),
+        digits,
+        checkpoint=ckpt,
+        progress=lambda s, i, n, loss: calls.append(s),
+    )
+    assert "regress" in calls  # recomputed, not restored
+
+
+def test_cancellation_raises_between_steps(small_model: KANModel, digits: Dataset) -> None:
+    seen: list[str] = []
+    stop = {"now": False}
+
+    def progress(stage: str, step: int, total: int, loss: float | None) -> None:
+        seen.append(stage)
+        if stage == "meta":
+            stop["now"] = True
+
+    with pytest.raises(CancelledError) as info:
+        compress(
+            small_model,
+            fast_config(meta_epochs=3),
+            digits,
+            progress=progress,
+            should_stop=lambda: stop["now"],
+        )
+    assert info.value.code == "cancelled"
+    assert seen.count("meta") == 1 and "kmeans" not in seen
+
+
+def test_plain_kmeans_baseline_skips_the_meta_learner(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    stages: list[str] = []
+    _, report = compress_kmeans(
+        small_model, fast_config(), digits, progress=lambda s, i, n, loss: stages.append(s)
+    )
+    assert "meta" not in stages and "regress" not in stages
+    assert report.method == "kmeans" and report.metric_meta is None
+
+
+def test_bad_configs_give_clear_errors(small_model: KANModel, digits: Dataset) -> None:
+    with pytest.raises(
+        ConfigError, match=r"k=5000 exceeds the number of edges to compress \(1184\)"
+    ):
+        compress(small_model, fast_config(k=5000), digits)
+    with pytest.raises(ConfigError, match="no KAN layer matches"):
+        compress(small_model, fast_config(include=["nothing*"]), digits)
+    with pytest.raises(ConfigError, match="d_emb must be"):
+        compress(small_model, fast_config(d_emb=7), digits)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            compress(small_model, fast_config(device="cuda"), digits)
+
+
+def test_dataset_that_does_not_fit_the_model(small_model: KANModel) -> None:
+    rng = np.random.default_rng(0)
+    wrong_inputs = dataset_from_arrays(
+        "wrong",
+        rng.normal(size=(20, 5)).astype(np.float32),
+        rng.integers(0, 10, 20),
+        rng.normal(size=(5, 5)).astype(np.float32),
+        rng.integers(0, 10, 5),
+        n_classes=10,
+    )
+    with pytest.raises(IncompatibleError, match="does not accept inputs"):
+        compress(small_model, fast_config(), wrong_inputs)
+    wrong_outputs = dataset_from_arrays(
+        "three",
+        rng.normal(size=(20, 64)).astype(np.float32),
+        rng.integers(0, 3, 20),
+        rng.normal(size=(5, 64)).astype(np.float32),
+        rng.integers(0, 3, 5),
+        n_classes=3,
+    )
+    with pytest.raises(IncompatibleError, match="needs 3"):
+        compress(small_model, fast_config(), wrong_outputs)
+
+
+def test_include_exclude_keeps_other_layers_dense(small_model: KANModel, digits: Dataset) -> None:
+    compressed, report = compress(small_model, fast_config(exclude=["layers.1"]), digits)
+    assert [layer["name"] for layer in report.layers] == ["layers.0"]
+    assert compressed.quantized.layers == ["layers.0"]
