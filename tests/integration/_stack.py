@@ -6,6 +6,7 @@ Also builds the inputs users bring: an efficient-kan checkpoint and a `.npz` dat
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import signal
@@ -83,9 +84,7 @@ class EfficientKANLinear(nn.Module):
 class EfficientKAN(nn.Module):
     def __init__(self, widths: list[int]) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(
-            EfficientKANLinear(a, b) for a, b in zip(widths, widths[1:], strict=False)
-        )
+        self.layers = nn.ModuleList(EfficientKANLinear(a, b) for a, b in itertools.pairwise(widths))
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:

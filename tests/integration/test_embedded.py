@@ -117,13 +117,20 @@ def test_embedded_serve_runs_the_whole_flow_on_sqlite(
         art = next(a for a in job["artifacts"] if a["name"] == "model.mcz")
         r = client.get(f"/v1/jobs/{job['id']}/artifacts/model.mcz")
         assert r.status_code == 200
-        assert hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-checksum-sha256"]
+        assert (
+            hashlib.sha256(r.content).hexdigest() == art["sha256"] == r.headers["x-checksum-sha256"]
+        )
         path = tmp_path / "model.mcz"
         path.write_bytes(r.content)
         metric, value = evaluate(load_artifact(path), load_dataset(str(inputs["data"])))
-        assert (metric, value) == (job["metrics"]["metric"], pytest.approx(job["metrics"]["after"], abs=1e-6))
+        assert (metric, value) == (
+            job["metrics"]["metric"],
+            pytest.approx(job["metrics"]["after"], abs=1e-6),
+        )
         # The job started promptly: the embedded broker is polled, not slept on.
-        started = [e for e in events(client, job["id"]) if (e.get("data") or {}).get("status") == "running"]
+        started = [
+            e for e in events(client, job["id"]) if (e.get("data") or {}).get("status") == "running"
+        ]
         assert started and job["started_at"] is not None
 
     # Everything lives under the data directory: SQLite, broker, storage.
@@ -160,5 +167,8 @@ def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
         assert job["status"] == "succeeded", job
         assert sorted(a["name"] for a in job["artifacts"]) == ["model.mcz", "report.json"]
         evts = events(client, job["id"])
-        assert [e["data"]["delivery"] for e in evts if (e.get("data") or {}).get("delivery")] == [1, 2]
+        assert [e["data"]["delivery"] for e in evts if (e.get("data") or {}).get("delivery")] == [
+            1,
+            2,
+        ]
         assert any((e.get("data") or {}).get("resumed_stage") == "meta" for e in evts)

@@ -1,0 +1,276 @@
+"""service.job_runner in-process on SQLite: delivery counting, error mapping, cancel, progress.
+
+No worker processes: `run_job` is called directly, as the Celery task does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from metacluster import errors
+from service.db.models import Artifact, DatasetRecord, Job, JobEvent, ModelRecord, new_id
+from service.db.session import dispose_engines, session_scope
+from service.job_runner import run_job
+from service.settings import Settings
+from service.storage import LocalStorage, checkpoints_key
+
+from ._stack import make_efficient_kan_checkpoint, make_npz_dataset
+from .test_redis_postgres import QUICK
+
+
+@dataclass
+class Env:
+    settings: Settings
+    storage: LocalStorage
+    owner_id: str
+    model_id: str
+    dataset_id: str
+
+    def job(self, config: dict[str, Any], **fields: Any) -> str:
+        job_id = new_id("job")
+        with session_scope(self.settings) as session:
+            session.add(
+                Job(
+                    id=job_id,
+                    owner_id=self.owner_id,
+                    model_id=self.model_id,
+                    dataset=self.dataset_id,
+                    config=config,
+                    queue="cpu",
+                    **fields,
+                )
+            )
+        return job_id
+
+    def row(self, job_id: str) -> Job:
+        with session_scope(self.settings) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            session.expunge(job)
+            return job
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with session_scope(self.settings) as session:
+            rows = list(
+                session.scalars(
+                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
+                )
+            )
+            session.expunge_all()
+            return rows
+
+    def artifacts(self, job_id: str) -> list[str]:
+        with session_scope(self.settings) as session:
+            return sorted(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
+
+    def run(self, job_id: str) -> str:
+        return run_job(job_id, settings=self.settings, storage=self.storage)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runner-inputs")
+    data = make_npz_dataset(root / "blobs.npz")
+    return {
+        "data": data,
+        "model": make_efficient_kan_checkpoint(root / "m.pt", data, [8, 16, 3], steps=60),
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path, files: dict[str, Path]) -> Iterator[Env]:
+    from service.cli import create_key
+
+    settings = Settings(data_dir=tmp_path)
+    key = create_key("runner", settings=settings)
+    storage = LocalStorage(settings.storage_root)
+    model_id, dataset_id = new_id("mdl"), new_id("ds")
+    model_key, data_key = f"models/{model_id}/m.pt", f"datasets/{dataset_id}.npz"
+    m_bytes, m_sha = storage.save_file(model_key, files["model"])
+    d_bytes, d_sha = storage.save_file(data_key, files["data"])
+    with session_scope(settings) as session:
+        session.add(
+            ModelRecord(
+                id=model_id,
+                owner_id=key["id"],
+                filename="m.pt",
+                family="bspline",
+                format="efficient-kan",
+                edges=176,
+                params=0,
+                bytes=m_bytes,
+                sha256=m_sha,
+                storage_key=model_key,
+                info={},
+            )
+        )
+        session.add(
+            DatasetRecord(
+                id=dataset_id,
+                owner_id=key["id"],
+                filename="blobs.npz",
+                task="classification",
+                n_train=480,
+                n_test=120,
+                input_shape=[8],
+                n_classes=3,
+                n_outputs=3,
+                sha256=d_sha,
+                bytes=d_bytes,
+                storage_key=data_key,
+            )
+        )
+    yield Env(settings, storage, key["id"], model_id, dataset_id)
+    dispose_engines()
+
+
+def test_success_stores_artifacts_and_a_redelivery_is_a_no_op(env: Env) -> None:
+    job_id = env.job(QUICK)
+    assert env.run(job_id) == "succeeded"
+    job = env.row(job_id)
+    assert (job.status, job.deliveries, job.progress, job.stage, job.error) == (
+        "succeeded",
+        1,
+        1.0,
+        None,
+        None,
+    )
+    assert job.metrics is not None and job.metrics["k"] == QUICK["k"]
+    assert env.artifacts(job_id) == ["model.mcz", "report.json"]
+    artifact = env.storage.path(f"jobs/{job_id}/artifacts/model.mcz")
+    assert job.metrics["bytes_after"] == artifact.stat().st_size
+    # Stage checkpoints only serve an unfinished job.
+    assert not env.storage.exists(checkpoints_key(job_id))
+    n_events = len(env.events(job_id))
+
+    # The broker may deliver a finished job again (worker died before the ack).
+    assert env.run(job_id) == "succeeded"
+    assert env.row(job_id).deliveries == 1
+    assert len(env.events(job_id)) == n_events
+
+
+def test_missing_job_is_dropped(env: Env) -> None:
+    assert env.run("job_doesnotexist") == "missing"
+
+
+def test_cancel_requested_before_start_never_runs(env: Env) -> None:
+    job_id = env.job(QUICK, cancel_requested=True)
+    assert env.run(job_id) == "cancelled"
+    job = env.row(job_id)
+    assert job.status == "cancelled" and job.started_at is None and job.error["code"] == "cancelled"
+    assert env.artifacts(job_id) == []
+
+
+def test_delivery_limit_fails_with_a_clear_error(env: Env) -> None:
+    limit = env.settings.max_deliveries
+    job_id = env.job(QUICK, status="running", deliveries=limit)
+    assert env.run(job_id) == "failed"
+    job = env.row(job_id)
+    assert job.error["code"] == "too_many_deliveries"
+    assert f"{limit + 1} times" in job.error["message"] and f"limit {limit}" in job.error["message"]
+    assert job.deliveries == limit + 1 and job.finished_at is not None
+
+
+def test_library_errors_keep_their_code(env: Env) -> None:
+    job_id = env.job({**QUICK, "d_emb": 9})
+    assert env.run(job_id) == "failed"
+    error = env.row(job_id).error
+    assert error["code"] == "invalid_config" and "d_emb" in error["message"]
+
+
+def test_unreadable_model_is_an_input_error(env: Env) -> None:
+    with session_scope(env.settings) as session:
+        key = session.get(ModelRecord, env.model_id).storage_key  # type: ignore[union-attr]
+    env.storage.path(key).write_bytes(b"not a checkpoint")
+    job_id = env.job(QUICK)
+    assert env.run(job_id) == "failed"
+    error = env.row(job_id).error
+    # Whichever reader refused it, the user gets the formats layer's code, not "internal".
+    assert error["code"] in (errors.FormatError.code, errors.UnsafeCheckpointError.code), error
+    assert "m.pt" in error["message"]
+
+
+def _fake_compress(body: Callable[..., Any]) -> Callable[..., Any]:
+    def fake(
+        model: Any, config: Any, data: Any, *, progress: Any, should_stop: Any, checkpoint: Any
+    ) -> Any:
+        return body(progress, should_stop, checkpoint)
+
+    return fake
+
+
+def test_unexpected_errors_are_internal_and_logged(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(progress: Any, should_stop: Any, checkpoint: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("metacluster.compress.compress", _fake_compress(boom))
+    job_id = env.job(QUICK)
+    assert env.run(job_id) == "failed"
+    error = env.row(job_id).error
+    assert error["code"] == "internal" and "disk on fire" in error["message"]
+
+
+def test_cancel_of_a_running_job_stops_it_between_steps(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+
+    def endless(progress: Any, should_stop: Any, checkpoint: Any) -> Any:
+        for step in range(1_000_000):
+            if should_stop():
+                raise errors.CancelledError("stopped")
+            progress("meta", step, 1_000_000, 1.0)
+            steps.append(step)
+            time.sleep(0.005)
+        raise AssertionError("never cancelled")
+
+    monkeypatch.setattr("metacluster.compress.compress", _fake_compress(endless))
+    job_id = env.job(QUICK)
+
+    def cancel_soon() -> None:
+        time.sleep(0.5)
+        with session_scope(env.settings) as session:
+            session.get(Job, job_id).cancel_requested = True  # type: ignore[union-attr]
+
+    threading.Thread(target=cancel_soon).start()
+    t0 = time.monotonic()
+    assert env.run(job_id) == "cancelled"
+    # The flag is read at most every 0.5 s: stopped within about a second of it.
+    assert time.monotonic() - t0 < 2.5
+    job = env.row(job_id)
+    assert job.status == "cancelled" and job.error["code"] == "cancelled" and len(steps) > 10
+    assert env.artifacts(job_id) == []
+
+
+def test_progress_events_are_throttled_and_monotone(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    def fast_stages(progress: Any, should_stop: Any, checkpoint: Any) -> Any:
+        nonlocal calls
+        for stage, total in (("meta", 200), ("kmeans", 1), ("finetune", 200)):
+            for step in range(1, total + 1):
+                progress(stage, step, total, 0.5)
+                calls += 1
+        raise errors.ConfigError("stop here: only progress is under test")
+
+    monkeypatch.setattr("metacluster.compress.compress", _fake_compress(fast_stages))
+    job_id = env.job(QUICK)
+    assert env.run(job_id) == "failed"
+    evts = [e for e in env.events(job_id) if e.kind in ("stage", "progress")]
+    assert [e.stage for e in evts if e.kind == "stage"] == ["meta", "kmeans", "finetune"]
+    # 401 callbacks in well under a second: one event per stage change and stage end.
+    assert calls == 401 and len(evts) <= 12
+    progress = [e.progress for e in evts]
+    assert progress == sorted(progress) and 0 < progress[-1] < 1
