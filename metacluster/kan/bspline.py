@@ -40,28 +40,40 @@ __all__ = [
 ]
 
 # A grid row counts as uniform when every knot step equals the mean step to this
-# relative tolerance: fp32 grids built by linspace / arange differ from exact
-# t0 + j*h by a few ulps (~1e-7 of the step), far below it, and a step error of
-# 1e-5 moves a basis value by about 1e-5 * |d B/d t| <= 1e-5.
-UNIFORM_RTOL = 1e-5
+# relative tolerance. fp32 grids built by linspace / arange differ from exact
+# t0 + j*h by a few ulps (~1e-7 of the step), far below 1e-5, and a step error
+# of 1e-5 moves a basis value by about 1e-5 * |dB/dt| <= 1e-5. float64 grids must
+# be uniform to fp64 precision: a model cast to fp64 keeps its fp32-rounded knots,
+# and those take the exact Cox-de Boor path rather than a 1e-7-accurate shortcut.
+UNIFORM_RTOL = {torch.float64: 1e-12}
+DEFAULT_UNIFORM_RTOL = 1e-5
 
 
 def efficient_kan_grid(
-    in_features: int, grid_size: int, order: int, grid_range: tuple[float, float]
+    in_features: int,
+    grid_size: int,
+    order: int,
+    grid_range: tuple[float, float],
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """efficient-kan's default knots: uniform on grid_range, extended by `order` steps."""
     lo, hi = grid_range
     h = (hi - lo) / grid_size
     row = torch.arange(-order, grid_size + order + 1, dtype=torch.float64) * h + lo
-    return row.to(torch.get_default_dtype()).expand(in_features, -1).contiguous()
+    return row.to(dtype or torch.get_default_dtype()).expand(in_features, -1).contiguous()
 
 
 def pykan_grid(
-    in_features: int, grid_size: int, order: int, grid_range: tuple[float, float]
+    in_features: int,
+    grid_size: int,
+    order: int,
+    grid_range: tuple[float, float],
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """pykan's default knots: linspace(grid_range, G+1) extended by `order` steps of h."""
     lo, hi = grid_range
-    grid = torch.linspace(lo, hi, steps=grid_size + 1)[None, :].expand(in_features, -1)
+    grid = torch.linspace(lo, hi, steps=grid_size + 1, dtype=dtype)
+    grid = grid[None, :].expand(in_features, -1)
     h = (grid[:, [-1]] - grid[:, [0]]) / (grid.shape[1] - 1)
     for _ in range(order):  # same operation order as pykan's extend_grid, for identical floats
         grid = torch.cat([grid[:, [0]] - h, grid], dim=1)
@@ -261,7 +273,8 @@ def uniform_grid_params(grid: Tensor) -> tuple[Tensor, Tensor] | None:
     if not bool(torch.all(h > 0)) or not bool(torch.isfinite(g).all()):
         return None
     steps = g[:, 1:] - g[:, :-1]
-    if bool(((steps - h[:, None]).abs() > UNIFORM_RTOL * h[:, None]).any()):
+    rtol = UNIFORM_RTOL.get(grid.dtype, DEFAULT_UNIFORM_RTOL)
+    if bool(((steps - h[:, None]).abs() > rtol * h[:, None]).any()):
         return None
     return g[:, 0].clone(), 1.0 / h
 
