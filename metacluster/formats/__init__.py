@@ -19,6 +19,7 @@ from metacluster.formats import chebykan as _chebykan  # noqa: F401  isort: skip
 from metacluster.formats import fourierkan as _fourierkan  # noqa: F401  isort: skip
 from metacluster.formats import torch_conv_kan as _torch_conv_kan  # noqa: F401  isort: skip
 from metacluster.formats import spec as _spec  # noqa: F401  isort: skip
+from metacluster.errors import ConfigError, FormatError
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint
 from metacluster.formats._registry import HANDLERS, FormatHandler, detect, get_handler
 from metacluster.formats.native import fp32_checkpoint_bytes
@@ -45,10 +46,23 @@ def _open(path: str | Path, format: str, spec: SpecArg) -> tuple[Checkpoint, For
         return ckpt, detect(ckpt)
     handler = get_handler(format)
     if format == "spec" and ckpt.spec is None:
-        from metacluster.errors import FormatError
-
         raise FormatError("format 'spec' needs a spec (spec= or a <checkpoint>.spec.json)")
     return ckpt, handler
+
+
+def _load(handler: FormatHandler, ckpt: Checkpoint) -> KANModel:
+    """handler.load, with any failure on malformed tensors reported as a FormatError."""
+    try:
+        model = handler.load(ckpt)
+    except FormatError:
+        raise
+    except (ConfigError, RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise FormatError(
+            f"{ckpt.path.name} does not hold a valid {handler.name} model: {detail}"
+        ) from exc
+    model.eval()
+    return model
 
 
 def detect_format(path: str | Path, spec: SpecArg = None) -> str:
@@ -64,9 +78,7 @@ def load_model(path: str | Path, format: str = "auto", spec: SpecArg = None) -> 
     user's own wrapper; a `<checkpoint>.spec.json` beside the file is used as well.
     """
     ckpt, handler = _open(path, format, spec)
-    model = handler.load(ckpt)
-    model.eval()
-    return model
+    return _load(handler, ckpt)
 
 
 def save_model(model: KANModel, path: str | Path) -> None:
@@ -88,7 +100,7 @@ def inspect_model(path: str | Path, format: str = "auto", spec: SpecArg = None) 
     buffers; our format: the model's parameters).
     """
     ckpt, handler = _open(path, format, spec)
-    model = handler.load(ckpt)
+    model = _load(handler, ckpt)
     layers = [
         {
             "name": name,

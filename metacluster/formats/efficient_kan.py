@@ -81,7 +81,7 @@ class EfficientKANFormat(FormatHandler):
             n_out, n_in, width = spline.shape
             if tuple(base.shape) != (n_out, n_in) or grid.shape[0] != n_in:
                 raise FormatError(f"{p}*: base weight / grid shapes do not match the spline weight")
-            grid_size, order = bspline_shape(width, grid.shape[1], p + "spline weight")
+            grid_size, order = bspline_shape(width, grid.shape[1], p.rstrip(".") or "layer")
             layer = BSplineKANLayer(
                 n_in, n_out, grid_size, order, knot_range(grid, order), base_act
             )

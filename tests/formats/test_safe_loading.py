@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from metacluster.errors import FormatError, UnsafeCheckpointError
+from metacluster.formats import load_model
 from metacluster.formats._io import read_tensor_file
 from metacluster.formats._yaml import load_pykan_config
 
@@ -122,3 +123,61 @@ def test_pykan_yaml_refuses_object_dtype() -> None:
     text = yaml.dump({"a": np.array([1, 2], dtype=object)})
     with pytest.raises(FormatError):
         load_pykan_config(text)
+
+
+def _corruptions() -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """Valid-looking key sets with inconsistent shapes or values, one per importer."""
+    torch.manual_seed(0)
+    g = 5 + 2 * 3 + 1
+    eff = {
+        "layers.0.base_weight": torch.randn(2, 3),
+        "layers.0.spline_weight": torch.randn(2, 3, 8),
+        "layers.0.grid": torch.linspace(-1, 1, g).expand(3, -1).contiguous(),
+    }
+    cases = [
+        ("grid too short", {**eff, "layers.0.grid": torch.zeros(3, 4)}),
+        ("base of wrong shape", {**eff, "layers.0.base_weight": torch.randn(3, 3)}),
+        (
+            "knots decreasing",
+            {**eff, "layers.0.grid": torch.linspace(1, -1, g).expand(3, -1).contiguous()},
+        ),
+        ("scaler of wrong shape", {**eff, "layers.0.spline_scaler": torch.randn(5)}),
+        (
+            "pykan coef vs grid",
+            {
+                "act_fun.0.coef": torch.randn(2, 3, 8),
+                "act_fun.0.grid": torch.randn(2, 5),
+                "node_scale_0": torch.ones(3),
+            },
+        ),
+        (
+            "fastkan width",
+            {
+                "layers.0.spline_linear.weight": torch.randn(2, 7),
+                "layers.0.rbf.grid": torch.linspace(-2, 2, 8),
+                "layers.0.layernorm.weight": torch.ones(3),
+                "layers.0.layernorm.bias": torch.zeros(3),
+            },
+        ),
+        ("fourier halves", {"layers.0.fouriercoeffs": torch.randn(3, 2, 2, 4)}),
+        ("cheby rank", {"layers.0.cheby_coeffs": torch.randn(3, 4)}),
+        (
+            "conv groups",
+            {
+                "spline_conv.0.weight": torch.randn(2, 16, 3, 3),
+                "base_conv.0.weight": torch.randn(2, 3, 3, 3),
+            },
+        ),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "state"), _corruptions(), ids=[c[0] for c in _corruptions()])
+def test_inconsistent_checkpoints_raise_format_errors(
+    tmp_path: Path, name: str, state: dict[str, torch.Tensor]
+) -> None:
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(FormatError) as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
