@@ -1,0 +1,463 @@
+"""The `metacluster` command: JSON outputs, one-line errors, and the installed script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from metacluster.cli import cli
+
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=ENV)
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # exactly one JSON object on stdout
+    out = json.loads(lines[0])
+    assert isinstance(out, dict)
+    return out
+
+
+def assert_one_line_error(result: Result, *fragments: str, code: int | None = None) -> None:
+    assert result.exit_code != 0
+    if code is not None:
+        assert result.exit_code == code
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A small digits model trained through the CLI (shared by the read-only tests)."""
+    out = tmp_path_factory.mktemp("cli") / "m.safetensors"
+    result = run_json(
+        "train",
+        "--data",
+        "digits",
+        "--family",
+        "bspline",
+        "--width",
+        "64,8,10",
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+    )
+    return out, result
+
+
+class TestTrain:
+    def test_json_report_and_file(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        path, result = trained
+        assert set(result) >= {"metric", "value", "params", "edges", "bytes", "seconds", "out"}
+        assert result["metric"] == "accuracy" and 0.8 < result["value"] <= 1.0
+        assert result["edges"] == 64 * 8 + 8 * 10
+        assert result["params"] == (64 * 8 + 8 * 10) * 9  # G+k+1 = 9 per edge, no biases
+        assert result["bytes"] == path.stat().st_size and result["out"] == str(path)
+
+    def test_eval_confirms_train_number(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        path, result = trained
+        ev = run_json("eval", str(path), "--data", "digits")
+        assert ev["metric"] == "accuracy" and ev["value"] == pytest.approx(
+            result["value"], abs=1e-9
+        )
+
+    def test_inspect(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        path, result = trained
+        info = run_json("inspect", str(path))
+        assert info["family"] == "bspline" and info["format"] == "metacluster"
+        assert info["edges"] == result["edges"] and info["bytes"] == path.stat().st_size
+        assert [(layer["in"], layer["out"], layer["coef_dim"]) for layer in info["layers"]] == [
+            (64, 8, 9),
+            (8, 10, 9),
+        ]
+
+    def test_human_output(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        result = run("inspect", str(trained[0]))
+        assert result.exit_code == 0
+        assert "family: bspline" in result.stdout and "edges: 592" in result.stdout
+
+    def test_regression_with_family_options(self, tmp_path: Path) -> None:
+        out = tmp_path / "r.safetensors"
+        result = run_json(
+            "train",
+            "--data",
+            "eq:xy?n_train=200&n_test=100",
+            "--family",
+            "chebyshev",
+            "--width",
+            "2,3,1",
+            "--degree",
+            "3",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+        )
+        assert result["metric"] == "rmse" and result["value"] > 0
+        assert run_json("inspect", str(out))["layers"][0]["coef_dim"] == 4
+
+    def test_progress_goes_to_stderr(self, tmp_path: Path) -> None:
+        result = run(
+            "train",
+            "--data",
+            "eq:xy?n_train=50&n_test=20",
+            "--family",
+            "bspline",
+            "--width",
+            "2,1",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "p.safetensors"),
+            "--json",
+            "--progress",
+        )
+        assert result.exit_code == 0
+        assert "train" in result.stderr and "2/2" in result.stderr
+        json.loads(result.stdout)
+
+
+class TestErrors:
+    def test_missing_model_file(self, tmp_path: Path) -> None:
+        assert_one_line_error(
+            run("eval", str(tmp_path / "nope.pt"), "--data", "digits"), "nope.pt", code=1
+        )
+
+    def test_bad_width(self, tmp_path: Path) -> None:
+        result = run(
+            "train",
+            "--data",
+            "digits",
+            "--family",
+            "bspline",
+            "--width",
+            "64,x,10",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        )
+        assert_one_line_error(result, "--width", "comma-separated integers", code=2)
+
+    def test_unknown_family(self, tmp_path: Path) -> None:
+        result = run(
+            "train",
+            "--data",
+            "digits",
+            "--family",
+            "squiggle",
+            "--width",
+            "64,10",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        )
+        assert_one_line_error(result, "unknown KAN family 'squiggle'", code=1)
+
+    def test_unsupported_format(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        assert_one_line_error(
+            run("inspect", str(trained[0]), "--format", "tensorflow"),
+            "unsupported format 'tensorflow'",
+        )
+
+    def test_not_a_checkpoint(self, tmp_path: Path) -> None:
+        junk = tmp_path / "junk.pt"
+        junk.write_bytes(b"\x00\x01 definitely not a checkpoint")
+        assert_one_line_error(run("inspect", str(junk)))
+
+    def test_incompatible_dataset(self, trained: tuple[Path, dict[str, Any]]) -> None:
+        result = run("eval", str(trained[0]), "--data", "eq:xy")
+        assert_one_line_error(result, "regression", code=1)
+        result = run("eval", str(trained[0]), "--data", "mnist1d?num_samples=40")
+        assert_one_line_error(result, "64 input features", "40")
+
+    def test_width_does_not_fit_data(self, tmp_path: Path) -> None:
+        result = run(
+            "train",
+            "--data",
+            "digits",
+            "--family",
+            "bspline",
+            "--width",
+            "10,10",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        )
+        assert_one_line_error(result, "first width 10", "64 input features")
+
+    def test_unknown_dataset(self, tmp_path: Path) -> None:
+        result = run(
+            "train",
+            "--data",
+            "imagenet",
+            "--family",
+            "bspline",
+            "--width",
+            "64,10",
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        )
+        assert_one_line_error(result, "no such data set or file: 'imagenet'")
+
+    def test_bad_data_file(self, tmp_path: Path, trained: tuple[Path, dict[str, Any]]) -> None:
+        bad = tmp_path / "bad.npz"
+        np.savez(
+            bad,
+            x_train=np.zeros((3, 64)),
+            y_train=np.zeros(2, np.int64),
+            x_test=np.zeros((1, 64)),
+            y_test=np.zeros(1, np.int64),
+        )
+        assert_one_line_error(
+            run("eval", str(trained[0]), "--data", str(bad)), "3 rows but y_train has 2"
+        )
+
+    def test_missing_required_option(self) -> None:
+        assert_one_line_error(run("eval", "m.safetensors"), "--data", code=2)
+
+    def test_unknown_command(self) -> None:
+        assert_one_line_error(run("frobnicate"), "frobnicate", code=2)
+
+    def test_bad_k(self, trained: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+        result = run(
+            "compress",
+            str(trained[0]),
+            "--data",
+            "digits",
+            "--k",
+            "1",
+            "--out",
+            str(tmp_path / "a.mcz"),
+        )
+        assert_one_line_error(result, "--k", code=2)
+
+    def test_service_commands_without_the_api_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # simulate a core-only install: importing the service fails
+        monkeypatch.setitem(sys.modules, "service.cli", None)
+        assert_one_line_error(run("keys", "create", "--name", "ci"), "metacluster[api]", code=1)
+        assert_one_line_error(run("serve", "--port", "1"), "metacluster[api]", code=1)
+
+
+class TestServiceDelegation:
+    def test_keys_create_prints_id_name_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import types
+
+        calls: list[str] = []
+        fake = types.ModuleType("service.cli")
+
+        def create_key(name: str) -> dict[str, str]:
+            calls.append(name)
+            return {"id": "k1", "name": name, "key": "mc_secret", "extra": "hidden"}
+
+        fake.create_key = create_key  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "service.cli", fake)
+        out = run_json("keys", "create", "--name", "ci")
+        assert out == {"id": "k1", "name": "ci", "key": "mc_secret"} and calls == ["ci"]
+
+    def test_serve_passes_host_and_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import types
+
+        seen: list[tuple[str, int]] = []
+        fake = types.ModuleType("service.cli")
+        fake.serve = lambda host, port: seen.append((host, port))  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "service.cli", fake)
+        assert run("serve", "--host", "0.0.0.0", "--port", "9001").exit_code == 0
+        assert seen == [("0.0.0.0", 9001)]
+
+
+def test_datasets_lists_equations() -> None:
+    out = run_json("datasets")
+    assert "digits" in out["builtin"]
+    assert {"exp_mean_sin_sq_100d", "xy"} <= {e["name"] for e in out["equations"]}
+
+
+class TestCompressEvalExport:
+    def test_compress_then_eval_then_export(
+        self, trained: tuple[Path, dict[str, Any]], tmp_path: Path
+    ) -> None:
+        path, _ = trained
+        artifact = tmp_path / "m.mcz"
+        report = run_json(
+            "compress",
+            str(path),
+            "--data",
+            "digits",
+            "--k",
+            "8",
+            "--out",
+            str(artifact),
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--config",
+            str(_write(tmp_path / "cfg.json", {"regress_steps": 50})),
+        )
+        keys = {"metric", "before", "after", "ratio", "bytes_before", "bytes_after", "k", "stages"}
+        assert keys <= set(report)
+        assert report["k"] == 8 and report["metric"] == "accuracy"
+        assert report["bytes_after"] == artifact.stat().st_size
+        assert report["ratio"] == pytest.approx(report["bytes_before"] / report["bytes_after"])
+        assert report["ratio"] > 5 and report["config"]["regress_steps"] == 50
+        assert all(isinstance(v, float) for v in report["stages"].values())
+        ev = run_json("eval", str(artifact), "--data", "digits")
+        assert ev["kind"] == "artifact" and ev["value"] == pytest.approx(report["after"], abs=1e-6)
+        info = run_json("inspect", str(artifact))
+        assert info["format"] == "artifact" and info["bytes"] == artifact.stat().st_size
+        exported = run_json(
+            "export", str(artifact), "--to", "efficient-kan", "--out", str(tmp_path / "ek.pt")
+        )
+        assert exported["files"] and Path(exported["files"][0]).is_file()
+        again = run_json("eval", exported["files"][0], "--data", "digits")
+        assert again["kind"] == "model" and again["value"] == pytest.approx(ev["value"], abs=1e-9)
+        # an artifact is not compressed twice
+        assert_one_line_error(
+            run(
+                "compress",
+                str(artifact),
+                "--data",
+                "digits",
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "b.mcz"),
+            ),
+            "already a MetaCluster artifact",
+        )
+
+    def test_bad_config_file(self, trained: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+        cfg = _write(tmp_path / "cfg.json", {"no_such_knob": 1})
+        result = run(
+            "compress",
+            str(trained[0]),
+            "--data",
+            "digits",
+            "--k",
+            "4",
+            "--out",
+            str(tmp_path / "a.mcz"),
+            "--config",
+            str(cfg),
+        )
+        assert_one_line_error(result, "no_such_knob")
+
+    def test_d_emb_out_of_range(self, trained: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+        result = run(
+            "compress",
+            str(trained[0]),
+            "--data",
+            "digits",
+            "--k",
+            "4",
+            "--d-emb",
+            "9",
+            "--out",
+            str(tmp_path / "a.mcz"),
+        )
+        assert_one_line_error(result, "d_emb")
+
+
+def _write(path: Path, obj: Any) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def _console_script() -> str:
+    exe = Path(sys.executable).parent / "metacluster"
+    found = str(exe) if exe.exists() else shutil.which("metacluster")
+    if found is None:
+        pytest.skip("the metacluster console script is not installed")
+    return found
+
+
+class TestInstalledScript:
+    def test_real_subprocess_train_and_eval(self, tmp_path: Path) -> None:
+        exe = _console_script()
+        env = {**os.environ, **ENV}
+        out = tmp_path / "s.safetensors"
+        proc = subprocess.run(
+            [
+                exe,
+                "train",
+                "--data",
+                "eq:xy?n_train=100&n_test=50",
+                "--family",
+                "bspline",
+                "--width",
+                "2,2,1",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        trained = json.loads(proc.stdout)
+        proc = subprocess.run(
+            [exe, "eval", str(out), "--data", "eq:xy?n_train=100&n_test=50", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["value"] == pytest.approx(trained["value"], rel=1e-9)
+
+    def test_real_subprocess_one_line_error(self, tmp_path: Path) -> None:
+        proc = subprocess.run(
+            [_console_script(), "inspect", str(tmp_path / "missing.safetensors"), "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **ENV},
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_digits_reaches_96_percent_and_eval_agrees(tmp_path: Path) -> None:
+    """The README's train command: >= 0.96 test accuracy, confirmed by `eval`."""
+    out = tmp_path / "m.safetensors"
+    result = run_json(
+        "train",
+        "--data",
+        "digits",
+        "--family",
+        "bspline",
+        "--width",
+        "64,32,10",
+        "--epochs",
+        "30",
+        "--out",
+        str(out),
+    )
+    assert result["value"] >= 0.96
+    ev = run_json("eval", str(out), "--data", "digits")
+    assert ev["value"] == pytest.approx(result["value"], abs=1e-9)
