@@ -252,8 +252,11 @@ def _execute(
 
     assert claim.model_path is not None
     config = MetaClusterConfig.from_dict(claim.config)
-    model = load_model(claim.model_path)
-    data = load_dataset(claim.dataset, seed=config.seed)
+    # The format detected at upload; sidecars (pykan config, spec.json) lie beside it.
+    model = load_model(claim.model_path, format=claim.model_format)
+    # The data split uses the loader's default seed, as `metacluster compress` and
+    # `metacluster eval` do, so the job's metrics are reproducible with the CLI.
+    data = load_dataset(claim.dataset)
     ckpt_dir = storage.path(checkpoints_key(job_id))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _RecordingCheckpoint(DirectoryCheckpoint(ckpt_dir), reporter)
