@@ -61,22 +61,31 @@ def pykan_prefix(path: Path) -> Path | None:
 
 
 def _spec_beside(path: Path) -> Path | None:
-    for candidate in (path.with_name(path.name + ".spec.json"), path.with_suffix(".spec.json")):
+    candidates = (
+        path.with_name(path.name + ".spec.json"),  # model.pt.spec.json
+        path.with_suffix(".spec.json"),  # model.spec.json
+        path.with_name("spec.json"),  # a folder holding one checkpoint and its spec
+    )
+    for candidate in candidates:
         if candidate.is_file() and candidate != path:
             return candidate
     return None
 
 
-def _load_spec(spec: Mapping[str, Any] | str | Path | None, path: Path) -> dict[str, Any] | None:
+def _load_spec(
+    spec: Mapping[str, Any] | str | Path | None, path: Path
+) -> tuple[dict[str, Any] | None, list[Path]]:
+    """(spec, [the spec file when it lies beside the checkpoint and so is part of it])."""
+    sidecar: list[Path] = []
     if spec is None:
         beside = _spec_beside(path)
         if beside is None:
-            return None
-        spec = beside
+            return None, []
+        spec, sidecar = beside, [beside]
     loaded = read_json(Path(spec)) if isinstance(spec, str | Path) else dict(spec)
     if not isinstance(loaded, dict):
         raise FormatError("a model spec must be a JSON object")
-    return loaded
+    return loaded, sidecar
 
 
 def open_checkpoint(
@@ -99,7 +108,6 @@ def open_checkpoint(
             files=[config_file, state_file],
             tensors=tensors,
             pykan_config=load_pykan_config(text, config_file.name),
-            spec=_load_spec(spec, state_file),
         )
     if path.is_dir():
         weights = next((path / n for n in HF_WEIGHTS if (path / n).is_file()), None)
@@ -111,7 +119,8 @@ def open_checkpoint(
     if not path.is_file():
         raise FormatError(f"no such checkpoint: {path}")
     tensors, metadata = read_tensor_file(path)
-    files = [path]
+    spec_dict, spec_files = _load_spec(spec, path)
+    files = [path, *spec_files]
     hf_config = None
     if path.name in HF_WEIGHTS and (path.parent / "config.json").is_file():
         files.append(path.parent / "config.json")
@@ -124,7 +133,7 @@ def open_checkpoint(
         tensors=tensors,
         metadata=metadata,
         hf_config=hf_config,
-        spec=_load_spec(spec, path),
+        spec=spec_dict,
         ordered=not is_safetensors(path),
     )
 

@@ -167,7 +167,10 @@ def test_spec_given_or_beside_the_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "wrapper.pt.spec.json").write_text(json.dumps(SPEC))
     assert detect_format(path) == "spec"
     assert_same_outputs(ref, load_model(path), x)
+    (tmp_path / "wrapper.pt.spec.json").rename(tmp_path / "spec.json")
+    assert_same_outputs(ref, load_model(path), x)
     info = inspect_model(path)
+    assert info["bytes"] == path.stat().st_size + (tmp_path / "spec.json").stat().st_size
     assert info["family"] == "bspline+chebyshev"
     assert [ly["name"] for ly in info["layers"]] == ["layers.1", "layers.3"]
     learned = sum(p.numel() for n, p in ref.named_parameters() if not n.startswith("aux."))
