@@ -9,31 +9,19 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from fastapi.testclient import TestClient
+from service_builders import make_key
+from service_helpers import RecordingEnqueuer, alembic_config
 
 from service.app import create_app
 from service.db import dispose_engines
 from service.deps import get_enqueuer
 from service.settings import Settings
 
-from .builders import make_key
-
-ROOT = Path(__file__).resolve().parents[2]
 PG_HOST = os.environ.get("METACLUSTER_TEST_PG_HOST", "127.0.0.1")
-
-
-def alembic_config(url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    # configparser interpolates %; URLs may contain escaped characters.
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
 
 
 def _pg_admin_url() -> str | None:
@@ -101,19 +89,6 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
     )
 
 
-class RecordingEnqueuer:
-    """Stands in for Celery in API tests; records (job_id, queue) and can fail on demand."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.hook: Callable[[str, str], None] | None = None
-
-    def __call__(self, job_id: str, queue: str) -> None:
-        if self.hook is not None:
-            self.hook(job_id, queue)
-        self.calls.append((job_id, queue))
-
-
 @pytest.fixture
 def enqueuer() -> RecordingEnqueuer:
     return RecordingEnqueuer()
@@ -135,14 +110,3 @@ def auth(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def other_auth(settings: Settings) -> dict[str, str]:
     return make_key(settings, "bob")
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with this status and stable code."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["code"] == code, body
-    assert body["title"] and body["detail"]
-    return body

@@ -6,12 +6,16 @@ import hashlib
 import os
 
 from fastapi.testclient import TestClient
+from service_helpers import (
+    CONFIG,
+    add_artifact,
+    assert_problem,
+    set_job,
+    upload_dataset,
+    upload_model,
+)
 
 from service.settings import Settings
-
-from .conftest import assert_problem
-from .test_auth import _add_artifact
-from .test_jobs import CONFIG, set_job, upload_dataset, upload_model
 
 
 def test_download_with_checksum_headers(
@@ -20,8 +24,8 @@ def test_download_with_checksum_headers(
     inputs = {"model_id": upload_model(client, auth), "dataset": upload_dataset(client, auth)}
     job_id = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG}).json()["id"]
     data = os.urandom(70_000)
-    sha = _add_artifact(settings, job_id, "model.mcz", data)
-    _add_artifact(settings, job_id, "report.json", b'{"ratio": 3.5}')
+    sha = add_artifact(settings, job_id, "model.mcz", data)
+    add_artifact(settings, job_id, "report.json", b'{"ratio": 3.5}')
     set_job(settings, job_id, status="succeeded", progress=1.0, metrics={"ratio": 3.5})
 
     job = client.get(f"/v1/jobs/{job_id}", headers=auth).json()

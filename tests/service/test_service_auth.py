@@ -6,14 +6,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import CONFIG, add_artifact, assert_problem, upload_dataset, upload_model
 from sqlalchemy import select
 
 from service.auth import create_api_key, generate_api_key, hash_key
-from service.db import ApiKey, Artifact, new_id, session_scope, utcnow
+from service.db import ApiKey, session_scope, utcnow
 from service.settings import Settings
-
-from .conftest import assert_problem
-from .test_jobs import CONFIG, upload_dataset, upload_model
 
 
 class TestKeys:
@@ -86,7 +84,7 @@ class TestTenantIsolation:
             headers=auth,
             json={"model_id": model_id, "dataset": dataset_id, "config": CONFIG},
         ).json()["id"]
-        _add_artifact(settings, job_id, "model.mcz", b"abc")
+        add_artifact(settings, job_id, "model.mcz", b"abc")
         assert client.get(f"/v1/jobs/{job_id}/artifacts/model.mcz", headers=auth).status_code == 200
 
         reads: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -111,21 +109,3 @@ class TestTenantIsolation:
         assert client.get("/v1/jobs", headers=other_auth).json()["items"] == []
         # and A's job is untouched by B's cancel attempt
         assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["cancel_requested"] is False
-
-
-def _add_artifact(settings: Settings, job_id: str, name: str, data: bytes) -> str:
-    """Stand in for the worker: store a file and its Artifact row."""
-    import hashlib
-
-    from service.storage import artifact_key, get_storage
-
-    key = artifact_key(job_id, name)
-    size, sha = get_storage(settings).save_stream(key, [data])
-    assert sha == hashlib.sha256(data).hexdigest()
-    with session_scope(settings) as s:
-        s.add(
-            Artifact(
-                id=new_id("art"), job_id=job_id, name=name, bytes=size, sha256=sha, storage_key=key
-            )
-        )
-    return sha

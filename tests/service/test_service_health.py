@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from service_helpers import CONFIG, set_job, upload_dataset, upload_model
 
 from service.app import create_app
 from service.db import utcnow
 from service.settings import Settings
-
-from .test_jobs import CONFIG, set_job, upload_dataset, upload_model
 
 
 def test_healthz(client: TestClient) -> None:

@@ -6,29 +6,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_helpers import (
+    CONFIG,
+    RecordingEnqueuer,
+    assert_problem,
+    set_job,
+    upload_dataset,
+    upload_model,
+)
 from sqlalchemy import func, select
 
 from service.db import Job, JobEvent, session_scope, utcnow
 from service.settings import Settings
-
-from .builders import efficient_kan_bytes, npz_bytes
-from .conftest import RecordingEnqueuer, assert_problem
-
-OCTET = "application/octet-stream"
-CONFIG = {"k": 4, "meta_epochs": 1, "finetune_epochs": 1}
-
-
-def upload_model(client: TestClient, auth: dict[str, str], widths: list[int] | None = None) -> str:
-    data = efficient_kan_bytes(widths or [4, 5, 3])
-    r = client.post("/v1/models", headers=auth, files={"file": ("m.pt", data, OCTET)})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
-
-
-def upload_dataset(client: TestClient, auth: dict[str, str], **kw: Any) -> str:
-    r = client.post("/v1/datasets", headers=auth, files={"file": ("d.npz", npz_bytes(**kw), OCTET)})
-    assert r.status_code == 201, r.text
-    return str(r.json()["id"])
 
 
 @pytest.fixture
@@ -39,15 +28,6 @@ def inputs(client: TestClient, auth: dict[str, str]) -> dict[str, str]:
 def n_jobs(settings: Settings) -> int:
     with session_scope(settings) as s:
         return int(s.scalar(select(func.count()).select_from(Job)) or 0)
-
-
-def set_job(settings: Settings, job_id: str, **fields: Any) -> None:
-    """Stand in for the worker: write the job row directly."""
-    with session_scope(settings) as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        for k, v in fields.items():
-            setattr(job, k, v)
 
 
 class TestCreate:

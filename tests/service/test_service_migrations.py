@@ -9,11 +9,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from service_helpers import alembic_config
 from sqlalchemy import inspect
 
 from service.db import Base, make_engine
-
-from .conftest import alembic_config
 
 TABLES = {"api_keys", "models", "datasets", "jobs", "job_events", "artifacts"}
 

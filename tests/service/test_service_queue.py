@@ -11,13 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from service_builders import make_key
+from service_helpers import CONFIG, upload_dataset, upload_model
 
 from service.app import create_app
 from service.settings import Settings
 from worker.celery_app import TASK_COMPRESS, get_celery
-
-from .builders import make_key
-from .test_jobs import CONFIG, upload_dataset, upload_model
 
 
 @pytest.fixture(params=["sqlite-broker", "redis"])

@@ -5,17 +5,17 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from fastapi.testclient import TestClient
+from service_builders import efficient_kan_bytes, native_model_bytes, npz_bytes, pykan_files
+from service_helpers import assert_problem
 from sqlalchemy import func, select
 
 from service.db import DatasetRecord, ModelRecord, session_scope
 from service.settings import Settings
-
-from .builders import efficient_kan_bytes, native_model_bytes, npz_bytes, pykan_files
-from .conftest import assert_problem
 
 OCTET = "application/octet-stream"
 
@@ -99,7 +99,7 @@ class TestModelUpload:
         ).encode()
         sent = {"bytes": 0}
 
-        def body():  # type: ignore[no-untyped-def]
+        def body() -> Iterator[bytes]:
             yield head
             for _ in range(settings.max_upload_bytes // 65536 + 4):
                 sent["bytes"] += 65536
