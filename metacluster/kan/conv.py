@@ -99,7 +99,7 @@ class _ConvKAN2d(KANLayer):
                 f"got {tuple(x.shape)}"
             )
         n, c, h, w = x.shape
-        length = self.coef_dim
+        length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
         feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
         feats = feats.reshape(n, c, h, w, length).permute(0, 1, 4, 2, 3)
         feats = feats.reshape(n, c * length, h, w)  # channel = c * L + l

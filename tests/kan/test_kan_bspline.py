@@ -3,10 +3,9 @@ grid caching and grouping, and pykan's own KANLayer/MultKAN where pykan is insta
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from kan_reference import F64, inputs, layer_ref, random_coef_
 
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan import BSplineKANLayer, PyKANLayer
@@ -19,57 +18,6 @@ from metacluster.kan.bspline import (
     uniform_bspline_bases,
     uniform_grid_params,
 )
-
-F64 = torch.float64
-
-
-def basis_ref(c: int, k: int, x: float, knots: list[float]) -> float:
-    """Textbook Cox-de Boor, one basis at one point, half-open support."""
-    if k == 0:
-        return 1.0 if knots[c] <= x < knots[c + 1] else 0.0
-    out = 0.0
-    left = knots[c + k] - knots[c]
-    if left != 0:
-        out += (x - knots[c]) / left * basis_ref(c, k - 1, x, knots)
-    right = knots[c + k + 1] - knots[c + 1]
-    if right != 0:
-        out += (knots[c + k + 1] - x) / right * basis_ref(c + 1, k - 1, x, knots)
-    return out
-
-
-def silu(v: float) -> float:
-    return v / (1.0 + math.exp(-v))
-
-
-def layer_ref(layer: BSplineKANLayer, x: torch.Tensor) -> torch.Tensor:
-    """y[n, o] = sum_i coef[o,i,-1] * act(x) + sum_c coef[o,i,c] * B_c(x), by loops."""
-    coef = layer.coef.detach().to(F64)
-    grid = layer.grid.detach().to(F64).tolist()
-    k = layer.spline_order
-    act = {"silu": silu, "identity": lambda v: v, "zero": lambda v: 0.0}[layer.base_activation]
-    y = torch.zeros(x.shape[0], layer.out_features, dtype=F64)
-    for n in range(x.shape[0]):
-        for o in range(layer.out_features):
-            total = 0.0
-            for i in range(layer.in_features):
-                xv = float(x[n, i])
-                for c in range(layer.n_basis):
-                    total += float(coef[o, i, c]) * basis_ref(c, k, xv, grid[i])
-                if layer.has_base:
-                    total += float(coef[o, i, -1]) * act(xv)
-            y[n, o] = total
-    return y
-
-
-def random_coef_(layer: BSplineKANLayer, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        layer.coef.copy_(torch.randn(layer.coef.shape, generator=gen, dtype=layer.coef.dtype))
-
-
-def inputs(n: int, i: int, lo: float = -1.6, hi: float = 1.6, seed: int = 1) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(n, i, generator=gen, dtype=F64) * (hi - lo) + lo
 
 
 def double_layer(layer: BSplineKANLayer) -> BSplineKANLayer:
