@@ -23,7 +23,7 @@ from metacluster.formats._registry import (
     layers_of,
     register,
 )
-from metacluster.kan import Affine, BSplineKANLayer, KANModel
+from metacluster.kan import Affine, BSplineKANLayer, KANModel, PyKANLayer
 
 
 def bspline_shape(spline_width: int, grid_width: int, where: str) -> tuple[int, int]:
@@ -110,9 +110,14 @@ class EfficientKANFormat(FormatHandler):
         state: dict[str, torch.Tensor] = {}
         for pos, layer in enumerate(layers_of(model, self.name, (BSplineKANLayer,))):
             assert isinstance(layer, BSplineKANLayer)
-            if type(layer) is not BSplineKANLayer or layer.base_activation != "silu":
+            if layer.base_activation != "silu":
                 raise IncompatibleError(
                     f"layer {pos}: efficient-kan holds B-spline layers with a SiLU base only"
+                )
+            if isinstance(layer, PyKANLayer) and not _identity_affines(layer):
+                raise IncompatibleError(
+                    f"layer {pos}: pykan node/subnode scales and biases have no efficient-kan "
+                    "equivalent (they are not identity)"
                 )
             coef = layer.coef.detach()
             # efficient-kan's own layout; spline_scaler = 1 keeps the product exact.
@@ -122,6 +127,18 @@ class EfficientKANFormat(FormatHandler):
             state[f"layers.{pos}.grid"] = layer.grid.detach().clone()
         save_torch_state(state, path)
         return [path]
+
+
+def _identity_affines(layer: PyKANLayer) -> bool:
+    return all(
+        bool(torch.all(getattr(layer, name) == value))
+        for name, value in (
+            ("node_scale", 1.0),
+            ("node_bias", 0.0),
+            ("subnode_scale", 1.0),
+            ("subnode_bias", 0.0),
+        )
+    )
 
 
 def _bias_glue(bias: torch.Tensor) -> Affine:

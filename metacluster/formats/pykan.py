@@ -23,7 +23,7 @@ from metacluster.formats._registry import (
     register,
 )
 from metacluster.formats.efficient_kan import bspline_shape
-from metacluster.kan import KANModel, PyKANLayer
+from metacluster.kan import BSplineKANLayer, KANModel, PyKANLayer
 
 BASE_FUNS = ("silu", "identity", "zero")
 _MAX_LISTED = 8
@@ -217,8 +217,9 @@ class PykanFormat(FormatHandler):
 
     # -- export (pykan 0.2.x saveckpt layout) ---------------------------------
     def export(self, model: KANModel, path: Path) -> list[Path]:
-        layers = layers_of(model, self.name, (PyKANLayer,))
-        pk = [ly for ly in layers if isinstance(ly, PyKANLayer)]
+        # efficient-kan style layers are pykan layers with identity node affines.
+        layers = layers_of(model, self.name, (BSplineKANLayer,))
+        pk = [ly for ly in layers if isinstance(ly, BSplineKANLayer)]
         bases = {ly.base_activation for ly in pk}
         if len(bases) != 1:
             raise IncompatibleError("pykan needs one base function for the whole model")
@@ -227,8 +228,13 @@ class PykanFormat(FormatHandler):
         state: dict[str, Tensor] = {}
         cfg: dict[str, Any] = _export_config(pk, prefix, bases.pop())
         for li, ly in enumerate(pk):
-            for name in ("node_bias", "node_scale", "subnode_bias", "subnode_scale"):
-                state[f"{name}_{li}"] = getattr(ly, name).detach().clone()
+            for name, fill in _AFFINES.items():
+                value = getattr(ly, name, None)
+                state[f"{name}_{li}"] = (
+                    value.detach().clone()
+                    if isinstance(value, Tensor)
+                    else torch.full((ly.out_features,), fill, dtype=ly.coef.dtype)
+                )
         for li, ly in enumerate(pk):
             coef = ly.coef.detach()  # (O, I, L)
             spline = coef[..., : ly.n_basis] if ly.has_base else coef
@@ -255,6 +261,10 @@ class PykanFormat(FormatHandler):
         return [config_file, state_file, cache_file]
 
 
+# MultKAN's per-node affines and their identity values.
+_AFFINES = {"node_bias": 0.0, "node_scale": 1.0, "subnode_bias": 0.0, "subnode_scale": 1.0}
+
+
 def _strip_pykan_suffix(path: Path) -> Path:
     for suffix in ("_config.yml", "_state", "_cache_data"):
         if path.name.endswith(suffix):
@@ -262,7 +272,7 @@ def _strip_pykan_suffix(path: Path) -> Path:
     return path
 
 
-def _export_config(layers: list[PyKANLayer], prefix: Path, base: str) -> dict[str, Any]:
+def _export_config(layers: list[BSplineKANLayer], prefix: Path, base: str) -> dict[str, Any]:
     sizes = [ly.grid_size for ly in layers]
     orders = [ly.spline_order for ly in layers]
     ranges = {tuple(ly.grid_range) for ly in layers}

@@ -16,8 +16,9 @@ import pytest
 import torch
 from formats_helpers import assert_same_outputs, inputs, max_diff
 from reference import pykan_legacy
+from reference.efficient_kan import KAN
 
-from metacluster.errors import FormatError
+from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats import detect_format, export_model, inspect_model, load_model
 from metacluster.kan import PyKANLayer, build_kan
 
@@ -187,3 +188,47 @@ def test_inspect_counts_config_and_state_only(tmp_path: Path) -> None:
     config_and_state = sum((tmp_path / f"m{s}").stat().st_size for s in ("_config.yml", "_state"))
     assert info["bytes"] == config_and_state
     assert info["bytes"] < config_and_state + (tmp_path / "m_cache_data").stat().st_size
+
+
+def test_cross_export_between_efficient_kan_and_pykan(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    ref = KAN([3, 4, 2])
+    torch.save(ref.state_dict(), tmp_path / "eff.pt")
+    x = inputs(50, 3)
+    # efficient-kan -> pykan: real pykan reproduces efficient-kan's outputs
+    export_model(load_model(tmp_path / "eff.pt"), "pykan", tmp_path / "as_pykan")
+    loaded = _quiet(kan.KAN.loadckpt, str(tmp_path / "as_pykan"))
+    assert_same_outputs(ref, lambda t: _pykan_out(loaded, t), x)
+    # pykan (identity node affines) -> efficient-kan
+    src = _make(tmp_path, [3, 4, 2], grid=5, k=3)
+    src.saveckpt(str(tmp_path / "pk"))
+    export_model(load_model(tmp_path / "pk"), "efficient-kan", tmp_path / "as_eff.pt")
+    eff = KAN([3, 4, 2])
+    eff.load_state_dict(torch.load(tmp_path / "as_eff.pt", weights_only=True), strict=True)
+    assert_same_outputs(lambda t: _pykan_out(src, t), eff, x)
+
+
+def test_pykan_node_affines_cannot_go_to_efficient_kan(tmp_path: Path) -> None:
+    model = build_kan("pykan_bspline", [2, 2])
+    layer = model.layers[0]
+    assert isinstance(layer, PyKANLayer)
+    with torch.no_grad():
+        layer.node_bias.fill_(0.5)
+    with pytest.raises(IncompatibleError, match="node/subnode"):
+        export_model(model, "efficient-kan", tmp_path / "x.pt")
+
+
+def test_state_file_alone_and_symbolic_branch_disabled(tmp_path: Path) -> None:
+    src = _make(tmp_path, [2, 2, 1], grid=3, k=3)
+    _quiet(src.fix_symbolic, 0, 0, 1, "x^2", fit_params_bool=False)
+    src.symbolic_enabled = False  # the symbolic branch is then ignored by MultKAN.forward
+    src.saveckpt(str(tmp_path / "off"))
+    x = inputs(30, 2)
+    assert_same_outputs(lambda t: _pykan_out(src, t), load_model(tmp_path / "off"), x)
+    # the state dict alone (no YAML): detected by its keys, silu base assumed
+    alone = tmp_path / "alone" / "weights.pt"
+    alone.parent.mkdir()
+    alone.write_bytes((tmp_path / "off_state").read_bytes())
+    assert detect_format(alone) == "pykan"
+    with pytest.raises(FormatError, match="symbolic edge"):
+        load_model(alone)  # without the config the symbolic branch counts as enabled
