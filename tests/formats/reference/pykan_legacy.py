@@ -50,7 +50,10 @@ def make_state(
         knots = torch.linspace(-1, 1, grid + 1, dtype=dtype)
         # a per-input grid update moved the knots (same row for every output of an input)
         shift = torch.rand(n_in, 1, generator=gen, dtype=dtype) * 0.2
-        per_input = knots[None, :] * (1.0 + shift)
+        warped = (
+            knots.sign() * knots.abs() ** 1.3
+        )  # non-uniform, as update_grid_from_samples leaves it
+        per_input = warped[None, :] * (1.0 + shift)
         state[f"act_fun.{li}.grid"] = per_input.repeat(n_out, 1)  # row o*I + i -> input i
         state[f"act_fun.{li}.coef"] = torch.randn(size, grid + k, generator=gen, dtype=dtype) * 0.3
         state[f"act_fun.{li}.scale_base"] = torch.randn(size, generator=gen, dtype=dtype)
