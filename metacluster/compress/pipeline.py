@@ -59,7 +59,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 @dataclass
-class _Context:
+class Context:
     source: KANModel  # fp32 CPU copy of the user's model, never trained
     work: KANModel  # trained in place by the stages
     data: Dataset
@@ -84,7 +84,7 @@ def _fingerprint(model: KANModel, config: MetaClusterConfig, method: str) -> str
     return h.hexdigest()
 
 
-def _load(ctx: _Context, stage: str) -> dict[str, Any] | None:
+def _load(ctx: Context, stage: str) -> dict[str, Any] | None:
     if ctx.checkpoint is None:
         return None
     state = ctx.checkpoint.load(stage)
@@ -93,7 +93,7 @@ def _load(ctx: _Context, stage: str) -> dict[str, Any] | None:
     return state
 
 
-def _save(ctx: _Context, stage: str, state: dict[str, Any]) -> None:
+def _save(ctx: Context, stage: str, state: dict[str, Any]) -> None:
     if ctx.checkpoint is not None:
         ctx.checkpoint.save(stage, {"fingerprint": ctx.fingerprint, **state})
 
@@ -113,7 +113,7 @@ def _functional(model: KANModel, coefs: dict[str, Tensor]) -> dict[str, Tensor]:
     return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
 
 
-def _meta_stage(ctx: _Context, method: str) -> tuple[dict[str, Tensor], float | None]:
+def _meta_stage(ctx: Context, method: str) -> tuple[dict[str, Tensor], float | None]:
     """Generated vectors of every compressed layer (the source vectors for plain K-means)."""
     modules = dict(ctx.work.kan_layers())
     if method != "metacluster":
@@ -146,7 +146,7 @@ def _meta_stage(ctx: _Context, method: str) -> tuple[dict[str, Tensor], float | 
     return gen, value
 
 
-def _kmeans_stage(ctx: _Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
+def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
     stage = f"kmeans_k{k}"
     state = _load(ctx, stage)
     if state is not None:
@@ -178,7 +178,7 @@ def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
     return out
 
 
-def _finetune_stage(ctx: _Context, quant: QuantizedCoefficients, k: int) -> QuantizedCoefficients:
+def _finetune_stage(ctx: Context, quant: QuantizedCoefficients, k: int) -> QuantizedCoefficients:
     stage = f"finetune_k{k}"
     state = _load(ctx, stage)
     if state is not None:
@@ -216,14 +216,14 @@ def _recommend(
     return None
 
 
-def _prepare(
+def prepare(
     model: KANModel,
     config: MetaClusterConfig,
     data: Dataset,
     hooks: StageHooks,
     checkpoint: StageCheckpoint | None,
     method: str,
-) -> _Context:
+) -> Context:
     if not isinstance(model, KANModel):
         raise ConfigError("compress() needs a metacluster KANModel")
     if not isinstance(config, MetaClusterConfig):
@@ -244,7 +244,7 @@ def _prepare(
     teacher = None
     if config.distill > 0:
         teacher = predict(work, data.x_train.to(device)).detach()
-    return _Context(
+    return Context(
         source,
         work,
         data,
@@ -261,6 +261,50 @@ def _prepare(
     )
 
 
+def finish_report(
+    ctx: Context,
+    compressed: CompressedKAN,
+    k: int,
+    stages: dict[str, float],
+    bytes_before: int,
+    how: str,
+    method: str,
+    metric_meta: float | None,
+    metric_km: float | None,
+) -> CompressionReport:
+    """Evaluate the compressed model and measure its artifact (same accounting for all methods)."""
+    from metacluster.artifact import artifact_bytes
+
+    config = ctx.config
+    _, after = evaluate_model(compressed, ctx.data, torch.device("cpu"))
+    report = CompressionReport(
+        metric=ctx.metric,
+        before=ctx.before,
+        after=after,
+        k=k,
+        bytes_before=bytes_before,
+        bytes_after=0,
+        ratio=0.0,
+        param_ratio=param_ratio(ctx.source, compressed, config.codebook_dtype, config.other_dtype),
+        stages={name: round(t, 3) for name, t in stages.items()},
+        layers=[],
+        seed=config.seed,
+        config=config.to_dict(),
+        method=method,
+        mode=config.mode,
+        device=str(ctx.device),
+        bytes_before_source=how,
+        metric_meta=metric_meta,
+        metric_kmeans=metric_km,
+        versions=library_versions(),
+    )
+    t0 = time.perf_counter()
+    report.bytes_after = len(artifact_bytes(compressed, report))
+    report.stages["artifact"] = round(time.perf_counter() - t0, 3)
+    report.ratio = bytes_before / report.bytes_after
+    return report
+
+
 def _run(
     model: KANModel,
     config: MetaClusterConfig,
@@ -269,10 +313,8 @@ def _run(
     checkpoint: StageCheckpoint | None,
     method: str,
 ) -> tuple[CompressedKAN, CompressionReport]:
-    from metacluster.artifact import artifact_bytes
-
     t_start = time.perf_counter()
-    ctx = _prepare(model, config, data, hooks, checkpoint, method)
+    ctx = prepare(model, config, data, hooks, checkpoint, method)
     t0 = time.perf_counter()
     gen, metric_meta = _meta_stage(ctx, method)
     t_meta = time.perf_counter() - t0
@@ -298,34 +340,17 @@ def _run(
         quant = _finetune_stage(ctx, quant, k)
         t_ft = time.perf_counter() - t0
         compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
-        _, after = evaluate_model(compressed, data, torch.device("cpu"))
-        report = CompressionReport(
-            metric=ctx.metric,
-            before=ctx.before,
-            after=after,
-            k=k,
-            bytes_before=bytes_before,
-            bytes_after=0,
-            ratio=0.0,
-            param_ratio=param_ratio(
-                ctx.source, compressed, config.codebook_dtype, config.other_dtype
-            ),
-            stages={"meta": round(t_meta, 3), "kmeans": round(t_km, 3), "finetune": round(t_ft, 3)},
-            layers=[],
-            seed=config.seed,
-            config=config.to_dict(),
-            method=method,
-            mode=config.mode,
-            device=str(ctx.device),
-            bytes_before_source=how,
-            metric_meta=metric_meta,
-            metric_kmeans=metric_km,
-            versions=library_versions(),
+        report = finish_report(
+            ctx,
+            compressed,
+            k,
+            {"meta": t_meta, "kmeans": t_km, "finetune": t_ft},
+            bytes_before,
+            how,
+            method,
+            metric_meta,
+            metric_km,
         )
-        t0 = time.perf_counter()
-        report.bytes_after = len(artifact_bytes(compressed, report))
-        report.stages["artifact"] = round(time.perf_counter() - t0, 3)
-        report.ratio = bytes_before / report.bytes_after
         results.append((compressed, report))
     rows = [
         {
@@ -343,11 +368,8 @@ def _run(
     if recommended is not None:
         chosen = next(i for i, (_, r) in enumerate(results) if r.k == recommended)
     else:  # nothing within max_drop: hand back the most accurate K
-        better = (lambda a, b: a > b) if ctx.metric == "accuracy" else (lambda a, b: a < b)
-        chosen = 0
-        for i, (_, r) in enumerate(results):
-            if better(r.after, results[chosen][1].after):
-                chosen = i
+        sign = 1.0 if ctx.metric == "accuracy" else -1.0
+        chosen = max(range(len(results)), key=lambda i: sign * results[i][1].after)
     compressed, report = results[chosen]
     report.sweep = rows if len(rows) > 1 else []
     report.recommended_k = recommended

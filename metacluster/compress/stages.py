@@ -195,7 +195,7 @@ def train_functional(
                 if extra is not None:
                     loss = loss + extra
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             running += float(loss.detach()) * int(idx.numel())
@@ -225,8 +225,12 @@ class MetaLearner(nn.Module):
         self.register_buffer("mean", mean.clone())
         self.register_buffer("std", std.clone())
 
+    mean: Tensor
+    std: Tensor
+
     def normalized(self) -> Tensor:
-        return self.fc2(torch.relu(self.fc1(self.z)))
+        out: Tensor = self.fc2(torch.relu(self.fc1(self.z)))
+        return out
 
     def forward(self) -> Tensor:
         return self.mean + self.std * self.normalized()  # (n_edges, L)
@@ -310,7 +314,7 @@ def regress_meta_learners(
             torch.zeros((), device=targets[0].device),
         )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
         sched.step()
         loss_v = float(loss.detach()) / len(learners)
@@ -349,7 +353,8 @@ def run_meta_stage(
     extra = None
     if config.cluster_weight > 0 and cluster_groups is not None:
         extra = _cluster_pull(model, groups, learners, base, cluster_groups, config, device)
-    params = [p for ml in learners for p in ml.parameters()] + other_parameters(model, layers)
+    params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
+    params += other_parameters(model, layers)
     train_functional(
         "meta",
         model,
@@ -409,9 +414,10 @@ class SoftQuantizer(nn.Module):
         self.frac = 0.0
 
     def _distances(self, gi: int, v: Tensor) -> Tensor:
-        c = self.centroids[gi]
+        c: Tensor = self.centroids[gi]
         diff = (v[:, None, :] - c[None, :, :]) / self.scales[gi]
-        return (diff**2).mean(-1)  # (n, K)
+        out: Tensor = (diff**2).mean(-1)  # (n, K)
+        return out
 
     def forward(self, gen: dict[str, Tensor], hard: bool = False) -> dict[str, Tensor]:
         out = dict(gen)
@@ -462,7 +468,7 @@ def _soft_cluster_training(
         q = soft(generated_coefficients(model, groups, learners, base))
         return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
 
-    params = [p for ml in learners for p in ml.parameters()]
+    params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
     params += [*soft.parameters(), *other_parameters(model, layers)]
     train_functional(
         "soft",
@@ -480,7 +486,10 @@ def _soft_cluster_training(
         on_epoch=on_epoch,
     )
     with torch.no_grad():
-        return soft(generated_coefficients(model, groups, learners, base), hard=True)
+        hard: dict[str, Tensor] = soft(
+            generated_coefficients(model, groups, learners, base), hard=True
+        )
+    return hard
 
 
 def _cluster_pull(
@@ -516,7 +525,8 @@ def _cluster_pull(
             vec = g.gather(gen)
             scale = vec.detach().std(0, unbiased=False).clamp_min(1e-6)
             total = total + (((vec - tgt) / scale) ** 2).mean()
-        return config.cluster_weight * ramp * total / len(cgroups)
+        result: Tensor = config.cluster_weight * ramp * total / len(cgroups)
+        return result
 
     return term
 
@@ -575,7 +585,7 @@ def run_finetune_stage(
     torch.manual_seed(config.seed * 1000 + SEED_FINETUNE)
     modules = dict(model.kan_layers())
     names = coefficient_names(model, quant.layers)
-    cents = [
+    cents: list[Tensor] = [
         nn.Parameter(cb.centroids.detach().clone().float().to(device)) for cb in quant.codebooks
     ]
     for cb in quant.codebooks:
