@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 
 from metacluster.errors import ConfigError, DatasetError, IncompatibleError, MetaClusterError
 from service.db.base import utcnow
-from service.db.models import FINISHED_STATUSES, ApiKey, Artifact, Job, JobEvent, ModelRecord
+from service.db.models import (
+    FINISHED_STATUSES,
+    ApiKey,
+    Artifact,
+    Job,
+    JobEvent,
+    ModelRecord,
+    new_id,
+)
 from service.errors import IdempotencyConflictError, JobStateError, NotFoundError
 from service.repositories import ArtifactRepository, JobEventRepository, JobRepository
 from service.services.datasets import DatasetMeta, get_dataset
@@ -253,7 +261,7 @@ def create_job(
 
     valid = validate_job(session, owner, settings, model_id, dataset, config)
     job = Job(
-        id=_new_job_id(),
+        id=new_id("job"),
         owner_id=owner.id,
         model_id=valid.model.id,
         dataset=dataset,
@@ -284,12 +292,6 @@ def create_job(
     job_id, queue = job.id, job.queue
     after_commit(session, lambda: enqueue(job_id, queue))
     return job, False
-
-
-def _new_job_id() -> str:
-    from service.db.models import new_id
-
-    return new_id("job")
 
 
 # -- reads and cancel ---------------------------------------------------------

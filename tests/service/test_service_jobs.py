@@ -390,3 +390,45 @@ class TestCancel:
         ]
         set_job(settings, job_id, status=status, finished_at=utcnow())
         assert_problem(client.post(f"/v1/jobs/{job_id}/cancel", headers=auth), 409, "job_finished")
+
+
+class TestIdempotencyRace:
+    def test_losing_the_unique_race_replays_the_winner(
+        self,
+        client: TestClient,
+        auth: dict[str, str],
+        inputs: dict[str, str],
+        settings: Settings,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Two requests with one key both pass the lookup; the second hits the constraint."""
+        from service.auth import authenticate
+        from service.repositories import JobRepository
+        from service.services import jobs as job_service
+
+        hdrs = {**auth, "Idempotency-Key": "race"}
+        winner = client.post("/v1/jobs", headers=hdrs, json={**inputs, "config": CONFIG}).json()
+        real_lookup = JobRepository.get_by_idempotency_key
+        calls = {"n": 0}
+
+        def stale_first_lookup(self: JobRepository, owner_id: str, key: str) -> Job | None:
+            calls["n"] += 1
+            return None if calls["n"] == 1 else real_lookup(self, owner_id, key)
+
+        monkeypatch.setattr(JobRepository, "get_by_idempotency_key", stale_first_lookup)
+        sent: list[tuple[str, str]] = []
+        with session_scope(settings) as s:
+            owner = authenticate(s, auth["Authorization"])
+            job, replayed = job_service.create_job(
+                s,
+                owner,
+                settings,
+                lambda j, q: sent.append((j, q)),
+                model_id=inputs["model_id"],
+                dataset=inputs["dataset"],
+                config=CONFIG,
+                idempotency_key="race",
+            )
+            assert (job.id, replayed) == (winner["id"], True)
+        assert calls["n"] == 2 and sent == []
+        assert len(client.get("/v1/jobs", headers=auth).json()["items"]) == 1
