@@ -134,7 +134,7 @@ class TestCompatibility:
 
     def test_regression_target_count(self, xy: Dataset) -> None:
         model = build_kan("bspline", [2, 3])
-        with pytest.raises(IncompatibleError, match="3 outputs but .* 1 regression targets"):
+        with pytest.raises(IncompatibleError, match=r"3 outputs but .* 1 regression targets"):
             check_compatible(model, xy)
 
     def test_task_recorded_in_meta(self, digits: Dataset) -> None:
@@ -214,3 +214,14 @@ def test_resolve_device() -> None:
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("tpu-please")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("family", "floor"), [("bspline", 0.96), ("rbf", 0.93), ("chebyshev", 0.93), ("fourier", 0.93)]
+)
+def test_families_train_well_on_digits(digits: Dataset, family: str, floor: float) -> None:
+    torch.manual_seed(0)
+    model = build_model_for(digits, family, [64, 32, 10])
+    result = train_model(model, digits, epochs=30)
+    assert result["value"] >= floor, result
