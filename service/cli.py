@@ -177,6 +177,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         if settings.broker.startswith(("sqla+", "filesystem:")):
             recover_jobs(settings)
+        # Inspecting uploads and validating jobs need torch, the format readers and the
+        # data loaders: import them now, not inside the first request.
+        from service.job_runner import warm_up
+
+        warm_up()
         config = uvicorn.Config(
             "service.app:create_app", factory=True, host=host, port=port, log_level="info"
         )

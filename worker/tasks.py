@@ -6,8 +6,10 @@ Registered with ``shared_task`` so every app built by ``get_celery`` knows them.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
 
 from worker.celery_app import TASK_COMPRESS
 
@@ -25,3 +27,11 @@ def compress_job(job_id: str) -> str:
     status = run_job(job_id)
     log.info("job %s finished: %s", job_id, status)
     return status
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator,misc]
+def _warm_up(**_kwargs: Any) -> None:
+    # Before the worker takes its first message, so no job pays the library imports.
+    from service.job_runner import warm_up
+
+    warm_up()
