@@ -72,6 +72,17 @@ class TestModelUpload:
         body = r.json()
         assert body["format"] == "pykan" and body["edges"] == 2 * 3 + 3 * 1
         assert body["bytes"] == config.stat().st_size + state.stat().st_size
+        # the same pair named by fields `config` + `state` is the same checkpoint
+        named = client.post(
+            "/v1/models",
+            headers=auth,
+            files=[
+                ("config", (config.name, config.read_bytes(), "application/x-yaml")),
+                ("state", (state.name, state.read_bytes(), OCTET)),
+            ],
+        )
+        assert named.status_code == 201, named.text
+        assert named.json()["sha256"] == body["sha256"] and named.json()["id"] != body["id"]
         with session_scope(settings) as s:
             row = s.get(ModelRecord, body["id"])
             assert row is not None and row.storage_key.endswith("m_state")
@@ -167,6 +178,29 @@ class TestModelUpload:
         )
         assert not marker.exists()
         assert _stored_files(settings) == []
+
+    def test_two_weight_files_are_ambiguous(self, client: TestClient, auth: dict[str, str]) -> None:
+        data = efficient_kan_bytes([2, 2])
+        files = [("file", ("a.pt", data, OCTET)), ("file", ("b.pt", data, OCTET))]
+        r = client.post("/v1/models", headers=auth, files=files)
+        assert "a.pt" in assert_problem(r, 422, "validation_error")["detail"]
+
+    def test_explicit_format_is_honoured(self, client: TestClient, auth: dict[str, str]) -> None:
+        data = efficient_kan_bytes([2, 3, 2])
+        ok = client.post(
+            "/v1/models",
+            headers=auth,
+            data={"format": "efficient-kan"},
+            files={"file": ("m.pt", data, OCTET)},
+        )
+        assert ok.status_code == 201 and ok.json()["format"] == "efficient-kan"
+        wrong = client.post(
+            "/v1/models",
+            headers=auth,
+            data={"format": "pykan"},
+            files={"file": ("m.pt", data, OCTET)},
+        )
+        assert wrong.status_code == 422 and wrong.json()["code"] == "unsupported_format"
 
     def test_missing_file_field_is_422(self, client: TestClient, auth: dict[str, str]) -> None:
         r = client.post(
