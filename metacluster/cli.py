@@ -322,6 +322,14 @@ def inspect(model_path: str, fmt: str, as_json: bool) -> None:
             "edges": model.n_edges(),
             "params": model.n_params(),
             "bytes": Path(model_path).stat().st_size,
+            # what the artifact stores instead of the dense vectors above
+            "method": manifest.get("method"),
+            "source_format": model.meta.get("format"),
+            "codebooks": [
+                {"k": cb.get("k"), "edges": cb.get("n"), "bits": cb.get("b")}
+                for cb in manifest.get("cb", [])
+            ],
+            "metrics": manifest.get("metrics"),
             "manifest_version": manifest.get("v"),
         }
         _emit(info, as_json)
@@ -473,10 +481,11 @@ def compress(
 @json_option
 def export(source: str, to: str, out: str, as_json: bool) -> None:
     """Write a dense checkpoint of an artifact (or model) in a library's own layout."""
-    from metacluster.formats import export_model
+    from metacluster.formats import FORMATS, export_model
 
+    if to not in FORMATS:
+        raise ConfigError(f"unsupported export format {to!r}; supported: {', '.join(FORMATS)}")
     model, kind = _load_any(source, "auto")
-    _check_format(to)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     files = export_model(model, to, path)

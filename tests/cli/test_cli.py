@@ -322,6 +322,13 @@ class TestCompressEvalExport:
         assert ev["kind"] == "artifact" and ev["value"] == pytest.approx(report["after"], abs=1e-6)
         info = run_json("inspect", str(artifact))
         assert info["format"] == "artifact" and info["bytes"] == artifact.stat().st_size
+        assert info["method"] == "metacluster" and info["edges"] == 592
+        assert sum(cb["edges"] for cb in info["codebooks"]) == 592
+        assert {cb["k"] for cb in info["codebooks"]} == {8}
+        assert_one_line_error(
+            run("export", str(artifact), "--to", "onnx", "--out", str(tmp_path / "x")),
+            "unsupported export format 'onnx'",
+        )
         exported = run_json(
             "export", str(artifact), "--to", "efficient-kan", "--out", str(tmp_path / "ek.pt")
         )
