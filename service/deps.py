@@ -67,14 +67,22 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bea
 
 
 def current_key(
-    session: SessionDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     request: Request,
 ) -> ApiKey:
+    """The caller's key, read in its own short session and returned detached.
+
+    Not on the request session: an upload route would otherwise hold a database
+    connection (idle in transaction) for as long as the client takes to send the body.
+    """
     header = request.headers.get("authorization")
     if credentials is not None:
         header = f"Bearer {credentials.credentials}"
-    return authenticate(session, header)
+    with get_sessionmaker(settings)() as session:
+        key = authenticate(session, header)
+        session.expunge(key)
+    return key
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
