@@ -10,15 +10,25 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
+from sqlalchemy.exc import OperationalError
 
 from worker.celery_app import TASK_COMPRESS
 
 log = logging.getLogger(__name__)
 
 
-# Celery's decorators are untyped.
+# Celery's decorators are untyped. A database that is briefly unreachable must not
+# leave the job stuck: the task is retried (a new message) and the runner resumes it.
 @shared_task(  # type: ignore[untyped-decorator,misc]
-    name=TASK_COMPRESS, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    name=TASK_COMPRESS,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=5,
 )
 def compress_job(job_id: str) -> str:
     """Run compression job ``job_id`` to a final status; returns that status."""

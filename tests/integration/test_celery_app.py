@@ -1,0 +1,58 @@
+"""The Celery app's delivery semantics and routing, read from its configuration.
+
+The behaviour they buy (re-delivery, resume) is exercised with real workers elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.settings import Settings
+from worker.celery_app import TASK_COMPRESS, get_celery, make_celery
+
+
+def test_late_acks_one_message_at_a_time_json_only(tmp_path: Path) -> None:
+    app = make_celery(Settings(data_dir=tmp_path))
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+    assert conf.result_backend is None and conf.task_ignore_result
+    assert conf.task_default_queue == "cpu"
+
+
+def test_task_is_registered_by_name_with_late_acks(tmp_path: Path) -> None:
+    app = make_celery(Settings(data_dir=tmp_path))
+    app.loader.import_default_modules()
+    task = app.tasks[TASK_COMPRESS]
+    assert task.acks_late and task.reject_on_worker_lost
+    assert task.name == "metacluster.compress_job"
+
+
+def test_redis_visibility_timeout_follows_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/3", broker_visibility_timeout_s=8
+    )
+    options = make_celery(settings).conf.broker_transport_options
+    assert options["visibility_timeout"] == 8
+    # Restores are scanned often enough to notice a dead worker soon after the timeout.
+    assert options["unacked_restore_interval"] == 2 and options["unacked_restore_throttle"] == 1
+
+
+def test_embedded_broker_is_polled_fast_and_has_no_remote_control(tmp_path: Path) -> None:
+    from kombu.transport import sqlalchemy as sqla_transport
+
+    app = make_celery(Settings(data_dir=tmp_path))
+    assert app.conf.broker_url == f"sqla+sqlite:///{tmp_path}/broker.db"
+    # kombu passes this transport's options to create_engine(); the interval is set on the class.
+    assert app.conf.broker_transport_options == {}
+    assert sqla_transport.Transport.polling_interval <= 0.25
+    assert app.conf.worker_enable_remote_control is False
+
+
+def test_get_celery_is_cached_per_settings(tmp_path: Path) -> None:
+    a = Settings(data_dir=tmp_path / "a")
+    b = Settings(data_dir=tmp_path / "b")
+    assert get_celery(a) is get_celery(a)
+    assert get_celery(a) is not get_celery(b)
+    assert get_celery(b).conf.broker_url.endswith("/b/broker.db")
