@@ -64,14 +64,14 @@ QUICK_ROWS = [
         "bspline",
         [64, 16, 10],
         3,
-        config={"regress_steps": 30, "meta_epochs": 1, "finetune_epochs": 1},
+        config={"regress_steps": 30, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1},
     ),
     Row(
         "eq:xy",
         "bspline",
         [2, 8, 1],
         5,
-        config={"regress_steps": 30, "meta_epochs": 1, "finetune_epochs": 1},
+        config={"regress_steps": 30, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1},
     ),
 ]
 FULL_KS = [4, 8, 16, 32]

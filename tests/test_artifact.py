@@ -30,6 +30,7 @@ def _config(**kw: Any) -> MetaClusterConfig:
         "k": 8,
         "regress_steps": 30,
         "meta_epochs": 1,
+        "soft_epochs": 1,
         "finetune_epochs": 1,
         "kmeans_iters": 5,
         "kmeans_restarts": 1,

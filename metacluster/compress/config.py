@@ -49,10 +49,10 @@ class MetaClusterConfig:
     cluster_weight: float = 0.0
     # Clustering-aware epochs after meta training: the KAN runs on soft (annealed)
     # K-means assignments of the generated vectors to learnable centroids (DKM-style).
-    soft_epochs: int = 0
+    soft_epochs: int = 30
     # Codebook fine-tuning: centroids + other params, indices frozen.
-    finetune_epochs: int = 15
-    finetune_lr: float = 3e-3
+    finetune_epochs: int = 5
+    finetune_lr: float = 1e-3
     batch_size: int = 256
     # per_layer: one codebook per (layer, grid group); global: one per grid group.
     scope: str = "per_layer"

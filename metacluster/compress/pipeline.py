@@ -33,16 +33,19 @@ from metacluster.compress.report import (
     source_bytes,
 )
 from metacluster.compress.stages import (
+    MetaResult,
     Progress,
     ShouldStop,
     StageHooks,
     check_compatible,
     evaluate_model,
+    init_meta_learners,
     predict,
     round_other_parameters,
     run_finetune_stage,
     run_kmeans_stage,
     run_meta_stage,
+    run_soft_stage,
 )
 from metacluster.data.dataset import Dataset
 from metacluster.errors import ConfigError
@@ -113,37 +116,87 @@ def _functional(model: KANModel, coefs: dict[str, Tensor]) -> dict[str, Tensor]:
     return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
 
 
-def _meta_stage(ctx: Context, method: str) -> tuple[dict[str, Tensor], float | None]:
-    """Generated vectors of every compressed layer (the source vectors for plain K-means)."""
-    modules = dict(ctx.work.kan_layers())
+def _meta_groups(ctx: Context) -> list[EdgeGroup]:
+    cfg = ctx.config
+    if cfg.meta_scope == cfg.scope:
+        return ctx.groups
+    return build_groups(ctx.work, ctx.layers, cfg.meta_scope)
+
+
+def _meta_stage(ctx: Context, method: str) -> tuple[MetaResult | None, float | None]:
+    """Stage 1 (restored from its checkpoint when present); None for plain K-means."""
     if method != "metacluster":
-        return {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}, None
+        return None, None
     state = _load(ctx, "meta")
     if state is not None:
         _restore_state(ctx.work, state)
+        modules = dict(ctx.work.kan_layers())
+        base = {
+            n: modules[n].edge_view(n).coefficients.detach().clone().float() for n in ctx.layers
+        }
+        groups = _meta_groups(ctx)
+        learners = init_meta_learners(groups, base, ctx.config)
+        for i, ml in enumerate(learners):
+            prefix = f"learner{i}."
+            ml.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+            ml.to(ctx.device)
         gen = {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
+        meta = MetaResult(gen, learners, groups, {n: t.to(ctx.device) for n, t in base.items()})
         ctx.hooks.report("meta", 1, 1, None)
     else:
-        cfg = ctx.config
-        meta_groups = (
-            ctx.groups
-            if cfg.meta_scope == cfg.scope
-            else build_groups(ctx.work, ctx.layers, cfg.meta_scope)
-        )
-        gen = run_meta_stage(
+        meta = run_meta_stage(
             ctx.work,
             ctx.data,
             ctx.layers,
-            meta_groups,
-            cfg,
+            _meta_groups(ctx),
+            ctx.config,
             teacher=ctx.teacher,
             device=ctx.device,
             hooks=ctx.hooks,
             cluster_groups=ctx.groups,
         )
-        _save(ctx, "meta", {**{f"gen.{n}": g for n, g in gen.items()}, **_state_tensors(ctx.work)})
-    _, value = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, gen))
-    return gen, value
+        _save(
+            ctx,
+            "meta",
+            {
+                **{f"gen.{n}": g for n, g in meta.vectors.items()},
+                **meta.learner_state(),
+                **_state_tensors(ctx.work),
+            },
+        )
+    _, value = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, meta.vectors))
+    return meta, value
+
+
+def _source_vectors(ctx: Context) -> dict[str, Tensor]:
+    modules = dict(ctx.work.kan_layers())
+    return {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
+
+
+def _soft_stage(ctx: Context, meta: MetaResult, k: int) -> dict[str, Tensor]:
+    """Clustering-aware training for this K (config.soft_epochs > 0)."""
+    stage = f"soft_k{k}"
+    state = _load(ctx, stage)
+    if state is not None:
+        _restore_state(ctx.work, state)
+        ctx.hooks.report("soft", 1, 1, None)
+        return {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
+    gen = run_soft_stage(
+        ctx.work,
+        ctx.data,
+        ctx.layers,
+        meta,
+        ctx.groups,
+        k,
+        ctx.config,
+        teacher=ctx.teacher,
+        device=ctx.device,
+        hooks=ctx.hooks,
+    )
+    _save(ctx, stage, {**{f"gen.{n}": g for n, g in gen.items()}, **_state_tensors(ctx.work)})
+    return gen
 
 
 def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
@@ -316,13 +369,21 @@ def _run(
     t_start = time.perf_counter()
     ctx = prepare(model, config, data, hooks, checkpoint, method)
     t0 = time.perf_counter()
-    gen, metric_meta = _meta_stage(ctx, method)
+    meta, metric_meta = _meta_stage(ctx, method)
     t_meta = time.perf_counter() - t0
     meta_state = {k: v.detach().clone() for k, v in ctx.work.state_dict().items()}
     bytes_before, how = source_bytes(ctx.source)
     results: list[tuple[CompressedKAN, CompressionReport]] = []
     for k in config.ks:
         ctx.work.load_state_dict(meta_state)
+        t0 = time.perf_counter()
+        if meta is None:
+            gen = _source_vectors(ctx)
+        elif ctx.config.soft_epochs > 0:
+            gen = _soft_stage(ctx, meta, k)
+        else:
+            gen = meta.vectors
+        t_soft = time.perf_counter() - t0
         t0 = time.perf_counter()
         quant = _kmeans_stage(ctx, gen, k)
         quant.method = method
@@ -344,7 +405,7 @@ def _run(
             ctx,
             compressed,
             k,
-            {"meta": t_meta, "kmeans": t_km, "finetune": t_ft},
+            {"meta": t_meta, "soft": t_soft, "kmeans": t_km, "finetune": t_ft},
             bytes_before,
             how,
             method,

@@ -4,6 +4,7 @@ functions you can call on their own, plus the task/distillation training loop th
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -323,6 +324,24 @@ def regress_meta_learners(
     return loss_v
 
 
+@dataclass
+class MetaResult:
+    """What stage 1 hands on: generated vectors, and the meta-learners that made them
+    (the clustering-aware stage keeps training them)."""
+
+    vectors: dict[str, Tensor]
+    learners: list[MetaLearner]
+    groups: list[EdgeGroup]
+    base: dict[str, Tensor]
+
+    def learner_state(self) -> dict[str, Tensor]:
+        return {
+            f"learner{i}.{k}": v.detach().cpu()
+            for i, ml in enumerate(self.learners)
+            for k, v in ml.state_dict().items()
+        }
+
+
 def run_meta_stage(
     model: KANModel,
     data: Dataset,
@@ -334,9 +353,9 @@ def run_meta_stage(
     device: torch.device,
     hooks: StageHooks,
     cluster_groups: list[EdgeGroup] | None = None,
-) -> dict[str, Tensor]:
-    """Stage 1. Trains meta-learners (and the model's other params, in place) and
-    returns the generated (n, L) vectors of every compressed layer."""
+) -> MetaResult:
+    """Stage 1. Trains meta-learners (and the model's other params, in place); returns
+    them with the generated (n, L) vectors of every compressed layer."""
     torch.manual_seed(config.seed * 1000 + SEED_META)
     modules = dict(model.kan_layers())
     names = coefficient_names(model, layers)
@@ -372,21 +391,7 @@ def run_meta_stage(
     )
     with torch.no_grad():
         gen = generated_coefficients(model, groups, learners, base)
-    if config.soft_epochs > 0 and cluster_groups is not None:
-        gen = _soft_cluster_training(
-            model,
-            data,
-            layers,
-            groups,
-            learners,
-            base,
-            cluster_groups,
-            config,
-            teacher=teacher,
-            device=device,
-            hooks=hooks,
-        )
-    return {n: gen[n].detach().clone() for n in layers}
+    return MetaResult({n: gen[n].detach().clone() for n in layers}, learners, groups, base)
 
 
 class SoftQuantizer(nn.Module):
@@ -438,27 +443,31 @@ class SoftQuantizer(nn.Module):
         return out
 
 
-def _soft_cluster_training(
+def run_soft_stage(
     model: KANModel,
     data: Dataset,
     layers: list[str],
-    groups: list[EdgeGroup],
-    learners: list[MetaLearner],
-    base: dict[str, Tensor],
+    meta: MetaResult,
     cgroups: list[EdgeGroup],
+    k: int,
     config: MetaClusterConfig,
     *,
     teacher: Tensor | None,
     device: torch.device,
     hooks: StageHooks,
 ) -> dict[str, Tensor]:
-    """Clustering-aware meta training: the KAN runs on soft-assigned centroids of the
-    generated vectors while tau anneals; returns the hard-assigned vectors."""
+    """Clustering-aware meta training for one K (beyond the paper): the KAN runs on
+    soft-assigned centroids of the generated vectors while tau anneals towards hard
+    assignments; meta-learners, centroids and other params train on task + distillation.
+    Returns the hard-assigned vectors, so K-means on them is exact."""
+    torch.manual_seed(config.seed * 1000 + SEED_META + k)
+    groups, base = meta.groups, meta.base
+    learners = [copy.deepcopy(ml) for ml in meta.learners]  # every K starts from stage 1
     modules = dict(model.kan_layers())
     names = coefficient_names(model, layers)
     with torch.no_grad():
         gen0 = generated_coefficients(model, groups, learners, base)
-    soft = SoftQuantizer(cgroups, gen0, config.ks[0], config.seed * 1000 + SEED_META).to(device)
+    soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META).to(device)
     epochs = config.soft_epochs
 
     def on_epoch(epoch: int) -> None:
@@ -482,7 +491,7 @@ def _soft_cluster_training(
         teacher=teacher,
         device=device,
         hooks=hooks,
-        seed=config.seed * 1000 + SEED_META + 7,
+        seed=config.seed * 1000 + SEED_META + k,
         on_epoch=on_epoch,
     )
     with torch.no_grad():

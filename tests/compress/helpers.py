@@ -48,6 +48,7 @@ def fast_config(**overrides: Any) -> MetaClusterConfig:
         "k": 8,
         "regress_steps": 40,
         "meta_epochs": 2,
+        "soft_epochs": 1,
         "finetune_epochs": 2,
         "kmeans_iters": 10,
         "kmeans_restarts": 1,

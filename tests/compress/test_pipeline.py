@@ -94,6 +94,8 @@ def test_resume_skips_finished_stages_and_gives_same_result(
         "kmeans_k4.json",
         "kmeans_k8.json",
         "meta.json",
+        "soft_k4.json",
+        "soft_k8.json",
     ]
     calls: list[tuple[str, int, int]] = []
     again, r2 = compress(
@@ -123,7 +125,14 @@ def test_resume_after_a_worker_died_mid_run(small_model: KANModel, digits: Datas
 
     with pytest.raises(Died):
         compress(small_model, cfg, digits, checkpoint=ckpt, progress=die_in_second_finetune)
-    assert set(ckpt.stages) == {"meta", "kmeans_k4", "finetune_k4", "kmeans_k8"}
+    assert set(ckpt.stages) == {
+        "meta",
+        "soft_k4",
+        "kmeans_k4",
+        "finetune_k4",
+        "soft_k8",
+        "kmeans_k8",
+    }
     resumed_model, resumed = compress(small_model, cfg, digits, checkpoint=ckpt)
     assert artifact_bytes(resumed_model, resumed) == artifact_bytes(full_model, full)
 

@@ -16,6 +16,7 @@ from metacluster.compress.stages import (
     run_finetune_stage,
     run_kmeans_stage,
     run_meta_stage,
+    run_soft_stage,
 )
 from metacluster.data import Dataset
 from metacluster.errors import CancelledError
@@ -51,7 +52,7 @@ def test_meta_stage_returns_vectors_on_a_low_dim_manifold(
     teacher = predict(small_model, digits.x_train)
     cfg = fast_config(d_emb=1, meta_epochs=3, regress_steps=200, meta_lr=1e-2)
     calls: list[tuple[str, int, int]] = []
-    gen = run_meta_stage(
+    meta = run_meta_stage(
         small_model,
         digits,
         layers,
@@ -61,6 +62,7 @@ def test_meta_stage_returns_vectors_on_a_low_dim_manifold(
         device=CPU,
         hooks=StageHooks(progress=lambda s, i, n, loss: calls.append((s, i, n))),
     )
+    gen = meta.vectors
     assert set(gen) == set(layers)
     for name, layer in small_model.kan_layers():
         assert gen[name].shape == (layer.n_edges, layer.coef_dim)
@@ -163,3 +165,51 @@ def test_stage_cancellation_between_steps(small_model: KANModel, digits: Dataset
             hooks=StageHooks(should_stop=stop_after_two),
         )
     assert polls["n"] == 3
+
+
+def test_soft_stage_ends_with_exactly_k_vectors_per_codebook(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    layers = select_layers(small_model, [], [], 1)
+    groups = build_groups(small_model, layers, "per_layer")
+    cfg = fast_config(meta_epochs=1, soft_epochs=2)
+    meta = run_meta_stage(
+        small_model, digits, layers, groups, cfg, teacher=None, device=CPU, hooks=StageHooks()
+    )
+    calls: list[tuple[str, int, int]] = []
+    hard = run_soft_stage(
+        small_model,
+        digits,
+        layers,
+        meta,
+        groups,
+        4,
+        cfg,
+        teacher=None,
+        device=CPU,
+        hooks=StageHooks(progress=lambda s, i, n, loss: calls.append((s, i, n))),
+    )
+    assert calls[-1] == ("soft", 2, 2)
+    for name in layers:
+        assert torch.unique(hard[name], dim=0).shape[0] <= 4
+    # K-means on them is exact: zero inertia
+    quant = run_kmeans_stage(
+        hard, groups, 4, cfg, device="cpu", hooks=StageHooks(), scope="per_layer", layers=layers
+    )
+    rec = quant.layer_coefficients(small_model)
+    for name in layers:
+        assert torch.allclose(rec[name], hard[name], atol=1e-6)
+    # the stage-1 learners are not modified (every K starts from the same meta result)
+    again = run_soft_stage(
+        small_model,
+        digits,
+        layers,
+        meta,
+        groups,
+        4,
+        cfg,
+        teacher=None,
+        device=CPU,
+        hooks=StageHooks(),
+    )
+    assert all(torch.unique(again[n], dim=0).shape[0] <= 4 for n in layers)
