@@ -153,6 +153,16 @@ def _parse_widths(_ctx: click.Context, _param: click.Parameter, value: str) -> l
     return _int_list(value, "width")
 
 
+def data_seed_option(fn: F) -> F:
+    return click.option(
+        "--data-seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of built-in data sets (digits split, eq: samples); keep it equal across commands.",
+    )(fn)
+
+
 def _load_data(spec: str, seed: int = 0) -> Dataset:
     from metacluster.data import load_dataset
 
@@ -215,6 +225,7 @@ def cli() -> None:
 @click.option("--channels", default=None, help="Conv families: channels per KAN conv, e.g. 8,16.")
 @click.option("--input-shape", default=None, help="Conv families on flat data: C,H,W, e.g. 1,8,8.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@data_seed_option
 @progress_option
 @json_option
 def train(
@@ -233,6 +244,7 @@ def train(
     channels: str | None,
     input_shape: str | None,
     device: str,
+    data_seed: int,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -254,7 +266,7 @@ def train(
         options["channels"] = _int_list(channels, "--channels")
     if input_shape is not None:
         options["input_shape"] = tuple(_int_list(input_shape, "--input-shape"))
-    data = _load_data(data_spec)
+    data = _load_data(data_spec, data_seed)
     torch.manual_seed(seed)  # model initialisation draws from the global generator
     model = build_model_for(data, family, widths, **options)
     bars = _Bars(progress)
@@ -344,16 +356,16 @@ def inspect(model_path: str, fmt: str, as_json: bool) -> None:
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Data set seed (split).")
+@data_seed_option
 @json_option
 def eval_cmd(
-    model_path: str, data_spec: str, fmt: str, split: str, seed: int, as_json: bool
+    model_path: str, data_spec: str, fmt: str, split: str, data_seed: int, as_json: bool
 ) -> None:
     """Evaluate a model or an artifact: accuracy (classification) or RMSE (regression)."""
     from metacluster.training import evaluate
 
     model, kind = _load_any(model_path, _check_format(fmt))
-    data = _load_data(data_spec, seed)
+    data = _load_data(data_spec, data_seed)
     metric, value = evaluate(model, data, split=split)
     n = data.n_test if split == "test" else data.n_train
     _emit({"metric": metric, "value": value, "split": split, "n": n, "kind": kind}, as_json)
@@ -404,6 +416,7 @@ def _compress_config(
 )
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="auto (default), cpu or cuda.")
+@data_seed_option
 @progress_option
 @json_option
 def compress(
@@ -423,6 +436,7 @@ def compress(
     config_file: str | None,
     seed: int | None,
     device: str | None,
+    data_seed: int,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -453,7 +467,7 @@ def compress(
             f"{model_path} is already a MetaCluster artifact; compress the original model"
         )
     model = load_model(model_path, format=_check_format(fmt))
-    data = _load_data(data_spec)
+    data = _load_data(data_spec, data_seed)
     run = run_metacluster if method == "metacluster" else compress_kmeans
     bars = _Bars(progress)
     start = time.perf_counter()

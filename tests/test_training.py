@@ -172,9 +172,11 @@ class TestBuildModelFor:
             rng.normal(size=5),
         )
         lo, hi = data_grid_range(wide)
-        assert lo == pytest.approx(float(wide.x_train.min())) and hi == pytest.approx(
-            float(wide.x_train.max())
+        x = wide.x_train.double().numpy().ravel()
+        assert lo == pytest.approx(np.quantile(x, 0.005)) and hi == pytest.approx(
+            np.quantile(x, 0.995)
         )
+        assert x.min() < lo < -3.8 and 2.8 < hi < x.max()
         model = build_model_for(wide, "bspline", [3, 4, 1])
         first, second = (m for m in model.layers if isinstance(m, BSplineKANLayer))
         assert first.grid_range == pytest.approx((lo, hi))
@@ -183,6 +185,13 @@ class TestBuildModelFor:
 
     def test_data_inside_unit_range_keeps_default_grid(self, digits: Dataset) -> None:
         assert data_grid_range(digits) == (-1.0, 1.0)
+
+    def test_rare_outliers_do_not_stretch_the_grid(self) -> None:
+        rng = np.random.default_rng(1)
+        x = rng.uniform(-1, 1, (1000, 2))
+        x[0, 0] = 100.0
+        data = dataset_from_arrays("o", x, rng.normal(size=1000), x[:5], rng.normal(size=5))
+        assert data_grid_range(data) == (-1.0, 1.0)
 
     @pytest.mark.parametrize(
         ("widths", "message"),

@@ -117,6 +117,29 @@ class TestTrain:
         assert result["metric"] == "rmse" and result["value"] > 0
         assert run_json("inspect", str(out))["layers"][0]["coef_dim"] == 4
 
+    def test_data_seed_selects_the_same_samples_everywhere(self, tmp_path: Path) -> None:
+        out = tmp_path / "s.safetensors"
+        data = "eq:xy?n_train=60&n_test=30"
+        trained = run_json(
+            "train",
+            "--data",
+            data,
+            "--family",
+            "bspline",
+            "--width",
+            "2,1",
+            "--epochs",
+            "1",
+            "--data-seed",
+            "7",
+            "--out",
+            str(out),
+        )
+        same = run_json("eval", str(out), "--data", data, "--data-seed", "7")
+        other = run_json("eval", str(out), "--data", data)
+        assert same["value"] == pytest.approx(trained["value"], rel=1e-9)
+        assert other["value"] != pytest.approx(trained["value"], rel=1e-6)
+
     def test_progress_goes_to_stderr(self, tmp_path: Path) -> None:
         result = run(
             "train",
