@@ -135,13 +135,16 @@ def run_row(row: Row, ks: list[int], seed: int) -> list[dict[str, Any]]:
     bits_ref = math.ceil(math.log2(k_ref))
     m = _pq_m(coef_dim)
     single = cfg.replace(k=k_ref)
-    for method, kwargs in (
+    baselines: tuple[tuple[str, dict[str, int]], ...] = (
         ("scalar", {"bits": 1}),
         ("pq", {"m": m, "bits": max(1, round(bits_ref / m))}),
         ("int4", {}),
         ("int8", {}),
-    ):
-        _, rep = run_baseline(method, model, single, data, **kwargs)
+    )
+    for method, kwargs in baselines:
+        _, rep = run_baseline(
+            method, model, single, data, bits=kwargs.get("bits", 4), m=kwargs.get("m", 3)
+        )
         record(
             f"{method}"
             + (

@@ -110,9 +110,9 @@ def report_config(report: Any) -> MetaClusterConfig:
 
 def test_non_default_buffers_are_stored(model: KANModel, digits: Dataset, tmp_path: Path) -> None:
     m = build_kan("bspline", [64, 16, 10])
-    layer = dict(m.kan_layers())["layers.0"]
+    grid = m.get_buffer("layers.0.grid")
     with torch.no_grad():  # a per-input grid (as after a grid update): stored, and grouped
-        layer.grid[0] += 0.01 * torch.arange(layer.grid.shape[1], dtype=layer.grid.dtype)
+        grid[0] += 0.01 * torch.arange(grid.shape[1], dtype=grid.dtype)
     m.load_state_dict(m.state_dict())
     compressed, report = compress(m, _config(k=4), digits)
     write_artifact(compressed, tmp_path / "g.mcz", report)

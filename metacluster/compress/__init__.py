@@ -6,6 +6,7 @@ baselines are importable on their own.
 
 from __future__ import annotations
 
+from metacluster.compress.baselines import BASELINES, run_baseline
 from metacluster.compress.checkpoint import DirectoryCheckpoint, MemoryCheckpoint, StageCheckpoint
 from metacluster.compress.codebook import (
     Codebook,
@@ -19,6 +20,7 @@ from metacluster.compress.pipeline import compress, compress_kmeans, resolve_dev
 from metacluster.compress.report import CompressionReport
 
 __all__ = [
+    "BASELINES",
     "CONFIG_VERSION",
     "Codebook",
     "CompressedKAN",
@@ -33,4 +35,5 @@ __all__ = [
     "compress",
     "compress_kmeans",
     "resolve_device",
+    "run_baseline",
 ]

@@ -38,7 +38,7 @@ def train_quick(
             else:
                 loss = F.mse_loss(out, y[idx])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     model.eval()
 

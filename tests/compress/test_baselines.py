@@ -32,7 +32,9 @@ def test_baseline_round_trip_and_quantization_levels(
     kwargs: dict[str, int],
     distinct_max: int,
 ) -> None:
-    compressed, report = run_baseline(method, small_model, fast_config(), digits, **kwargs)
+    compressed, report = run_baseline(
+        method, small_model, fast_config(), digits, bits=kwargs.get("bits", 4), m=kwargs.get("m", 3)
+    )
     path = tmp_path / f"{method}.mcz"
     write_artifact(compressed, path, report)
     assert path.stat().st_size == report.bytes_after
