@@ -206,6 +206,15 @@ def main() -> None:
             print(f"work directory: {work}")
 
     budget = 0.10 * cli["wall_s"] + 2.0
+    same = all(r["after"] == cli["after"] and r["bytes_after"] == cli["bytes_after"] for r in svc)
+    for r in svc:
+        diff = {
+            k: (cli["config"].get(k), r["config"].get(k))
+            for k in set(cli["config"]) | set(r["config"])
+            if cli["config"].get(k) != r["config"].get(k)
+        }
+        if diff:
+            print(f"config differs between CLI and service: {diff}", file=sys.stderr)
     rows: list[list[object]] = [
         [
             "`metacluster compress` (CLI)",
@@ -272,7 +281,9 @@ def main() -> None:
             "",
             table,
             "",
-            f"Budget 10% of the CLI wall + 2 s = {budget:.2f} s. Machine: {platform.machine()}, "
+            "Same compressed model both ways (metric and artifact bytes): "
+            f"{'yes' if same else 'NO'}. Budget 10% of the CLI wall + 2 s = {budget:.2f} s. "
+            f"Machine: {platform.machine()}, "
             f"{os.cpu_count()} CPUs shared with other work, OMP_NUM_THREADS="
             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}.",
         ]
