@@ -167,11 +167,14 @@ class KANLayer(nn.Module, ABC):
 
     @abstractmethod
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
-        """Evaluate each edge's learnable function (the basis part, without any
-        base/residual branch) at `n_points` evenly spaced points of its input
-        domain (grid range; [-1, 1] in the transformed input where there is a
-        fixed input transform). coefficients: (n_edges, L) -> (n_edges, n_points).
-        Used for the function-space error of compression reports."""
+        """Evaluate each edge's function at `n_points` evenly spaced points of its
+        input domain (grid range; [-1, 1] in the transformed input where there is a
+        fixed input transform; one period for Fourier). The base branch is included
+        where the family folds its weight into the vector (the base weight is
+        compressed too, so its error counts). coefficients: (n_edges, L) in edge
+        order -> (n_edges, n_points); families whose edges share one grid also take
+        any (n, L) vectors (e.g. centroids). Used for the function-space error of
+        compression reports."""
 
     # -- rebuild ---------------------------------------------------------
     @abstractmethod
