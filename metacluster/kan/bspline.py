@@ -331,17 +331,19 @@ def _grid_key(grid: Tensor) -> tuple[Any, ...] | None:
 class UniformGridCache:
     """Remembers whether a knot tensor is uniform, keyed by its storage and version.
 
-    In-place writes (load_state_dict, set_grid) bump the version, and .to() makes a
+    In-place writes (load_state_dict, set_grid) bump the version and .to() makes a
     new tensor, so a stale answer is never returned; owners also clear() it on load.
+    The cached tensor is kept referenced so that its storage address cannot be
+    reused by a different grid while the key is held.
     """
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
+        self._ref: Tensor | None = None
         self._params: tuple[Tensor, Tensor] | None = None
 
     def clear(self) -> None:
-        self._key = None
-        self._params = None
+        self._key = self._ref = self._params = None
 
     def get(self, grid: Tensor) -> tuple[Tensor, Tensor] | None:
         """(t0, 1/h) per row when every row of `grid` (rows, n_knots) is uniform."""
@@ -349,7 +351,7 @@ class UniformGridCache:
         if key is not None and key == self._key:
             return self._params
         params = uniform_grid_params(grid)
-        self._key, self._params = key, params
+        self._key, self._ref, self._params = key, grid, params
         return params
 
 

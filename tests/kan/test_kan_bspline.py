@@ -153,6 +153,10 @@ def test_uniform_cache_invalidated_by_load_state_dict_and_set_grid() -> None:
     with torch.no_grad():
         layer.grid[0, 0] -= 0.5  # in-place writes bump the version counter too
     assert layer.uniform_params() is None
+    layer.grid = other.grid.clone()  # a new buffer object
+    assert layer.uniform_params() is not None
+    layer.grid = warped.clone()
+    assert layer.uniform_params() is None
 
 
 def test_set_grid_rejects_bad_knots() -> None:
