@@ -295,7 +295,7 @@ def prepare(
     groups = build_groups(work, layers, config.scope)
     metric, before = evaluate_model(work, data, device)
     teacher = None
-    if config.distill > 0:
+    if config.distill > 0 and config.mode == "post_hoc":  # from_scratch has no teacher
         teacher = predict(work, data.x_train.to(device)).detach()
     return Context(
         source,

@@ -253,6 +253,11 @@ def init_meta_learners(
     for g in groups:
         target = g.gather(coefs).float()
         mean, std = _standardise(target)
+        if config.mode == "from_scratch":
+            # An untrained layer's spline coordinates are near zero: per-coordinate scales
+            # would pin them there. Use one scale (the vectors' RMS) for every coordinate.
+            mean = torch.zeros_like(mean)
+            std = torch.full_like(std, max(float(target.pow(2).mean().sqrt()), 1e-3))
         ml = MetaLearner(g.n_edges, g.coef_dim, config.d_emb, config.hidden, mean, std)
         if config.mode == "post_hoc":
             norm = (target - mean) / std
@@ -268,7 +273,7 @@ def init_meta_learners(
 
 
 def generated_coefficients(
-    model: KANModel, groups: list[EdgeGroup], learners: list[MetaLearner], base: dict[str, Tensor]
+    groups: list[EdgeGroup], learners: list[MetaLearner], base: dict[str, Tensor]
 ) -> dict[str, Tensor]:
     """Per layer (n, L) vectors, scattered from each group's generated vectors."""
     out = dict(base)
@@ -366,7 +371,7 @@ def run_meta_stage(
         regress_meta_learners(learners, groups, base, config, hooks)
 
     def coef_fn() -> dict[str, Tensor]:
-        gen = generated_coefficients(model, groups, learners, base)
+        gen = generated_coefficients(groups, learners, base)
         return {names[n]: modules[n].unflatten_coefficients(gen[n]) for n in layers}
 
     extra = None
@@ -390,7 +395,7 @@ def run_meta_stage(
         extra_loss=extra,
     )
     with torch.no_grad():
-        gen = generated_coefficients(model, groups, learners, base)
+        gen = generated_coefficients(groups, learners, base)
     return MetaResult({n: gen[n].detach().clone() for n in layers}, learners, groups, base)
 
 
@@ -466,7 +471,7 @@ def run_soft_stage(
     modules = dict(model.kan_layers())
     names = coefficient_names(model, layers)
     with torch.no_grad():
-        gen0 = generated_coefficients(model, groups, learners, base)
+        gen0 = generated_coefficients(groups, learners, base)
     soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META).to(device)
     epochs = config.soft_epochs
 
@@ -474,7 +479,7 @@ def run_soft_stage(
         soft.frac = epoch / max(1, epochs - 1)
 
     def coef_fn() -> dict[str, Tensor]:
-        q = soft(generated_coefficients(model, groups, learners, base))
+        q = soft(generated_coefficients(groups, learners, base))
         return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
 
     params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
@@ -495,9 +500,7 @@ def run_soft_stage(
         on_epoch=on_epoch,
     )
     with torch.no_grad():
-        hard: dict[str, Tensor] = soft(
-            generated_coefficients(model, groups, learners, base), hard=True
-        )
+        hard: dict[str, Tensor] = soft(generated_coefficients(groups, learners, base), hard=True)
     return hard
 
 
@@ -519,7 +522,7 @@ def _cluster_pull(
     def term(epoch: int) -> Tensor | None:
         if epoch < start:
             return None
-        gen = generated_coefficients(model, groups, learners, base)
+        gen = generated_coefficients(groups, learners, base)
         if state["epoch"] != epoch:
             targets = []
             for g in cgroups:

@@ -225,3 +225,17 @@ def test_include_exclude_keeps_other_layers_dense(small_model: KANModel, digits:
     compressed, report = compress(small_model, fast_config(exclude=["layers.1"]), digits)
     assert [layer["name"] for layer in report.layers] == ["layers.0"]
     assert compressed.quantized.layers == ["layers.0"]
+
+
+def test_from_scratch_trains_an_untrained_kan_through_its_meta_learner(digits: Dataset) -> None:
+    from metacluster.kan import build_kan
+
+    torch.manual_seed(1)
+    fresh = build_kan("bspline", [64, 16, 10])
+    cfg = fast_config(
+        mode="from_scratch", meta_epochs=10, meta_lr=1e-2, soft_epochs=2, k=8, batch_size=64
+    )
+    _, report = compress(fresh, cfg, digits)
+    assert report.before < 0.3  # untrained source
+    assert report.metric_meta is not None and report.metric_meta > 0.6
+    assert report.after > 0.5
