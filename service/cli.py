@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # How long a worker gets to finish its current step after SIGTERM before it is killed;
 # an interrupted job is re-enqueued by the next `serve` (see `recover_jobs`).
-WORKER_STOP_GRACE_S = 10.0
+WORKER_STOP_GRACE_S = 30.0
 
 
 def alembic_config(settings: Settings) -> Any:

@@ -78,7 +78,7 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
         yield emb
     finally:
         if emb.proc is not None:
-            emb.proc.stop(grace_s=20)
+            emb.proc.stop(grace_s=45)
 
 
 def _children(pid: int) -> list[int]:
@@ -142,7 +142,7 @@ def test_embedded_serve_runs_the_whole_flow_on_sqlite(
     workers = _children(proc.pid)
     assert workers, "serve started no worker process"
     proc.popen.send_signal(signal.SIGTERM)
-    assert proc.popen.wait(timeout=30) == 0, proc.log_tail()
+    assert proc.popen.wait(timeout=60) == 0, proc.log_tail()
     assert not any(_alive(pid) for pid in workers)
 
 
@@ -152,7 +152,7 @@ def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
     key = embedded.create_key("crash")
     proc = embedded.start()
     headers = {"Authorization": f"Bearer {key}"}
-    long_job: dict[str, Any] = {**QUICK, "finetune_epochs": 40, "batch_size": 32}
+    long_job: dict[str, Any] = {**QUICK, "finetune_epochs": 25, "batch_size": 32}
     with httpx.Client(base_url=embedded.base, headers=headers, timeout=30) as client:
         model = upload_model(client, inputs["model"])
         dataset = upload_dataset(client, inputs["data"])
