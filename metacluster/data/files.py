@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -150,6 +151,9 @@ def load_idx(directory: Path) -> Dataset:
 
 # -- CIFAR python batches ------------------------------------------------------
 _CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_NAMES = frozenset({*_CIFAR10_TRAIN, "test_batch", "train", "test"})
+# The archives are ~170 MB; a member larger than this is not a CIFAR batch.
+_MAX_MEMBER_BYTES = 512 << 20
 
 
 def is_cifar_dir(directory: Path) -> bool:
@@ -158,14 +162,20 @@ def is_cifar_dir(directory: Path) -> bool:
     )
 
 
-def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    batch = load_restricted_pickle(_read_maybe_gzip(path), path.name)
+def is_cifar_archive(path: Path) -> bool:
+    return path.name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def _cifar_batch(
+    raw: bytes, where: str, label_key: str
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    batch = load_restricted_pickle(raw, where)
     if not isinstance(batch, dict):
-        raise DatasetError(f"{path.name}: a CIFAR batch must be a dict, got {type(batch).__name__}")
+        raise DatasetError(f"{where}: a CIFAR batch must be a dict, got {type(batch).__name__}")
     # original files are Python 2 pickles (bytes keys); re-saved ones have str keys
     batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
     if "data" not in batch or label_key not in batch:
-        raise DatasetError(f"{path.name}: CIFAR batch needs 'data' and '{label_key}' entries")
+        raise DatasetError(f"{where}: CIFAR batch needs 'data' and '{label_key}' entries")
     data, labels = batch["data"], batch[label_key]
     if (
         not isinstance(data, np.ndarray)
@@ -173,35 +183,74 @@ def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray[Any, Any], np.n
         or data.ndim != 2
         or data.shape[1] != 3072
     ):
-        raise DatasetError(f"{path.name}: CIFAR 'data' must be a uint8 array of shape (n, 3072)")
+        raise DatasetError(f"{where}: CIFAR 'data' must be a uint8 array of shape (n, 3072)")
     try:
         y = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
-        raise DatasetError(f"{path.name}: CIFAR '{label_key}' must be a list of ints") from None
+        raise DatasetError(f"{where}: CIFAR '{label_key}' must be a list of ints") from None
     if y.shape != (data.shape[0],):
-        raise DatasetError(f"{path.name}: {data.shape[0]} images but {y.size} labels")
+        raise DatasetError(f"{where}: {data.shape[0]} images but {y.size} labels")
     x = data.reshape(-1, 3, 32, 32).astype(np.float32) / 127.5 - 1.0
     return x, y
 
 
-def load_cifar(directory: Path, *, labels: str = "fine") -> Dataset:
-    """CIFAR-10 (data_batch_1..5 + test_batch) or CIFAR-100 (train + test) directory."""
-    if (directory / "test_batch").is_file():
-        train_files = [directory / n for n in _CIFAR10_TRAIN if (directory / n).is_file()]
-        if not train_files:
-            raise DatasetError(f"{directory}: CIFAR-10 directory has no data_batch_* files")
-        parts = [_cifar_batch(p, "labels") for p in train_files]
-        x_test, y_test = _cifar_batch(directory / "test_batch", "labels")
+def _cifar_from_members(name: str, members: dict[str, bytes], labels: str) -> Dataset:
+    """Build the data set from batch name -> raw pickle bytes (directory or archive)."""
+    if "test_batch" in members:
+        train = [n for n in _CIFAR10_TRAIN if n in members]
+        if not train:
+            raise DatasetError(f"{name}: CIFAR-10 set has no data_batch_* files")
+        parts = [_cifar_batch(members[n], n, "labels") for n in train]
+        x_test, y_test = _cifar_batch(members["test_batch"], "test_batch", "labels")
         n_classes = 10
-    else:
+    elif "train" in members and "test" in members:
         if labels not in ("fine", "coarse"):
             raise DatasetError(f"CIFAR-100 labels must be 'fine' or 'coarse', got {labels!r}")
         key = f"{labels}_labels"
-        parts = [_cifar_batch(directory / "train", key)]
-        x_test, y_test = _cifar_batch(directory / "test", key)
+        parts = [_cifar_batch(members["train"], "train", key)]
+        x_test, y_test = _cifar_batch(members["test"], "test", key)
         n_classes = 100 if labels == "fine" else 20
+    else:
+        raise DatasetError(
+            f"{name}: no CIFAR-10 (test_batch) or CIFAR-100 (train, test) batches found"
+        )
     x_train = np.concatenate([p[0] for p in parts])
     y_train = np.concatenate([p[1] for p in parts])
     return dataset_from_arrays(
-        directory.name, x_train, y_train, x_test, y_test, task="classification", n_classes=n_classes
+        name, x_train, y_train, x_test, y_test, task="classification", n_classes=n_classes
     )
+
+
+def load_cifar(directory: Path, *, labels: str = "fine") -> Dataset:
+    """CIFAR-10 (data_batch_1..5 + test_batch) or CIFAR-100 (train + test) directory."""
+    members = {
+        n: _read_maybe_gzip(directory / n) for n in _CIFAR_NAMES if (directory / n).is_file()
+    }
+    return _cifar_from_members(directory.name, members, labels)
+
+
+def load_cifar_archive(path: Path, *, labels: str = "fine") -> Dataset:
+    """The downloaded archive itself (cifar-10-python.tar.gz / cifar-100-python.tar.gz).
+
+    Members are read into memory by name; nothing is extracted to disk, so archive
+    paths (``../``, links) cannot write anywhere.
+    """
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for info in tar:
+                base = info.name.rsplit("/", 1)[-1]
+                if not info.isfile() or base not in _CIFAR_NAMES:
+                    continue
+                if info.size > _MAX_MEMBER_BYTES:
+                    raise DatasetError(
+                        f"{path.name}: member {info.name} is too large for a CIFAR batch"
+                    )
+                fh = tar.extractfile(info)
+                if fh is not None:
+                    members[base] = fh.read()
+    except DatasetError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path.name}: not a readable CIFAR archive ({exc})") from None
+    return _cifar_from_members(path.name, members, labels)

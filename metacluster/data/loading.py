@@ -14,7 +14,15 @@ from urllib.parse import parse_qsl
 from metacluster.data.builtin import MNIST1D_PARAMS, load_digits_dataset, load_mnist1d_dataset
 from metacluster.data.dataset import Dataset, dataset_from_arrays
 from metacluster.data.equations import EQUATIONS, make_equation_data
-from metacluster.data.files import is_cifar_dir, is_idx_dir, load_cifar, load_idx, load_npz
+from metacluster.data.files import (
+    is_cifar_archive,
+    is_cifar_dir,
+    is_idx_dir,
+    load_cifar,
+    load_cifar_archive,
+    load_idx,
+    load_npz,
+)
 from metacluster.errors import DatasetError
 
 BUILTIN_DATASETS = ("digits", "mnist1d", "eq:<name>")
@@ -51,6 +59,8 @@ def _load_path(path: Path, spec: str, query: str) -> Dataset:
         if path.suffix == ".npz":
             _parse_options(spec, query, {})
             return load_npz(path)
+        if is_cifar_archive(path):
+            return load_cifar_archive(path, **_parse_options(spec, query, _CIFAR_PARAMS))
         # a single IDX / CIFAR file names the directory that holds the set
         parent = path.parent
         if is_idx_dir(parent) and "idx" in path.name:
@@ -59,7 +69,8 @@ def _load_path(path: Path, spec: str, query: str) -> Dataset:
         if is_cifar_dir(parent):
             return load_cifar(parent, **_parse_options(spec, query, _CIFAR_PARAMS))
         raise DatasetError(
-            f"{path.name}: unsupported data file; use .npz, MNIST IDX files or CIFAR python batches"
+            f"{path.name}: unsupported data file; use .npz, MNIST IDX files, or CIFAR python "
+            "batches (a directory or the .tar.gz)"
         )
     if path.is_dir():
         if is_idx_dir(path):

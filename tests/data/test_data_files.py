@@ -312,6 +312,46 @@ class TestCifar:
         coarse = load_dataset(f"{root}?labels=coarse")
         assert coarse.n_classes == 20 and coarse.y_train.tolist() == [1, 2, 3, 4]
 
+    def test_cifar10_archive_read_without_extracting(self, tmp_path: Path) -> None:
+        import io
+        import tarfile
+
+        archive = tmp_path / "cifar-10-python.tar.gz"
+        members = {
+            "cifar-10-batches-py/data_batch_1": _cifar_batch(
+                5, "labels", 10, bytes_keys=True, protocol=2
+            ),
+            "cifar-10-batches-py/test_batch": _cifar_batch(
+                2, "labels", 10, bytes_keys=True, protocol=2
+            ),
+            # a path-escaping member is only read into memory by its base name
+            "../escape/data_batch_2": b"never read",
+            "cifar-10-batches-py/readme.html": b"<html/>",
+        }
+        with tarfile.open(archive, "w:gz") as tar:
+            for name, raw in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+        with pytest.raises(DatasetError, match="data_batch_2: not a readable CIFAR pickle"):
+            load_dataset(str(archive))
+        assert not (tmp_path.parent / "escape").exists()
+        with tarfile.open(archive, "w:gz") as tar:
+            for name, raw in members.items():
+                if not name.startswith(".."):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(raw)
+                    tar.addfile(info, io.BytesIO(raw))
+        d = load_dataset(str(archive))
+        assert (d.n_train, d.n_test, d.n_classes) == (5, 2, 10)
+        assert d.input_shape == (3, 32, 32)
+
+    def test_corrupt_archive(self, tmp_path: Path) -> None:
+        archive = tmp_path / "cifar-10-python.tar.gz"
+        archive.write_bytes(gzip.compress(b"not a tar archive at all")[:20])
+        with pytest.raises(DatasetError, match="not a readable CIFAR archive"):
+            load_dataset(str(archive))
+
     def test_bad_cifar_data_shape(self, tmp_path: Path) -> None:
         root = tmp_path / "c"
         root.mkdir()
