@@ -515,13 +515,25 @@ def export(source: str, to: str, out: str, as_json: bool) -> None:
     )
 
 
-@cli.command()
+@cli.group("data")
+def data_group() -> None:
+    """Built-in data sets."""
+
+
+@data_group.command("list")
 @json_option
-def datasets(as_json: bool) -> None:
+def data_list(as_json: bool) -> None:
     """List the built-in data sets and equation tasks."""
     from metacluster.data import BUILTIN_DATASETS, list_equations
 
-    _emit({"builtin": list(BUILTIN_DATASETS), "equations": list_equations()}, as_json)
+    equations = list_equations()
+    if as_json:
+        _emit({"builtin": list(BUILTIN_DATASETS), "equations": equations}, True)
+        return
+    click.echo("digits     sklearn 8x8 digits, 64 inputs, 10 classes")
+    click.echo("mnist1d    MNIST-1D generated locally, 40 inputs, 10 classes")
+    for eq in equations:
+        click.echo(f"eq:{eq['name']:<22} {eq['n_vars']:>3} inputs  {eq['formula']}")
 
 
 def _service_cli() -> Any:

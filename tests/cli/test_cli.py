@@ -306,8 +306,8 @@ class TestServiceDelegation:
         assert seen == [("0.0.0.0", 9001)]
 
 
-def test_datasets_lists_equations() -> None:
-    out = run_json("datasets")
+def test_data_list_shows_equations() -> None:
+    out = run_json("data", "list")
     assert "digits" in out["builtin"]
     assert {"exp_mean_sin_sq_100d", "xy"} <= {e["name"] for e in out["equations"]}
 
