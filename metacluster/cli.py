@@ -41,6 +41,13 @@ def _fail(message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+# click >= 8.2 raises this for a group called without a command; older clicks print
+# the help themselves (then the name falls back to a class nothing raises).
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_NeverRaised", (click.UsageError,), {})
+)
+
+
 class _MetaClusterCLI(click.Group):
     """A click group that turns every user error into one `error:` line."""
 
@@ -50,6 +57,10 @@ class _MetaClusterCLI(click.Group):
             result = super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:  # --help / --version
             sys.exit(exc.exit_code)
+        except _NO_ARGS_IS_HELP as exc:  # bare `metacluster` / `metacluster keys`
+            assert exc.ctx is not None
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             _fail(exc.format_message() + hint, EXIT_USAGE)

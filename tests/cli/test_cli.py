@@ -256,6 +256,11 @@ class TestErrors:
     def test_missing_required_option(self) -> None:
         assert_one_line_error(run("eval", "m.safetensors"), "--data", code=2)
 
+    def test_bare_command_prints_help_to_stderr(self) -> None:
+        result = run()
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "Usage: " in result.stderr and "compress" in result.stderr
+
     def test_unknown_command(self) -> None:
         assert_one_line_error(run("frobnicate"), "frobnicate", code=2)
 
