@@ -1,6 +1,6 @@
 """Execution of one compression job: the logic behind the thin Celery task.
 
-Claims the job row, runs ``metacluster.compress`` with progress, cancellation and stage checkpoints, stores the artifact.
+Claims the job row, runs ``compress`` with progress, cancel and stage checkpoints, stores the artifact.
 """
 
 from __future__ import annotations
@@ -12,21 +12,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metacluster import errors
-from service.db.models import Artifact, DatasetRecord, Job, ModelRecord, new_id
+from service.db.models import FINISHED_STATUSES, Artifact, DatasetRecord, Job, ModelRecord, new_id
 from service.db.session import session_scope
 from service.repositories import JobEventRepository
 from service.settings import Settings, get_settings
 from service.storage import Storage, artifact_key, checkpoints_key, get_storage
 
+if TYPE_CHECKING:
+    from metacluster.compress import StageCheckpoint
+
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ARTIFACT_NAME = "model.mcz"
 REPORT_NAME = "report.json"
 
@@ -68,7 +70,7 @@ def _claim(job_id: str, settings: Settings, storage: Storage) -> _Claim:
         if job is None:
             log.warning("job %s not found; dropping the message", job_id)
             return _Claim(status="missing")
-        if job.status in TERMINAL:
+        if job.status in FINISHED_STATUSES:
             # A re-delivery of a job that already finished (e.g. the worker died after
             # the final commit but before the ack): nothing to do.
             return _Claim(status=job.status)
@@ -154,31 +156,31 @@ def _finish(
 class _JobReporter:
     """Progress callback, cancel check and checkpoint wrapper bound to one job row."""
 
-    def __init__(self, job_id: str, settings: Settings) -> None:
+    def __init__(self, job_id: str, settings: Settings, n_k: int = 1) -> None:
         self.job_id = job_id
         self.settings = settings
+        # A K sweep runs the meta-learner once, then K-means and fine-tuning per K.
+        self._expected = STAGE_WEIGHTS["meta"] + n_k * (
+            STAGE_WEIGHTS["kmeans"] + STAGE_WEIGHTS["finetune"]
+        )
         self._stage: str | None = None
-        self._stages_done: list[str] = []
+        self._done = 0.0  # weight of the stage visits already finished
         self._last_event = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
         self._progress = 0.0
 
     def _fraction(self, stage: str, step: int, total: int) -> float:
-        done = sum(STAGE_WEIGHTS.get(s, 1.0) for s in self._stages_done)
         current = STAGE_WEIGHTS.get(stage, 1.0) * (step / total if total > 0 else 0.0)
-        expected = sum(STAGE_WEIGHTS.values())
-        for s in [*self._stages_done, stage]:
-            if s not in STAGE_WEIGHTS:
-                expected += 1.0
+        expected = max(self._expected, self._done + STAGE_WEIGHTS.get(stage, 1.0))
         # Monotone and below 1: the job is only complete once the artifact is stored.
-        self._progress = max(self._progress, min(0.99, (done + current) / expected))
+        self._progress = max(self._progress, min(0.99, (self._done + current) / expected))
         return self._progress
 
     def progress(self, stage: str, step: int, total: int, loss: float | None) -> None:
         stage_changed = stage != self._stage
-        if stage_changed and self._stage is not None and self._stage not in self._stages_done:
-            self._stages_done.append(self._stage)
+        if stage_changed and self._stage is not None:
+            self._done += STAGE_WEIGHTS.get(self._stage, 1.0)
         self._stage = stage
         fraction = self._fraction(stage, step, total)
         now = time.monotonic()
@@ -225,12 +227,12 @@ class _JobReporter:
 class _RecordingCheckpoint:
     """Stage checkpoint that writes a job event whenever a finished stage is reused."""
 
-    def __init__(self, inner: Any, reporter: _JobReporter) -> None:
+    def __init__(self, inner: StageCheckpoint, reporter: _JobReporter) -> None:
         self._inner = inner
         self._reporter = reporter
 
     def load(self, stage: str) -> dict[str, Any] | None:
-        state: dict[str, Any] | None = self._inner.load(stage)
+        state = self._inner.load(stage)
         if state is not None:
             self._reporter.log(
                 f"resumed: stage {stage} restored from its checkpoint", resumed_stage=stage
@@ -325,7 +327,7 @@ def _execute(
 def _fail(settings: Settings, job_id: str, status: str, error: dict[str, str]) -> None:
     with session_scope(settings) as session:
         job = session.get(Job, job_id)
-        if job is not None and job.status not in TERMINAL:
+        if job is not None and job.status not in FINISHED_STATUSES:
             _finish(session, job, status, error=error)
 
 
@@ -342,7 +344,9 @@ def run_job(
         return "failed"
     if claim.status != "running":
         return claim.status
-    reporter = _JobReporter(job_id, settings)
+    log.info("job %s: delivery %d", job_id, claim.delivery)
+    k = claim.config.get("k")
+    reporter = _JobReporter(job_id, settings, n_k=len(k) if isinstance(k, list) and k else 1)
     try:
         _execute(job_id, claim, settings, storage, reporter)
     except errors.CancelledError:

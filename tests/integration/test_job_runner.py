@@ -274,3 +274,20 @@ def test_progress_events_are_throttled_and_monotone(
     assert calls == 401 and len(evts) <= 12
     progress = [e.progress for e in evts]
     assert progress == sorted(progress) and 0 < progress[-1] < 1
+
+
+def test_progress_of_a_k_sweep_spans_every_k(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, float]] = []
+
+    def sweep(progress: Any, should_stop: Any, checkpoint: Any) -> Any:
+        for stage in ("meta", "kmeans", "finetune", "kmeans", "finetune"):
+            progress(stage, 1, 1, None)
+            with session_scope(env.settings) as session:
+                seen.append((stage, session.get(Job, env_job).progress))  # type: ignore[union-attr]
+        raise errors.ConfigError("stop here: only progress is under test")
+
+    monkeypatch.setattr("metacluster.compress.compress", _fake_compress(sweep))
+    env_job = env.job({**QUICK, "k": [4, 8]})
+    assert env.run(env_job) == "failed"
+    # Weights meta 4, kmeans 1, finetune 3 per K: the first K's fine-tuning ends at 8/12.
+    assert [round(p, 3) for _, p in seen] == [round(x / 12, 3) for x in (4, 5, 8, 9)] + [0.99]
