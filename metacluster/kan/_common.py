@@ -5,6 +5,7 @@ Kept private: layers store activations by name so that `config()` stays JSON.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -96,3 +97,29 @@ def check_coefficients(coefficients: Tensor, coef_dim: int) -> None:
         raise InputError(
             f"expected coefficients of shape (n, {coef_dim}), got {tuple(coefficients.shape)}"
         )
+
+
+def _silu_grad(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def _gelu_grad(x: Tensor) -> Tensor:
+    cdf = 0.5 * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
+    pdf = torch.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+    return cdf + x * pdf
+
+
+def _tanh_grad(x: Tensor) -> Tensor:
+    return 1.0 - torch.tanh(x).square()
+
+
+# d act / dx, for layers that fuse the base branch into their own backward.
+ACTIVATION_GRADS: dict[str, Activation] = {
+    "silu": _silu_grad,
+    "identity": torch.ones_like,
+    "zero": torch.zeros_like,
+    "gelu": _gelu_grad,
+    "relu": lambda x: (x > 0).to(x.dtype),
+    "tanh": _tanh_grad,
+}

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import (
-    Activation,
+    ACTIVATION_GRADS,
     activation,
     check_coefficients,
     check_features,
@@ -154,25 +154,29 @@ def cardinal_bspline_derivatives(t: Tensor, order: int) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _window_tables(
-    n_basis: int, order: int, junk: int | None, device: torch.device, dtype: torch.dtype
+    n_basis: int, order: int, base: str, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """Lookup tables (slots, k+1) per cell slot: slot 0 = left of the knots, slot c + 1
-    = knot interval c, last slot = right of the knots.
+    """Lookup tables (slots, width) per cell slot: slot 0 = left of the knots,
+    slot c + 1 = knot interval c, last slot = right of the knots.
 
-    index: basis index of each of the k+1 window values; windows running past the
-    ends (and the outside slots) point at column `junk` (overwritten later) or,
-    without one, are clamped. valid: 1/0 whether that basis value exists. Tables are
-    tiny; `index_select` on them is far cheaper than computing and masking
-    (N, I, k+1) int64 indices.
+    index: feature column of each of the k+1 window values; where that basis does
+    not exist it points at the base column (base="junk": overwritten afterwards) or
+    is clamped into range (its value is zeroed by `valid`). base="fused" appends the
+    base column itself as one more window entry. valid: 1/0 whether a value exists.
+    Tables are tiny; `index_select` on them is far cheaper than computing and
+    masking (N, I, k+1) int64 indices.
     """
     n_cells = n_basis + order
     cells = torch.arange(-1, n_cells + 1).unsqueeze(-1)
     index = cells - order + torch.arange(order + 1)
     valid = (index >= 0) & (index < n_basis) & (cells >= 0) & (cells < n_cells)
-    if junk is None:
-        index = index.clamp(0, n_basis - 1)
+    if base == "junk":
+        index = torch.where(valid, index, torch.full_like(index, n_basis))
     else:
-        index = torch.where(valid, index, torch.full_like(index, junk))
+        index = index.clamp(0, n_basis - 1)
+    if base == "fused":
+        index = torch.cat([index, torch.full_like(index[:, :1], n_basis)], dim=1)
+        valid = torch.cat([valid, torch.ones_like(valid[:, :1])], dim=1)
     return index.to(device), valid.to(device=device, dtype=dtype)
 
 
@@ -191,7 +195,11 @@ def _locate(x: Tensor, t0: Tensor, inv_h: Tensor, n_cells: int) -> tuple[Tensor,
 
 def _lookup(table: Tensor, cell: Tensor) -> Tensor:
     """table[cell] for a (slots, k+1) table: (*cell.shape, k+1), contiguous."""
-    return table.index_select(0, cell.reshape(-1)).view(*cell.shape, table.shape[1])
+    out = table.new_empty((*cell.shape, table.shape[1]))
+    # out= into a fresh contiguous tensor: the allocating int64 variant of
+    # index_select takes a ~5x slower path for narrow rows (torch 2.x, CPU).
+    torch.index_select(table, 0, cell.reshape(-1), out=out.view(-1, table.shape[1]))
+    return out
 
 
 def _interleave(planes: Tensor) -> Tensor:
@@ -199,16 +207,18 @@ def _interleave(planes: Tensor) -> Tensor:
     return planes.movedim(0, -1).contiguous()
 
 
-def _window_rows(t: Tensor, order: int, derivative: bool = False) -> Tensor:
-    """(k+1, *t.shape): cardinal B-spline values (or d/dt) as contiguous rows.
+def _window_rows(t: Tensor, order: int, derivative: bool = False, extra: int = 0) -> Tensor:
+    """(k+1 + extra, *t.shape): cardinal B-spline values (or d/dt) as contiguous rows,
+    followed by `extra` uninitialised rows for the caller to fill.
 
     Row-major output lets every cubic piece be written in place by one kernel, with
-    no stacking pass; the scatter / gather consume it through a strided view.
+    no stacking pass.
     """
     if order != 3:
         fn = cardinal_bspline_derivatives if derivative else cardinal_bspline_values
-        return fn(t, order).movedim(-1, 0).contiguous()
-    out = t.new_empty(4, *t.shape)
+        rows = fn(t, order).movedim(-1, 0)
+        return torch.cat([rows, rows.new_empty((extra, *t.shape))]) if extra else rows.contiguous()
+    out = t.new_empty((4 + extra, *t.shape))
     s = 1.0 - t
     t2 = t * t
     if derivative:  # [-s^2/2, 3t^2/2 - 2t, -3t^2/2 + t + 1/2, t^2/2]; rows sum to 0
@@ -229,60 +239,60 @@ def _window_rows(t: Tensor, order: int, derivative: bool = False) -> Tensor:
 
 
 class _UniformBSplineFeatures(torch.autograd.Function):
-    """(N, I) inputs -> (N, I, L) dense features: scattered cardinal B-spline values,
-    plus the precomputed base branch in the last column. The backward gathers only the
-    k+1 nonzero columns instead of replaying the Cox-de Boor recursion.
+    """(N, I) inputs -> (N, I, L) dense features: scattered cardinal B-spline values
+    and, with a base branch, act(x) in the last column. The backward gathers only the
+    k+1 (+1) nonzero columns instead of replaying the Cox-de Boor recursion.
 
     Memory traffic decides the speed: polynomials are evaluated on contiguous
     (k+1, N, I) planes, then interleaved once so that a single scatter / gather
-    touches each (N, I, L) row once (one pass per plane would touch it k+1 times).
+    touches each (N, I, L) row once; the base column rides in the same pass.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
         x: Tensor,
-        base: Tensor | None,
         t0: Tensor,
         inv_h: Tensor,
         order: int,
         n_basis: int,
+        base: str | None,
     ) -> Tensor:
         cell, t = _locate(x, t0, inv_h, n_basis + order)
-        vals = _interleave(_window_rows(t, order))  # (N, I, k+1)
-        has_base = base is not None
-        # With a base column, missing bases of the end cells go to it and are
-        # overwritten below; one input's window indices are otherwise distinct, so
-        # scatter_ is exact. Without one they are clamped and their values zeroed.
-        index_table, valid_table = _window_tables(
-            n_basis, order, n_basis if has_base else None, x.device, x.dtype
-        )
-        index = _lookup(index_table, cell)
-        out = x.new_zeros(*x.shape, n_basis + has_base)
-        valid = _lookup(valid_table, cell) if ctx.needs_input_grad[0] or not has_base else None
-        if base is not None:
-            out.scatter_(-1, index, vals)
-            out[..., -1] = base
-        else:
-            assert valid is not None
-            out.scatter_add_(-1, index, vals.mul_(valid))
-        ctx.has_base = has_base
+        out = x.new_zeros(*x.shape, n_basis + (base is not None))
+        if base is not None and not ctx.needs_input_grad[0]:
+            # Inference: one input's window columns are distinct except the missing
+            # bases of end cells, sent to the base column and overwritten after, so a
+            # plain scatter_ is exact and needs no validity mask.
+            index_table, _ = _window_tables(n_basis, order, "junk", x.device, x.dtype)
+            out.scatter_(-1, _lookup(index_table, cell), _interleave(_window_rows(t, order)))
+            out[..., -1] = activation(base)(x)
+            return out
+        mode = "none" if base is None else "fused"
+        index_table, valid_table = _window_tables(n_basis, order, mode, x.device, x.dtype)
+        planes = _window_rows(t, order, extra=int(base is not None))  # (k+1 [+1], N, I)
+        if base is not None:  # the base column rides along as one more window entry
+            planes[-1] = activation(base)(x)
+        index = _lookup(index_table, cell)  # (N, I, k+1 [+1])
+        valid = _lookup(valid_table, cell)
+        # Missing bases of the end cells are clamped onto real columns with value 0.
+        out.scatter_add_(-1, index, _interleave(planes).mul_(valid))
         if ctx.needs_input_grad[0]:
-            assert valid is not None
             # d/dx = d/dt / h, folded into the saved derivative values.
-            dplanes = _window_rows(t, order, derivative=True).mul_(inv_h.to(x.dtype))
+            dplanes = _window_rows(t, order, derivative=True, extra=int(base is not None))
+            dplanes[: order + 1].mul_(inv_h.to(x.dtype))
+            if base is not None:
+                dplanes[-1] = ACTIVATION_GRADS[base](x)
             ctx.save_for_backward(index, _interleave(dplanes).mul_(valid))
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        grad_x = grad_base = None
+        grad_x = None
         if ctx.needs_input_grad[0]:
             index, dvals = ctx.saved_tensors
             grad_x = grad.gather(-1, index).mul_(dvals).sum(-1)
-        if ctx.has_base and ctx.needs_input_grad[1]:
-            grad_base = grad[..., -1]
-        return grad_x, grad_base, None, None, None, None
+        return grad_x, None, None, None, None, None
 
 
 def uniform_bspline_bases(
@@ -291,16 +301,21 @@ def uniform_bspline_bases(
     inv_h: Tensor,
     order: int,
     n_basis: int,
-    base: Tensor | None = None,
+    base: str | None = None,
 ) -> Tensor:
     """Closed-form B-spline bases on per-input uniform knots t0 + j / inv_h.
 
-    x: (N, I); t0, inv_h: (I,) -> (N, I, n_basis), or (N, I, n_basis + 1) with
-    `base` (N, I) in the last column. Equals `cox_de_boor_bases` on the same
-    knots without its O(k * n_knots) work, and has a sparse custom backward.
+    x: (N, I); t0, inv_h: (I,) -> (N, I, n_basis), or (N, I, n_basis + 1) with the
+    activation named `base` applied to x in the last column. Equals
+    `cox_de_boor_bases` on the same knots without its O(k * n_knots) work, and has
+    a sparse custom backward (first order).
     """
+    if base is not None and base not in ACTIVATION_GRADS:
+        raise ConfigError(
+            f"unknown activation {base!r}; expected one of {sorted(ACTIVATION_GRADS)}"
+        )
     out: Tensor = _UniformBSplineFeatures.apply(  # type: ignore[no-untyped-call]
-        x, base, t0, inv_h, order, n_basis
+        x, t0, inv_h, order, n_basis, base
     )
     return out
 
@@ -359,20 +374,20 @@ def bspline_features(
     x: Tensor,
     grid: Tensor,
     order: int,
-    act: Activation | None,
+    base: str | None,
     uniform: tuple[Tensor, Tensor] | None,
 ) -> Tensor:
-    """(N, I) -> (N, I, L): B-spline bases on `grid` (I, n_knots), then act(x) if given.
+    """(N, I) -> (N, I, L): B-spline bases on `grid` (I, n_knots), then the activation
+    named `base` applied to x when given.
 
     `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one.
     """
     n_basis = grid.shape[-1] - order - 1
     if uniform is not None:
-        base = act(x) if act is not None else None
-        return uniform_bspline_bases(x, uniform[0], uniform[1], order, n_basis, base=base)
+        return uniform_bspline_bases(x, uniform[0], uniform[1], order, n_basis, base)
     bases = cox_de_boor_bases(x, grid, order)
-    if act is not None:
-        return torch.cat([bases, act(x).unsqueeze(-1)], dim=-1)
+    if base is not None:
+        return torch.cat([bases, activation(base)(x).unsqueeze(-1)], dim=-1)
     return bases
 
 
@@ -405,7 +420,7 @@ class BSplineKANLayer(KANLayer):
         self.spline_order = check_positive("spline_order", spline_order, minimum=0)
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
-        self._act = activation(base_activation)
+        activation(base_activation)  # validates the name
         self.has_base = base_activation != "zero"
         self.n_basis = self.grid_size + self.spline_order
         self.use_fast_path = True
@@ -452,8 +467,8 @@ class BSplineKANLayer(KANLayer):
     def features(self, x: Tensor) -> Tensor:
         """(N, I) -> (N, I, L): spline bases then the base activation (when present)."""
         uniform = self.uniform_params() if self.use_fast_path else None
-        act = self._act if self.has_base else None
-        return bspline_features(x, self.grid, self.spline_order, act, uniform)
+        base = self.base_activation if self.has_base else None
+        return bspline_features(x, self.grid, self.spline_order, base, uniform)
 
     def forward(self, x: Tensor) -> Tensor:
         check_features(x, self.in_features, type(self).__name__)

@@ -191,7 +191,7 @@ class KANConv2d(_ConvKAN2d):
         )
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
-        self._act = activation(base_activation)
+        activation(base_activation)  # validates the name
         lo, hi = self.grid_range
         h = (hi - lo) / grid_size
         knots = torch.linspace(
@@ -220,8 +220,8 @@ class KANConv2d(_ConvKAN2d):
     def channel_features(self, x: Tensor) -> Tensor:
         grid = self.grid.unsqueeze(0)  # one row shared by every channel
         uniform = self._grid_cache.get(grid) if self.use_fast_path else None
-        act = self._act if self.has_base else None
-        return bspline_features(x.unsqueeze(-1), grid, self.spline_order, act, uniform)[:, 0]
+        base = self.base_activation if self.has_base else None
+        return bspline_features(x.unsqueeze(-1), grid, self.spline_order, base, uniform)[:, 0]
 
     def basis(self) -> Basis:
         params: dict[str, Any] = {

@@ -98,17 +98,23 @@ def test_fast_path_bases_match_recursion_on_shifted_per_input_grids() -> None:
     torch.testing.assert_close(fast, cox_de_boor_bases(x, grid, 3), atol=1e-12, rtol=0)
 
 
-def test_custom_backward_passes_gradcheck() -> None:
-    grid = torch.arange(-3, 9, dtype=F64)[None].expand(2, -1) * 0.25 - 1.0
+@pytest.mark.parametrize("base", [None, "silu", "identity", "gelu", "tanh"])
+@pytest.mark.parametrize("order", [2, 3])
+def test_custom_backward_passes_gradcheck(base: str | None, order: int) -> None:
+    grid = torch.arange(-order, 6 + order, dtype=F64)[None].expand(2, -1) * 0.25 - 1.0
     t0, inv_h = uniform_grid_params(grid)  # type: ignore[misc]
-    # Keep points away from knots, where the cubic is only C2 and finite differences blur.
-    x = (torch.tensor([[-0.93, 0.41], [0.12, -0.61], [0.77, 1.3]], dtype=F64)).requires_grad_()
-    base = torch.randn(3, 2, dtype=F64, requires_grad=True)
-    for b in (base, None):
-        torch.autograd.gradcheck(
-            lambda x_, b_=b: uniform_bspline_bases(x_, t0, inv_h, 3, 8, base=b_), (x,)
-        )
-    torch.autograd.gradcheck(lambda b_: uniform_bspline_bases(x, t0, inv_h, 3, 8, base=b_), (base,))
+    # Points away from knots (the spline is only C^{k-1} there), one outside the grid.
+    x = torch.tensor([[-0.93, 0.41], [0.12, -0.61], [0.77, 1.9]], dtype=F64).requires_grad_()
+    n_basis = grid.shape[1] - order - 1
+    torch.autograd.gradcheck(
+        lambda x_: uniform_bspline_bases(x_, t0, inv_h, order, n_basis, base), (x,)
+    )
+
+
+def test_unknown_base_activation_is_refused() -> None:
+    t0, inv_h = torch.zeros(1, dtype=F64), torch.ones(1, dtype=F64)
+    with pytest.raises(ConfigError, match="activation"):
+        uniform_bspline_bases(torch.zeros(1, 1), t0, inv_h, 3, 4, "swish")
 
 
 @pytest.mark.parametrize("order", [0, 1, 2, 3, 5])
