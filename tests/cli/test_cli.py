@@ -140,6 +140,61 @@ class TestTrain:
         assert same["value"] == pytest.approx(trained["value"], rel=1e-9)
         assert other["value"] != pytest.approx(trained["value"], rel=1e-6)
 
+    def test_image_npz_dense_and_conv(self, tmp_path: Path) -> None:
+        rng = np.random.default_rng(0)
+        data = tmp_path / "img.npz"
+        np.savez(
+            data,
+            x_train=rng.uniform(-1, 1, (24, 1, 6, 6)),
+            y_train=rng.integers(0, 3, 24),
+            x_test=rng.uniform(-1, 1, (8, 1, 6, 6)),
+            y_test=rng.integers(0, 3, 8),
+        )
+        dense = run_json(
+            "train",
+            "--data",
+            str(data),
+            "--family",
+            "bspline",
+            "--width",
+            "36,4,3",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "d.safetensors"),
+        )
+        assert dense["edges"] == 36 * 4 + 4 * 3
+        conv = run_json(
+            "train",
+            "--data",
+            str(data),
+            "--family",
+            "conv_bspline",
+            "--width",
+            "3",
+            "--channels",
+            "2",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "c.safetensors"),
+        )
+        assert conv["edges"] == 1 * 2 * 3 * 3  # one edge per (out, in, kh, kw)
+        ev = run_json("eval", str(tmp_path / "c.safetensors"), "--data", str(data))
+        assert ev["value"] == pytest.approx(conv["value"], abs=1e-9)
+        flat = run(
+            "train",
+            "--data",
+            "digits",
+            "--family",
+            "conv_bspline",
+            "--width",
+            "10",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        )
+        assert_one_line_error(flat, "needs image inputs", "--input-shape")
+
     def test_progress_goes_to_stderr(self, tmp_path: Path) -> None:
         result = run(
             "train",
