@@ -366,6 +366,13 @@ class TestServiceDelegation:
         assert seen == [("0.0.0.0", 9001)]
 
 
+def test_json_output_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    from metacluster.cli import _emit
+
+    _emit({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": Path("x")}}, True)
+    assert json.loads(capsys.readouterr().out) == {"a": None, "b": [1.0, None], "c": {"d": "x"}}
+
+
 def test_data_list_shows_equations() -> None:
     out = run_json("data", "list")
     assert "digits" in out["builtin"]
