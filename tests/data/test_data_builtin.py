@@ -145,3 +145,18 @@ def test_summary_is_json_ready() -> None:
         "n_classes": None,
     }
     assert d.n_outputs == 1 and d.n_features == 5
+
+
+def test_bool_labels_are_two_classes_and_bad_split_name() -> None:
+    from metacluster.data import dataset_from_arrays
+
+    d = dataset_from_arrays(
+        "b",
+        np.zeros((4, 2)),
+        np.array([True, False, True, True]),
+        np.zeros((2, 2)),
+        np.array([False, True]),
+    )
+    assert d.task == "classification" and d.n_classes == 2 and d.y_train.tolist() == [1, 0, 1, 1]
+    with pytest.raises(DatasetError, match="unknown split 'valid'"):
+        d.split("valid")
