@@ -57,7 +57,11 @@ def upgrade_database(settings: Settings | None = None) -> None:
 
 
 def create_key(name: str, settings: Settings | None = None) -> dict[str, str]:
-    """Create an API key; returns ``{"id", "name", "key"}`` (the plaintext is shown once)."""
+    """Create an API key; returns ``{"id", "name", "key"}`` (the plaintext is shown once).
+
+    Migrates the database first (a no-op when current), so a first key can be made
+    before the first ``serve``.
+    """
     from service.auth import create_api_key
     from service.db.session import session_scope
 
