@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -185,6 +186,7 @@ def run(
             x = torch.rand(batch, in_f) * 2 - 1
 
             for mode, make in (("forward", _forward), ("forward+backward", _forward_backward)):
+                load = os.getloadavg()[0]
                 t = time_pair(make(ours, x), make(ref, x), n_threads, repeats)
                 rows.append(
                     [
@@ -195,6 +197,7 @@ def run(
                         round(t.ours_ms, 2),
                         f"{t.speedup:.2f}x",
                         f"{max(diffs['forward'], diffs['input_grad']):.1e}",
+                        f"{load:.1f}",
                     ]
                 )
                 print(" | ".join(str(v) for v in rows[-1]), file=sys.stderr)
@@ -221,18 +224,23 @@ def main(argv: list[str] | None = None) -> int:
         "ours ms",
         "speedup",
         "max abs diff",
+        "load avg",
     ]
     table = markdown_table(headers, rows)
     print(table)
-    bad = [r for r in rows if float(str(r[-1])) > 1e-5]
+    bad = [r for r in rows if float(str(r[-2])) > 1e-5]
     if bad:
         print(f"outputs differ by more than 1e-5: {bad}", file=sys.stderr)
         return 1
     if not args.quick:
         note = (
-            f"\n\nCPU, batch {args.batch}, fp32, median of {args.repeats} interleaved runs after "
-            "warm-up; 1 thread timed in thread CPU time (robust to other load), 2 threads in "
-            "wall time. forward+backward includes the input gradient (a hidden layer). "
+            f"\n\nCPU ({os.cpu_count()} cores, shared with other work: `load avg` is the 1-minute "
+            f"load when the row started), batch {args.batch}, fp32, median of {args.repeats} "
+            "interleaved runs after warm-up. 1 thread is timed in thread CPU time, which other "
+            "processes barely disturb; more threads need wall time, which on an oversubscribed "
+            "machine mostly measures scheduling (every parallel kernel waits for its slowest "
+            "thread), so trust those rows only at low load. forward+backward includes the "
+            "input gradient (a hidden layer). "
             "Baseline: efficient-kan's KANLinear forward re-typed in benchmarks/kan_layers.py. "
             f"torch {torch.__version__}."
         )
