@@ -276,6 +276,8 @@ def poll(
     deadline = time.monotonic() + timeout_s
     job = get_job(client, job_id)
     while not until(job):
+        if job["status"] in FINAL:
+            raise AssertionError(f"job {job_id} ended before the awaited state: {job}")
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {p.name}:\n{p.log_tail()}" for p in procs)
             raise AssertionError(

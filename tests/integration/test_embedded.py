@@ -31,7 +31,7 @@ from ._stack import (
     upload_model,
     wait_healthy,
 )
-from .test_redis_postgres import QUICK
+from .test_redis_postgres import LONG_FINETUNE, QUICK
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
     key = embedded.create_key("crash")
     proc = embedded.start()
     headers = {"Authorization": f"Bearer {key}"}
-    long_job: dict[str, Any] = {**QUICK, "finetune_epochs": 25, "batch_size": 32}
+    long_job: dict[str, Any] = LONG_FINETUNE
     with httpx.Client(base_url=embedded.base, headers=headers, timeout=30) as client:
         model = upload_model(client, inputs["model"])
         dataset = upload_dataset(client, inputs["data"])

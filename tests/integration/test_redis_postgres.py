@@ -34,7 +34,7 @@ QUICK: dict[str, Any] = {
 # A job that runs long enough to be seen running (cancel) and stays in its last
 # stage long enough to be killed there (resume).
 LONG_META = {**QUICK, "meta_epochs": 100_000}
-LONG_FINETUNE = {**QUICK, "finetune_epochs": 25, "batch_size": 32}
+LONG_FINETUNE = {**QUICK, "finetune_epochs": 20, "batch_size": 16}
 
 
 def _db_job(stack: Stack, job_id: str) -> Any:
