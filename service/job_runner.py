@@ -251,12 +251,19 @@ def warm_up() -> None:
     """
     import faiss  # noqa: F401
     import sklearn.datasets  # noqa: F401
+    import torch
 
     import metacluster.artifact
     import metacluster.compress
     import metacluster.data
     import metacluster.formats
     import metacluster.training  # noqa: F401
+
+    # Jobs with device "auto" run on CUDA when this process sees a GPU.
+    if torch.cuda.is_available():
+        log.info("worker device: cuda (%d GPU(s))", torch.cuda.device_count())
+    else:
+        log.info("worker device: cpu")
 
 
 def _execute(
