@@ -179,6 +179,7 @@ def table(results: list[dict[str, Any]]) -> str:
         "ratio",
         "param ratio",
         "meta s",
+        "soft s",
         "kmeans s",
         "finetune s",
         "target",
@@ -209,6 +210,7 @@ def table(results: list[dict[str, Any]]) -> str:
                 round(r["ratio"], 1),
                 round(r["param_ratio"], 1),
                 stages.get("meta", ""),
+                stages.get("soft", ""),
                 stages.get("kmeans", stages.get("quantize", "")),
                 stages.get("finetune", ""),
                 _target(rep, "") if r["method"] == "metacluster" and r["k"] == 16 else "",
@@ -224,7 +226,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also dump every report here")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="run rows whose data name contains this")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only re-render the table from a --json dump of an earlier run",
+    )
+    parser.add_argument("--minutes", type=float, default=None, help="run time to state (--render)")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        args.json = None
+        _write(args, json.loads(args.render.read_text()), 60 * (args.minutes or 0.0), done=True)
+        return
     torch.set_num_threads(args.threads)
     rows = QUICK_ROWS if args.quick else FULL_ROWS
     rows = [r for r in rows if args.only in r.data]
