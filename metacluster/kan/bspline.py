@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import (
@@ -287,6 +288,7 @@ class _UniformBSplineFeatures(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the saved derivative values are constants: no double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         grad_x = None
         if ctx.needs_input_grad[0]:

@@ -275,3 +275,11 @@ def test_pykan_layer_equals_pykan_multkan() -> None:
     x = inputs(16, 3, -1.2, 1.2)
     y = ours[1](ours[0](x))
     torch.testing.assert_close(y, model(x), atol=1e-10, rtol=0)
+
+
+def test_fast_path_refuses_double_backward_instead_of_wrong_values() -> None:
+    layer = BSplineKANLayer(2, 1)
+    x = torch.rand(4, 2, requires_grad=True)
+    (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"once_differentiable|twice"):
+        g.sum().backward()
