@@ -6,10 +6,11 @@ Deliberately slow and independent of metacluster's vectorised code.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from metacluster.kan import BSplineKANLayer
+from metacluster.kan import BSplineKANLayer, ChebyKANConv2d, KANConv2d, RBFKANLayer
 
 F64 = torch.float64
 
@@ -37,7 +38,12 @@ def layer_ref(layer: BSplineKANLayer, x: torch.Tensor) -> torch.Tensor:
     coef = layer.coef.detach().to(F64)
     grid = layer.grid.detach().to(F64).tolist()
     k = layer.spline_order
-    act = {"silu": silu, "identity": lambda v: v, "zero": lambda v: 0.0}[layer.base_activation]
+    acts: dict[str, Callable[[float], float]] = {
+        "silu": silu,
+        "identity": lambda v: v,
+        "zero": lambda v: 0.0,
+    }
+    act = acts[layer.base_activation]
     y = torch.zeros(x.shape[0], layer.out_features, dtype=F64)
     for n in range(x.shape[0]):
         for o in range(layer.out_features):
@@ -67,7 +73,7 @@ def gelu(v: float) -> float:
     return 0.5 * v * (1.0 + math.erf(v / math.sqrt(2.0)))
 
 
-def rbf_ref(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def rbf_ref(layer: RBFKANLayer, x: torch.Tensor) -> torch.Tensor:
     """FastKAN: W . phi(LayerNorm(x)) + base_linear(silu(x)), by loops."""
     coef = layer.coef.detach().to(F64)
     grid = layer.grid.detach().to(F64).tolist()
@@ -129,7 +135,11 @@ def fourier_ref(coef: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) 
     return y
 
 
-def conv_ref(layer: torch.nn.Module, x: torch.Tensor, edge_fn: object) -> torch.Tensor:
+def conv_ref(
+    layer: KANConv2d | ChebyKANConv2d,
+    x: torch.Tensor,
+    edge_fn: Callable[[torch.Tensor, float], float],
+) -> torch.Tensor:
     """Grouped 2D conv KAN without norm/prelu: every (out, in, kh, kw) edge applies its own
     function edge_fn(coef_vector, value) to the input pixel under it; padded pixels add 0."""
     coef = layer.coef.detach().to(F64)
@@ -152,6 +162,6 @@ def conv_ref(layer: torch.nn.Module, x: torch.Tensor, edge_fn: object) -> torch.
                                 r, s = p * sh - ph + a * dh, q * sw - pw + c * dw
                                 if 0 <= r < h and 0 <= s < w:
                                     v = float(x[b, first_in + i, r, s])
-                                    total += edge_fn(coef[o, i, a, c], v)  # type: ignore[operator]
+                                    total += edge_fn(coef[o, i, a, c], v)
                     y[b, o, p, q] = total
     return y

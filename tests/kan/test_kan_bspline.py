@@ -282,4 +282,4 @@ def test_fast_path_refuses_double_backward_instead_of_wrong_values() -> None:
     x = torch.rand(4, 2, requires_grad=True)
     (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match=r"once_differentiable|twice"):
-        g.sum().backward()
+        g.sum().backward()  # type: ignore[no-untyped-call]

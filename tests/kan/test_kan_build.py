@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from metacluster.errors import ConfigError, InputError
 from metacluster.kan import (
     FAMILIES,
     MODULE_TYPES,
+    Affine,
     KANConv2d,
     KANModel,
     Linear,
@@ -124,7 +126,7 @@ def test_build_errors() -> None:
 
 def test_glue_modules_round_trip_through_json() -> None:
     torch.manual_seed(0)
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"type": "reshape", "shape": [2, 4, 4]},
         {"type": "maxpool2d", "kernel_size": 2},
         {"type": "avgpool2d", "kernel_size": [1, 2], "stride": 1},
@@ -137,7 +139,9 @@ def test_glue_modules_round_trip_through_json() -> None:
     ]
     model = KANModel([build_module(s) for s in specs])
     with torch.no_grad():
-        model.layers[5].scale.copy_(torch.tensor([2.0, -1.0]))
+        affine = model.layers[5]
+        assert isinstance(affine, Affine)
+        affine.scale.copy_(torch.tensor([2.0, -1.0]))
     x = torch.randn(3, 32)
     y = model(x)
     assert y.shape == (3, 3)

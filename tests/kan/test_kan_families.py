@@ -7,6 +7,7 @@ import copy
 import json
 import math
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 import torch
@@ -37,8 +38,10 @@ from metacluster.kan import (
     module_config,
 )
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+
+def randomize_(module: ModuleT, seed: int = 0) -> ModuleT:
     """Every parameter random (LayerNorm / affines included), so tests see all of them."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
