@@ -125,7 +125,7 @@ def fourier_ref(coef: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) 
     y = torch.zeros(x.shape[0], n_out, dtype=F64)
     for n in range(x.shape[0]):
         for o in range(n_out):
-            total = float(bias[o]) if bias is not None else 0.0
+            total = float(bias[o].detach()) if bias is not None else 0.0
             for i in range(n_in):
                 xv = float(x[n, i])
                 for m in range(1, g + 1):
