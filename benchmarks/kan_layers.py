@@ -29,7 +29,8 @@ from metacluster.kan import BSplineKANLayer
 class EfficientKANReference(nn.Module):
     """efficient-kan's KANLinear (Blealtan/efficient-kan, src/efficient_kan/kan.py) forward,
     re-typed here as the baseline: Cox-de Boor `b_splines` on the per-input grid, then
-    F.linear(silu(x), base_weight) + F.linear(bases, spline_weight * spline_scaler)."""
+    F.linear(silu(x), base_weight) + F.linear(bases, spline_weight * spline_scaler).
+    Initialisation is simplified (random weights; timing does not depend on them)."""
 
     grid: Tensor
 
