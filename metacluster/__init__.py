@@ -33,7 +33,27 @@ _EXPORTS: dict[str, str] = {
     "MetaClusterError": "metacluster.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Basis",
+    "Dataset",
+    "EdgeView",
+    "KANLayer",
+    "KANModel",
+    "MetaClusterConfig",
+    "MetaClusterError",
+    "__version__",
+    "build_kan",
+    "compress",
+    "evaluate",
+    "export_model",
+    "inspect_model",
+    "load_artifact",
+    "load_dataset",
+    "load_model",
+    "save_model",
+    "train_model",
+    "write_artifact",
+]
 
 if TYPE_CHECKING:
     from metacluster.artifact import load_artifact, write_artifact

@@ -57,3 +57,7 @@ def test_import_pulls_in_no_service_stack_and_no_cuda() -> None:
         " if m in sys.modules), 'cuda': torch.cuda.is_initialized()}))"
     )
     assert result == {"mods": [], "cuda": False}
+
+
+def test_all_matches_the_lazy_export_table() -> None:
+    assert set(metacluster.__all__) == {*metacluster._EXPORTS, "__version__"}
