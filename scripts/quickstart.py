@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 
 from service.cli import create_key, serve
+from service.settings import get_settings
 
 QUICKSTART = """\
-MetaCluster is starting on {api} (API + embedded worker, data in ./data).
+MetaCluster is starting on {api} (API + embedded worker, data in {data_dir}).
 A new API key (shown once): {key}
 
   export KEY={key} API={api}
@@ -31,7 +32,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     key = create_key("quickstart")
-    print(QUICKSTART.format(api=f"http://{args.host}:{args.port}", key=key["key"]), flush=True)
+    api = f"http://{args.host}:{args.port}"
+    data_dir = get_settings().data_dir.resolve()
+    print(QUICKSTART.format(api=api, key=key["key"], data_dir=data_dir), flush=True)
     serve(args.host, args.port)
 
 
