@@ -259,7 +259,8 @@ def _write(
         f" run{state}, {elapsed / 60:.1f} min). bytes = real file sizes: fp32 source checkpoint vs"
         " artifact; ratio = before/after; param ratio = the paper's bit count. Baselines use the"
         " same artifact writer at the K=16 budget (scalar b=1 and PQ are the settings closest to"
-        " it). MC-KM = MetaCluster minus plain K-means at equal K (positive = MetaCluster better)."
+        " it; their K column is centroids per codebook: scalar 2, PQ with m=3 (L=9) b=1 -> 2,"
+        " m=2 (L=4 or 14) b=2 -> 4). MC-KM = MetaCluster minus plain K-means at equal K (positive = MetaCluster better)."
         " target (K=16 rows): classification within 1.0 point and ratio >= 50; regression"
         " RMSE <= 1.1x and ratio >= 80.\n\n"
     )
