@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._results import markdown_table, write_section  # noqa: E402
+from benchmarks._results import markdown_table, write_section
 
 CLI = [sys.executable, "-m", "metacluster.cli"]
 
@@ -31,8 +31,19 @@ def run(*args: str) -> dict[str, Any]:
 
 def acceptance(width: str, epochs: int, k: int, workdir: Path) -> list[dict[str, Any]]:
     src = workdir / "m.safetensors"
-    trained = run("train", "--data", "digits", "--family", "bspline", "--width", width,
-                  "--epochs", str(epochs), "--out", str(src))  # fmt: skip
+    trained = run(
+        "train",
+        "--data",
+        "digits",
+        "--family",
+        "bspline",
+        "--width",
+        width,
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(src),
+    )
     ek = workdir / "m_efficient_kan.pt"
     # The same trained weights in efficient-kan's own layout, as its users save them.
     run("export", str(src), "--to", "efficient-kan", "--out", str(ek))
@@ -43,8 +54,15 @@ def acceptance(width: str, epochs: int, k: int, workdir: Path) -> list[dict[str,
         report = run("compress", str(path), "--data", "digits", "--k", str(k), "--out", str(art))
         seconds = time.perf_counter() - t0
         evaluated = run("eval", str(art), "--data", "digits")
-        rows.append({"source": label, "trained": trained["value"], "report": report,
-                     "eval": evaluated["value"], "seconds": seconds})  # fmt: skip
+        rows.append(
+            {
+                "source": label,
+                "trained": trained["value"],
+                "report": report,
+                "eval": evaluated["value"],
+                "seconds": seconds,
+            }
+        )
     return rows
 
 
@@ -62,17 +80,40 @@ def main() -> None:
         rep = r["report"]
         drop = (rep["before"] - rep["after"]) * 100
         ok = rep["ratio"] >= 50 and drop <= 1.0 and abs(r["eval"] - rep["after"]) < 1e-6
-        table.append([r["source"], rep["k"], f"{rep['before']:.4f}", f"{rep['after']:.4f}",
-                      f"{r['eval']:.4f}", f"{drop:+.2f}", rep["bytes_before"], rep["bytes_after"],
-                      f"{rep['ratio']:.1f}", f"{r['seconds']:.0f}", "yes" if ok else "no"])  # fmt: skip
+        table.append(
+            [
+                r["source"],
+                rep["k"],
+                f"{rep['before']:.4f}",
+                f"{rep['after']:.4f}",
+                f"{r['eval']:.4f}",
+                f"{drop:+.2f}",
+                rep["bytes_before"],
+                rep["bytes_after"],
+                f"{rep['ratio']:.1f}",
+                f"{r['seconds']:.0f}",
+                "yes" if ok else "no",
+            ]
+        )
     md = (
         f"## CLI acceptance: digits B-spline {args.width}, {args.epochs} epochs, K={args.k}\n\n"
         "`metacluster train` -> (`export --to efficient-kan`) -> `compress --json` -> `eval` of "
         "the artifact, each a real subprocess. drop = points lost by compression. "
         "target: ratio >= 50, drop <= 1.0, and eval of the artifact equal to the report.\n\n"
         + markdown_table(
-            ["source checkpoint", "K", "before", "after", "eval(artifact)", "drop pts",
-             "bytes before", "bytes after", "ratio", "compress s", "target"],  # fmt: skip
+            [
+                "source checkpoint",
+                "K",
+                "before",
+                "after",
+                "eval(artifact)",
+                "drop pts",
+                "bytes before",
+                "bytes after",
+                "ratio",
+                "compress s",
+                "target",
+            ],
             table,
         )
     )
