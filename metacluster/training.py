@@ -62,6 +62,15 @@ def _first_leaf(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def _input_layer(model: nn.Module) -> nn.Module | None:
+    """The module that receives the model's input: a KANModel's first layer (its
+    first leaf may be a child such as fastkan's LayerNorm), else the first leaf."""
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, nn.ModuleList | nn.Sequential) and len(layers) > 0:
+        return layers[0]
+    return _first_leaf(model)
+
+
 def _param_like(model: nn.Module) -> Tensor | None:
     for p in model.parameters():
         return p
@@ -76,8 +85,7 @@ def prepare_inputs(model: nn.Module, x: Tensor) -> Tensor:
     Image-shaped data (n, C, H, W) fed to a model whose first layer is dense
     (e.g. an efficient-kan MNIST model expecting 784 features) is flattened.
     """
-    first = _first_leaf(model)
-    in_features = getattr(first, "in_features", None)
+    in_features = getattr(_input_layer(model), "in_features", None)
     if x.dim() > 2 and isinstance(in_features, int) and in_features == math.prod(x.shape[1:]):
         x = x.reshape(x.shape[0], -1)
     ref = _param_like(model)
@@ -95,8 +103,7 @@ def check_compatible(model: nn.Module, data: Dataset) -> None:
         raise IncompatibleError(
             f"model was trained for {task} but data set {data.name!r} is {data.task}"
         )
-    first = _first_leaf(model)
-    in_features = getattr(first, "in_features", None)
+    in_features = getattr(_input_layer(model), "in_features", None)
     if isinstance(in_features, int) and data.x_test.dim() == 2 and in_features != data.n_features:
         raise IncompatibleError(
             f"model takes {in_features} input features but data set {data.name!r} has "
@@ -248,8 +255,15 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "test") -> tuple[str,
     """("accuracy", fraction in [0, 1]) for classification, ("rmse", value) for regression."""
     x, y = data.split(split)
     check_compatible(model, data)
-    out = predict(model, x)
-    if data.task == "classification":
+    return metric_value(predict(model, x), y, data.task)
+
+
+def metric_value(out: Tensor, y: Tensor, task: str) -> tuple[str, float]:
+    """The task metric of outputs `out` against targets `y`, computed in float64 so
+    every caller (training, `metacluster eval`, the compression engine) reports the
+    same number: ("accuracy", fraction) or ("rmse", value)."""
+    y = y.to(out.device)
+    if task == "classification":
         return "accuracy", float((out.argmax(dim=1) == y).double().mean())
     return "rmse", float(torch.sqrt(F.mse_loss(out.double(), y.double())))
 
@@ -328,6 +342,7 @@ __all__ = [
     "check_compatible",
     "data_grid_range",
     "evaluate",
+    "metric_value",
     "predict",
     "prepare_inputs",
     "resolve_device",

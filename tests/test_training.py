@@ -16,6 +16,7 @@ from metacluster.training import (
     check_compatible,
     data_grid_range,
     evaluate,
+    metric_value,
     prepare_inputs,
     resolve_device,
     train_model,
@@ -105,6 +106,19 @@ class TestEvaluate:
         _, train_value = evaluate(model, digits, split="train")
         assert 0.0 <= train_value <= 1.0
 
+    def test_metric_is_computed_in_float64(self) -> None:
+        # 349 of 360: the float32 mean is 0.96944445, the fraction is 0.969444...4
+        y = torch.arange(360) % 10
+        out = torch.nn.functional.one_hot(y, 10).float()
+        out[:11] = torch.nn.functional.one_hot((y[:11] + 1) % 10, 10).float()
+        assert float((out.argmax(1) == y).float().mean()) != 349 / 360
+        assert metric_value(out, y, "classification") == ("accuracy", 349 / 360)
+        target = torch.tensor([[0.0], [3.0]])
+        assert metric_value(torch.zeros(2, 1), target, "regression") == (
+            "rmse",
+            math.sqrt(4.5),
+        )
+
     def test_rmse(self, xy: Dataset) -> None:
         model = _model(xy, 4)
         with torch.no_grad():
@@ -156,6 +170,16 @@ class TestCompatibility:
         plain = build_kan("bspline", [16, 3])  # e.g. imported efficient-kan: no Flatten
         assert prepare_inputs(plain, images.x_test).shape == (9, 16)
         check_compatible(plain, images)
+        # fastkan's first leaf module is its LayerNorm: the layer itself declares in_features
+        rbf = build_kan("rbf", [16, 3])
+        assert prepare_inputs(rbf, images.x_test).shape == (9, 16)
+        check_compatible(rbf, images)
+        metric, value = evaluate(rbf, images)
+        with torch.no_grad():
+            hits = int((rbf(images.x_test.reshape(9, 16)).argmax(1) == images.y_test).sum())
+        assert (metric, value) == ("accuracy", hits / 9)
+        with pytest.raises(IncompatibleError, match=r"does not accept inputs of shape \[1, 4, 4\]"):
+            check_compatible(build_kan("rbf", [2, 3]), images)
         built = build_model_for(images, "bspline", [16, 5, 3])
         assert isinstance(built.layers[0], Flatten)
         result = train_model(built, images, epochs=2)

@@ -37,7 +37,6 @@ from metacluster.compress.stages import (
     Progress,
     ShouldStop,
     StageHooks,
-    check_compatible,
     evaluate_model,
     init_meta_learners,
     predict,
@@ -50,6 +49,7 @@ from metacluster.compress.stages import (
 from metacluster.data.dataset import Dataset
 from metacluster.errors import ConfigError
 from metacluster.kan.model import KANModel
+from metacluster.training import check_compatible
 
 
 def resolve_device(name: str) -> torch.device:
@@ -285,7 +285,7 @@ def prepare(
     device = resolve_device(config.device)
     source = copy.deepcopy(model).float().cpu().eval()
     work = copy.deepcopy(source).to(device)
-    check_compatible(work, data, device)
+    check_compatible(work, data)
     layers = select_layers(work, config.include, config.exclude, config.min_edges)
     modules = dict(work.kan_layers())
     total = sum(modules[n].n_edges for n in layers)

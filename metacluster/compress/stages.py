@@ -24,8 +24,9 @@ from metacluster.compress.codebook import (
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.kmeans import kmeans
 from metacluster.data.dataset import Dataset
-from metacluster.errors import CancelledError, IncompatibleError, InputError
+from metacluster.errors import CancelledError
 from metacluster.kan.model import KANModel
+from metacluster.training import metric_value, prepare_inputs
 
 Progress = Callable[[str, int, int, float | None], None]
 ShouldStop = Callable[[], bool]
@@ -51,29 +52,8 @@ class StageHooks:
 
 
 # -- data and task loss ------------------------------------------------------------
-def model_inputs(model: KANModel, x: Tensor) -> Tensor:
-    """Flatten image-shaped inputs for dense KANs (their first module is a dense layer)."""
-    first = next(iter(model.layers), None)
-    dense = first is not None and hasattr(first, "in_features") and x.ndim > 2
-    return x.reshape(x.shape[0], -1) if dense else x
-
-
-def check_compatible(model: KANModel, data: Dataset, device: torch.device) -> None:
-    """Raise IncompatibleError when the model cannot consume / produce this data."""
-    x = model_inputs(model, data.x_train[:2]).to(device)
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except (InputError, RuntimeError, ValueError, IndexError) as exc:
-        raise IncompatibleError(
-            f"model does not accept inputs of shape {tuple(data.input_shape)} "
-            f"from dataset {data.name!r}: {str(exc).splitlines()[0]}"
-        ) from exc
-    if out.ndim != 2 or out.shape[1] != data.n_outputs:
-        raise IncompatibleError(
-            f"model produces {tuple(out.shape[1:])} outputs but dataset {data.name!r} "
-            f"needs {data.n_outputs}"
-        )
+# Input shaping, the compatibility check and the metric are metacluster.training's,
+# so `compress` and `metacluster eval` report the same number for the same model.
 
 
 def task_loss(out: Tensor, y: Tensor, task: str) -> Tensor:
@@ -104,7 +84,7 @@ def predict(
     try:
         outs = []
         for i in range(0, x.shape[0], batch):
-            xb = model_inputs(model, x[i : i + batch])
+            xb = prepare_inputs(model, x[i : i + batch])
             if coefs is None:
                 outs.append(model(xb))
             else:
@@ -114,18 +94,13 @@ def predict(
         model.train(was)
 
 
-def metric_value(out: Tensor, y: Tensor, task: str) -> tuple[str, float]:
-    """("accuracy", fraction) or ("rmse", value), as metacluster.training.evaluate."""
-    if task == "classification":
-        return "accuracy", float((out.argmax(1) == y).float().mean())
-    return "rmse", float(torch.sqrt(F.mse_loss(out.float(), y.reshape(out.shape).float())))
-
-
 def evaluate_model(
     model: KANModel, data: Dataset, device: torch.device, coefs: dict[str, Tensor] | None = None
 ) -> tuple[str, float]:
+    """Test-set metric as metacluster.training.evaluate, optionally with substituted
+    coefficient tensors (the model's own parameters are left untouched)."""
     out = predict(model, data.x_test.to(device), coefs)
-    return metric_value(out, data.y_test.to(device), data.task)
+    return metric_value(out, data.y_test, data.task)
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> Iterator[Tensor]:
@@ -184,7 +159,7 @@ def train_functional(
         running, count = 0.0, 0
         for idx in _batches(n, bs, gen):
             idx_d = idx.to(device)
-            xb = model_inputs(model, x[idx_d])
+            xb = prepare_inputs(model, x[idx_d])
             out = torch.func.functional_call(model, coef_fn(), (xb,))
             loss = task_loss(out, y[idx_d], data.task)
             if teacher is not None and config.distill > 0:

@@ -3,14 +3,17 @@ cancellation and clear errors for bad configs or data."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from compress.helpers import fast_config
-from metacluster.artifact import artifact_bytes
+from metacluster.artifact import artifact_bytes, write_artifact
+from metacluster.cli import cli
 from metacluster.compress import (
     CompressedKAN,
     DirectoryCheckpoint,
@@ -20,8 +23,12 @@ from metacluster.compress import (
 )
 from metacluster.data import Dataset, dataset_from_arrays
 from metacluster.errors import CancelledError, ConfigError, IncompatibleError
+from metacluster.formats import save_model
+from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
+from metacluster.training import evaluate
 
+CLI_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTRACT = {"metric", "before", "after", "ratio", "bytes_before", "bytes_after", "k", "stages"}
 
 
@@ -207,18 +214,92 @@ def test_dataset_that_does_not_fit_the_model(small_model: KANModel) -> None:
         rng.integers(0, 10, 5),
         n_classes=10,
     )
-    with pytest.raises(IncompatibleError, match="does not accept inputs"):
+    with pytest.raises(
+        IncompatibleError, match=r"model takes 64 input features but data set 'wrong' has 5"
+    ):
         compress(small_model, fast_config(), wrong_inputs)
-    wrong_outputs = dataset_from_arrays(
-        "three",
+    # 10 logits cannot score 12 classes (the same rule as `metacluster eval`)
+    too_many_classes = dataset_from_arrays(
+        "twelve",
         rng.normal(size=(20, 64)).astype(np.float32),
-        rng.integers(0, 3, 20),
+        rng.integers(0, 12, 20),
         rng.normal(size=(5, 64)).astype(np.float32),
-        rng.integers(0, 3, 5),
+        rng.integers(0, 12, 5),
+        n_classes=12,
+    )
+    with pytest.raises(IncompatibleError, match="10 outputs but data set 'twelve' has 12 classes"):
+        compress(small_model, fast_config(), too_many_classes)
+    regression = dataset_from_arrays(
+        "targets",
+        rng.normal(size=(20, 64)).astype(np.float32),
+        rng.normal(size=(20, 1)).astype(np.float32),
+        rng.normal(size=(5, 64)).astype(np.float32),
+        rng.normal(size=(5, 1)).astype(np.float32),
+    )
+    with pytest.raises(IncompatibleError, match=r"10 outputs but .* 1 regression targets"):
+        compress(small_model, fast_config(), regression)
+
+
+def test_model_with_more_logits_than_uploaded_classes_is_accepted(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    # An uploaded data set need not contain the last class: digits 0-2 only, scored
+    # by the 10-logit model exactly as `metacluster eval` scores it.
+    keep_train, keep_test = digits.y_train < 3, digits.y_test < 3
+    subset = dataset_from_arrays(
+        "digits012",
+        digits.x_train[keep_train].numpy(),
+        digits.y_train[keep_train].numpy(),
+        digits.x_test[keep_test].numpy(),
+        digits.y_test[keep_test].numpy(),
         n_classes=3,
     )
-    with pytest.raises(IncompatibleError, match="needs 3"):
-        compress(small_model, fast_config(), wrong_outputs)
+    assert subset.n_classes == 3
+    _, report = compress(small_model, fast_config(), subset)
+    assert report.before == evaluate(small_model, subset)[1]
+    assert 0.0 <= report.after <= 1.0
+
+
+def test_engine_and_cli_eval_report_identical_numbers(
+    small_model: KANModel, digits: Dataset, tmp_path: Path
+) -> None:
+    compressed, report = compress(small_model, fast_config(), digits)
+    artifact = tmp_path / "c.mcz"
+    write_artifact(compressed, artifact, report)
+    source = tmp_path / "m.safetensors"
+    save_model(small_model, source)
+    for path, expected in ((source, report.before), (artifact, report.after)):
+        result = CliRunner().invoke(
+            cli, ["eval", str(path), "--data", "digits", "--json"], env=CLI_ENV
+        )
+        assert result.exit_code == 0, result.output
+        ev = json.loads(result.stdout)
+        assert ev["metric"] == report.metric == "accuracy"
+        assert ev["value"] == expected  # bit-identical, not approximately equal
+    # both report float64 fractions of hits: n_correct / n_test exactly
+    out = compressed(digits.x_test)
+    hits = int((out.argmax(1) == digits.y_test).sum())
+    assert report.after == hits / digits.n_test
+
+
+def test_image_data_reaches_dense_models_as_in_training() -> None:
+    # An imported dense KAN has no Flatten: the engine flattens (n, C, H, W) inputs
+    # the way metacluster.training does, for every dense family (fastkan's first
+    # leaf module is a LayerNorm, not the layer that declares in_features).
+    rng = np.random.default_rng(0)
+    images = dataset_from_arrays(
+        "img",
+        rng.uniform(-1, 1, (40, 1, 4, 4)).astype(np.float32),
+        rng.integers(0, 3, 40),
+        rng.uniform(-1, 1, (12, 1, 4, 4)).astype(np.float32),
+        rng.integers(0, 3, 12),
+        n_classes=3,
+    )
+    for family in ("bspline", "rbf"):
+        torch.manual_seed(0)
+        model = build_kan(family, [16, 4, 3])
+        _, report = compress(model, fast_config(k=4), images)
+        assert report.before == evaluate(model, images)[1]
 
 
 def test_include_exclude_keeps_other_layers_dense(small_model: KANModel, digits: Dataset) -> None:
