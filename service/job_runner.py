@@ -10,7 +10,6 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metacluster import errors
+from service.db.base import utcnow
 from service.db.models import FINISHED_STATUSES, Artifact, DatasetRecord, Job, ModelRecord, new_id
 from service.db.session import session_scope
 from service.repositories import JobEventRepository
@@ -41,13 +41,9 @@ CANCEL_POLL_S = 0.5
 STAGE_WEIGHTS: dict[str, float] = {"meta": 4.0, "kmeans": 1.0, "finetune": 3.0}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _add_event(session: Session, job_id: str, kind: str, **fields: Any) -> None:
-    # The job is claimed by one delivery at a time, so per-job sequence numbers
-    # (max + 1 in the repository) do not race with another writer of its progress.
+    # The one writer of job events (the API's queued/cancel events go through it too):
+    # it numbers them per job and serialises writers on the job row.
     JobEventRepository(session).add(job_id, kind, **fields)
 
 
@@ -95,7 +91,7 @@ def _claim(job_id: str, settings: Settings, storage: Storage) -> _Claim:
         resumed = job.status == "running"
         job.status = "running"
         if job.started_at is None:
-            job.started_at = _now()
+            job.started_at = utcnow()
         message = f"delivery {job.deliveries}" + (
             " (re-delivered after a worker loss)" if resumed else ""
         )
@@ -136,7 +132,7 @@ def _finish(
     error: dict[str, str] | None = None,
 ) -> None:
     job.status = status
-    job.finished_at = _now()
+    job.finished_at = utcnow()
     if metrics is not None:
         job.metrics = metrics
         job.progress = 1.0
@@ -324,7 +320,7 @@ def _execute(
                     bytes=size,
                     sha256=sha,
                     storage_key=artifact_key(job_id, name),
-                    created_at=_now(),
+                    created_at=utcnow(),
                 )
             )
         job.stage = None

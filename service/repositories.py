@@ -115,7 +115,13 @@ class JobEventRepository:
         self.session = session
 
     def add(self, job_id: str, kind: str, **fields: Any) -> JobEvent:
-        """Append an event with the next per-job sequence number."""
+        """Append an event with the next per-job sequence number (1, 2, ...).
+
+        The job row is locked first (PostgreSQL; SQLite serialises writers anyway), so
+        the API (queued, cancel) and the worker (status, stage, progress, log) never
+        read the same ``max(seq)``; the lock is held until the caller commits.
+        """
+        self.session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
         seq = self.session.scalar(
             select(func.coalesce(func.max(JobEvent.seq), 0)).where(JobEvent.job_id == job_id)
         )
