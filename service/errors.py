@@ -9,12 +9,13 @@ MetaClusterError
 ├── PayloadTooLargeError (413, "payload_too_large")
 ├── UnsupportedMediaTypeError (415, "unsupported_media_type")
 ├── RequestValidationProblem (422, "validation_error")
+├── DatasetTooLargeError (422, "dataset_too_large"; a metacluster DatasetError)
 └── ServiceUnavailableError (503, "unavailable")
 """
 
 from __future__ import annotations
 
-from metacluster.errors import MetaClusterError
+from metacluster.errors import DatasetError, MetaClusterError
 
 
 class NotFoundError(MetaClusterError):
@@ -55,6 +56,19 @@ class RequestValidationProblem(MetaClusterError):
     status = 422
 
 
+class DatasetTooLargeError(DatasetError):
+    """A built-in data set whose options ask for more samples than the server allows."""
+
+    code = "dataset_too_large"
+
+    def __init__(self, spec: str, samples: int, limit: int) -> None:
+        super().__init__(
+            f"built-in dataset {spec!r} asks for {samples} samples; this server allows at "
+            f"most {limit} (METACLUSTER_MAX_BUILTIN_SAMPLES)"
+        )
+        self.extra = {"samples": samples, "limit": limit}
+
+
 class ServiceUnavailableError(MetaClusterError):
     code = "unavailable"
     status = 503
@@ -62,6 +76,7 @@ class ServiceUnavailableError(MetaClusterError):
 
 __all__ = [
     "ConflictError",
+    "DatasetTooLargeError",
     "IdempotencyConflictError",
     "JobStateError",
     "NotFoundError",

@@ -29,7 +29,7 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "Upload larger than METACLUSTER_MAX_UPLOAD_BYTES (code `payload_too_large`)",
     415: "Not multipart/form-data, or a file of the wrong type (code `unsupported_media_type`)",
     422: "Invalid input: `validation_error`, `unsupported_format`, `unsafe_checkpoint`, "
-    "`invalid_dataset`, `invalid_config`, `incompatible`",
+    "`invalid_dataset`, `dataset_too_large`, `invalid_config`, `incompatible`",
     503: "A dependency (database, broker) is unreachable (code `unavailable`)",
 }
 

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
     # /readyz gives up on the broker after this many seconds.
     broker_timeout_s: float = Field(default=2.0, gt=0)
+    # Largest built-in data set (train + test samples) a job may ask for with options
+    # such as `eq:xy?n_train=...` or `mnist1d?num_samples=...`: the API generates it
+    # to learn its shape, so an unbounded count would stall or exhaust the API process.
+    max_builtin_samples: int = Field(default=200_000, ge=1)
     # Upper bound of `limit` on list endpoints.
     max_page_size: int = Field(default=100, ge=1)
 

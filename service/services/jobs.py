@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,7 +29,12 @@ from service.db.models import (
     ModelRecord,
     new_id,
 )
-from service.errors import IdempotencyConflictError, JobStateError, NotFoundError
+from service.errors import (
+    DatasetTooLargeError,
+    IdempotencyConflictError,
+    JobStateError,
+    NotFoundError,
+)
 from service.repositories import ArtifactRepository, JobEventRepository, JobRepository
 from service.services.datasets import DatasetMeta, get_dataset
 from service.services.models import get_model
@@ -39,6 +45,13 @@ Enqueue = Callable[[str, str], None]
 """Sends job ``id`` to ``queue``; called only after the creating transaction commits."""
 
 BUILTIN_NAMES = frozenset({"digits", "mnist1d"})
+
+# Options of the generated built-ins that set how many samples are made, with the
+# loader's defaults (metacluster.data); digits is a fixed 1797-sample set.
+_SAMPLE_OPTIONS: dict[str, dict[str, int]] = {
+    "eq:": {"n_train": 1000, "n_test": 1000},
+    "mnist1d": {"num_samples": 5000},
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,38 @@ def is_builtin_dataset(spec: str) -> bool:
     return name in BUILTIN_NAMES or (name.startswith("eq:") and len(name) > 3 and "/" not in name)
 
 
+def builtin_sample_count(spec: str) -> int | None:
+    """Samples (train + test) a generated built-in spec asks for; None for fixed sets.
+
+    Values the loader cannot parse are left to it (it raises ``invalid_dataset``); a
+    repeated option counts at its largest, so no spelling slips past the cap.
+    """
+    name, _, query = spec.partition("?")
+    family = "eq:" if name.startswith("eq:") else name
+    defaults = _SAMPLE_OPTIONS.get(family)
+    if defaults is None:
+        return None
+    counts = dict(defaults)
+    given: dict[str, int] = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key not in defaults:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            continue
+        given[key] = max(value, given.get(key, value))
+    counts.update(given)
+    return sum(counts.values())
+
+
+def check_builtin_size(spec: str, limit: int) -> None:
+    """Refuse a built-in whose options ask for more than ``limit`` samples."""
+    samples = builtin_sample_count(spec)
+    if samples is not None and samples > limit:
+        raise DatasetTooLargeError(spec, samples, limit)
+
+
 @lru_cache(maxsize=32)
 def builtin_dataset_meta(spec: str) -> DatasetMeta:
     """Load a built-in once per process to learn its shape (generated locally, no download)."""
@@ -93,8 +138,13 @@ def builtin_dataset_meta(spec: str) -> DatasetMeta:
     )
 
 
-def dataset_meta(session: Session, owner: ApiKey, spec: str) -> DatasetMeta:
-    """Shape of an uploaded dataset (from its row) or of a built-in (loaded once)."""
+def dataset_meta(
+    session: Session, owner: ApiKey, spec: str, *, max_builtin_samples: int
+) -> DatasetMeta:
+    """Shape of an uploaded dataset (from its row) or of a built-in (loaded once).
+
+    A built-in is generated here, so its size is checked before it is built.
+    """
     if spec.startswith("ds_"):
         row = get_dataset(session, owner, spec)
         return DatasetMeta(
@@ -105,6 +155,7 @@ def dataset_meta(session: Session, owner: ApiKey, spec: str) -> DatasetMeta:
             f"unknown dataset {spec!r}: use an uploaded dataset id (ds_...) or a built-in "
             "(digits, mnist1d, eq:<name>)"
         )
+    check_builtin_size(spec, max_builtin_samples)
     try:
         return builtin_dataset_meta(spec)
     except MetaClusterError:
@@ -214,7 +265,7 @@ def validate_job(
     """Everything a job needs, checked together; raises 404 / 422 problems."""
     model = get_model(session, owner, model_id)
     full_config = parse_config(config)
-    meta = dataset_meta(session, owner, dataset)
+    meta = dataset_meta(session, owner, dataset, max_builtin_samples=settings.max_builtin_samples)
     checks = compatibility_checks(model.info, model.family, meta, full_config)
     if not all(c.ok for c in checks):
         raise IncompatibleJobError(checks)
