@@ -6,12 +6,15 @@ with `UnsafeCheckpointError`, and every other failure is a `FormatError`.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
+import pickletools
 import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import safe_open
@@ -55,13 +58,69 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+# Opcodes that name a global (a class or function) for the unpickler to import.
+_GLOBAL_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+# A legacy (non-zip) torch file is a few pickles in a row (magic number, protocol,
+# system info, the object, storage keys) followed by raw storage bytes.
+_MAX_PICKLES = 5
+
+
+def _scan_pickles(fh: IO[bytes]) -> bool | None:
+    """Statically parse consecutive pickles (nothing is executed or imported).
+
+    True when a complete pickle names a global, False when the stream starts with
+    complete pickles that name none, None when it does not start with a pickle.
+    """
+    parsed = False
+    for _ in range(_MAX_PICKLES):
+        names_global = False
+        try:
+            for opcode, _arg, _pos in pickletools.genops(fh):
+                names_global = names_global or opcode.name in _GLOBAL_OPCODES
+        except Exception:  # genops raises ValueError, UnicodeDecodeError, ... on non-pickles
+            break
+        if names_global:
+            return True
+        parsed = True
+        pos = fh.tell()
+        if not fh.read(1):  # end of the stream
+            break
+        fh.seek(pos)
+    return False if parsed else None
+
+
+def _pickle_names_global(path: Path) -> bool | None:
+    """`_scan_pickles` of the file's object pickle (a torch zip's data.pkl, else the file)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if member is None:
+                return None
+            # The object pickle alone: tensor storages are separate members.
+            return _scan_pickles(io.BytesIO(archive.read(member)))
+    with path.open("rb") as fh:
+        return _scan_pickles(fh)
+
+
 def torch_load_safe(path: Path) -> Any:
     """torch.load restricted to tensors and plain containers (never runs pickled code)."""
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not know: a module class, os.system, ...
-        raise UnsafeCheckpointError(UNSAFE_MESSAGE.format(name=path.name)) from exc
+        # weights_only refuses any global it does not know (a module class, os.system,
+        # ...) but also any byte stream that is no pickle at all: tell the two apart.
+        try:
+            names_global = _pickle_names_global(path)
+        except Exception as scan_exc:  # unreadable or a damaged zip: no checkpoint either
+            raise FormatError(f"{path.name} is not a readable PyTorch checkpoint") from scan_exc
+        if names_global:
+            raise UnsafeCheckpointError(UNSAFE_MESSAGE.format(name=path.name)) from exc
+        if names_global is None:
+            raise FormatError(f"{path.name} is not a PyTorch/safetensors checkpoint") from exc
+        raise FormatError(
+            f"{path.name} is not a readable PyTorch checkpoint: a pickle that "
+            "torch.load(weights_only=True) does not accept"
+        ) from exc
     except Exception as exc:  # torch raises many types for corrupt files; all mean "unreadable"
         detail = " ".join(str(exc).split())[:200]
         raise FormatError(f"{path.name} is not a readable PyTorch checkpoint: {detail}") from exc

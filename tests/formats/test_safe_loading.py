@@ -39,8 +39,9 @@ class _Payload:
 def test_pickled_whole_module_is_refused_with_state_dict_hint(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save(_TinyNet(), path)
-    with pytest.raises(UnsafeCheckpointError, match=r"state_dict\(\)"):
+    with pytest.raises(UnsafeCheckpointError, match=r"state_dict\(\)") as info:
         read_tensor_file(path)
+    assert info.value.code == "unsafe_checkpoint"
 
 
 @pytest.mark.parametrize("writer", ["pickle", "torch"])
@@ -57,6 +58,57 @@ def test_malicious_reduce_never_runs(tmp_path: Path, writer: str) -> None:
         read_tensor_file(path)
     assert "\n" not in str(info.value)
     assert not marker.exists()
+
+
+def test_legacy_torch_save_of_a_module_is_unsafe(tmp_path: Path) -> None:
+    # the pre-zip torch format: several pickles in a row, the object in the fourth
+    path = tmp_path / "legacy.pt"
+    torch.save(_TinyNet(), path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_tensor_file(path)
+    assert info.value.code == "unsafe_checkpoint"
+    state = tmp_path / "legacy_state.pt"
+    torch.save(_TinyNet().state_dict(), state, _use_new_zipfile_serialization=False)
+    assert list(read_tensor_file(state)[0]) == ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        np.random.default_rng(0).bytes(4096),
+        np.random.default_rng(1).bytes(100),
+        b"not a checkpoint at all",
+        b"PK\x03\x04 a truncated zip",
+    ],
+    ids=["random-4k", "random-100", "text", "zip-magic"],
+)
+def test_bytes_that_are_no_pickle_are_not_unsafe(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(FormatError) as info:
+        read_tensor_file(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert info.value.code == "unsupported_format"
+    assert "model.pt is not a" in str(info.value) and "checkpoint" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_random_bytes_are_named_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(FormatError, match=r"^noise\.pt is not a PyTorch/safetensors checkpoint$"):
+        read_tensor_file(path)
+
+
+def test_plain_pickle_without_classes_is_a_format_error(tmp_path: Path) -> None:
+    # a well-formed pickle that needs no class, but is no torch checkpoint
+    path = tmp_path / "data.pt"
+    with path.open("wb") as fh:
+        pickle.dump({"a": [1, 2]}, fh, protocol=0)
+    with pytest.raises(FormatError) as info:
+        read_tensor_file(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert info.value.code == "unsupported_format"
 
 
 def test_state_dict_wrapped_in_training_checkpoint_is_unwrapped(tmp_path: Path) -> None:
