@@ -65,10 +65,6 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def source_bytes(model: KANModel) -> tuple[int, str]:
     """Real file size of an fp32 checkpoint of `model` and how it was measured.
 
@@ -85,8 +81,10 @@ def source_bytes(model: KANModel) -> tuple[int, str]:
             if fmt and hasattr(formats, "export_model"):
                 out = root / "export"
                 out.mkdir()
-                formats.export_model(fp32, fmt, out / "model")
-                size = _dir_size(out)
+                written = formats.export_model(fp32, fmt, out / "model")
+                # The checkpoint's own files, counted as `metacluster inspect` counts
+                # them: not the `_cache_data` pykan's loadckpt needs beside them.
+                size = formats.inspect_model(written[0], format=fmt)["bytes"]
                 if size > 0:
                     return size, f"export:{fmt}"
             if hasattr(formats, "save_model"):
