@@ -123,7 +123,10 @@ def torch_load_safe(path: Path) -> Any:
         ) from exc
     except Exception as exc:  # torch raises many types for corrupt files; all mean "unreadable"
         detail = " ".join(str(exc).split())[:200]
-        raise FormatError(f"{path.name} is not a readable PyTorch checkpoint: {detail}") from exc
+        # The type says more than torch's bare message (a KeyError's is just a number).
+        raise FormatError(
+            f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})"
+        ) from exc
 
 
 def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:

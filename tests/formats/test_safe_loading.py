@@ -6,6 +6,7 @@ Also the pykan YAML loader: numpy tags become numbers, any other python tag fail
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,15 @@ def test_inconsistent_checkpoints_raise_format_errors(
     with pytest.raises(FormatError) as info:
         load_model(path)
     assert "\n" not in str(info.value)
+
+
+def test_text_file_error_names_the_failure_kind(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pt"
+    path.write_text("hello\n")
+    with pytest.raises(FormatError) as info:
+        load_model(path, format="efficient-kan")
+    message = str(info.value)
+    assert message.startswith("notes.pt is not a")
+    assert "\n" not in message
+    # torch's own message for this file is a bare number; alone it tells the user nothing.
+    assert not re.search(r": \d+$", message), message
