@@ -144,8 +144,10 @@ def recover_jobs(settings: Settings) -> list[str]:
 
     The server-less transports drop a message whose worker died (there is no
     visibility timeout as with Redis), and in embedded mode this process owns the
-    only worker, so every unfinished job is an orphan. A duplicate message is
-    harmless: the runner ignores deliveries of finished jobs.
+    only worker, so every unfinished job is an orphan. The messages take over a
+    running job whatever message claimed it before. A duplicate (a queued job whose
+    message did survive) is harmless: the one worker runs messages one at a time,
+    and the runner ignores deliveries of finished jobs.
     """
     from service.db.models import Job
     from service.db.session import session_scope
@@ -157,7 +159,7 @@ def recover_jobs(settings: Settings) -> list[str]:
         ).all()
     app = get_celery(settings)
     for job_id, queue in rows:
-        app.send_task(TASK_COMPRESS, args=[job_id], queue=queue)
+        app.send_task(TASK_COMPRESS, args=[job_id], kwargs={"takeover": True}, queue=queue)
     if rows:
         log.info("re-enqueued %d unfinished job(s)", len(rows))
     return [job_id for job_id, _ in rows]

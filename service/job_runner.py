@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from metacluster import errors
 from service.db.base import utcnow
-from service.db.models import FINISHED_STATUSES, Artifact, DatasetRecord, Job, ModelRecord, new_id
+from service.db.models import (
+    FINISHED_STATUSES,
+    Artifact,
+    DatasetRecord,
+    Job,
+    JobEvent,
+    ModelRecord,
+    new_id,
+)
 from service.db.session import session_scope
 from service.repositories import JobEventRepository
 from service.settings import Settings, get_settings
@@ -57,9 +65,29 @@ class _Claim:
     dataset: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     delivery: int = 0
+    # Another message owns the running job; this delivery does nothing.
+    duplicate: bool = False
 
 
-def _claim(job_id: str, settings: Settings, storage: Storage) -> _Claim:
+def _owning_message(session: Session, job_id: str) -> str | None:
+    """Broker message id that claimed the job last (its latest ``status`` event)."""
+    data = session.scalars(
+        select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+        .order_by(JobEvent.seq.desc())
+        .limit(1)
+    ).first()
+    owner = (data or {}).get("message_id")
+    return owner if isinstance(owner, str) else None
+
+
+def _claim(
+    job_id: str,
+    settings: Settings,
+    storage: Storage,
+    message_id: str | None = None,
+    takeover: bool = False,
+) -> _Claim:
     """Count this delivery and mark the job running, or settle it without running."""
     with session_scope(settings) as session:
         job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
@@ -70,6 +98,21 @@ def _claim(job_id: str, settings: Settings, storage: Storage) -> _Claim:
             # A re-delivery of a job that already finished (e.g. the worker died after
             # the final commit but before the ack): nothing to do.
             return _Claim(status=job.status)
+        if job.status == "running" and message_id is not None and not takeover:
+            owner = _owning_message(session, job.id)
+            if owner is not None and owner != message_id:
+                # A second message for a job that another message claimed (e.g. the
+                # stale-queue recovery re-sent a job whose first message was only late).
+                # The owner's message stays unacked until the job is final, and the broker
+                # re-delivers it if its worker dies; running this one too would run the
+                # job twice at once.
+                log.info(
+                    "job %s is running under message %s; dropping duplicate message %s",
+                    job_id,
+                    owner,
+                    message_id,
+                )
+                return _Claim(status="running", duplicate=True)
         job.deliveries += 1
         if job.cancel_requested:
             _finish(
@@ -95,13 +138,11 @@ def _claim(job_id: str, settings: Settings, storage: Storage) -> _Claim:
         message = f"delivery {job.deliveries}" + (
             " (re-delivered after a worker loss)" if resumed else ""
         )
-        _add_event(
-            session,
-            job.id,
-            "status",
-            message=message,
-            data={"status": "running", "delivery": job.deliveries},
-        )
+        data: dict[str, Any] = {"status": "running", "delivery": job.deliveries}
+        if message_id is not None:
+            # This message now owns the job: see the duplicate check above.
+            data["message_id"] = message_id
+        _add_event(session, job.id, "status", message=message, data=data)
         model = session.get(ModelRecord, job.model_id)
         if model is None:
             raise errors.InputError(
@@ -335,17 +376,29 @@ def _fail(settings: Settings, job_id: str, status: str, error: dict[str, str]) -
 
 
 def run_job(
-    job_id: str, *, settings: Settings | None = None, storage: Storage | None = None
+    job_id: str,
+    *,
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    message_id: str | None = None,
+    takeover: bool = False,
 ) -> str:
-    """Run job ``job_id`` to a final status and return it (idempotent per delivery)."""
+    """Run job ``job_id`` to a final status and return it (idempotent per delivery).
+
+    ``message_id`` (the broker message's task id) makes the message that claims a job
+    its owner: another message delivered while the job runs is dropped and "running"
+    returned, while a re-delivery of the owner (same id: worker lost, or a retry)
+    resumes it. ``takeover`` resumes a running job under a new message whatever owned
+    it, for a message sent because the owner's was lost (embedded mode restart).
+    """
     settings = settings or get_settings()
     storage = storage or get_storage(settings)
     try:
-        claim = _claim(job_id, settings, storage)
+        claim = _claim(job_id, settings, storage, message_id, takeover)
     except errors.MetaClusterError as exc:
         _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
         return "failed"
-    if claim.status != "running":
+    if claim.status != "running" or claim.duplicate:
         return claim.status
     log.info("job %s: delivery %d", job_id, claim.delivery)
     k = claim.config.get("k")

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
     # /readyz gives up on the broker after this many seconds.
     broker_timeout_s: float = Field(default=2.0, gt=0)
+    # A job still queued, never delivered, this long after its last event lost its
+    # enqueue (the API died between commit and send): workers send it again, checking
+    # every requeue_interval_s (0 turns the check off). It must exceed the usual queue
+    # wait, or a backlogged job gets an extra (harmless, dropped) message per period.
+    requeue_after_s: float = Field(default=600.0, gt=0)
+    requeue_interval_s: float = Field(default=60.0, ge=0)
     # Largest built-in data set (train + test samples) a job may ask for with options
     # such as `eq:xy?n_train=...` or `mnist1d?num_samples=...`: the API generates it
     # to learn its shape, so an unbounded count would stall or exhaust the API process.

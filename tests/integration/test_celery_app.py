@@ -5,9 +5,13 @@ The behaviour they buy (re-delivery, resume) is exercised with real workers else
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
-from service.settings import Settings
+import pytest
+
+from service.settings import Settings, get_settings
 from worker.celery_app import TASK_COMPRESS, get_celery, make_celery
 
 
@@ -27,6 +31,53 @@ def test_task_is_registered_by_name_with_late_acks(tmp_path: Path) -> None:
     task = app.tasks[TASK_COMPRESS]
     assert task.acks_late and task.reject_on_worker_lost
     assert task.name == "metacluster.compress_job"
+
+
+def test_task_hands_its_message_id_to_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def run_job(job_id: str, **kwargs: Any) -> str:
+        calls.append((job_id, kwargs))
+        return "succeeded"
+
+    monkeypatch.setattr("service.job_runner.run_job", run_job)
+    app = make_celery(Settings(data_dir=tmp_path))
+    app.loader.import_default_modules()
+    task = app.tasks[TASK_COMPRESS]
+    task.apply(args=["job_a"], task_id="msg-1")
+    task.apply(args=["job_b"], kwargs={"takeover": True}, task_id="msg-2")
+    assert calls == [
+        ("job_a", {"message_id": "msg-1", "takeover": False}),
+        ("job_b", {"message_id": "msg-2", "takeover": True}),
+    ]
+
+
+@pytest.mark.parametrize("interval", [0.2, 0.0])
+def test_worker_ready_starts_the_requeue_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float
+) -> None:
+    from worker import tasks
+
+    monkeypatch.setenv("METACLUSTER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("METACLUSTER_REQUEUE_INTERVAL_S", str(interval))
+    get_settings.cache_clear()
+    try:
+        tasks._start_requeue_timer()
+        timer = tasks._requeue_timer
+        if interval == 0:
+            assert timer is None  # 0 turns the sweep off
+            return
+        assert timer is not None and timer.is_alive() and timer.interval_s == interval
+        # Its sweeps fail here (the database has no tables): logged, and the timer lives on.
+        time.sleep(3 * interval)
+        assert timer.is_alive()
+        tasks._stop_requeue_timer()
+        assert tasks._requeue_timer is None and not timer.is_alive()
+    finally:
+        tasks._stop_requeue_timer()
+        get_settings.cache_clear()
 
 
 def test_redis_visibility_timeout_follows_settings(tmp_path: Path) -> None:

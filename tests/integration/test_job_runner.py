@@ -291,3 +291,68 @@ def test_progress_of_a_k_sweep_spans_every_k(env: Env, monkeypatch: pytest.Monke
     assert env.run(env_job) == "failed"
     # Weights meta 4, kmeans 1, finetune 3 per K: the first K's fine-tuning ends at 8/12.
     assert [round(p, 3) for _, p in seen] == [round(x / 12, 3) for x in (4, 5, 8, 9)] + [0.99]
+
+
+class _WorkerLost(BaseException):
+    """Stands in for SIGKILL: nothing after the claim is written, nothing catches it."""
+
+
+def _claim_then_die(env: Env, monkeypatch: pytest.MonkeyPatch, job_id: str, message: str) -> None:
+    def die(*_args: Any, **_kwargs: Any) -> None:
+        raise _WorkerLost
+
+    with monkeypatch.context() as patch:
+        patch.setattr("service.job_runner._execute", die)
+        with pytest.raises(_WorkerLost):
+            run_job(job_id, settings=env.settings, storage=env.storage, message_id=message)
+    job = env.row(job_id)
+    assert (job.status, job.deliveries) == ("running", 1)
+
+
+def _running_events(env: Env, job_id: str) -> list[dict[str, Any]]:
+    return [
+        e.data
+        for e in env.events(job_id)
+        if e.kind == "status" and (e.data or {}).get("status") == "running"
+    ]
+
+
+def test_a_second_message_never_runs_a_claimed_job(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = env.job(QUICK)
+    _claim_then_die(env, monkeypatch, job_id, "msg-1")
+    assert _running_events(env, job_id) == [
+        {"status": "running", "delivery": 1, "message_id": "msg-1"}
+    ]
+    n_events = len(env.events(job_id))
+
+    def run(message: str) -> str:
+        return run_job(job_id, settings=env.settings, storage=env.storage, message_id=message)
+
+    # A re-enqueued copy of the job's message arrives while msg-1's job "runs": dropped,
+    # not counted as a delivery, nothing written.
+    assert run("msg-2") == "running"
+    assert env.row(job_id).deliveries == 1 and len(env.events(job_id)) == n_events
+    # The broker re-delivers the owner's message (same task id): it resumes and finishes.
+    assert run("msg-1") == "succeeded"
+    job = env.row(job_id)
+    assert (job.status, job.deliveries) == ("succeeded", 2)
+    assert [d["message_id"] for d in _running_events(env, job_id)] == ["msg-1", "msg-1"]
+    assert env.artifacts(job_id) == ["model.mcz", "report.json"]
+    # The copy delivered once more, after the end: a no-op.
+    assert run("msg-2") == "succeeded" and env.row(job_id).deliveries == 2
+
+
+def test_takeover_resumes_a_job_whose_message_was_lost(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = env.job(QUICK)
+    _claim_then_die(env, monkeypatch, job_id, "msg-1")
+    # The embedded mode's restart re-sends unfinished jobs as takeover messages.
+    status = run_job(
+        job_id, settings=env.settings, storage=env.storage, message_id="msg-3", takeover=True
+    )
+    assert status == "succeeded"
+    assert env.row(job_id).deliveries == 2
+    assert [d["message_id"] for d in _running_events(env, job_id)] == ["msg-1", "msg-3"]
