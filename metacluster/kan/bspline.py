@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,9 @@ from metacluster.kan._common import (
 )
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
 from metacluster.kan.model import register_module
+
+if TYPE_CHECKING:
+    from metacluster.kan.conv import KANConv2d
 
 __all__ = [
     "BSplineKANLayer",
@@ -393,6 +396,19 @@ def bspline_features(
     return bases
 
 
+def bspline_basis(layer: BSplineKANLayer | KANConv2d) -> Basis:
+    """The basis descriptor shared by dense and convolutional B-spline layers."""
+    params: dict[str, Any] = {
+        "grid_size": layer.grid_size,
+        "order": layer.spline_order,
+        "grid_range": list(layer.grid_range),
+        "n_spline": layer.n_basis,
+    }
+    if layer.has_base:
+        params["base"] = layer.base_activation
+    return Basis("bspline", layer.coef_dim, params)
+
+
 @register_module("bspline")
 class BSplineKANLayer(KANLayer):
     """efficient-kan KANLinear with the per-edge base weight folded into `coef`.
@@ -481,15 +497,7 @@ class BSplineKANLayer(KANLayer):
 
     # -- edge view -------------------------------------------------------
     def basis(self) -> Basis:
-        params: dict[str, Any] = {
-            "grid_size": self.grid_size,
-            "order": self.spline_order,
-            "grid_range": list(self.grid_range),
-            "n_spline": self.n_basis,
-        }
-        if self.has_base:
-            params["base"] = self.base_activation
-        return Basis("bspline", self.coef_dim, params)
+        return bspline_basis(self)
 
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         """Edges grouped by identical knot rows of their input (one group if uniform)."""

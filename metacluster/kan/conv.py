@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import activation, check_coefficients, check_positive, check_range
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
-from metacluster.kan.bspline import UniformGridCache, bspline_features
+from metacluster.kan.bspline import UniformGridCache, bspline_basis, bspline_features
 from metacluster.kan.chebyshev import chebyshev_polynomials
 from metacluster.kan.model import register_module
 
@@ -224,15 +224,7 @@ class KANConv2d(_ConvKAN2d):
         return bspline_features(x.unsqueeze(-1), grid, self.spline_order, base, uniform)[:, 0]
 
     def basis(self) -> Basis:
-        params: dict[str, Any] = {
-            "grid_size": self.grid_size,
-            "order": self.spline_order,
-            "grid_range": list(self.grid_range),
-            "n_spline": self.n_basis,
-        }
-        if self.has_base:
-            params["base"] = self.base_activation
-        return Basis("bspline", self.coef_dim, params)
+        return bspline_basis(self)
 
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid.unsqueeze(0))}"
