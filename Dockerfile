@@ -9,6 +9,8 @@ FROM python:3.11-slim AS base
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 .
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
+# GPU workers add the `gpu` extra (faiss-gpu) for the K-means index on CUDA.
+ARG EXTRAS=api,worker
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -30,7 +32,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 COPY pyproject.toml README.md ./
 RUN mkdir -p metacluster service worker \
     && touch metacluster/__init__.py service/__init__.py worker/__init__.py \
-    && pip install ".[api,worker]" \
+    && pip install ".[${EXTRAS}]" \
     && pip uninstall -y metacluster
 
 COPY metacluster ./metacluster

@@ -122,7 +122,8 @@ def test_dockerfile_default_command_and_copied_paths_exist() -> None:
         for src in line.split()[:-1]:
             assert (REPO / src).exists(), f"Dockerfile copies missing path {src}"
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    assert '".[api,worker]"' in text
+    # The image installs the api and worker extras by default (GPU builds add `gpu`).
+    assert "ARG EXTRAS=api,worker\n" in text and 'pip install ".[${EXTRAS}]"' in text
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
@@ -133,3 +134,17 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     # Everything the image copies is not ignored.
     for needed in ("metacluster", "service", "worker", "migrations"):
         assert needed not in ignored
+
+
+def test_gpu_workers_get_faiss_gpu_and_cpu_workers_do_not() -> None:
+    services = _compose()["services"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert 'pip install ".[${EXTRAS}]"' in dockerfile
+    gpu = services["worker"]["build"]["args"]["EXTRAS"].split(",")
+    cpu = services["worker-cpu"]["build"]["args"]["EXTRAS"].split(",")
+    assert "gpu" in gpu and "gpu" not in cpu
+    assert all(name in extras for name in gpu + cpu)
+    assert any(dep.startswith("faiss-gpu") for dep in extras["gpu"])
