@@ -5,11 +5,8 @@ Runs against the embedded SQLite broker and a real Redis; no worker consumes it 
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from service_builders import make_key
 from service_helpers import CONFIG, upload_dataset, upload_model
@@ -17,24 +14,6 @@ from service_helpers import CONFIG, upload_dataset, upload_model
 from service.app import create_app
 from service.settings import Settings
 from worker.celery_app import TASK_COMPRESS, get_celery
-
-
-@pytest.fixture(params=["sqlite-broker", "redis"])
-def broker_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
-    queue = f"cpu-test-{secrets.token_hex(4)}"
-    if request.param == "redis":
-        redis = pytest.importorskip("redis")
-        try:
-            redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
-        except redis.RedisError:
-            pytest.skip("Redis on 127.0.0.1:6379 is not reachable")
-        url = "redis://127.0.0.1:6379/0"
-    else:
-        url = settings.broker
-    s = settings.model_copy(update={"broker_url": url, "cpu_queue": queue, "default_queue": queue})
-    yield s
-    if request.param == "redis":
-        redis.Redis(host="127.0.0.1", port=6379).delete(queue)
 
 
 def _take(settings: Settings, queue: str) -> Any:

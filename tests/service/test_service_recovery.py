@@ -5,7 +5,6 @@ Jobs are created through the API (with a recording enqueuer standing in for a lo
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -152,25 +151,6 @@ def test_a_failed_send_is_retried_by_a_later_sweep(
     backdate(settings, stale, 2 * HOUR)
     sent = Sent()
     assert requeue_stale_jobs(settings, engine, send=sent) == [stale]
-
-
-@pytest.fixture(params=["sqlite-broker", "redis"])
-def broker_settings(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Settings]:
-    queue = f"cpu-test-{secrets.token_hex(4)}"
-    if request.param == "redis":
-        redis = pytest.importorskip("redis")
-        try:
-            redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2).ping()
-        except redis.RedisError:
-            pytest.skip("Redis on 127.0.0.1:6379 is not reachable")
-        url = "redis://127.0.0.1:6379/0"
-    else:
-        url = settings.broker
-    yield settings.model_copy(
-        update={"broker_url": url, "cpu_queue": queue, "default_queue": queue}
-    )
-    if request.param == "redis":
-        redis.Redis(host="127.0.0.1", port=6379).delete(queue)
 
 
 def test_the_message_reaches_the_broker(
