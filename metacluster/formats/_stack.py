@@ -6,9 +6,25 @@ Finds the layer modules by a characteristic key, the LayerNorms by their
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections import defaultdict
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
 
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
+from metacluster.formats._io import save_torch_state
+from metacluster.formats._registry import (
+    FormatHandler,
+    KeyTracker,
+    chain_widths,
+    check_chain,
+    float_dtype,
+    layers_of,
+)
+from metacluster.kan import KANLayer, KANModel, LayerNorm
 
 
 def leaves_by_module(ckpt: Checkpoint) -> dict[str, set[str]]:
@@ -38,3 +54,60 @@ def stack_modules(ckpt: Checkpoint, leaf: str) -> list[tuple[str, str]]:
     norms = layernorm_prefixes(ckpt, set(kan))
     kinds = {p: "kan" for p in kan} | {p: "layernorm" for p in norms}
     return [(kinds[p], p) for p in module_order(ckpt, list(kinds))]
+
+
+def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
+    weight, bias = keys.get(prefix + "weight", 1), keys.get(prefix + "bias", 1)
+    norm = LayerNorm(int(weight.shape[0]))
+    norm.to(float_dtype(weight))
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    return norm
+
+
+class LayerStackFormat(FormatHandler):
+    """A library whose users stack its one layer class, with LayerNorms between.
+
+    Subclasses name the characteristic tensor (`leaf`), the layer class, and how
+    one layer's tensors map to and from it; the stacking, glue and checks are here.
+    """
+
+    leaf: ClassVar[str]
+    family: ClassVar[str]
+    layer_type: ClassVar[type[KANLayer]]
+
+    def matches(self, ckpt: Checkpoint) -> bool:
+        return any(k == self.leaf or k.endswith("." + self.leaf) for k in ckpt.tensors)
+
+    @abstractmethod
+    def load_layer(self, keys: KeyTracker, prefix: str) -> KANLayer:
+        """The layer whose tensors start with `prefix`."""
+
+    @abstractmethod
+    def export_layer(self, layer: KANLayer, prefix: str, state: dict[str, Tensor]) -> None:
+        """Write one layer's tensors under `prefix` in the library's layout."""
+
+    def load(self, ckpt: Checkpoint) -> KANModel:
+        keys = KeyTracker(ckpt)
+        layers: list[nn.Module] = []
+        for kind, prefix in stack_modules(ckpt, self.leaf):
+            if kind == "layernorm":
+                layers.append(load_layernorm(keys, prefix))
+            else:
+                layers.append(self.load_layer(keys, prefix))
+        keys.check_all_used(self.name)
+        check_chain(chain_widths(layers), self.name)
+        return KANModel(layers, meta={"family": self.family, "format": self.name})
+
+    def export(self, model: KANModel, path: Path) -> list[Path]:
+        state: dict[str, Tensor] = {}
+        for pos, layer in enumerate(layers_of(model, self.name, (self.layer_type, nn.LayerNorm))):
+            if isinstance(layer, self.layer_type):
+                self.export_layer(layer, f"layers.{pos}.", state)
+            else:
+                assert isinstance(layer, nn.LayerNorm)
+                state[f"layers.{pos}.weight"] = layer.weight.detach().clone()
+                state[f"layers.{pos}.bias"] = layer.bias.detach().clone()
+        save_torch_state(state, path)
+        return [path]
