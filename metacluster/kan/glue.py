@@ -85,19 +85,31 @@ class Affine(nn.Module):
         return {"features": self.features}
 
 
+PairArg = int | tuple[int, int] | list[int]
+
+
+def _pool_args(
+    kernel_size: PairArg, stride: PairArg | None, padding: PairArg
+) -> tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int]]:
+    return _pair(kernel_size), None if stride is None else _pair(stride), _pair(padding)
+
+
+def _pool_config(pool: nn.MaxPool2d | nn.AvgPool2d) -> dict[str, Any]:
+    return {
+        "kernel_size": list(_pair(pool.kernel_size)),  # type: ignore[arg-type]
+        "stride": list(_pair(pool.stride)),  # type: ignore[arg-type]
+        "padding": list(_pair(pool.padding)),  # type: ignore[arg-type]
+    }
+
+
 @register_module("maxpool2d")
 class MaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d with a JSON config."""
 
     def __init__(
-        self,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] | None = None,
-        padding: int | tuple[int, int] | list[int] = 0,
+        self, kernel_size: PairArg, stride: PairArg | None = None, padding: PairArg = 0
     ) -> None:
-        super().__init__(
-            _pair(kernel_size), None if stride is None else _pair(stride), _pair(padding)
-        )
+        super().__init__(*_pool_args(kernel_size, stride, padding))
 
     def forward(self, x: Tensor) -> Tensor:
         _check_image(x, "MaxPool2d")
@@ -105,11 +117,7 @@ class MaxPool2d(nn.MaxPool2d):
         return out
 
     def config(self) -> dict[str, Any]:
-        return {
-            "kernel_size": list(_pair(self.kernel_size)),  # type: ignore[arg-type]
-            "stride": list(_pair(self.stride)),  # type: ignore[arg-type]
-            "padding": list(_pair(self.padding)),  # type: ignore[arg-type]
-        }
+        return _pool_config(self)
 
 
 @register_module("avgpool2d")
@@ -117,25 +125,16 @@ class AvgPool2d(nn.AvgPool2d):
     """nn.AvgPool2d with a JSON config."""
 
     def __init__(
-        self,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] | None = None,
-        padding: int | tuple[int, int] | list[int] = 0,
+        self, kernel_size: PairArg, stride: PairArg | None = None, padding: PairArg = 0
     ) -> None:
-        super().__init__(
-            _pair(kernel_size), None if stride is None else _pair(stride), _pair(padding)
-        )
+        super().__init__(*_pool_args(kernel_size, stride, padding))
 
     def forward(self, x: Tensor) -> Tensor:
         _check_image(x, "AvgPool2d")
         return super().forward(x)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "kernel_size": list(_pair(self.kernel_size)),  # type: ignore[arg-type]
-            "stride": list(_pair(self.stride)),  # type: ignore[arg-type]
-            "padding": list(_pair(self.padding)),  # type: ignore[arg-type]
-        }
+        return _pool_config(self)
 
 
 @register_module("global_avg_pool")
