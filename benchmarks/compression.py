@@ -22,11 +22,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import RESULTS, markdown_table, write_section  # noqa: E402
-from metacluster.compress import MetaClusterConfig, compress, compress_kmeans  # noqa: E402
-from metacluster.compress.baselines import run_baseline  # noqa: E402
+from metacluster.compress import MetaClusterConfig, compress  # noqa: E402
 from metacluster.compress.report import CompressionReport  # noqa: E402
 from metacluster.data import load_dataset  # noqa: E402
 from metacluster.training import build_model_for, evaluate, train_model  # noqa: E402
+from metacluster.workflow import ArtifactSizer  # noqa: E402
 
 
 @dataclass
@@ -123,11 +123,12 @@ def run_row(row: Row, ks: list[int], seed: int) -> list[dict[str, Any]]:
             }
         )
 
-    _, mc = compress(model, cfg, data)
+    sizer = ArtifactSizer()  # real bytes: the artifact each result would be written as
+    _, mc = compress(model, cfg, data, sizer=sizer)
     for sweep in mc.sweep or [mc.to_dict()]:
         rep = CompressionReport(**{**mc.to_dict(), **sweep, "sweep": [], "layers": []})
         record("metacluster", rep)
-    _, km = compress_kmeans(model, cfg, data)
+    _, km = compress(model, cfg.replace(method="kmeans"), data, sizer=sizer)
     for sweep in km.sweep or [km.to_dict()]:
         record("kmeans", CompressionReport(**{**km.to_dict(), **sweep, "sweep": [], "layers": []}))
     coef_dim = next(layer.coef_dim for _, layer in model.kan_layers())
@@ -142,8 +143,8 @@ def run_row(row: Row, ks: list[int], seed: int) -> list[dict[str, Any]]:
         ("int8", {}),
     )
     for method, kwargs in baselines:
-        _, rep = run_baseline(
-            method, model, single, data, bits=kwargs.get("bits", 4), m=kwargs.get("m", 3)
+        _, rep = compress(
+            model, single.replace(method=method, method_options=kwargs), data, sizer=sizer
         )
         record(
             f"{method}"

@@ -413,6 +413,44 @@ def _compress_config(
         raise ConfigError(f"bad compression config: {exc}") from None
 
 
+def _method_names() -> list[str]:
+    from metacluster.compress import method_names
+
+    return method_names()
+
+
+class _MethodChoice(click.Choice):  # type: ignore[type-arg]
+    """--method's choices: the registered methods, read when the option is parsed."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        self.choices = tuple(_method_names())
+        return super().convert(value, param, ctx)
+
+    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+        return "[" + "|".join(_method_names()) + "]"
+
+
+def _method_options(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """--method-option KEY=VALUE (repeatable); values parse as JSON (bits=2), else strings."""
+    if not values:
+        return None
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {item!r}", param_hint="--method-option"
+            )
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
@@ -428,7 +466,19 @@ def _compress_config(
 )
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=None)
 @click.option("--max-drop", type=float, default=None, help="Sweep: allowed metric drop.")
-@click.option("--method", type=click.Choice(["metacluster", "kmeans"]), default="metacluster")
+@click.option(
+    "--method",
+    type=_MethodChoice(),
+    default=None,
+    help="A registered compression method (default metacluster); see `metacluster methods`.",
+)
+@click.option(
+    "--method-option",
+    "method_option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the method, e.g. --method pq --method-option m=3 --method-option bits=2.",
+)
 @click.option(
     "--config",
     "config_file",
@@ -454,7 +504,8 @@ def compress(
     meta_epochs: int | None,
     finetune_epochs: int | None,
     max_drop: float | None,
-    method: str,
+    method: str | None,
+    method_option: tuple[str, ...],
     config_file: str | None,
     seed: int | None,
     device: str | None,
@@ -463,16 +514,15 @@ def compress(
     as_json: bool,
 ) -> None:
     """Compress a KAN into a codebook artifact and report metric, bytes and ratio."""
-    from metacluster.artifact import write_artifact
-    from metacluster.compress import compress as run_metacluster
-    from metacluster.compress import compress_kmeans
-    from metacluster.formats import load_model
+    from metacluster.workflow import compress_file
 
     ks = _int_list(k_text, "--k", minimum=2)
     config = _compress_config(
         config_file,
         {
             "k": ks[0] if len(ks) == 1 else ks,
+            "method": method,
+            "method_options": _method_options(method_option),
             "d_emb": d_emb,
             "mode": mode,
             "scope": scope,
@@ -484,30 +534,45 @@ def compress(
             "device": device,
         },
     )
-    if _is_artifact(model_path):
-        raise ConfigError(
-            f"{model_path} is already a MetaCluster artifact; compress the original model"
-        )
-    model = load_model(model_path, format=_check_format(fmt))
-    data = _load_data(data_spec, data_seed)
-    run = run_metacluster if method == "metacluster" else compress_kmeans
     bars = _Bars(progress)
     start = time.perf_counter()
     try:
-        compressed, report = run(model, config, data, progress=bars)
+        report = compress_file(
+            model_path,
+            data_spec,
+            config,
+            out,
+            format=_check_format(fmt),
+            data_seed=data_seed,
+            progress=bars,
+        )
     finally:
         bars.close()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info = write_artifact(compressed, path, report)
     result = report.to_dict()
-    # the contract's bytes are real files: the artifact as written, not an estimate
-    result["bytes_after"] = info.bytes
-    result["ratio"] = result["bytes_before"] / info.bytes
-    result["out"] = str(path)
-    result["sha256"] = info.sha256
+    result["out"] = str(Path(out))
     result["seconds"] = round(time.perf_counter() - start, 3)
     _emit(result, as_json)
+
+
+@cli.command("methods")
+@json_option
+def methods_cmd(as_json: bool) -> None:
+    """List the registered compression methods and their options."""
+    import dataclasses
+
+    from metacluster.compress import get_method, method_names
+
+    rows: list[dict[str, Any]] = []
+    for name in method_names():
+        m = get_method(name)
+        options = {f.name: f.default for f in dataclasses.fields(m.options)}
+        rows.append({"name": name, "summary": m.summary, "uses_k": m.uses_k, "options": options})
+    if as_json:
+        _emit({"methods": rows}, True)
+        return
+    for row in rows:
+        opts = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        click.echo(f"{row['name']:<12} {row['summary']}" + (f"  [{opts}]" if opts else ""))
 
 
 @cli.command()

@@ -23,6 +23,7 @@ from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ArtifactError
 from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
+from metacluster.workflow import ArtifactSizer
 
 
 def _config(**kw: Any) -> MetaClusterConfig:
@@ -64,7 +65,7 @@ def test_round_trip_outputs_equal(
     model: KANModel, digits: Dataset, tmp_path: Path, overrides: dict[str, Any]
 ) -> None:
     torch.set_num_threads(1)
-    compressed, report = compress(model, _config(**overrides), digits)
+    compressed, report = compress(model, _config(**overrides), digits, sizer=ArtifactSizer())
     info = write_artifact(compressed, tmp_path / "m.mcz", report)
     assert info.bytes == (tmp_path / "m.mcz").stat().st_size == report.bytes_after
     loaded = load_artifact(tmp_path / "m.mcz")

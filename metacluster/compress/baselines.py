@@ -1,13 +1,18 @@
-"""Baselines through the same code path and byte accounting as MetaCluster: scalar weight
-clustering, uniform per-channel int8/int4, and product quantization (faiss PQ).
+"""Baselines, registered as methods beside MetaCluster and sharing its run preparation,
+fine-tuning stage and byte accounting: scalar weight clustering, uniform per-channel
+int8/int4, and product quantization (faiss PQ).
 
-Plain K-means on the trained vectors is `compress_kmeans` (the pipeline without stage 1).
+Plain K-means on the trained vectors is the method "kmeans" (the pipeline without
+the meta-learner stage, in `pipeline`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,15 +24,13 @@ from metacluster.compress.codebook import (
     UniformQuant,
 )
 from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.context import Context, make_report
 from metacluster.compress.kmeans import kmeans
-from metacluster.compress.pipeline import Context, finish_report, prepare
-from metacluster.compress.report import CompressionReport, layer_details, source_bytes
-from metacluster.compress.stages import StageHooks, run_finetune_stage
-from metacluster.data.dataset import Dataset
+from metacluster.compress.methods import MethodOptions, NoOptions, register_method
+from metacluster.compress.plan import LayerPlan, StagePlan
+from metacluster.compress.report import CompressionReport, layer_details
+from metacluster.compress.stages import run_finetune_stage
 from metacluster.errors import ConfigError
-from metacluster.kan.model import KANModel
-
-BASELINES = ("scalar", "int8", "int4", "pq")
 
 
 def _coefs(ctx: Context) -> dict[str, torch.Tensor]:
@@ -121,47 +124,132 @@ def uniform_quantization(ctx: Context, bits: int) -> QuantizedCoefficients:
     )
 
 
-def run_baseline(
-    method: str,
-    model: KANModel,
-    config: MetaClusterConfig,
-    data: Dataset,
-    *,
-    bits: int = 4,
-    m: int = 3,
-    finetune: bool = True,
+# -- options -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScalarOptions(MethodOptions):
+    """2^bits centroids over every scalar of a group (Deep Compression's weight sharing)."""
+
+    bits: int = 4
+
+    def validate(self) -> None:
+        if not 1 <= self.bits <= 16:
+            raise ConfigError(f"scalar: bits must be in 1..16, got {self.bits}")
+
+
+@dataclass(frozen=True)
+class PQOptions(MethodOptions):
+    """m sub-vectors per edge vector, 2^bits centroids per sub-quantizer (faiss PQ)."""
+
+    m: int = 3
+    bits: int = 4
+
+    def validate(self) -> None:
+        if not 1 <= self.m <= 64:
+            raise ConfigError(f"pq: m must be in 1..64, got {self.m}")
+        if not 1 <= self.bits <= 16:
+            raise ConfigError(f"pq: bits must be in 1..16, got {self.bits}")
+
+
+# -- the shared runner -----------------------------------------------------------------
+def _run_baseline(
+    ctx: Context, quantize: Callable[[Context], QuantizedCoefficients], k: int
 ) -> tuple[CompressedKAN, CompressionReport]:
-    """Compress with a baseline; codebook baselines get the same fine-tuning stage."""
-    if method not in BASELINES:
-        raise ConfigError(f"unknown baseline {method!r}; expected one of {', '.join(BASELINES)}")
-    cfg = config.replace(k=config.ks[0])
-    ctx = prepare(model, cfg, data, StageHooks(), None, method)
+    """Quantize, fine-tune codebook baselines like MetaCluster's stage 3, report."""
+    cfg = ctx.config
     t0 = time.perf_counter()
-    if method == "scalar":
-        quant, k = scalar_codebooks(ctx, bits), 1 << bits
-    elif method == "pq":
-        quant, k = pq_codebooks(ctx, m, bits), 1 << bits
-    else:
-        quant, k = uniform_quantization(ctx, 8 if method == "int8" else 4), 0
+    ctx.hooks.report("quantize", 0, 1, None)
+    quant = quantize(ctx)
+    ctx.hooks.report("quantize", 1, 1, None)
     t_q = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if finetune and quant.codebooks and cfg.finetune_epochs > 0:
+    if quant.codebooks and cfg.finetune_epochs > 0:
         quant = run_finetune_stage(
-            ctx.work, data, quant, cfg, teacher=ctx.teacher, device=ctx.device, hooks=ctx.hooks
+            ctx.work, ctx.data, quant, cfg, teacher=ctx.teacher, device=ctx.device, hooks=ctx.hooks
         )
     t_ft = time.perf_counter() - t0
     compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
-    bytes_before, how = source_bytes(ctx.source)
-    report = finish_report(
-        ctx,
-        compressed,
-        k,
-        {"quantize": t_q, "finetune": t_ft},
-        bytes_before,
-        how,
-        method,
-        None,
-        None,
-    )
+    report = make_report(ctx, compressed, k, {"quantize": t_q, "finetune": t_ft})
     report.layers = layer_details(ctx.source, compressed, cfg.codebook_dtype, cfg.entropy)
     return compressed, report
+
+
+def _stages(finetune: bool) -> Callable[[MetaClusterConfig, Any, list[int]], list[StagePlan]]:
+    def stages(config: MetaClusterConfig, _options: Any, _ks: list[int]) -> list[StagePlan]:
+        out = [StagePlan("quantize", 1.0)]
+        if finetune and config.finetune_epochs > 0:
+            out.append(StagePlan("finetune", float(config.finetune_epochs)))
+        return out
+
+    return stages
+
+
+def _value_bits(config: MetaClusterConfig) -> int:
+    return 16 if config.codebook_dtype == "float16" else 32
+
+
+@register_method(
+    "scalar",
+    summary="scalar weight clustering: 2^bits shared values per group, fine-tuned",
+    options=ScalarOptions,
+    stages=_stages(finetune=True),
+    payload_bits=lambda layer, _k, config, o: (
+        (1 << o.bits) * _value_bits(config) + layer.edges * layer.coef_dim * o.bits
+    ),
+    uses_k=False,
+)
+def run_scalar(ctx: Context, options: ScalarOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return _run_baseline(ctx, lambda c: scalar_codebooks(c, options.bits), 1 << options.bits)
+
+
+@register_method(
+    "pq",
+    summary="product quantization (faiss): m sub-vectors, 2^bits centroids each, fine-tuned",
+    options=PQOptions,
+    stages=_stages(finetune=True),
+    payload_bits=lambda layer, _k, config, o: (
+        (1 << o.bits) * layer.coef_dim * _value_bits(config) + layer.edges * o.m * o.bits
+    ),
+    uses_k=False,
+)
+def run_pq(ctx: Context, options: PQOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return _run_baseline(ctx, lambda c: pq_codebooks(c, options.m, options.bits), 1 << options.bits)
+
+
+def _uniform_bits(bits: int) -> Callable[[LayerPlan, int, MetaClusterConfig, Any], int]:
+    # codes plus one fp32 scale per output channel
+    return lambda layer, _k, _c, _o: layer.edges * layer.coef_dim * bits + 32 * layer.outputs
+
+
+@register_method(
+    "int8",
+    summary="uniform symmetric int8 per output channel",
+    stages=_stages(finetune=False),
+    payload_bits=_uniform_bits(8),
+    uses_k=False,
+)
+def run_int8(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return _run_baseline(ctx, lambda c: uniform_quantization(c, 8), 0)
+
+
+@register_method(
+    "int4",
+    summary="uniform symmetric int4 per output channel",
+    stages=_stages(finetune=False),
+    payload_bits=_uniform_bits(4),
+    uses_k=False,
+)
+def run_int4(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return _run_baseline(ctx, lambda c: uniform_quantization(c, 4), 0)
+
+
+__all__ = [
+    "PQOptions",
+    "ScalarOptions",
+    "pq_codebooks",
+    "run_int4",
+    "run_int8",
+    "run_pq",
+    "run_scalar",
+    "scalar_codebooks",
+    "uniform_quantization",
+]

@@ -1,7 +1,10 @@
 """Stage checkpoints: a finished stage's result saved so a re-delivered job resumes.
 
-State values are tensors or JSON-able values; `DirectoryCheckpoint` stores them as
-one safetensors file plus one JSON file per stage (no pickle), written atomically.
+`StageCheckpoint` is where states go (`DirectoryCheckpoint`: one safetensors file
+plus one JSON file per stage, no pickle, written atomically; `MemoryCheckpoint`; the
+worker's blob-store checkpoint). `ResumableStages` is the one wrapper every stage
+runs through: it restores a finished stage (same model and config) instead of
+computing it again, and saves a stage once it has finished.
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from metacluster.errors import ArtifactError
+from metacluster.kan.model import KANModel
 
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
@@ -85,3 +90,64 @@ class MemoryCheckpoint:
         self.stages[stage] = {
             k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()
         }
+
+
+T = TypeVar("T")
+_STATE = "state."
+
+
+class ResumableStages:
+    """Runs stages at most once per (model, config) fingerprint.
+
+    `run(stage, compute, save=..., restore=...)`: with a checkpoint holding `stage`
+    under the same fingerprint, `restore(state)` rebuilds the result (and the work
+    model's parameters, when the stage trains it) and progress reports the stage as
+    done; otherwise `compute()` runs and `save(result)` (plus the model's state) is
+    stored. A checkpoint of another model or config is ignored.
+    """
+
+    def __init__(
+        self,
+        checkpoint: StageCheckpoint | None,
+        fingerprint: str,
+        model: KANModel,
+        report: Callable[[str, int, int, float | None], None],
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.fingerprint = fingerprint
+        self.model = model
+        self.report = report
+
+    def run(
+        self,
+        stage: str,
+        compute: Callable[[], T],
+        *,
+        save: Callable[[T], dict[str, Any]],
+        restore: Callable[[dict[str, Any]], T],
+        progress_name: str | None = None,
+        trains_model: bool = True,
+    ) -> T:
+        state = self._load(stage)
+        if state is not None:
+            if trains_model:
+                sd = {k[len(_STATE) :]: v for k, v in state.items() if k.startswith(_STATE)}
+                self.model.load_state_dict(sd, strict=True)
+            self.report(progress_name or stage, 1, 1, None)
+            return restore(state)
+        result = compute()
+        if self.checkpoint is not None:
+            payload = dict(save(result))
+            if trains_model:
+                for k, v in self.model.state_dict().items():
+                    payload[_STATE + k] = v.detach().cpu().clone()
+            self.checkpoint.save(stage, {"fingerprint": self.fingerprint, **payload})
+        return result
+
+    def _load(self, stage: str) -> dict[str, Any] | None:
+        if self.checkpoint is None:
+            return None
+        state = self.checkpoint.load(stage)
+        if state is None or state.get("fingerprint") != self.fingerprint:
+            return None  # a checkpoint of another model or config: recompute
+        return state

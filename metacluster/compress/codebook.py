@@ -4,7 +4,6 @@ centroids + indices (or uniform codes) rebuild every layer's coefficient vectors
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import torch
@@ -43,16 +42,11 @@ class EdgeGroup:
 def select_layers(
     model: KANModel, include: list[str], exclude: list[str], min_edges: int
 ) -> list[str]:
-    """Names of the KAN layers to compress, in forward order."""
-    names: list[str] = []
-    for name, layer in model.kan_layers():
-        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
-            continue
-        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
-            continue
-        if layer.n_edges < min_edges:
-            continue
-        names.append(name)
+    """Names of the KAN layers to compress, in forward order (`plan`'s rule)."""
+    from metacluster.compress.plan import select_layer_names
+
+    layers = ((name, layer.n_edges) for name, layer in model.kan_layers())
+    names = select_layer_names(layers, include, exclude, min_edges)
     if not names:
         raise ConfigError("no KAN layer matches include/exclude/min_edges; nothing to compress")
     return names

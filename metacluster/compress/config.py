@@ -12,7 +12,9 @@ from typing import Any
 
 from metacluster.errors import ConfigError
 
-CONFIG_VERSION = 1
+# 2: `method` and `method_options` (a version-1 dict is read as method "metacluster").
+CONFIG_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 _MODES = ("post_hoc", "from_scratch")
 _SCOPES = ("per_layer", "global")
@@ -26,6 +28,11 @@ _DEVICES = ("auto", "cpu", "cuda")
 class MetaClusterConfig:
     """One compression run. Defaults are the recipe measured in docs/compression.md."""
 
+    # A registered compression method (`metacluster.compress.method_names()`): the
+    # MetaCluster pipeline, plain K-means, or a baseline (scalar, pq, int8, int4).
+    method: str = "metacluster"
+    # Options of that method, checked by the options class it registered (e.g. pq: m, bits).
+    method_options: dict[str, Any] = field(default_factory=dict)
     # Codebook size; a list runs the meta-learner once and K-means + fine-tuning per K.
     k: int | list[int] = 16
     # Embedding size of every edge; the paper uses 1..4 and the manifold is that thin.
@@ -90,6 +97,12 @@ class MetaClusterConfig:
             raise ConfigError(
                 f"config version {self.version} is not supported (expected {CONFIG_VERSION})"
             )
+        if not isinstance(self.method_options, dict):
+            raise ConfigError("method_options must be a JSON object")
+        # The registry, not a list here, says which methods exist and what they accept.
+        from metacluster.compress.methods import get_method
+
+        get_method(self.method).parse_options(self.method_options)
         ks = self.ks
         if not ks:
             raise ConfigError("k must be an integer >= 2 or a non-empty list of them")
@@ -147,12 +160,16 @@ class MetaClusterConfig:
         out = dataclasses.asdict(self)
         out["include"] = list(self.include)
         out["exclude"] = list(self.exclude)
+        out["method_options"] = dict(self.method_options)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MetaClusterConfig:
         if not isinstance(data, dict):
             raise ConfigError("config must be a JSON object")
+        version = data.get("version", CONFIG_VERSION)
+        if type(version) is int and version in _READABLE_VERSIONS and version != CONFIG_VERSION:
+            data = {**data, "version": CONFIG_VERSION}  # 1 -> 2 added fields with defaults
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -1,20 +1,16 @@
-"""`compress`: meta-learner -> K-means -> codebook fine-tuning, with resumable stages,
-a K sweep that reuses one meta-learner, and the report the CLI and service print.
+"""The MetaCluster pipeline (and plain K-means, the same pipeline without stage 1):
+meta-learner -> [soft clustering] -> K-means -> codebook fine-tuning, every stage
+resumable from a checkpoint, and a K sweep that reuses one meta-learner.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from metacluster.compress.checkpoint import StageCheckpoint
 from metacluster.compress.codebook import (
     Codebook,
     CompressedKAN,
@@ -22,95 +18,24 @@ from metacluster.compress.codebook import (
     QuantizedCoefficients,
     build_groups,
     coefficient_names,
-    select_layers,
 )
 from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.report import (
-    CompressionReport,
-    layer_details,
-    library_versions,
-    param_ratio,
-    source_bytes,
-)
+from metacluster.compress.context import Context, make_report
+from metacluster.compress.functional import evaluate_model
+from metacluster.compress.meta import MetaResult, init_meta_learners
+from metacluster.compress.methods import NoOptions, register_method
+from metacluster.compress.plan import LayerPlan, StagePlan, codebook_bits
+from metacluster.compress.report import CompressionReport, layer_details
 from metacluster.compress.stages import (
-    MetaResult,
-    Progress,
-    ShouldStop,
-    StageHooks,
-    evaluate_model,
-    init_meta_learners,
-    predict,
     round_other_parameters,
     run_finetune_stage,
     run_kmeans_stage,
     run_meta_stage,
     run_soft_stage,
 )
-from metacluster.data.dataset import Dataset
-from metacluster.errors import ConfigError
-from metacluster.kan.model import KANModel
-from metacluster.training import check_compatible
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when available; never touches CUDA at import time."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-@dataclass
-class Context:
-    source: KANModel  # fp32 CPU copy of the user's model, never trained
-    work: KANModel  # trained in place by the stages
-    data: Dataset
-    config: MetaClusterConfig
-    layers: list[str]
-    groups: list[EdgeGroup]
-    device: torch.device
-    hooks: StageHooks
-    checkpoint: StageCheckpoint | None
-    fingerprint: str
-    teacher: Tensor | None
-    metric: str
-    before: float
-
-
-def _fingerprint(model: KANModel, config: MetaClusterConfig, method: str) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"config": config.to_dict(), "method": method}, sort_keys=True).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _load(ctx: Context, stage: str) -> dict[str, Any] | None:
-    if ctx.checkpoint is None:
-        return None
-    state = ctx.checkpoint.load(stage)
-    if state is None or state.get("fingerprint") != ctx.fingerprint:
-        return None  # a checkpoint of another model or config: recompute
-    return state
-
-
-def _save(ctx: Context, stage: str, state: dict[str, Any]) -> None:
-    if ctx.checkpoint is not None:
-        ctx.checkpoint.save(stage, {"fingerprint": ctx.fingerprint, **state})
-
-
-def _state_tensors(model: KANModel) -> dict[str, Tensor]:
-    return {f"state.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _restore_state(model: KANModel, state: dict[str, Any]) -> None:
-    sd = {k[len("state.") :]: v for k, v in state.items() if k.startswith("state.")}
-    model.load_state_dict(sd, strict=True)
-
-
-def _functional(model: KANModel, coefs: dict[str, Tensor]) -> dict[str, Tensor]:
+def _functional(model: Any, coefs: dict[str, Tensor]) -> dict[str, Tensor]:
     modules = dict(model.kan_layers())
     names = coefficient_names(model, list(coefs))
     return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
@@ -123,106 +48,6 @@ def _meta_groups(ctx: Context) -> list[EdgeGroup]:
     return build_groups(ctx.work, ctx.layers, cfg.meta_scope)
 
 
-def _meta_stage(ctx: Context, method: str) -> tuple[MetaResult | None, float | None]:
-    """Stage 1 (restored from its checkpoint when present); None for plain K-means."""
-    if method != "metacluster":
-        return None, None
-    state = _load(ctx, "meta")
-    if state is not None:
-        _restore_state(ctx.work, state)
-        modules = dict(ctx.work.kan_layers())
-        base = {
-            n: modules[n].edge_view(n).coefficients.detach().clone().float() for n in ctx.layers
-        }
-        groups = _meta_groups(ctx)
-        learners = init_meta_learners(groups, base, ctx.config)
-        for i, ml in enumerate(learners):
-            prefix = f"learner{i}."
-            ml.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
-            ml.to(ctx.device)
-        gen = {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
-        meta = MetaResult(gen, learners, groups, {n: t.to(ctx.device) for n, t in base.items()})
-        ctx.hooks.report("meta", 1, 1, None)
-    else:
-        meta = run_meta_stage(
-            ctx.work,
-            ctx.data,
-            ctx.layers,
-            _meta_groups(ctx),
-            ctx.config,
-            teacher=ctx.teacher,
-            device=ctx.device,
-            hooks=ctx.hooks,
-            cluster_groups=ctx.groups,
-        )
-        _save(
-            ctx,
-            "meta",
-            {
-                **{f"gen.{n}": g for n, g in meta.vectors.items()},
-                **meta.learner_state(),
-                **_state_tensors(ctx.work),
-            },
-        )
-    _, value = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, meta.vectors))
-    return meta, value
-
-
-def _source_vectors(ctx: Context) -> dict[str, Tensor]:
-    modules = dict(ctx.work.kan_layers())
-    return {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
-
-
-def _soft_stage(ctx: Context, meta: MetaResult, k: int) -> dict[str, Tensor]:
-    """Clustering-aware training for this K (config.soft_epochs > 0)."""
-    stage = f"soft_k{k}"
-    state = _load(ctx, stage)
-    if state is not None:
-        _restore_state(ctx.work, state)
-        ctx.hooks.report("soft", 1, 1, None)
-        return {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
-    gen = run_soft_stage(
-        ctx.work,
-        ctx.data,
-        ctx.layers,
-        meta,
-        ctx.groups,
-        k,
-        ctx.config,
-        teacher=ctx.teacher,
-        device=ctx.device,
-        hooks=ctx.hooks,
-    )
-    _save(ctx, stage, {**{f"gen.{n}": g for n, g in gen.items()}, **_state_tensors(ctx.work)})
-    return gen
-
-
-def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
-    stage = f"kmeans_k{k}"
-    state = _load(ctx, stage)
-    if state is not None:
-        cbs = [
-            Codebook(i, state[f"cb{i}.centroids"], state[f"cb{i}.indices"], 0, g.coef_dim)
-            for i, g in enumerate(ctx.groups)
-        ]
-        ctx.hooks.report("kmeans", 1, 1, None)
-        return QuantizedCoefficients(ctx.config.scope, list(ctx.layers), ctx.groups, cbs)
-    quant = run_kmeans_stage(
-        gen,
-        ctx.groups,
-        k,
-        ctx.config,
-        device=ctx.device.type,
-        hooks=ctx.hooks,
-        scope=ctx.config.scope,
-        layers=ctx.layers,
-    )
-    _save(ctx, stage, _codebook_state(quant))
-    return quant
-
-
 def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for i, cb in enumerate(quant.codebooks):
@@ -231,30 +56,119 @@ def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
     return out
 
 
+# -- the stages, each through the one resumable wrapper ------------------------------
+def _meta_stage(ctx: Context) -> MetaResult:
+    groups = _meta_groups(ctx)
+
+    def compute() -> MetaResult:
+        return run_meta_stage(
+            ctx.work,
+            ctx.data,
+            ctx.layers,
+            groups,
+            ctx.config,
+            teacher=ctx.teacher,
+            device=ctx.device,
+            hooks=ctx.hooks,
+            cluster_groups=ctx.groups,
+        )
+
+    def save(meta: MetaResult) -> dict[str, Any]:
+        return {**{f"gen.{n}": g for n, g in meta.vectors.items()}, **meta.learner_state()}
+
+    def restore(state: dict[str, Any]) -> MetaResult:
+        modules = dict(ctx.work.kan_layers())
+        base = {
+            n: modules[n].edge_view(n).coefficients.detach().clone().float() for n in ctx.layers
+        }
+        learners = init_meta_learners(groups, base, ctx.config)
+        for i, ml in enumerate(learners):
+            prefix = f"learner{i}."
+            ml.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+            ml.to(ctx.device)
+        gen = {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers}
+        return MetaResult(gen, learners, groups, {n: t.to(ctx.device) for n, t in base.items()})
+
+    return ctx.stages.run("meta", compute, save=save, restore=restore)
+
+
+def _soft_stage(ctx: Context, meta: MetaResult, k: int) -> dict[str, Tensor]:
+    """Clustering-aware training for this K (config.soft_epochs > 0)."""
+    return ctx.stages.run(
+        f"soft_k{k}",
+        lambda: run_soft_stage(
+            ctx.work,
+            ctx.data,
+            ctx.layers,
+            meta,
+            ctx.groups,
+            k,
+            ctx.config,
+            teacher=ctx.teacher,
+            device=ctx.device,
+            hooks=ctx.hooks,
+        ),
+        save=lambda gen: {f"gen.{n}": g for n, g in gen.items()},
+        restore=lambda state: {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers},
+        progress_name="soft",
+    )
+
+
+def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
+    def restore(state: dict[str, Any]) -> QuantizedCoefficients:
+        cbs = [
+            Codebook(i, state[f"cb{i}.centroids"], state[f"cb{i}.indices"], 0, g.coef_dim)
+            for i, g in enumerate(ctx.groups)
+        ]
+        return QuantizedCoefficients(ctx.config.scope, list(ctx.layers), ctx.groups, cbs)
+
+    return ctx.stages.run(
+        f"kmeans_k{k}",
+        lambda: run_kmeans_stage(
+            gen,
+            ctx.groups,
+            k,
+            ctx.config,
+            device=ctx.device.type,
+            hooks=ctx.hooks,
+            scope=ctx.config.scope,
+            layers=ctx.layers,
+        ),
+        save=_codebook_state,
+        restore=restore,
+        progress_name="kmeans",
+        trains_model=False,
+    )
+
+
 def _finetune_stage(ctx: Context, quant: QuantizedCoefficients, k: int) -> QuantizedCoefficients:
-    stage = f"finetune_k{k}"
-    state = _load(ctx, stage)
-    if state is not None:
+    def compute() -> QuantizedCoefficients:
+        out = run_finetune_stage(
+            ctx.work,
+            ctx.data,
+            quant,
+            ctx.config,
+            teacher=ctx.teacher,
+            device=ctx.device,
+            hooks=ctx.hooks,
+        )
+        round_other_parameters(ctx.work, ctx.layers, ctx.config.other_dtype)
+        return out
+
+    def restore(state: dict[str, Any]) -> QuantizedCoefficients:
         for i, cb in enumerate(quant.codebooks):
             cb.centroids = state[f"cb{i}.centroids"]
             cb.indices = state[f"cb{i}.indices"]
-        _restore_state(ctx.work, state)
-        ctx.hooks.report("finetune", 1, 1, None)
         return quant
-    quant = run_finetune_stage(
-        ctx.work,
-        ctx.data,
-        quant,
-        ctx.config,
-        teacher=ctx.teacher,
-        device=ctx.device,
-        hooks=ctx.hooks,
+
+    return ctx.stages.run(
+        f"finetune_k{k}", compute, save=_codebook_state, restore=restore, progress_name="finetune"
     )
-    round_other_parameters(ctx.work, ctx.layers, ctx.config.other_dtype)
-    _save(ctx, stage, {**_codebook_state(quant), **_state_tensors(ctx.work)})
-    return quant
 
 
+# -- the sweep ---------------------------------------------------------------------------
 def _recommend(
     metric: str, before: float, rows: list[dict[str, Any]], max_drop: float
 ) -> int | None:
@@ -269,148 +183,49 @@ def _recommend(
     return None
 
 
-def prepare(
-    model: KANModel,
-    config: MetaClusterConfig,
-    data: Dataset,
-    hooks: StageHooks,
-    checkpoint: StageCheckpoint | None,
-    method: str,
-) -> Context:
-    if not isinstance(model, KANModel):
-        raise ConfigError("compress() needs a metacluster KANModel")
-    if not isinstance(config, MetaClusterConfig):
-        raise ConfigError("compress() needs a MetaClusterConfig")
-    config.validate()
-    device = resolve_device(config.device)
-    source = copy.deepcopy(model).float().cpu().eval()
-    work = copy.deepcopy(source).to(device)
-    check_compatible(work, data)
-    layers = select_layers(work, config.include, config.exclude, config.min_edges)
-    modules = dict(work.kan_layers())
-    total = sum(modules[n].n_edges for n in layers)
-    for k in config.ks:
-        if k > total:
-            raise ConfigError(f"k={k} exceeds the number of edges to compress ({total})")
-    groups = build_groups(work, layers, config.scope)
-    metric, before = evaluate_model(work, data, device)
-    teacher = None
-    if config.distill > 0 and config.mode == "post_hoc":  # from_scratch has no teacher
-        teacher = predict(work, data.x_train.to(device)).detach()
-    return Context(
-        source,
-        work,
-        data,
-        config,
-        layers,
-        groups,
-        device,
-        hooks,
-        checkpoint,
-        _fingerprint(source, config, method),
-        teacher,
-        metric,
-        before,
-    )
-
-
-def finish_report(
-    ctx: Context,
-    compressed: CompressedKAN,
-    k: int,
-    stages: dict[str, float],
-    bytes_before: int,
-    how: str,
-    method: str,
-    metric_meta: float | None,
-    metric_km: float | None,
-) -> CompressionReport:
-    """Evaluate the compressed model and measure its artifact (same accounting for all methods)."""
-    from metacluster.artifact import artifact_bytes
-
-    config = ctx.config
-    _, after = evaluate_model(compressed, ctx.data, torch.device("cpu"))
-    report = CompressionReport(
-        metric=ctx.metric,
-        before=ctx.before,
-        after=after,
-        k=k,
-        bytes_before=bytes_before,
-        bytes_after=0,
-        ratio=0.0,
-        param_ratio=param_ratio(ctx.source, compressed, config.codebook_dtype, config.other_dtype),
-        stages={name: round(t, 3) for name, t in stages.items()},
-        layers=[],
-        seed=config.seed,
-        config=config.to_dict(),
-        method=method,
-        mode=config.mode,
-        device=str(ctx.device),
-        bytes_before_source=how,
-        metric_meta=metric_meta,
-        metric_kmeans=metric_km,
-        versions=library_versions(),
-    )
-    t0 = time.perf_counter()
-    report.bytes_after = len(artifact_bytes(compressed, report))
-    report.stages["artifact"] = round(time.perf_counter() - t0, 3)
-    report.ratio = bytes_before / report.bytes_after
-    return report
-
-
-def _run(
-    model: KANModel,
-    config: MetaClusterConfig,
-    data: Dataset,
-    hooks: StageHooks,
-    checkpoint: StageCheckpoint | None,
-    method: str,
-) -> tuple[CompressedKAN, CompressionReport]:
+def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, CompressionReport]:
+    """The pipeline for every K of the config; returns the recommended K's result."""
     t_start = time.perf_counter()
-    ctx = prepare(model, config, data, hooks, checkpoint, method)
+    config = ctx.config
     t0 = time.perf_counter()
-    meta, metric_meta = _meta_stage(ctx, method)
+    meta: MetaResult | None = None
+    metric_meta: float | None = None
+    if with_meta:
+        meta = _meta_stage(ctx)
+        _, metric_meta = evaluate_model(
+            ctx.work, ctx.data, ctx.device, _functional(ctx.work, meta.vectors)
+        )
     t_meta = time.perf_counter() - t0
     meta_state = {k: v.detach().clone() for k, v in ctx.work.state_dict().items()}
-    bytes_before, how = source_bytes(ctx.source)
     results: list[tuple[CompressedKAN, CompressionReport]] = []
     for k in config.ks:
         ctx.work.load_state_dict(meta_state)
         t0 = time.perf_counter()
         if meta is None:
-            gen = _source_vectors(ctx)
-        elif ctx.config.soft_epochs > 0:
+            modules = dict(ctx.work.kan_layers())
+            gen = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
+        elif config.soft_epochs > 0:
             gen = _soft_stage(ctx, meta, k)
         else:
             gen = meta.vectors
         t_soft = time.perf_counter() - t0
         t0 = time.perf_counter()
         quant = _kmeans_stage(ctx, gen, k)
-        quant.method = method
+        quant.method = config.method
         t_km = time.perf_counter() - t0
-        _, metric_km = evaluate_model(
-            ctx.work,
-            data,
-            ctx.device,
-            _functional(
-                ctx.work,
-                {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()},
-            ),
-        )
+        coefs = {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()}
+        _, metric_km = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, coefs))
         t0 = time.perf_counter()
         quant = _finetune_stage(ctx, quant, k)
         t_ft = time.perf_counter() - t0
         compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
-        report = finish_report(
+        report = make_report(
             ctx,
             compressed,
             k,
             {"meta": t_meta, "soft": t_soft, "kmeans": t_km, "finetune": t_ft},
-            bytes_before,
-            how,
-            method,
-            metric_meta,
-            metric_km,
+            metric_meta=metric_meta,
+            metric_kmeans=metric_km,
         )
         results.append((compressed, report))
     rows = [
@@ -439,34 +254,51 @@ def _run(
     return compressed, report
 
 
-def compress(
-    model: KANModel,
-    config: MetaClusterConfig,
-    data: Dataset,
-    *,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-    checkpoint: StageCheckpoint | None = None,
-) -> tuple[CompressedKAN, CompressionReport]:
-    """Compress `model` with MetaCluster; returns the compressed model and its report.
-
-    progress(stage, step, total, loss) is called as stages advance; should_stop() is
-    polled between steps and raises CancelledError; with a checkpoint, finished
-    stages are saved and a repeated call resumes from them with the same result.
-    With a list of K the meta-learner runs once and the smallest K within
-    `config.max_drop` of the original metric is returned (`report.sweep` has all).
-    """
-    return _run(model, config, data, StageHooks(progress, should_stop), checkpoint, "metacluster")
+# -- registration ------------------------------------------------------------------------
+def _per_k_stages(config: MetaClusterConfig, ks: list[int], soft: bool) -> list[StagePlan]:
+    out: list[StagePlan] = []
+    for k in ks:
+        if soft and config.soft_epochs > 0:
+            out.append(StagePlan("soft", float(config.soft_epochs), k))
+        out.append(StagePlan("kmeans", 1.0, k))
+        out.append(StagePlan("finetune", max(0.5, float(config.finetune_epochs)), k))
+    return out
 
 
-def compress_kmeans(
-    model: KANModel,
-    config: MetaClusterConfig,
-    data: Dataset,
-    *,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-    checkpoint: StageCheckpoint | None = None,
-) -> tuple[CompressedKAN, CompressionReport]:
-    """Plain K-means baseline: the same pipeline without the meta-learner stage."""
-    return _run(model, config, data, StageHooks(progress, should_stop), checkpoint, "kmeans")
+def _metacluster_stages(
+    config: MetaClusterConfig, _options: NoOptions, ks: list[int]
+) -> list[StagePlan]:
+    # Weights are epochs (one pass over the training set each); the regression is
+    # full-batch on the edge vectors alone, about an epoch per 100 steps.
+    out: list[StagePlan] = []
+    if config.mode == "post_hoc" and config.regress_steps > 0:
+        out.append(StagePlan("regress", max(0.5, config.regress_steps / 100)))
+    out.append(StagePlan("meta", max(0.5, float(config.meta_epochs))))
+    return out + _per_k_stages(config, ks, soft=True)
+
+
+def _codebook_payload(layer: LayerPlan, k: int, config: MetaClusterConfig, _o: Any) -> int:
+    return codebook_bits(layer, k, config)
+
+
+@register_method(
+    "metacluster",
+    summary="meta-learner manifold, then K-means codebooks and fine-tuning (the paper's method)",
+    stages=_metacluster_stages,
+    payload_bits=_codebook_payload,
+)
+def run_metacluster(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return run_pipeline(ctx, with_meta=True)
+
+
+@register_method(
+    "kmeans",
+    summary="plain K-means over the trained edge vectors, then codebook fine-tuning",
+    stages=lambda config, _o, ks: _per_k_stages(config, ks, soft=False),
+    payload_bits=_codebook_payload,
+)
+def run_kmeans(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return run_pipeline(ctx, with_meta=False)
+
+
+__all__ = ["run_kmeans", "run_metacluster", "run_pipeline"]

@@ -1,17 +1,14 @@
 """CompressionReport: what a compression run measured, JSON-able for the CLI and service.
 
 Holds the ARCHITECTURE contract keys plus param_ratio, per-layer errors and bytes,
-the K sweep frontier, stage timings, seed and library versions.
+the K sweep frontier, stage timings, seed and library versions. Real file sizes
+come from the caller's sizer (`metacluster.workflow`); the engine only estimates.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +42,7 @@ class CompressionReport:
     sweep: list[dict[str, Any]] = field(default_factory=list)
     recommended_k: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None  # of the artifact file, once written
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,39 +63,28 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def source_bytes(model: KANModel) -> tuple[int, str]:
-    """Real file size of an fp32 checkpoint of `model` and how it was measured.
-
-    In the source library's own layout when metacluster.formats can export it
-    (pykan float64 uploads are measured as their fp32 export), else our own format.
-    """
-    fp32 = copy.deepcopy(model).float()
-    fmt = str(model.meta.get("format") or "")
-    with tempfile.TemporaryDirectory(prefix="mc-src-") as tmp:
-        root = Path(tmp)
-        try:
-            from metacluster import formats
-
-            if fmt and hasattr(formats, "export_model"):
-                out = root / "export"
-                out.mkdir()
-                written = formats.export_model(fp32, fmt, out / "model")
-                # The checkpoint's own files, counted as `metacluster inspect` counts
-                # them: not the `_cache_data` pykan's loadckpt needs beside them.
-                size = formats.inspect_model(written[0], format=fmt)["bytes"]
-                if size > 0:
-                    return size, f"export:{fmt}"
-            if hasattr(formats, "save_model"):
-                formats.save_model(fp32, root / "model.safetensors")
-                return (root / "model.safetensors").stat().st_size, "save_model"
-        except Exception:  # any exporter failure: fall back to the plain state dict
-            pass
-        from safetensors.torch import save_file
-
-        path = root / "model.safetensors"
-        state = {k: v.detach().cpu().contiguous() for k, v in fp32.state_dict().items()}
-        save_file(state, os.fspath(path))
-        return path.stat().st_size, "safetensors_state_dict"
+def payload_bytes(compressed: CompressedKAN, config: dict[str, Any]) -> int:
+    """Bytes of what an artifact stores for `compressed`, without its manifest and
+    container: codebooks, coded indices, uniform codes and the dense parameters. The
+    engine's estimate when no sizer measures the real file."""
+    quant = compressed.quantized
+    coding = str(config.get("entropy", "auto"))
+    cb_bytes = 2 if config.get("codebook_dtype") == "float16" else 4
+    ot_bytes = 2 if config.get("other_dtype") == "float16" else 4
+    total = 0
+    for cb in quant.codebooks:
+        total += cb.k * cb.sub * cb_bytes + len(
+            encode_indices(cb.indices.cpu().numpy(), cb.k, coding)[1]
+        )
+    for uq in quant.uniform:
+        levels = 1 << uq.bits
+        codes = (uq.codes + levels // 2 - 1).cpu().numpy()
+        total += 4 * int(uq.scales.numel()) + len(encode_indices(codes, levels, coding)[1])
+    skip = set(coefficient_names(compressed, quant.layers).values())
+    total += ot_bytes * sum(
+        int(p.numel()) for n, p in compressed.named_parameters() if n not in skip
+    )
+    return total
 
 
 def param_ratio(

@@ -91,6 +91,8 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray[Any, Any]]) -> None:
 
 # Generator settings a user may override with "mnist1d?num_samples=10000&seed=1".
 MNIST1D_PARAMS = {"num_samples": int, "seed": int, "train_split": float, "shuffle_seq": bool}
+# The published data set's size (train + test), made unless `num_samples` says otherwise.
+MNIST1D_DEFAULT_SAMPLES = 5000
 
 
 def load_mnist1d_dataset(**overrides: Any) -> Dataset:
@@ -104,7 +106,7 @@ def load_mnist1d_dataset(**overrides: Any) -> Dataset:
         raise DatasetError(
             f"mnist1d: unknown option(s) {', '.join(unknown)}; known: {', '.join(MNIST1D_PARAMS)}"
         )
-    if overrides.get("num_samples", 5000) < 20:
+    if overrides.get("num_samples", MNIST1D_DEFAULT_SAMPLES) < 20:
         raise DatasetError("mnist1d: num_samples must be >= 20")
     key = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"mnist1d-{key}.npz"

@@ -19,6 +19,32 @@ from metacluster.errors import DatasetError
 Task = Literal["classification", "regression"]
 
 
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a compression plan needs to know about a data set without its arrays."""
+
+    task: str
+    n_train: int
+    n_test: int
+    input_shape: tuple[int, ...]
+    n_classes: int | None
+    n_outputs: int
+
+    @property
+    def n_features(self) -> int:
+        return math.prod(self.input_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "input_shape": list(self.input_shape),
+            "n_classes": self.n_classes,
+            "n_outputs": self.n_outputs,
+        }
+
+
 @dataclass
 class Dataset:
     """A supervised data set split into train and test tensors.
@@ -63,6 +89,16 @@ class Dataset:
         if split == "test":
             return self.x_test, self.y_test
         raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
+
+    def meta(self) -> DatasetMeta:
+        return DatasetMeta(
+            self.task,
+            self.n_train,
+            self.n_test,
+            tuple(self.input_shape),
+            self.n_classes,
+            self.n_outputs,
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-able facts (what the service reports for an uploaded data set)."""

@@ -127,8 +127,18 @@ def _sample_inputs(eq: Equation, n: int, gen: torch.Generator) -> Tensor:
     return torch.rand(n, eq.n_vars, generator=gen, dtype=torch.float64) * (high - low) + low
 
 
+# Samples an `eq:` task makes unless its spec says otherwise (`eq:xy?n_train=...`).
+DEFAULT_N_TRAIN = 1000
+DEFAULT_N_TEST = 1000
+
+
 def make_equation_data(
-    name: str, *, n_train: int = 1000, n_test: int = 1000, noise: float = 0.0, seed: int = 0
+    name: str,
+    *,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_test: int = DEFAULT_N_TEST,
+    noise: float = 0.0,
+    seed: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(x_train, y_train, x_test, y_test) in float32; y has shape (n, 1).
 

@@ -11,9 +11,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from metacluster.data.builtin import MNIST1D_PARAMS, load_digits_dataset, load_mnist1d_dataset
+from metacluster.data.builtin import (
+    MNIST1D_DEFAULT_SAMPLES,
+    MNIST1D_PARAMS,
+    load_digits_dataset,
+    load_mnist1d_dataset,
+)
 from metacluster.data.dataset import Dataset, dataset_from_arrays
-from metacluster.data.equations import EQUATIONS, make_equation_data
+from metacluster.data.equations import (
+    DEFAULT_N_TEST,
+    DEFAULT_N_TRAIN,
+    EQUATIONS,
+    make_equation_data,
+)
 from metacluster.data.files import (
     is_cifar_archive,
     is_cifar_dir,
@@ -112,3 +122,40 @@ def load_dataset(spec: str, *, seed: int = 0) -> Dataset:
         arrays = make_equation_data(name, **options)
         return dataset_from_arrays(base, *(a.numpy() for a in arrays), task="regression")
     return _load_path(Path(base).expanduser(), spec, query)
+
+
+def is_builtin(spec: str) -> bool:
+    """True for a built-in name (``digits``, ``mnist1d``, ``eq:<name>``, with options),
+    never for a path: a service must not let a job name a file on its disk."""
+    name = spec.split("?", 1)[0]
+    if name in ("digits", "mnist1d"):
+        return True
+    return name.startswith("eq:") and len(name) > 3 and "/" not in name and "\\" not in name
+
+
+def builtin_sample_count(spec: str) -> int | None:
+    """Samples (train + test) a generated built-in spec asks for; None for fixed sets.
+
+    Read from the spec's options with the loaders' own defaults, before anything is
+    generated, so a caller can refuse a huge request cheaply. Values the loader cannot
+    parse are left to it (it raises `DatasetError`); a repeated option counts at its
+    largest, so no spelling slips past a cap.
+    """
+    name, _, query = spec.partition("?")
+    defaults: dict[str, int]
+    if name.startswith("eq:"):
+        defaults = {"n_train": DEFAULT_N_TRAIN, "n_test": DEFAULT_N_TEST}
+    elif name == "mnist1d":
+        defaults = {"num_samples": MNIST1D_DEFAULT_SAMPLES}
+    else:
+        return None
+    given: dict[str, int] = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True):
+        if key not in defaults:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            continue
+        given[key] = max(value, given.get(key, value))
+    return sum({**defaults, **given}.values())

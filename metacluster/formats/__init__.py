@@ -6,9 +6,11 @@ rebuilds a `KANModel` whose outputs match the source library's.
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 # Importing the format modules registers their handlers, in this (FORMATS) order.
 from metacluster.formats import native as _native  # noqa: F401  isort: skip
@@ -19,11 +21,11 @@ from metacluster.formats import chebykan as _chebykan  # noqa: F401  isort: skip
 from metacluster.formats import fourierkan as _fourierkan  # noqa: F401  isort: skip
 from metacluster.formats import torch_conv_kan as _torch_conv_kan  # noqa: F401  isort: skip
 from metacluster.formats import spec as _spec  # noqa: F401  isort: skip
-from metacluster.errors import ConfigError, FormatError
+from metacluster.errors import ConfigError, FormatError, InputError
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint
 from metacluster.formats._registry import HANDLERS, FormatHandler, detect, get_handler
 from metacluster.formats.native import fp32_checkpoint_bytes
-from metacluster.kan import KANModel
+from metacluster.kan import KANModel, describe_model
 
 SpecArg = Mapping[str, Any] | str | Path | None
 
@@ -31,13 +33,8 @@ SpecArg = Mapping[str, Any] | str | Path | None
 FORMATS: list[str] = list(HANDLERS)
 
 
-class ModelInfo(TypedDict):
-    family: str
-    format: str
-    layers: list[dict[str, Any]]
-    edges: int
-    params: int
-    bytes: int
+ModelInfo = dict[str, Any]
+"""`inspect_model`'s answer: `metacluster.kan.describe_model` plus format and bytes."""
 
 
 def _open(path: str | Path, format: str, spec: SpecArg) -> tuple[Checkpoint, FormatHandler]:
@@ -92,33 +89,44 @@ def export_model(model: KANModel, to: str, path: str | Path) -> list[Path]:
 
 
 def inspect_model(path: str | Path, format: str = "auto", spec: SpecArg = None) -> ModelInfo:
-    """{family, format, layers:[{name, in, out, edges, coef_dim}], edges, params, bytes}.
+    """{family, format, kind, layers:[{name, in, out, edges, coef_dim}], edges,
+    params, bytes, coef_params, other_params, input, output_features}.
 
     bytes: on-disk size of the checkpoint's files (pykan: _config.yml + _state; the
     _cache_data of user inputs is not part of the model). params: the learned
     scalars the source file holds (its float tensors minus knots, masks and index
-    buffers; our format: the model's parameters).
+    buffers; our format: the model's parameters). The rest is `describe_model` of the
+    imported model: what `metacluster.compress.plan` reads.
     """
     ckpt, handler = _open(path, format, spec)
     model = _load(handler, ckpt)
-    layers = [
-        {
-            "name": name,
-            "in": layer.in_features,
-            "out": layer.out_features,
-            "edges": layer.n_edges,
-            "coef_dim": layer.coef_dim,
-        }
-        for name, layer in model.kan_layers()
-    ]
-    return {
-        "family": model.family,
-        "format": handler.name,
-        "layers": layers,
-        "edges": model.n_edges(),
-        "params": handler.count_params(ckpt, model),
-        "bytes": ckpt.nbytes,
-    }
+    info: ModelInfo = describe_model(model)
+    info.update(format=handler.name, params=handler.count_params(ckpt, model), bytes=ckpt.nbytes)
+    return info
+
+
+def source_checkpoint_bytes(model: KANModel) -> tuple[int, str]:
+    """Real file size of an fp32 checkpoint of `model`, and how it was measured.
+
+    In the source library's own layout when it can be exported there (a pykan float64
+    upload is measured as its fp32 export, its `_cache_data` not counted), else in our
+    format. This is the "before" of every compression ratio.
+    """
+    fp32 = copy.deepcopy(model).float()
+    fmt = str(model.meta.get("format") or "")
+    with tempfile.TemporaryDirectory(prefix="mc-src-") as tmp:
+        root = Path(tmp)
+        if fmt in HANDLERS:
+            try:
+                written = export_model(fp32, fmt, root / "model")
+            except InputError:  # the model has no exact form in that layout
+                written = []
+            if written:
+                size = int(inspect_model(written[0], format=fmt)["bytes"])
+                if size > 0:
+                    return size, f"export:{fmt}"
+        save_model(fp32, root / "model.safetensors")
+        return (root / "model.safetensors").stat().st_size, "save_model"
 
 
 __all__ = [
@@ -130,4 +138,5 @@ __all__ = [
     "inspect_model",
     "load_model",
     "save_model",
+    "source_checkpoint_bytes",
 ]

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
-from metacluster.kan.build import FAMILIES, build_conv_kan, build_kan
+from metacluster.kan.build import build_conv_kan, build_kan
 from metacluster.kan.chebyshev import ChebyKANLayer
 from metacluster.kan.conv import ChebyKANConv2d, KANConv2d
+from metacluster.kan.families import (
+    Family,
+    family_names,
+    family_of,
+    get_family,
+    model_kind,
+    register_family,
+)
 from metacluster.kan.fourier import FourierKANLayer
 from metacluster.kan.glue import (
     Affine,
@@ -24,9 +32,9 @@ from metacluster.kan.glue import (
 )
 from metacluster.kan.model import MODULE_TYPES, KANModel, build_module, module_config
 from metacluster.kan.rbf import RBFKANLayer
+from metacluster.kan.summary import describe_model
 
 __all__ = [
-    "FAMILIES",
     "MODULE_TYPES",
     "Affine",
     "AvgPool2d",
@@ -35,6 +43,7 @@ __all__ = [
     "ChebyKANConv2d",
     "ChebyKANLayer",
     "EdgeView",
+    "Family",
     "Flatten",
     "FourierKANLayer",
     "GlobalAvgPool",
@@ -51,6 +60,12 @@ __all__ = [
     "build_conv_kan",
     "build_kan",
     "build_module",
+    "describe_model",
+    "family_names",
+    "family_of",
+    "get_family",
     "grid_fingerprint",
+    "model_kind",
     "module_config",
+    "register_family",
 ]

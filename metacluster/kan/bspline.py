@@ -25,7 +25,7 @@ from metacluster.kan._common import (
     linear_over_features,
 )
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
-from metacluster.kan.model import register_module
+from metacluster.kan.families import register_family
 
 if TYPE_CHECKING:
     from metacluster.kan.conv import KANConv2d
@@ -409,7 +409,7 @@ def bspline_basis(layer: BSplineKANLayer | KANConv2d) -> Basis:
     return Basis("bspline", layer.coef_dim, params)
 
 
-@register_module("bspline")
+@register_family("bspline", kind="dense", data_grid=True)
 class BSplineKANLayer(KANLayer):
     """efficient-kan KANLinear with the per-edge base weight folded into `coef`.
 
@@ -547,7 +547,7 @@ class BSplineKANLayer(KANLayer):
         )
 
 
-@register_module("pykan_bspline")
+@register_family("pykan_bspline", kind="dense", data_grid=True)
 class PyKANLayer(BSplineKANLayer):
     """pykan 0.2.x KANLayer (numeric branch) plus MultKAN's subnode and node affines.
 

@@ -13,28 +13,11 @@ from typing import Any
 from torch import nn
 
 from metacluster.errors import ConfigError
-from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
-from metacluster.kan.chebyshev import ChebyKANLayer
-from metacluster.kan.conv import ChebyKANConv2d, KANConv2d
-from metacluster.kan.fourier import FourierKANLayer
+from metacluster.kan.families import family_names, get_family
 from metacluster.kan.glue import Flatten, GlobalAvgPool, Linear, MaxPool2d, Reshape, SiLU
 from metacluster.kan.model import KANModel
-from metacluster.kan.rbf import RBFKANLayer
 
-__all__ = ["CONV_FAMILIES", "DENSE_FAMILIES", "FAMILIES", "build_conv_kan", "build_kan"]
-
-DENSE_FAMILIES: dict[str, type[nn.Module]] = {
-    "bspline": BSplineKANLayer,
-    "pykan_bspline": PyKANLayer,
-    "rbf": RBFKANLayer,
-    "chebyshev": ChebyKANLayer,
-    "fourier": FourierKANLayer,
-}
-CONV_FAMILIES: dict[str, type[nn.Module]] = {
-    "conv_bspline": KANConv2d,
-    "conv_chebyshev": ChebyKANConv2d,
-}
-FAMILIES: list[str] = sorted([*DENSE_FAMILIES, *CONV_FAMILIES])
+__all__ = ["build_conv_kan", "build_kan"]
 
 
 def _check_widths(widths: Sequence[int], minimum: int) -> list[int]:
@@ -71,7 +54,7 @@ def _build_dense(family: str, widths: Sequence[int], options: dict[str, Any]) ->
                 f"input_shape {list(input_shape)} flattens to {flat}, but widths[0] is {sizes[0]}"
             )
         layers.append(Flatten())
-    cls = DENSE_FAMILIES[family]
+    cls = get_family(family).layer
     layers += [_make(cls, i, o, **options) for i, o in itertools.pairwise(sizes)]
     return KANModel(layers, meta={"family": family, "format": "metacluster", "widths": sizes})
 
@@ -108,8 +91,8 @@ def build_conv_kan(
     entry is the flattened input size (e.g. [64, 32, 10] for 1x8x8) is accepted
     and its first entry dropped.
     """
-    if family not in CONV_FAMILIES:
-        raise ConfigError(f"unknown conv KAN family {family!r}; expected {sorted(CONV_FAMILIES)}")
+    if get_family(family).kind != "conv":
+        raise ConfigError(f"{family!r} is not a conv KAN family; expected {family_names('conv')}")
     if input_shape is None:
         raise ConfigError(f"family {family!r} needs input_shape=(C, H, W)")
     c, h, w = _image_shape(input_shape)
@@ -120,7 +103,7 @@ def build_conv_kan(
     kernel = int(kernel_size)
     if kernel < 1 or kernel % 2 == 0:
         raise ConfigError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-    cls = CONV_FAMILIES[family]
+    cls = get_family(family).layer
     layers: list[nn.Module] = [Reshape([c, h, w])]
     for out_c in chans:
         layers.append(_make(cls, c, out_c, kernel, padding=kernel // 2, **options))
@@ -153,8 +136,6 @@ def build_kan(family: str, widths: Sequence[int], **options: Any) -> KANModel:
     Conv families (conv_bspline, conv_chebyshev): see `build_conv_kan`.
     Initialisation draws from torch's global RNG: seed with torch.manual_seed.
     """
-    if family in DENSE_FAMILIES:
-        return _build_dense(family, widths, dict(options))
-    if family in CONV_FAMILIES:
+    if get_family(family).kind == "conv":
         return build_conv_kan(family, widths, **options)
-    raise ConfigError(f"unknown KAN family {family!r}; expected one of {FAMILIES}")
+    return _build_dense(family, widths, dict(options))

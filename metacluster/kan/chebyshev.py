@@ -17,7 +17,7 @@ from metacluster.kan._common import (
     linear_over_features,
 )
 from metacluster.kan.base import Basis, KANLayer
-from metacluster.kan.model import register_module
+from metacluster.kan.families import register_family
 
 __all__ = ["ChebyKANLayer", "chebyshev_polynomials"]
 
@@ -32,7 +32,7 @@ def chebyshev_polynomials(t: Tensor, degree: int) -> Tensor:
     return torch.stack(polys, dim=-1)
 
 
-@register_module("chebyshev")
+@register_family("chebyshev", kind="dense")
 class ChebyKANLayer(KANLayer):
     """y_o = sum_i sum_d coef[o, i, d] T_d(tanh(x_i)); coef (O, I, D + 1).
 

@@ -18,7 +18,7 @@ from metacluster.kan._common import activation, check_coefficients, check_positi
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
 from metacluster.kan.bspline import UniformGridCache, bspline_basis, bspline_features
 from metacluster.kan.chebyshev import chebyshev_polynomials
-from metacluster.kan.model import register_module
+from metacluster.kan.families import register_family
 
 __all__ = ["ChebyKANConv2d", "KANConv2d"]
 
@@ -142,7 +142,7 @@ class _ConvKAN2d(KANLayer):
         }
 
 
-@register_module("conv_bspline")
+@register_family("conv_bspline", kind="conv")
 class KANConv2d(_ConvKAN2d):
     """torch-conv-kan KANConv2DLayer: per edge [spline coefficients (G + k), base_conv weight].
 
@@ -248,7 +248,7 @@ class KANConv2d(_ConvKAN2d):
         }
 
 
-@register_module("conv_chebyshev")
+@register_family("conv_chebyshev", kind="conv")
 class ChebyKANConv2d(_ConvKAN2d):
     """torch-conv-kan KACNConv2DLayer: per edge Chebyshev coefficients of T_d(tanh x), no base.
 

@@ -18,7 +18,7 @@ from metacluster.kan._common import (
     linear_over_features,
 )
 from metacluster.kan.base import Basis, KANLayer
-from metacluster.kan.model import register_module
+from metacluster.kan.families import register_family
 
 __all__ = ["FourierKANLayer", "fourier_features"]
 
@@ -30,7 +30,9 @@ def fourier_features(x: Tensor, grid_size: int) -> Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
-@register_module("fourier")
+# Measured on digits (64-32-10, 30 epochs, 3 seeds): Fourier with the layer default of
+# 5 frequencies overfits (89-94% test accuracy) while 2 frequencies reach 96-98%.
+@register_family("fourier", kind="dense", train_defaults={"grid_size": 2})
 class FourierKANLayer(KANLayer):
     """y_o = sum_i sum_m C[o,i,m] cos(m x_i) + C[o,i,G+m] sin(m x_i) + b_o; coef (O, I, 2G).
 

@@ -21,12 +21,12 @@ from metacluster.kan._common import (
     linear_over_features,
 )
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
-from metacluster.kan.model import register_module
+from metacluster.kan.families import register_family
 
 __all__ = ["RBFKANLayer"]
 
 
-@register_module("rbf")
+@register_family("rbf", kind="dense")
 class RBFKANLayer(KANLayer):
     """FastKANLayer: y = sum_{i,g} W[o,i,g] phi_g(LN(x)_i) + sum_i w[o,i] act(x_i) + b_o.
 

@@ -9,10 +9,21 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, write_artifact
-from metacluster.compress.baselines import run_baseline
+from metacluster.compress import MetaClusterConfig, compress
+from metacluster.compress.codebook import CompressedKAN
+from metacluster.compress.report import CompressionReport
 from metacluster.data import Dataset
 from metacluster.errors import ConfigError
 from metacluster.kan.model import KANModel
+from metacluster.workflow import ArtifactSizer
+
+
+def run_baseline(
+    method: str, model: KANModel, config: MetaClusterConfig, data: Dataset, **options: int
+) -> tuple[CompressedKAN, CompressionReport]:
+    """A baseline is a registered method: chosen by config.method, options checked there."""
+    cfg = config.replace(method=method, method_options=options)
+    return compress(model, cfg, data, sizer=ArtifactSizer())
 
 
 @pytest.mark.parametrize(
@@ -32,9 +43,7 @@ def test_baseline_round_trip_and_quantization_levels(
     kwargs: dict[str, int],
     distinct_max: int,
 ) -> None:
-    compressed, report = run_baseline(
-        method, small_model, fast_config(), digits, bits=kwargs.get("bits", 4), m=kwargs.get("m", 3)
-    )
+    compressed, report = run_baseline(method, small_model, fast_config(), digits, **kwargs)
     path = tmp_path / f"{method}.mcz"
     write_artifact(compressed, path, report)
     assert path.stat().st_size == report.bytes_after
@@ -67,7 +76,7 @@ def test_int8_error_is_below_int4(small_model: KANModel, digits: Dataset) -> Non
 
 
 def test_unknown_baseline_and_bad_pq(small_model: KANModel, digits: Dataset) -> None:
-    with pytest.raises(ConfigError, match="unknown baseline"):
+    with pytest.raises(ConfigError, match="unknown compression method 'magic'"):
         run_baseline("magic", small_model, fast_config(), digits)
     with pytest.raises(ConfigError, match="PQ needs m to divide"):
         run_baseline("pq", small_model, fast_config(), digits, m=2)

@@ -19,7 +19,6 @@ from metacluster.compress import (
     DirectoryCheckpoint,
     MemoryCheckpoint,
     compress,
-    compress_kmeans,
 )
 from metacluster.data import Dataset, dataset_from_arrays
 from metacluster.errors import CancelledError, ConfigError, IncompatibleError
@@ -27,6 +26,7 @@ from metacluster.formats import save_model
 from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
 from metacluster.training import evaluate
+from metacluster.workflow import ArtifactSizer
 
 CLI_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTRACT = {"metric", "before", "after", "ratio", "bytes_before", "bytes_after", "k", "stages"}
@@ -36,7 +36,7 @@ def test_report_has_contract_keys_and_consistent_numbers(
     small_model: KANModel, digits: Dataset
 ) -> None:
     original = {k: v.clone() for k, v in small_model.state_dict().items()}
-    compressed, report = compress(small_model, fast_config(), digits)
+    compressed, report = compress(small_model, fast_config(), digits, sizer=ArtifactSizer())
     d = report.to_dict()
     assert set(d) >= CONTRACT
     assert d["metric"] == "accuracy" and 0.0 <= d["after"] <= 1.0
@@ -72,6 +72,7 @@ def test_sweep_runs_meta_once_and_recommends_smallest_good_k(
         fast_config(k=[2, 4, 8], max_drop=1.0),
         digits,
         progress=lambda s, i, n, loss: stages.append(s),
+        sizer=ArtifactSizer(),
     )
     assert [row["k"] for row in report.sweep] == [2, 4, 8]
     assert stages.count("meta") == 2  # one meta stage (2 epochs), not one per K
@@ -183,8 +184,11 @@ def test_plain_kmeans_baseline_skips_the_meta_learner(
     small_model: KANModel, digits: Dataset
 ) -> None:
     stages: list[str] = []
-    _, report = compress_kmeans(
-        small_model, fast_config(), digits, progress=lambda s, i, n, loss: stages.append(s)
+    _, report = compress(
+        small_model,
+        fast_config(method="kmeans"),
+        digits,
+        progress=lambda s, i, n, loss: stages.append(s),
     )
     assert "meta" not in stages and "regress" not in stages
     assert report.method == "kmeans" and report.metric_meta is None

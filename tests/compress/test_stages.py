@@ -7,12 +7,10 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.compress.codebook import build_groups, select_layers
+from metacluster.compress.functional import evaluate_model
+from metacluster.compress.hooks import StageHooks
+from metacluster.compress.meta import init_meta_learners, regress_meta_learners
 from metacluster.compress.stages import (
-    StageHooks,
-    evaluate_model,
-    init_meta_learners,
-    predict,
-    regress_meta_learners,
     run_finetune_stage,
     run_kmeans_stage,
     run_meta_stage,
@@ -21,6 +19,7 @@ from metacluster.compress.stages import (
 from metacluster.data import Dataset
 from metacluster.errors import CancelledError
 from metacluster.kan.model import KANModel
+from metacluster.training import predict
 
 CPU = torch.device("cpu")
 

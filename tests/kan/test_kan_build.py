@@ -11,7 +11,6 @@ import torch
 import metacluster.kan as kan_pkg
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan import (
-    FAMILIES,
     MODULE_TYPES,
     Affine,
     KANConv2d,
@@ -20,6 +19,8 @@ from metacluster.kan import (
     Reshape,
     build_kan,
     build_module,
+    family_names,
+    get_family,
     module_config,
 )
 
@@ -28,7 +29,30 @@ CONV = ["conv_bspline", "conv_chebyshev"]
 
 
 def test_families_listed() -> None:
-    assert sorted(DENSE + CONV) == FAMILIES
+    assert sorted(DENSE + CONV) == family_names()
+    assert family_names("conv") == sorted(CONV)
+    assert all(get_family(name).kind == "dense" for name in DENSE)
+
+
+def test_a_registered_family_is_built_without_touching_build() -> None:
+    """Adding a family is one decorated class: build_kan and the kind come from the registry."""
+    from metacluster.kan import ChebyKANLayer, register_family
+
+    @register_family("test_cheby_copy", kind="dense", train_defaults={"degree": 2})
+    class CopyLayer(ChebyKANLayer):
+        pass
+
+    try:
+        model = build_kan("test_cheby_copy", [3, 2], degree=2)
+        assert isinstance(model.layers[0], CopyLayer)
+        assert get_family("test_cheby_copy").train_defaults == {"degree": 2}
+        assert "test_cheby_copy" in family_names("dense")
+    finally:
+        from metacluster.kan import families
+        from metacluster.kan import model as model_mod
+
+        families._FAMILIES.pop("test_cheby_copy")
+        model_mod.MODULE_TYPES.pop("test_cheby_copy")
 
 
 @pytest.mark.parametrize("family", DENSE)
@@ -151,7 +175,7 @@ def test_glue_modules_round_trip_through_json() -> None:
     assert model.kan_layers is not None and model.n_edges() == 0
     for name in ["layernorm", "flatten", "affine", "maxpool2d", "avgpool2d", "global_avg_pool"]:
         assert name in MODULE_TYPES
-    for name in ["linear", "silu", "reshape", *FAMILIES]:
+    for name in ["linear", "silu", "reshape", *family_names()]:
         assert name in MODULE_TYPES
 
 

@@ -1,4 +1,4 @@
-"""source_bytes: the size of the source checkpoint a compression ratio is measured against.
+"""source_checkpoint_bytes: the size of the source checkpoint a compression ratio is measured against.
 
 It counts the checkpoint's own files in the source library's layout, as
 `metacluster inspect` does; pykan's `_cache_data` is not part of the model.
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from metacluster import formats
-from metacluster.compress.report import source_bytes
 from metacluster.formats import export_model
+from metacluster.formats import source_checkpoint_bytes as source_bytes
 from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
 

@@ -1,0 +1,183 @@
+"""A prepared compression run (`Context`) and the report every method ends with.
+
+`prepare` checks the inputs, plans the run with `plan` (the same rules as the
+service's validation), copies the model, measures the original metric and the
+teacher outputs; `make_report` evaluates a result and measures its bytes through the
+run's `Sizer`. The engine never writes files: the caller's sizer knows how big a
+source checkpoint and an artifact are (`metacluster.workflow.ArtifactSizer` measures
+the real files); without one, `EstimateSizer` estimates from the tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from metacluster.compress.checkpoint import ResumableStages, StageCheckpoint
+from metacluster.compress.codebook import CompressedKAN, EdgeGroup, build_groups
+from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.functional import evaluate_model, teacher_outputs
+from metacluster.compress.hooks import StageHooks
+from metacluster.compress.plan import Plan, plan
+from metacluster.compress.report import (
+    CompressionReport,
+    library_versions,
+    param_ratio,
+    payload_bytes,
+)
+from metacluster.data.dataset import Dataset
+from metacluster.device import resolve_device
+from metacluster.errors import ConfigError
+from metacluster.kan.model import KANModel
+from metacluster.kan.summary import describe_model
+from metacluster.training import check_compatible
+
+
+class Sizer(Protocol):
+    """How big things are on disk: the caller's byte count, used for every ratio."""
+
+    def source_bytes(self, model: KANModel) -> tuple[int, str]:
+        """(bytes of the fp32 original, how they were measured)."""
+        ...
+
+    def artifact_bytes(self, compressed: CompressedKAN, report: CompressionReport) -> int:
+        """Bytes of the artifact that stores `compressed` with `report`."""
+        ...
+
+
+class EstimateSizer:
+    """Sizes from the tensors alone: fp32 state dict before, payload after."""
+
+    def source_bytes(self, model: KANModel) -> tuple[int, str]:
+        return sum(4 * int(t.numel()) for t in model.state_dict().values()), "estimate:state_dict"
+
+    def artifact_bytes(self, compressed: CompressedKAN, report: CompressionReport) -> int:
+        return payload_bytes(compressed, report.config)
+
+
+@dataclass
+class Context:
+    source: KANModel  # fp32 CPU copy of the user's model, never trained
+    work: KANModel  # trained in place by the stages
+    data: Dataset
+    config: MetaClusterConfig
+    plan: Plan
+    groups: list[EdgeGroup]
+    device: torch.device
+    hooks: StageHooks
+    stages: ResumableStages
+    teacher: Tensor | None
+    metric: str
+    before: float
+    sizer: Sizer
+    bytes_before: int
+    bytes_before_source: str
+
+    @property
+    def layers(self) -> list[str]:
+        return self.plan.layer_names
+
+
+def fingerprint(model: KANModel, config: MetaClusterConfig) -> str:
+    """Identity of a run's inputs: a stage checkpoint is reused only under the same one."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config.to_dict()}, sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def prepare(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    hooks: StageHooks,
+    checkpoint: StageCheckpoint | None,
+    sizer: Sizer | None = None,
+) -> Context:
+    if not isinstance(model, KANModel):
+        raise ConfigError("compress() needs a metacluster KANModel")
+    if not isinstance(config, MetaClusterConfig):
+        raise ConfigError("compress() needs a MetaClusterConfig")
+    config.validate()
+    device = resolve_device(config.device)
+    source = copy.deepcopy(model).float().cpu().eval()
+    work = copy.deepcopy(source).to(device)
+    check_compatible(work, data)
+    the_plan = plan(describe_model(work), data.meta(), config)
+    the_plan.raise_for_problems()
+    groups = build_groups(work, the_plan.layer_names, config.scope)
+    metric, before = evaluate_model(work, data, device)
+    teacher = None
+    if config.distill > 0 and config.mode == "post_hoc":  # from_scratch has no teacher
+        teacher = teacher_outputs(work, data, device)
+    sizer = sizer or EstimateSizer()
+    bytes_before, how = sizer.source_bytes(source)
+    return Context(
+        source=source,
+        work=work,
+        data=data,
+        config=config,
+        plan=the_plan,
+        groups=groups,
+        device=device,
+        hooks=hooks,
+        stages=ResumableStages(checkpoint, fingerprint(source, config), work, hooks.report),
+        teacher=teacher,
+        metric=metric,
+        before=before,
+        sizer=sizer,
+        bytes_before=bytes_before,
+        bytes_before_source=how,
+    )
+
+
+def make_report(
+    ctx: Context,
+    compressed: CompressedKAN,
+    k: int,
+    stages: dict[str, float],
+    *,
+    metric_meta: float | None = None,
+    metric_kmeans: float | None = None,
+) -> CompressionReport:
+    """Evaluate a compressed model and measure it (the same accounting for all methods)."""
+    config = ctx.config
+    _, after = evaluate_model(compressed, ctx.data, torch.device("cpu"))
+    report = CompressionReport(
+        metric=ctx.metric,
+        before=ctx.before,
+        after=after,
+        k=k,
+        bytes_before=ctx.bytes_before,
+        bytes_after=0,
+        ratio=0.0,
+        param_ratio=param_ratio(ctx.source, compressed, config.codebook_dtype, config.other_dtype),
+        stages={name: round(t, 3) for name, t in stages.items()},
+        layers=[],
+        seed=config.seed,
+        config=config.to_dict(),
+        method=config.method,
+        mode=config.mode,
+        device=str(ctx.device),
+        bytes_before_source=ctx.bytes_before_source,
+        metric_meta=metric_meta,
+        metric_kmeans=metric_kmeans,
+        versions=library_versions(),
+    )
+    t0 = time.perf_counter()
+    report.bytes_after = ctx.sizer.artifact_bytes(compressed, report)
+    report.stages["artifact"] = round(time.perf_counter() - t0, 3)
+    report.ratio = ctx.bytes_before / max(1, report.bytes_after)
+    return report
+
+
+__all__ = ["Context", "EstimateSizer", "Sizer", "fingerprint", "make_report", "prepare"]

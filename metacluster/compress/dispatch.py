@@ -1,0 +1,41 @@
+"""`compress(model, config, data)`: the one verb of the engine, for every method."""
+
+from __future__ import annotations
+
+from metacluster.compress.checkpoint import StageCheckpoint
+from metacluster.compress.codebook import CompressedKAN
+from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.context import Sizer, prepare
+from metacluster.compress.hooks import Progress, ShouldStop, StageHooks
+from metacluster.compress.methods import get_method
+from metacluster.compress.report import CompressionReport
+from metacluster.data.dataset import Dataset
+from metacluster.kan.model import KANModel
+
+
+def compress(
+    model: KANModel,
+    config: MetaClusterConfig,
+    data: Dataset,
+    *,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    checkpoint: StageCheckpoint | None = None,
+    sizer: Sizer | None = None,
+) -> tuple[CompressedKAN, CompressionReport]:
+    """Compress `model` with the method `config.method`; returns the model and its report.
+
+    progress(stage, step, total, loss) is called as stages advance; should_stop() is
+    polled between steps and raises CancelledError; with a checkpoint, finished stages
+    are saved and a repeated call resumes from them with the same result. With a list
+    of K the meta-learner runs once and the smallest K within `config.max_drop` of the
+    original metric is returned (`report.sweep` has all). `sizer` measures bytes (the
+    real files: `metacluster.workflow.ArtifactSizer`; default: an estimate).
+    """
+    method = get_method(config.method)
+    options = method.parse_options(config.method_options)
+    ctx = prepare(model, config, data, StageHooks(progress, should_stop), checkpoint, sizer)
+    return method.run(ctx, options)
+
+
+__all__ = ["compress"]

@@ -1,0 +1,134 @@
+"""The method registry: every compression method registers its options and its runner.
+
+In the style of torchao's `quantize_(model, config)`: `compress(model, config, data)`
+looks up `config.method`, checks `config.method_options` with the options class the
+method registered, and hands the prepared run to the method's runner. The CLI's
+`--method` choices, the API's accepted `method` and `plan`'s stage list and byte
+estimate all come from here, so adding a method is one decorated function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from metacluster.errors import ConfigError
+
+if TYPE_CHECKING:
+    from metacluster.compress.codebook import CompressedKAN
+    from metacluster.compress.config import MetaClusterConfig
+    from metacluster.compress.context import Context
+    from metacluster.compress.plan import LayerPlan, StagePlan
+    from metacluster.compress.report import CompressionReport
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of the options a method accepts (a frozen dataclass of JSON values).
+
+    Subclasses declare fields with defaults and check them in `validate`.
+    """
+
+    def validate(self) -> None:
+        """Raise ConfigError for a bad value."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MethodOptions:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise ConfigError(f"unknown method option(s) {', '.join(unknown)}; allowed: {allowed}")
+        for name, value in data.items():
+            want: type = type(known[name].default)
+            ok = (
+                isinstance(value, bool)
+                if want is bool
+                else isinstance(value, int | float) and not isinstance(value, bool)
+                if want is float
+                else isinstance(value, want) and not isinstance(value, bool)
+            )
+            if not ok:
+                raise ConfigError(f"method option {name} must be {want.__name__}, got {value!r}")
+        options = cls(**data)
+        options.validate()
+        return options
+
+
+@dataclass(frozen=True)
+class NoOptions(MethodOptions):
+    pass
+
+
+Runner = Callable[["Context", Any], tuple["CompressedKAN", "CompressionReport"]]
+StagesFn = Callable[["MetaClusterConfig", Any, list[int]], list["StagePlan"]]
+PayloadBitsFn = Callable[["LayerPlan", int, "MetaClusterConfig", Any], int]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered compression method."""
+
+    name: str
+    summary: str
+    run: Runner
+    options: type[MethodOptions]
+    # The stage visits of one run (with relative weights), for plans and progress bars.
+    stages: StagesFn
+    # Bits of one compressed layer at codebook size K (the plan's byte estimate).
+    payload_bits: PayloadBitsFn
+    # Whether `config.k` means anything to this method (a list sweeps it).
+    uses_k: bool = True
+
+    def parse_options(self, data: dict[str, Any]) -> Any:
+        return self.options.from_dict(dict(data))
+
+
+_METHODS: dict[str, Method] = {}
+R = TypeVar("R", bound=Runner)
+
+
+def register_method(
+    name: str,
+    *,
+    summary: str,
+    stages: StagesFn,
+    payload_bits: PayloadBitsFn,
+    options: type[MethodOptions] = NoOptions,
+    uses_k: bool = True,
+) -> Callable[[R], R]:
+    """Decorator of a runner `run(ctx, options) -> (CompressedKAN, CompressionReport)`."""
+
+    def deco(run: R) -> R:
+        if name in _METHODS and _METHODS[name].run is not run:
+            raise ValueError(f"compression method {name!r} registered twice")
+        _METHODS[name] = Method(name, summary, run, options, stages, payload_bits, uses_k)
+        return run
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    method = _METHODS.get(name) if isinstance(name, str) else None
+    if method is None:
+        raise ConfigError(
+            f"unknown compression method {name!r}; expected one of {', '.join(method_names())}"
+        )
+    return method
+
+
+def method_names() -> list[str]:
+    """Registered methods, MetaCluster first."""
+    return sorted(_METHODS, key=lambda n: (n != "metacluster", n))
+
+
+__all__ = [
+    "Method",
+    "MethodOptions",
+    "NoOptions",
+    "get_method",
+    "method_names",
+    "register_method",
+]

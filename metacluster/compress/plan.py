@@ -1,0 +1,293 @@
+"""`plan`: what a compression run will do, decided before anything is loaded or trained.
+
+From a model description (`metacluster.kan.describe_model`, which `inspect_model`
+returns and the service stores with an upload), a data set's shape (`DatasetMeta`)
+and a `MetaClusterConfig`, `plan` returns the layers to compress with their K, the
+edge counts, the expected artifact size, the stages with their share of the run
+time, and the checks that model, data and config fit together. The engine plans its
+own run with the same function, so the service's validation and dry run, the
+worker's progress bar and the engine apply one set of rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.methods import get_method
+from metacluster.data.dataset import DatasetMeta
+from metacluster.errors import ConfigError, IncompatibleError
+
+# Manifest and container bytes of an artifact besides the payload: measured on the
+# artifacts of the test suite (0.9-2.7 KB); an estimate, the written file is exact.
+_HEADER_BYTES = 600
+_HEADER_BYTES_PER_LAYER = 180
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    name: str
+    edges: int
+    coef_dim: int
+    outputs: int  # output features / channels
+    k: int | None  # codebook size of this layer (None: the method has no K)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One visit of a stage; a K sweep visits the per-K stages once per K."""
+
+    name: str
+    weight: float
+    k: int | None = None
+
+
+@dataclass
+class Plan:
+    method: str
+    layers: list[LayerPlan]
+    ks: list[int]
+    stages: list[StagePlan]
+    checks: list[Check]
+    # Expected artifact bytes per K (one entry keyed 0 for methods without a K).
+    expected_bytes: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def edges(self) -> int:
+        return sum(layer.edges for layer in self.layers)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def raise_for_problems(self) -> None:
+        """ConfigError for a bad K or layer selection, IncompatibleError for data."""
+        failed = [c for c in self.checks if not c.ok]
+        if not failed:
+            return
+        message = "; ".join(c.detail for c in failed)
+        if all(c.name in _CONFIG_CHECKS for c in failed):
+            raise ConfigError(message)
+        raise IncompatibleError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "ks": list(self.ks),
+            "edges": self.edges,
+            "layers": [asdict(layer) for layer in self.layers],
+            "stages": [asdict(s) for s in self.stages],
+            "expected_bytes": {str(k): v for k, v in self.expected_bytes.items()},
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+_CONFIG_CHECKS = frozenset({"layers", "k_vs_edges", "method"})
+
+
+def select_layer_names(
+    layers: Iterable[tuple[str, int]], include: list[str], exclude: list[str], min_edges: int
+) -> list[str]:
+    """Names (in order) of the (name, edges) layers that include/exclude/min_edges keep."""
+    out = []
+    for name, edges in layers:
+        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+            continue
+        if edges >= min_edges:
+            out.append(name)
+    return out
+
+
+def _input_check(info: Mapping[str, Any], data: DatasetMeta) -> Check:
+    layers = list(info.get("layers") or [])
+    wanted: Mapping[str, Any] = info.get("input") or {}
+    if not wanted:  # a description from before `input` was recorded
+        first_in = int(layers[0]["in"])
+        key = "channels" if info.get("kind") == "conv" else "features"
+        wanted = {key: first_in}
+    if "channels" in wanted:
+        channels = data.input_shape[0] if len(data.input_shape) == 3 else 1
+        ok = int(wanted["channels"]) == channels
+        detail = f"model takes {wanted['channels']} input channels, dataset has {channels}"
+    else:
+        ok = int(wanted["features"]) == data.n_features
+        detail = (
+            f"model takes {wanted['features']} inputs, dataset has {data.n_features} "
+            f"{list(data.input_shape)}"
+        )
+    return Check("input_size", ok, detail)
+
+
+def _output_check(info: Mapping[str, Any], data: DatasetMeta) -> Check:
+    width = info.get("output_features")
+    if width is None:
+        if info.get("kind") == "conv" or "input" in info:
+            return Check("outputs", True, "not checked: the model's output width is unknown")
+        width = int(list(info["layers"])[-1]["out"])  # an older description: dense stack
+        ok = width == data.n_outputs
+    elif data.task == "classification":
+        ok = int(width) >= data.n_outputs  # a logit per class at least, as the engine checks
+    else:
+        ok = int(width) == data.n_outputs
+    what = (
+        f"{data.n_classes} classes"
+        if data.task == "classification"
+        else f"{data.n_outputs} targets"
+    )
+    return Check("outputs", ok, f"model has {width} outputs, dataset has {what}")
+
+
+def _bits(k: int) -> int:
+    return max(1, math.ceil(math.log2(k)))
+
+
+def plan(
+    model_info: Mapping[str, Any], data: DatasetMeta | None, config: MetaClusterConfig
+) -> Plan:
+    """The plan of compressing the described model on `data` with `config`.
+
+    Never raises for a model and data that do not fit: the failed checks say why
+    (`Plan.raise_for_problems` turns them into the library's errors).
+    """
+    method = get_method(config.method)
+    options = method.parse_options(config.method_options)
+    all_layers = list(model_info.get("layers") or [])
+    checks: list[Check] = []
+    if not all_layers:
+        checks.append(Check("layers", False, "the model has no KAN layers to compress"))
+        return Plan(method.name, [], config.ks, [], checks)
+    if data is not None:
+        checks.append(_input_check(model_info, data))
+        checks.append(_output_check(model_info, data))
+    names = select_layer_names(
+        ((str(la["name"]), int(la["edges"])) for la in all_layers),
+        config.include,
+        config.exclude,
+        config.min_edges,
+    )
+    by_name = {str(la["name"]): la for la in all_layers}
+    ks = config.ks if method.uses_k else []
+    if not names:
+        checks.append(
+            Check(
+                "layers",
+                False,
+                "no KAN layer matches include/exclude/min_edges; nothing to compress",
+            )
+        )
+        return Plan(method.name, [], ks, [], checks)
+    total = sum(int(by_name[n]["edges"]) for n in names)
+    if method.uses_k:
+        k = max(ks)
+        checks.append(
+            Check(
+                "k_vs_edges",
+                k <= total,
+                f"K={k}, {total} edges to compress in {len(names)} layers"
+                if k <= total
+                else f"k={k} exceeds the number of edges to compress ({total})",
+            )
+        )
+    layer_k = ks[0] if ks else None
+    layers = [
+        LayerPlan(
+            n,
+            int(by_name[n]["edges"]),
+            int(by_name[n]["coef_dim"]),
+            int(by_name[n].get("out", 1)),
+            layer_k,
+        )
+        for n in names
+    ]
+    other = int(model_info.get("other_params") or 0)
+    # Coefficients of layers left dense stay in the artifact at fp32.
+    dense_left = sum(
+        int(la["edges"]) * int(la["coef_dim"]) for la in all_layers if str(la["name"]) not in names
+    )
+    other_bytes = (2 if config.other_dtype == "float16" else 4) * other + 4 * dense_left
+    header = _HEADER_BYTES + _HEADER_BYTES_PER_LAYER * len(layers)
+    expected: dict[int, int] = {}
+    for k in ks or [0]:
+        bits = sum(method.payload_bits(layer, k, config, options) for layer in layers)
+        expected[k] = math.ceil(bits / 8) + other_bytes + header
+    return Plan(
+        method.name, layers, ks, method.stages(config, options, ks), checks, expected_bytes=expected
+    )
+
+
+def codebook_bits(layer: LayerPlan, k: int, config: MetaClusterConfig) -> int:
+    """Bits of one layer stored as a K-entry codebook of whole vectors + packed indices."""
+    k = min(k, layer.edges)
+    value_bits = 16 if config.codebook_dtype == "float16" else 32
+    return k * layer.coef_dim * value_bits + layer.edges * _bits(k)
+
+
+class StageProgress:
+    """Maps progress(stage, step, total) to one monotone fraction of the whole run.
+
+    Stage visits are matched in plan order: a report for another stage closes the
+    current visit and moves to the next visit of that name (stages restored from a
+    checkpoint, or skipped, count as done). Stays below 1: a run is complete only once
+    its caller has stored the result.
+    """
+
+    def __init__(self, stages: list[StagePlan]) -> None:
+        self.stages = stages or [StagePlan("run", 1.0)]
+        self.total = sum(s.weight for s in self.stages) or 1.0
+        self._index = -1
+        self._done = 0.0
+        self._fraction = 0.0
+
+    @property
+    def current(self) -> str | None:
+        return self.stages[self._index].name if 0 <= self._index < len(self.stages) else None
+
+    def update(self, stage: str, step: int, total: int) -> float:
+        if stage != self.current:
+            nxt = next(
+                (
+                    i
+                    for i in range(self._index + 1, len(self.stages))
+                    if self.stages[i].name == stage
+                ),
+                None,
+            )
+            if nxt is not None:
+                self._done = sum(s.weight for s in self.stages[:nxt])
+                self._index = nxt
+        weight = self.stages[self._index].weight if self._index >= 0 else 0.0
+        part = weight * (min(step, total) / total if total > 0 else 0.0)
+        self._fraction = max(self._fraction, min(0.99, (self._done + part) / self.total))
+        return self._fraction
+
+
+__all__ = [
+    "Check",
+    "LayerPlan",
+    "Plan",
+    "StagePlan",
+    "StageProgress",
+    "codebook_bits",
+    "plan",
+    "select_layer_names",
+]

@@ -1,0 +1,61 @@
+"""The soft quantizer of the clustering-aware stage: differentiable K-means (DKM-style)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from metacluster.compress.codebook import EdgeGroup
+from metacluster.compress.kmeans import kmeans
+
+
+class SoftQuantizer(nn.Module):
+    """Differentiable K-means assignment (DKM-style): each generated vector becomes the
+    softmax(-distance / tau) mix of K learnable centroids; tau is annealed towards a hard
+    assignment, so edges can still change cluster under the task gradient."""
+
+    def __init__(self, groups: list[EdgeGroup], gen: dict[str, Tensor], k: int, seed: int) -> None:
+        super().__init__()
+        self.groups = groups
+        self.centroids = nn.ParameterList()
+        scales, taus = [], []
+        for gi, g in enumerate(groups):
+            v = g.gather(gen).detach()
+            res = kmeans(v.cpu().numpy(), min(k, v.shape[0]), seed=seed + gi, iters=20, restarts=1)
+            self.centroids.append(nn.Parameter(torch.from_numpy(res.centroids).to(v.device)))
+            scale = v.std(0, unbiased=False).clamp_min(1e-6)
+            scales.append(scale)
+            # start soft: tau of the order of a typical distance to the nearest centroid
+            taus.append(
+                float(res.inertia / v.shape[0] / float((scale**2).mean()) / v.shape[1]) + 1e-6
+            )
+        self.scales = scales
+        self.tau0 = taus
+        self.frac = 0.0
+
+    def _distances(self, gi: int, v: Tensor) -> Tensor:
+        c: Tensor = self.centroids[gi]
+        diff = (v[:, None, :] - c[None, :, :]) / self.scales[gi]
+        out: Tensor = (diff**2).mean(-1)  # (n, K)
+        return out
+
+    def forward(self, gen: dict[str, Tensor], hard: bool = False) -> dict[str, Tensor]:
+        out = dict(gen)
+        for gi, g in enumerate(self.groups):
+            v = g.gather(gen)
+            d = self._distances(gi, v)
+            c = self.centroids[gi]
+            if hard:
+                w = c[d.argmin(1)]
+            else:
+                tau = self.tau0[gi] * (1e-3**self.frac)
+                w = torch.softmax(-d / tau, dim=1) @ c
+            offset = 0
+            for name, rows in g.members:
+                n = int(rows.numel())
+                out[name] = out[name].index_copy(0, rows.to(w.device), w[offset : offset + n])
+                offset += n
+        return out
+
+
+__all__ = ["SoftQuantizer"]
