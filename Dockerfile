@@ -30,12 +30,13 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 
 # Dependencies before the source, so editing code does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p metacluster service worker \
-    && touch metacluster/__init__.py service/__init__.py worker/__init__.py \
+RUN mkdir -p metacluster core service worker \
+    && touch metacluster/__init__.py core/__init__.py service/__init__.py worker/__init__.py \
     && pip install ".[${EXTRAS}]" \
     && pip uninstall -y metacluster
 
 COPY metacluster ./metacluster
+COPY core ./core
 COPY service ./service
 COPY worker ./worker
 COPY migrations ./migrations

@@ -48,8 +48,41 @@ _NO_ARGS_IS_HELP: type[click.UsageError] = getattr(
 )
 
 
+# Commands other packages add to `metacluster` (the service's `serve` and `keys`), by
+# entry point: the library never imports them, and lists them without importing them.
+PLUGIN_GROUP = "metacluster.commands"
+
+
+def _plugins() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+
 class _MetaClusterCLI(click.Group):
-    """A click group that turns every user error into one `error:` line."""
+    """A click group that turns every user error into one `error:` line and loads
+    plugin commands (entry points of `PLUGIN_GROUP`) when they are called."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = _plugins().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()
+        except ImportError as exc:
+            raise ConfigError(
+                f"`metacluster {cmd_name}` needs the service ({exc.name or exc}); "
+                "install it with: pip install 'metacluster[api]'"
+            ) from None
+        if not isinstance(loaded, click.Command):
+            raise ConfigError(f"plugin command {cmd_name!r} is not a click command")
+        return loaded
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -621,42 +654,6 @@ def data_list(as_json: bool) -> None:
     click.echo("mnist1d    MNIST-1D generated locally, 40 inputs, 10 classes")
     for eq in equations:
         click.echo(f"eq:{eq['name']:<22} {eq['n_vars']:>3} inputs  {eq['formula']}")
-
-
-def _service_cli() -> Any:
-    try:
-        import service.cli as service_cli
-    except ImportError as exc:
-        raise ConfigError(
-            f"the service is not installed ({exc.name or exc}); "
-            "install it with: pip install 'metacluster[api]'"
-        ) from None
-    return service_cli
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@json_option
-def serve(host: str, port: int, as_json: bool) -> None:
-    """Run the HTTP API with an embedded worker (no external services needed)."""
-    _service_cli().serve(host, port)
-    if as_json:
-        _emit({"stopped": True, "host": host, "port": port}, True)
-
-
-@cli.group()
-def keys() -> None:
-    """Manage API keys."""
-
-
-@keys.command("create")
-@click.option("--name", required=True, help="A label for the key.")
-@json_option
-def keys_create(name: str, as_json: bool) -> None:
-    """Create an API key; the key is shown only once."""
-    result = dict(_service_cli().create_key(name))
-    _emit({k: result[k] for k in ("id", "name", "key") if k in result}, as_json)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the service settings, metadata from service.db.
+"""Alembic environment: the URL comes from the service settings, metadata from core.db.
 
 SQLite runs in batch mode, because it cannot ALTER most constraints in place.
 """
@@ -10,9 +10,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from service.db import Base
-from service.db.session import make_engine
-from service.settings import get_settings
+from core.db import Base
+from core.db.session import make_engine
+from core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from service.cli import create_key, serve
-from service.settings import get_settings
+from core.settings import get_settings
+from service.embedded import create_key, serve
 
 QUICKSTART = """\
 MetaCluster is starting on {api} (API + embedded worker, data in {data_dir}).

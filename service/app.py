@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import metacluster
+from core.settings import Settings, get_settings
+from core.storage import get_storage
 from service.metrics import Metrics
 from service.problems import install_problem_handlers, problem_responses
 from service.routes import health, jobs, uploads
-from service.settings import Settings, get_settings
-from service.storage import get_storage
 
 DESCRIPTION = """Compress Kolmogorov-Arnold Networks with MetaCluster.
 

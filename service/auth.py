@@ -11,8 +11,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import ApiKey
-from service.errors import UnauthorizedError
+from core.db.models import ApiKey
+from core.service_errors import UnauthorizedError
 
 KEY_PREFIX = "mck_"
 

@@ -12,14 +12,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from core.db.models import ApiKey
+from core.db.session import get_sessionmaker
+from core.db.transaction import commit, rollback
+from core.settings import Settings
+from core.storage import Storage
 from service.auth import authenticate
-from service.db.models import ApiKey
-from service.db.session import get_sessionmaker
-from service.queue import CeleryEnqueuer
-from service.services.jobs import Enqueue
-from service.settings import Settings
-from service.storage import Storage
-from service.transaction import commit, rollback
+from service.job_requests import BrokerEnqueuer, Enqueue
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -57,8 +56,8 @@ StorageDep = Annotated[Storage, Depends(get_storage_dep)]
 
 
 def get_enqueuer(settings: SettingsDep) -> Enqueue:
-    """Celery by default; tests override this dependency with a recorder."""
-    return CeleryEnqueuer(settings)
+    """The broker by default; tests override this dependency with a recorder."""
+    return BrokerEnqueuer(settings)
 
 
 EnqueueDep = Annotated[Enqueue, Depends(get_enqueuer)]

@@ -16,10 +16,10 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.db.models import JOB_STATUSES
-from service.db.session import session_scope
-from service.repositories import JobRepository
-from service.settings import Settings
+from core.db.models import JOB_STATUSES
+from core.db.session import session_scope
+from core.repositories import JobRepository
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -158,6 +158,10 @@ class DryRunOut(BaseModel):
     checks: list[DryRunCheck]
     config: dict[str, Any]
     queue: str
+    plan: dict[str, Any] = Field(
+        description="What the run will do: layers with their K, edges, stages with their "
+        "share of the run time, expected artifact bytes per K"
+    )
 
 
 class HealthOut(BaseModel):

@@ -1,4 +1,7 @@
-"""Celery worker of the MetaCluster service.
+"""The MetaCluster worker: the Celery app, its thin task, the job runner and recovery.
 
-The tasks are thin; job execution lives in ``service.job_runner``.
+The task hands a job id to `worker.runner`, which runs the library's use case
+(`metacluster.workflow.compress_file`) and changes the job's state through
+`core.jobs`. Nothing in `service` (the HTTP API) is imported here, nor is this
+package imported there.
 """

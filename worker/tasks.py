@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that hand a job id to ``service.job_runner``.
+"""Celery tasks: thin wrappers that hand a job id to ``worker.runner``.
 
 Registered with ``shared_task`` so every app built by ``get_celery`` knows them.
 """
@@ -12,10 +12,10 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.exc import OperationalError
 
-from worker.celery_app import TASK_COMPRESS
+from core.producer import TASK_COMPRESS
 
 if TYPE_CHECKING:
-    from service.recovery import RequeueTimer
+    from worker.recovery import RequeueTimer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def compress_job(self: Any, job_id: str, takeover: bool = False) -> str:
 
     ``takeover``: this message replaces one that was lost while the job ran.
     """
-    from service.job_runner import run_job
+    from worker.runner import run_job
 
     # The task id is the same on a broker re-delivery and on a retry, and differs
     # between two messages for one job: the runner lets only the first claimant run it.
@@ -54,7 +54,7 @@ _requeue_timer: RequeueTimer | None = None
 @worker_ready.connect  # type: ignore[untyped-decorator,misc]
 def _warm_up(**_kwargs: Any) -> None:
     # Before the worker takes its first message, so no job pays the library imports.
-    from service.job_runner import warm_up
+    from worker.runner import warm_up
 
     warm_up()
 
@@ -62,10 +62,10 @@ def _warm_up(**_kwargs: Any) -> None:
 @worker_ready.connect  # type: ignore[untyped-decorator,misc]
 def _start_requeue_timer(**_kwargs: Any) -> None:
     # Every worker re-sends jobs whose enqueue was lost (no Celery beat needed); the
-    # sweeps of several workers do not collide (see service.recovery).
+    # sweeps of several workers do not collide (see worker.recovery).
     global _requeue_timer
-    from service.recovery import RequeueTimer
-    from service.settings import get_settings
+    from core.settings import get_settings
+    from worker.recovery import RequeueTimer
 
     settings = get_settings()
     if settings.requeue_interval_s <= 0 or _requeue_timer is not None:

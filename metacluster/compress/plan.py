@@ -252,8 +252,8 @@ class StageProgress:
     """
 
     def __init__(self, stages: list[StagePlan]) -> None:
-        self.stages = stages or [StagePlan("run", 1.0)]
-        self.total = sum(s.weight for s in self.stages) or 1.0
+        self.stages = list(stages)
+        self.total = sum(s.weight for s in self.stages)
         self._index = -1
         self._done = 0.0
         self._fraction = 0.0
@@ -272,12 +272,15 @@ class StageProgress:
                 ),
                 None,
             )
-            if nxt is not None:
-                self._done = sum(s.weight for s in self.stages[:nxt])
-                self._index = nxt
-        weight = self.stages[self._index].weight if self._index >= 0 else 0.0
+            if nxt is None:  # a stage the plan did not foresee: one more visit at the end
+                self.stages.append(StagePlan(stage, 1.0))
+                self.total += 1.0
+                nxt = len(self.stages) - 1
+            self._done = sum(s.weight for s in self.stages[:nxt])
+            self._index = nxt
+        weight = self.stages[self._index].weight
         part = weight * (min(step, total) / total if total > 0 else 0.0)
-        self._fraction = max(self._fraction, min(0.99, (self._done + part) / self.total))
+        self._fraction = max(self._fraction, min(0.99, (self._done + part) / max(self.total, 1e-9)))
         return self._fraction
 
 

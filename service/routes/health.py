@@ -14,11 +14,11 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from service.db.session import get_engine
+from core.db.session import get_engine
+from core.settings import Settings
 from service.deps import SettingsDep
 from service.metrics import Metrics
 from service.schemas import HealthOut, ReadyOut
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])

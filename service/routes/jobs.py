@@ -1,18 +1,21 @@
 """``/v1/jobs``: create (idempotent, dry run), list, get, events, cancel, artifact download.
 
-Routes parse and authorise; `service.services.jobs` holds the logic.
+Routes parse and authorise; `service.job_requests` holds the logic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from service.db.models import Job, JobEvent
+from core.db.models import Job, JobEvent
+from core.service_errors import NotFoundError
+from core.storage import CHUNK
+from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
-from service.errors import NotFoundError
 from service.problems import problem_responses
 from service.schemas import (
     ArtifactOut,
@@ -26,7 +29,6 @@ from service.schemas import (
     JobPage,
     JobStatus,
 )
-from service.services import jobs as job_service
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -104,9 +106,10 @@ def create_job(
         )
         out = DryRunOut(
             valid=True,
-            checks=[DryRunCheck(**c.to_dict()) for c in valid.checks],
+            checks=[DryRunCheck(**c.to_dict()) for c in valid.plan.checks],
             config=valid.config,
             queue=valid.queue,
+            plan=valid.plan.to_dict(),
         )
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     job, replayed = job_service.create_job(
@@ -190,13 +193,14 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
 
 @router.get(
     "/{job_id}/artifacts/{name}",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {
             "content": {"application/octet-stream": {}},
             "description": "The file; its sha256 is in `ETag` and `X-Checksum-SHA256`",
         },
         304: {"description": "`If-None-Match` matched the artifact's sha256"},
+        307: {"description": "The storage backend signed a URL: download from `Location`"},
         **problem_responses(401, 404),
     },
     summary="Download an artifact of a job",
@@ -215,9 +219,19 @@ def download_artifact(
     if_none_match = request.headers.get("if-none-match", "")
     if etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
-    path = storage.path(artifact.storage_key)
-    if not path.is_file():
+    url = storage.url(artifact.storage_key)
+    if url is not None:  # an object store hands the download to its own servers
+        return RedirectResponse(url, status_code=307, headers=headers)
+    blob = storage.stat(artifact.storage_key)
+    if blob is None:
         raise NotFoundError(f"artifact {name!r} of job {job_id} is missing from storage")
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=artifact.name, headers=headers
-    )
+    fh = storage.open(artifact.storage_key)
+
+    def chunks() -> Iterator[bytes]:
+        with fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+
+    headers["Content-Length"] = str(blob.bytes)
+    headers["Content-Disposition"] = f'attachment; filename="{artifact.name}"'
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)

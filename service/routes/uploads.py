@@ -10,13 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.db.models import DatasetRecord, ModelRecord
+from core.db.models import DatasetRecord, ModelRecord
+from service import dataset_uploads as dataset_service
+from service import model_uploads as model_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
+from service.multipart import spool_multipart
 from service.problems import problem_responses
 from service.schemas import DatasetOut, LayerInfo, ModelOut
-from service.services import datasets as dataset_service
-from service.services import models as model_service
-from service.uploads import spool_multipart
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
@@ -85,7 +85,7 @@ async def upload_model(
     storage: StorageDep,
 ) -> ModelOut:
     upload = await spool_multipart(
-        request, settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes
+        request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes
     )
     try:
         primary, fmt = model_service.check_model_upload(upload)
@@ -124,7 +124,7 @@ async def upload_dataset(
     storage: StorageDep,
 ) -> DatasetOut:
     upload = await spool_multipart(
-        request, settings.data_dir / "uploads", max_bytes=settings.max_upload_bytes, max_files=1
+        request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes, max_files=1
     )
     try:
         f = dataset_service.check_dataset_upload(upload)

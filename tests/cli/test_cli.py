@@ -334,7 +334,7 @@ class TestErrors:
 
     def test_service_commands_without_the_api_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # simulate a core-only install: importing the service fails
-        monkeypatch.setitem(sys.modules, "service.cli", None)
+        monkeypatch.setitem(sys.modules, "service.embedded", None)
         assert_one_line_error(run("keys", "create", "--name", "ci"), "metacluster[api]", code=1)
         assert_one_line_error(run("serve", "--port", "1"), "metacluster[api]", code=1)
 
@@ -344,14 +344,14 @@ class TestServiceDelegation:
         import types
 
         calls: list[str] = []
-        fake = types.ModuleType("service.cli")
+        fake = types.ModuleType("service.embedded")
 
         def create_key(name: str) -> dict[str, str]:
             calls.append(name)
             return {"id": "k1", "name": name, "key": "mc_secret", "extra": "hidden"}
 
         fake.create_key = create_key  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "service.cli", fake)
+        monkeypatch.setitem(sys.modules, "service.embedded", fake)
         out = run_json("keys", "create", "--name", "ci")
         assert out == {"id": "k1", "name": "ci", "key": "mc_secret"} and calls == ["ci"]
 
@@ -359,9 +359,9 @@ class TestServiceDelegation:
         import types
 
         seen: list[tuple[str, int]] = []
-        fake = types.ModuleType("service.cli")
+        fake = types.ModuleType("service.embedded")
         fake.serve = lambda host, port: seen.append((host, port))  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "service.cli", fake)
+        monkeypatch.setitem(sys.modules, "service.embedded", fake)
         assert run("serve", "--host", "0.0.0.0", "--port", "9001").exit_code == 0
         assert seen == [("0.0.0.0", 9001)]
 

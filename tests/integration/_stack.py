@@ -173,7 +173,7 @@ class Proc:
 
 
 def start_worker(env: dict[str, str], queues: list[str], log_dir: Path, name: str) -> Proc:
-    from service.cli import worker_command
+    from service.embedded import worker_command
 
     return Proc(name, worker_command(queues, name=name), env, log_dir)
 

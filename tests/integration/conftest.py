@@ -60,7 +60,7 @@ def pg_url() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://{user}@{PG_HOST}:5432/{name}"
     finally:
-        from service.db.session import dispose_engines
+        from core.db.session import dispose_engines
 
         dispose_engines()
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -124,7 +124,7 @@ class Stack:
         return (self.api, *self.workers)
 
     def settings(self) -> Any:
-        from service.settings import Settings
+        from core.settings import Settings
 
         values = {
             k.removeprefix("METACLUSTER_").lower(): v
@@ -136,8 +136,8 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from service.cli import create_key, upgrade_database
-    from service.settings import Settings
+    from core.settings import Settings
+    from service.embedded import create_key, upgrade_database
 
     run = secrets.token_hex(4)
     data_dir = tmp_path_factory.mktemp("service-data")

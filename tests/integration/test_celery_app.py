@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.settings import Settings, get_settings
-from worker.celery_app import TASK_COMPRESS, get_celery, make_celery
+from core.producer import TASK_COMPRESS, get_celery, make_celery
+from core.settings import Settings, get_settings
 
 
 def test_late_acks_one_message_at_a_time_json_only(tmp_path: Path) -> None:
@@ -26,7 +26,9 @@ def test_late_acks_one_message_at_a_time_json_only(tmp_path: Path) -> None:
 
 
 def test_task_is_registered_by_name_with_late_acks(tmp_path: Path) -> None:
-    app = make_celery(Settings(data_dir=tmp_path))
+    from worker.celery_app import TASK_MODULES
+
+    app = make_celery(Settings(data_dir=tmp_path), include=TASK_MODULES)
     app.loader.import_default_modules()
     task = app.tasks[TASK_COMPRESS]
     assert task.acks_late and task.reject_on_worker_lost
@@ -42,7 +44,7 @@ def test_task_hands_its_message_id_to_the_runner(
         calls.append((job_id, kwargs))
         return "succeeded"
 
-    monkeypatch.setattr("service.job_runner.run_job", run_job)
+    monkeypatch.setattr("worker.runner.run_job", run_job)
     app = make_celery(Settings(data_dir=tmp_path))
     app.loader.import_default_modules()
     task = app.tasks[TASK_COMPRESS]

@@ -121,6 +121,13 @@ def test_dockerfile_default_command_and_copied_paths_exist() -> None:
     for line in re.findall(r"^COPY (.+)$", text, re.M):
         for src in line.split()[:-1]:
             assert (REPO / src).exists(), f"Dockerfile copies missing path {src}"
+    # Every package the project installs is in the image (a new one is easy to forget).
+    includes = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    for package in (pattern.rstrip("*") for pattern in includes):
+        assert f"COPY {package} ./{package}\n" in text, f"Dockerfile does not copy {package}"
+        assert f"{package}/__init__.py" in text, f"{package} missing from the dependency layer"
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     # The image installs the api and worker extras by default (GPU builds add `gpu`).
     assert "ARG EXTRAS=api,worker\n" in text and 'pip install ".[${EXTRAS}]"' in text
@@ -132,7 +139,7 @@ def test_dockerignore_keeps_the_build_context_small() -> None:
     for entry in (".git", ".venv", "data", "tests"):
         assert entry in ignored
     # Everything the image copies is not ignored.
-    for needed in ("metacluster", "service", "worker", "migrations"):
+    for needed in ("metacluster", "core", "service", "worker", "migrations"):
         assert needed not in ignored
 
 

@@ -1,4 +1,4 @@
-"""service.job_runner in-process on SQLite: delivery counting, error mapping, cancel, progress.
+"""worker.runner in-process on SQLite: delivery counting, error mapping, cancel, progress.
 
 No worker processes: `run_job` is called directly, as the Celery task does.
 """
@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.db.models import Artifact, DatasetRecord, Job, JobEvent, ModelRecord, new_id
+from core.db.session import dispose_engines, session_scope
+from core.settings import Settings
+from core.storage import LocalStorage, checkpoints_key
 from metacluster import errors
-from service.db.models import Artifact, DatasetRecord, Job, JobEvent, ModelRecord, new_id
-from service.db.session import dispose_engines, session_scope
-from service.job_runner import run_job
-from service.settings import Settings
-from service.storage import LocalStorage, checkpoints_key
+from metacluster.formats import inspect_model
+from worker.runner import run_job
 
 from ._stack import make_efficient_kan_checkpoint, make_npz_dataset
 from .test_redis_postgres import QUICK
@@ -87,15 +88,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def env(tmp_path: Path, files: dict[str, Path]) -> Iterator[Env]:
-    from service.cli import create_key
+    from service.embedded import create_key
 
     settings = Settings(data_dir=tmp_path)
     key = create_key("runner", settings=settings)
     storage = LocalStorage(settings.storage_root)
     model_id, dataset_id = new_id("mdl"), new_id("ds")
     model_key, data_key = f"models/{model_id}/m.pt", f"datasets/{dataset_id}.npz"
-    m_bytes, m_sha = storage.save_file(model_key, files["model"])
-    d_bytes, d_sha = storage.save_file(data_key, files["data"])
+    m_blob = storage.put(model_key, files["model"])
+    d_blob = storage.put(data_key, files["data"])
+    m_bytes, m_sha, d_bytes, d_sha = m_blob.bytes, m_blob.sha256, d_blob.bytes, d_blob.sha256
+    info = inspect_model(files["model"])
     with session_scope(settings) as session:
         session.add(
             ModelRecord(
@@ -109,7 +112,7 @@ def env(tmp_path: Path, files: dict[str, Path]) -> Iterator[Env]:
                 bytes=m_bytes,
                 sha256=m_sha,
                 storage_key=model_key,
-                info={},
+                info=info,
             )
         )
         session.add(
@@ -145,10 +148,10 @@ def test_success_stores_artifacts_and_a_redelivery_is_a_no_op(env: Env) -> None:
     )
     assert job.metrics is not None and job.metrics["k"] == QUICK["k"]
     assert env.artifacts(job_id) == ["model.mcz", "report.json"]
-    artifact = env.storage.path(f"jobs/{job_id}/artifacts/model.mcz")
-    assert job.metrics["bytes_after"] == artifact.stat().st_size
+    artifact = env.storage.stat(f"jobs/{job_id}/artifacts/model.mcz")
+    assert artifact is not None and job.metrics["bytes_after"] == artifact.bytes
     # Stage checkpoints only serve an unfinished job.
-    assert not env.storage.exists(checkpoints_key(job_id))
+    assert env.storage.list(checkpoints_key(job_id)) == []
     n_events = len(env.events(job_id))
 
     # The broker may deliver a finished job again (worker died before the ack).
@@ -189,7 +192,7 @@ def test_library_errors_keep_their_code(env: Env) -> None:
 def test_unreadable_model_is_an_input_error(env: Env) -> None:
     with session_scope(env.settings) as session:
         key = session.get(ModelRecord, env.model_id).storage_key  # type: ignore[union-attr]
-    env.storage.path(key).write_bytes(b"not a checkpoint")
+    env.storage.put(key, b"not a checkpoint")
     job_id = env.job(QUICK)
     assert env.run(job_id) == "failed"
     error = env.row(job_id).error
@@ -200,7 +203,14 @@ def test_unreadable_model_is_an_input_error(env: Env) -> None:
 
 def _fake_compress(body: Callable[..., Any]) -> Callable[..., Any]:
     def fake(
-        model: Any, config: Any, data: Any, *, progress: Any, should_stop: Any, checkpoint: Any
+        model: Any,
+        config: Any,
+        data: Any,
+        *,
+        progress: Any,
+        should_stop: Any,
+        checkpoint: Any,
+        sizer: Any,
     ) -> Any:
         return body(progress, should_stop, checkpoint)
 
@@ -277,20 +287,48 @@ def test_progress_events_are_throttled_and_monotone(
 
 
 def test_progress_of_a_k_sweep_spans_every_k(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metacluster.compress import MetaClusterConfig, plan
+
     seen: list[tuple[str, float]] = []
+    reported = ("meta", "kmeans", "finetune", "kmeans", "finetune")
 
     def sweep(progress: Any, should_stop: Any, checkpoint: Any) -> Any:
-        for stage in ("meta", "kmeans", "finetune", "kmeans", "finetune"):
+        for stage in reported:
             progress(stage, 1, 1, None)
             with session_scope(env.settings) as session:
                 seen.append((stage, session.get(Job, env_job).progress))  # type: ignore[union-attr]
         raise errors.ConfigError("stop here: only progress is under test")
 
     monkeypatch.setattr("metacluster.compress.compress", _fake_compress(sweep))
-    env_job = env.job({**QUICK, "k": [4, 8]})
+    config = {**QUICK, "k": [4, 8]}
+    env_job = env.job(config)
     assert env.run(env_job) == "failed"
-    # Weights meta 4, kmeans 1, finetune 3 per K: the first K's fine-tuning ends at 8/12.
-    assert [round(p, 3) for _, p in seen] == [round(x / 12, 3) for x in (4, 5, 8, 9)] + [0.99]
+    # The weights are the plan's: every stage visit of both K, and the stages the run
+    # skipped (regression, soft clustering) count as done when a later one reports.
+    stages = plan(inspect_model_info(env), None, MetaClusterConfig.from_dict(config)).stages
+    assert [s.name for s in stages] == [
+        "regress",
+        "meta",
+        "soft",
+        "kmeans",
+        "finetune",
+        "soft",
+        "kmeans",
+        "finetune",
+    ]
+    total = sum(s.weight for s in stages)
+    ends, position = [], 0
+    for stage in reported:
+        position = next(i for i in range(position, len(stages)) if stages[i].name == stage)
+        ends.append(sum(s.weight for s in stages[: position + 1]) / total)
+        position += 1
+    assert [round(p, 4) for _, p in seen] == [round(min(e, 0.99), 4) for e in ends]
+    assert [p for _, p in seen] == sorted(p for _, p in seen)
+
+
+def inspect_model_info(env: Env) -> dict[str, Any]:
+    with session_scope(env.settings) as session:
+        return dict(session.get(ModelRecord, env.model_id).info)  # type: ignore[union-attr]
 
 
 class _WorkerLost(BaseException):
@@ -302,7 +340,7 @@ def _claim_then_die(env: Env, monkeypatch: pytest.MonkeyPatch, job_id: str, mess
         raise _WorkerLost
 
     with monkeypatch.context() as patch:
-        patch.setattr("service.job_runner._execute", die)
+        patch.setattr("worker.runner._execute", die)
         with pytest.raises(_WorkerLost):
             run_job(job_id, settings=env.settings, storage=env.storage, message_id=message)
     job = env.row(job_id)

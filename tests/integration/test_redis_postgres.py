@@ -38,8 +38,8 @@ LONG_FINETUNE = {**QUICK, "finetune_epochs": 20, "batch_size": 16}
 
 
 def _db_job(stack: Stack, job_id: str) -> Any:
-    from service.db.models import Job
-    from service.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     with session_scope(stack.settings()) as session:
         job = session.get(Job, job_id)
@@ -49,8 +49,8 @@ def _db_job(stack: Stack, job_id: str) -> Any:
 
 
 def _artifact_names(stack: Stack, job_id: str) -> list[str]:
-    from service.db.models import Artifact
-    from service.db.session import session_scope
+    from core.db.models import Artifact
+    from core.db.session import session_scope
 
     with session_scope(stack.settings()) as session:
         return sorted(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
@@ -167,8 +167,8 @@ def test_worker_killed_mid_job_resumes_on_a_new_worker(
 def test_job_fails_clearly_after_too_many_deliveries(
     stack: Stack, uploaded: dict[str, Any]
 ) -> None:
-    from service.db.models import Job
-    from service.db.session import session_scope
+    from core.db.models import Job
+    from core.db.session import session_scope
 
     # No worker while the job is prepared: it stands for a job whose workers died
     # max_deliveries times (each SIGKILL leaves deliveries incremented).

@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from service_builders import make_key
 from service_helpers import RecordingEnqueuer, alembic_config
 
+from core.db import dispose_engines
+from core.settings import Settings
 from service.app import create_app
-from service.db import dispose_engines
 from service.deps import get_enqueuer
-from service.settings import Settings
 
 PG_HOST = os.environ.get("METACLUSTER_TEST_PG_HOST", "127.0.0.1")
 

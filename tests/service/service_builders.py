@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.db import session_scope
+from core.settings import Settings
 from service.auth import create_api_key
-from service.db import session_scope
-from service.settings import Settings
 
 
 def efficient_kan_bytes(

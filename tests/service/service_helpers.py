@@ -14,9 +14,9 @@ from alembic.config import Config
 from fastapi.testclient import TestClient
 from service_builders import efficient_kan_bytes, npz_bytes
 
-from service.db import Artifact, Job, new_id, session_scope
-from service.settings import Settings
-from service.storage import artifact_key, get_storage
+from core.db import Artifact, Job, new_id, session_scope
+from core.settings import Settings
+from core.storage import artifact_key, get_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTET = "application/octet-stream"
@@ -83,7 +83,8 @@ def set_job(settings: Settings, job_id: str, **fields: Any) -> None:
 def add_artifact(settings: Settings, job_id: str, name: str, data: bytes) -> str:
     """Stand in for the worker: store a file and its Artifact row; returns its sha256."""
     key = artifact_key(job_id, name)
-    size, sha = get_storage(settings).save_stream(key, [data])
+    blob = get_storage(settings).put(key, [data])
+    size, sha = blob.bytes, str(blob.sha256)
     assert sha == hashlib.sha256(data).hexdigest()
     with session_scope(settings) as s:
         s.add(

@@ -15,7 +15,7 @@ from service_helpers import (
     upload_model,
 )
 
-from service.settings import Settings
+from core.settings import Settings
 
 
 def test_download_with_checksum_headers(

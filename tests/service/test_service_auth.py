@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 from service_helpers import CONFIG, add_artifact, assert_problem, upload_dataset, upload_model
 from sqlalchemy import select
 
+from core.db import ApiKey, session_scope, utcnow
+from core.settings import Settings
 from service.auth import create_api_key, generate_api_key, hash_key
-from service.db import ApiKey, session_scope, utcnow
-from service.settings import Settings
 
 
 class TestKeys:

@@ -6,9 +6,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_helpers import CONFIG, set_job, upload_dataset, upload_model
 
+from core.db import utcnow
+from core.settings import Settings
 from service.app import create_app
-from service.db import utcnow
-from service.settings import Settings
 
 
 def test_healthz(client: TestClient) -> None:
@@ -71,8 +71,8 @@ def test_metrics(client: TestClient, auth: dict[str, str], settings: Settings) -
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = _samples(r.text)
     # The database is shared by the whole test session: compare with its own counts.
-    from service.db import session_scope
-    from service.repositories import JobRepository
+    from core.db import session_scope
+    from core.repositories import JobRepository
 
     with session_scope(settings) as s:
         counts = JobRepository(s).count_by_status()

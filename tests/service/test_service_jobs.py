@@ -17,11 +17,11 @@ from service_helpers import (
 )
 from sqlalchemy import func, select
 
+from core.db import Job, JobEvent, session_scope, utcnow
+from core.settings import Settings
+from metacluster.data import builtin_sample_count
 from service.app import create_app
-from service.db import Job, JobEvent, session_scope, utcnow
 from service.deps import get_enqueuer
-from service.services.jobs import builtin_sample_count
-from service.settings import Settings
 
 
 @pytest.fixture
@@ -130,10 +130,10 @@ class TestCreate:
     ) -> None:
         # The real Celery enqueuer against a broker that is not there.
         from service.deps import get_enqueuer
-        from service.queue import CeleryEnqueuer
+        from service.job_requests import BrokerEnqueuer
 
         broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
-        client.app.dependency_overrides[get_enqueuer] = lambda: CeleryEnqueuer(broken)  # type: ignore[attr-defined]
+        client.app.dependency_overrides[get_enqueuer] = lambda: BrokerEnqueuer(broken)  # type: ignore[attr-defined]
         r = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG})
         assert_problem(r, 503, "unavailable")
         page = client.get("/v1/jobs", headers=auth).json()["items"]
@@ -421,7 +421,7 @@ class TestListAndEvents:
         job_id = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG}).json()[
             "id"
         ]
-        from service.repositories import JobEventRepository
+        from core.repositories import JobEventRepository
 
         with session_scope(settings) as s:
             repo = JobEventRepository(s)
@@ -493,9 +493,9 @@ class TestIdempotencyRace:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Two requests with one key both pass the lookup; the second hits the constraint."""
+        from core.repositories import JobRepository
+        from service import job_requests as job_service
         from service.auth import authenticate
-        from service.repositories import JobRepository
-        from service.services import jobs as job_service
 
         hdrs = {**auth, "Idempotency-Key": "race"}
         winner = client.post("/v1/jobs", headers=hdrs, json={**inputs, "config": CONFIG}).json()

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from service_helpers import alembic_config
 from sqlalchemy import inspect
 
-from service.db import Base, make_engine
+from core.db import Base, make_engine
 
 TABLES = {"api_keys", "models", "datasets", "jobs", "job_events", "artifacts"}
 

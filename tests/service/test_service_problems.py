@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from service_helpers import assert_problem
 
+from core.settings import Settings
 from service.app import create_app
 from service.deps import get_enqueuer
-from service.settings import Settings
 
 
 def test_unknown_path_and_method(client: TestClient, auth: dict[str, str]) -> None:

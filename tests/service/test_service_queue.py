@@ -1,4 +1,4 @@
-"""The real Celery enqueuer: a created job's task message lands on the broker, by name.
+"""The real broker enqueuer: a created job's task message lands on the broker, by name.
 
 Runs against the embedded SQLite broker and a real Redis; no worker consumes it here.
 """
@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from service_builders import make_key
 from service_helpers import CONFIG, upload_dataset, upload_model
 
+from core.producer import TASK_COMPRESS, get_celery
+from core.settings import Settings
 from service.app import create_app
-from service.settings import Settings
-from worker.celery_app import TASK_COMPRESS, get_celery
 
 
 def _take(settings: Settings, queue: str) -> Any:

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from service_helpers import CONFIG, RecordingEnqueuer, set_job, upload_dataset, upload_model
 from sqlalchemy import Engine, select, update
 
-from service.db import Job, JobEvent, session_scope, utcnow
-from service.db.session import get_engine
-from service.recovery import RequeueTimer, celery_send, requeue_stale_jobs
-from service.settings import Settings
-from worker.celery_app import TASK_COMPRESS, get_celery
+from core.db import Job, JobEvent, session_scope, utcnow
+from core.db.session import get_engine
+from core.producer import TASK_COMPRESS, get_celery
+from core.settings import Settings
+from worker.recovery import RequeueTimer, producer_send, requeue_stale_jobs
 
 HOUR = timedelta(hours=1)
 
@@ -161,7 +161,9 @@ def test_the_message_reaches_the_broker(
     # The job row names its queue; point it at this run's queue on the real broker.
     with session_scope(settings) as s:
         s.execute(update(Job).where(Job.id == stale).values(queue=queue))
-    assert requeue_stale_jobs(broker_settings, engine, send=celery_send(broker_settings)) == [stale]
+    assert requeue_stale_jobs(broker_settings, engine, send=producer_send(broker_settings)) == [
+        stale
+    ]
     with get_celery(broker_settings).connection_for_read() as conn:
         q = conn.SimpleQueue(queue)
         try:

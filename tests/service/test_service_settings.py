@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def test_defaults_follow_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,14 +14,14 @@ from service_builders import efficient_kan_bytes, native_model_bytes, npz_bytes,
 from service_helpers import assert_problem
 from sqlalchemy import func, select
 
-from service.db import DatasetRecord, ModelRecord, session_scope
-from service.settings import Settings
+from core.db import DatasetRecord, ModelRecord, session_scope
+from core.settings import Settings
 
 OCTET = "application/octet-stream"
 
 
 def _stored_files(settings: Settings) -> list[Path]:
-    roots = [settings.storage_root, settings.data_dir / "uploads"]
+    roots = [settings.storage_root, settings.scratch / "uploads"]
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
 
 
@@ -51,7 +51,7 @@ class TestModelUpload:
             assert settings.storage_root.joinpath(row.storage_key).read_bytes() == data
         got = client.get(f"/v1/models/{body['id']}", headers=auth)
         assert got.status_code == 200 and got.json() == body
-        assert not list((settings.data_dir / "uploads").iterdir())
+        assert not list((settings.scratch / "uploads").iterdir())
 
     def test_native_format(self, client: TestClient, auth: dict[str, str], tmp_path: Path) -> None:
         data = native_model_bytes(tmp_path, [3, 4, 2])
@@ -205,8 +205,8 @@ class TestModelUpload:
 
     @staticmethod
     def _owner_models(settings: Settings, auth: dict[str, str]) -> int:
+        from core.db import ApiKey
         from service.auth import hash_key
-        from service.db import ApiKey
 
         token = auth["Authorization"].split(" ", 1)[1]
         with session_scope(settings) as s:

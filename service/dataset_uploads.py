@@ -6,17 +6,17 @@ The stored file is exactly what the worker will load, so a dataset that passes h
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from core.db.models import ApiKey, DatasetRecord, new_id
+from core.db.transaction import after_rollback
+from core.repositories import DatasetRepository
+from core.service_errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from core.storage import Storage, dataset_key
+from metacluster.data import DatasetMeta
 from metacluster.errors import DatasetError, MetaClusterError
-from service.db.models import ApiKey, DatasetRecord, new_id
-from service.errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
-from service.repositories import DatasetRepository
-from service.storage import Storage, dataset_key
-from service.transaction import after_rollback
-from service.uploads import SpooledFile, SpooledUpload
+from service.multipart import SpooledFile, SpooledUpload
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,6 @@ NPZ_CONTENT_TYPES = frozenset(
         "application/x-npz",
     }
 )
-
-
-@dataclass(frozen=True)
-class DatasetMeta:
-    """What jobs need to know about a dataset without loading it."""
-
-    task: str
-    n_train: int
-    n_test: int
-    input_shape: list[int]
-    n_classes: int | None
-    n_outputs: int
 
 
 def check_dataset_upload(upload: SpooledUpload) -> SpooledFile:
@@ -67,14 +55,7 @@ def read_npz_meta(f: SpooledFile) -> DatasetMeta:
     except Exception as exc:
         log.warning("load_npz failed on %s: %r", f.filename, exc)
         raise DatasetError(f"{f.filename}: not a valid .npz dataset ({exc})") from None
-    return DatasetMeta(
-        task=data.task,
-        n_train=data.n_train,
-        n_test=data.n_test,
-        input_shape=list(data.input_shape),
-        n_classes=data.n_classes,
-        n_outputs=data.n_outputs,
-    )
+    return data.meta()
 
 
 def create_dataset(
@@ -84,7 +65,8 @@ def create_dataset(
     dataset_id = new_id("ds")
     key = dataset_key(dataset_id)
     after_rollback(session, lambda: storage.delete(key))
-    size, sha = storage.save_file(key, f.path)
+    blob = storage.put(key, f.path)
+    size, sha = blob.bytes, str(blob.sha256)
     record = DatasetRecord(
         id=dataset_id,
         owner_id=owner.id,
@@ -92,7 +74,7 @@ def create_dataset(
         task=meta.task,
         n_train=meta.n_train,
         n_test=meta.n_test,
-        input_shape=meta.input_shape,
+        input_shape=list(meta.input_shape),
         n_classes=meta.n_classes,
         n_outputs=meta.n_outputs,
         sha256=sha,

@@ -1,6 +1,8 @@
-"""Service commands behind ``metacluster serve`` and ``metacluster keys create``.
+"""The embedded mode behind ``metacluster serve``: one process tree, no external services.
 
-``serve`` is the embedded mode: migrations, the API (uvicorn) and one Celery worker on a server-less broker.
+Migrations, the API (uvicorn) and one Celery worker process on a server-less broker
+(SQLite through kombu), all under ``METACLUSTER_DATA_DIR``. The worker is started by
+its command line (``celery -A worker.celery_app``), not imported.
 """
 
 from __future__ import annotations
@@ -11,12 +13,10 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
-from sqlalchemy import select
-
-from service.settings import Settings, get_settings
+from core.migrations import upgrade_database
+from core.producer import is_embedded_broker
+from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -25,45 +25,14 @@ log = logging.getLogger(__name__)
 WORKER_STOP_GRACE_S = 30.0
 
 
-def alembic_config(settings: Settings) -> Any:
-    """The Alembic config of this checkout / image, pointed at the settings' database."""
-    from alembic.config import Config
-
-    roots = [Path.cwd(), Path(__file__).resolve().parent.parent]
-    for root in roots:
-        ini = root / "alembic.ini"
-        if ini.is_file() and (root / "migrations").is_dir():
-            cfg = Config(str(ini))
-            cfg.set_main_option("script_location", str(root / "migrations"))
-            break
-    else:
-        raise FileNotFoundError(
-            "alembic.ini and migrations/ not found next to the service package or in the "
-            "current directory"
-        )
-    # '%' is Alembic's interpolation character; URLs may contain escaped passwords.
-    cfg.set_main_option("sqlalchemy.url", settings.db_url.replace("%", "%%"))
-    cfg.attributes["configure_logger"] = False
-    return cfg
-
-
-def upgrade_database(settings: Settings | None = None) -> None:
-    """``alembic upgrade head`` on the settings' database (a no-op when already there)."""
-    from alembic import command
-
-    settings = settings or get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings), "head")
-
-
 def create_key(name: str, settings: Settings | None = None) -> dict[str, str]:
     """Create an API key; returns ``{"id", "name", "key"}`` (the plaintext is shown once).
 
     Migrates the database first (a no-op when current), so a first key can be made
     before the first ``serve``.
     """
+    from core.db.session import session_scope
     from service.auth import create_api_key
-    from service.db.session import session_scope
 
     settings = settings or get_settings()
     upgrade_database(settings)
@@ -80,6 +49,12 @@ def _resolved_env(settings: Settings) -> dict[str, str]:
         METACLUSTER_DATABASE_URL=settings.db_url,
         METACLUSTER_BROKER_URL=settings.broker,
         METACLUSTER_STORAGE_DIR=str(settings.storage_root.resolve()),
+        METACLUSTER_STORAGE_URL=(
+            f"file://{settings.storage_root.resolve()}"
+            if settings.storage_scheme == "file"
+            else str(settings.storage_url)
+        ),
+        METACLUSTER_SCRATCH_DIR=str(settings.scratch.resolve()),
     )
     return env
 
@@ -149,17 +124,15 @@ def recover_jobs(settings: Settings) -> list[str]:
     message did survive) is harmless: the one worker runs messages one at a time,
     and the runner ignores deliveries of finished jobs.
     """
-    from service.db.models import Job
-    from service.db.session import session_scope
-    from worker.celery_app import TASK_COMPRESS, get_celery
+    from core import jobs
+    from core.db.session import session_scope
+    from core.producer import TaskProducer
 
     with session_scope(settings) as session:
-        rows = session.execute(
-            select(Job.id, Job.queue).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
-        ).all()
-    app = get_celery(settings)
+        rows = jobs.unfinished(session)
+    producer = TaskProducer(settings)
     for job_id, queue in rows:
-        app.send_task(TASK_COMPRESS, args=[job_id], kwargs={"takeover": True}, queue=queue)
+        producer.send_compress(job_id, queue, takeover=True)
     if rows:
         log.info("re-enqueued %d unfinished job(s)", len(rows))
     return [job_id for job_id, _ in rows]
@@ -181,13 +154,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     }
     worker = start_worker(settings)
     try:
-        if settings.broker.startswith(("sqla+", "filesystem:")):
+        if is_embedded_broker(settings.broker):
             recover_jobs(settings)
         # Inspecting uploads and validating jobs need torch, the format readers and the
         # data loaders: import them now, not inside the first request.
-        from service.job_runner import warm_up
+        import metacluster.compress
+        import metacluster.data
+        import metacluster.formats  # noqa: F401
 
-        warm_up()
         config = uvicorn.Config(
             "service.app:create_app", factory=True, host=host, port=port, log_level="info"
         )

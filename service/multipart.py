@@ -16,7 +16,7 @@ from typing import IO, Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from service.errors import (
+from core.service_errors import (
     PayloadTooLargeError,
     RequestValidationProblem,
     UnsupportedMediaTypeError,

@@ -6,18 +6,20 @@ Repositories add and flush but never commit: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
-from service.db.base import utcnow
-from service.db.models import (
+from core.db.base import utcnow
+from core.db.models import (
     Artifact,
     DatasetRecord,
     Job,
     JobEvent,
     ModelRecord,
+    new_id,
 )
 
 
@@ -34,6 +36,10 @@ class ModelRepository:
         return self.session.scalars(
             select(ModelRecord).where(ModelRecord.id == model_id, ModelRecord.owner_id == owner_id)
         ).one_or_none()
+
+    def by_id(self, model_id: str) -> ModelRecord | None:
+        """Any owner's model: for the worker, which acts for the job's owner."""
+        return self.session.get(ModelRecord, model_id)
 
 
 class DatasetRepository:
@@ -69,6 +75,39 @@ class JobRepository:
             # (SQLite ignores it; its writes are serialised anyway).
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def lock(self, job_id: str) -> Job | None:
+        """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises
+        writers anyway): every state transition starts here."""
+        return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def stale_queued(self, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+        """(id, queue) of jobs queued before `cutoff`, never delivered and without an
+        event since; locked with SKIP LOCKED, so concurrent sweeps split them."""
+        recent_event = exists().where(JobEvent.job_id == Job.id, JobEvent.at >= cutoff)
+        rows = self.session.execute(
+            select(Job.id, Job.queue)
+            .where(
+                Job.status == "queued",
+                Job.deliveries == 0,
+                Job.created_at < cutoff,
+                ~recent_event,
+            )
+            .order_by(Job.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(str(i), str(q)) for i, q in rows]
+
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(id, queue) of every queued or running job, oldest first."""
+        rows = self.session.execute(
+            select(Job.id, Job.queue).where(Job.status.in_(("queued", "running"))).order_by(Job.id)
+        ).all()
+        return [(str(i), str(q)) for i, q in rows]
 
     def get_by_idempotency_key(self, owner_id: str, key: str) -> Job | None:
         return self.session.scalars(
@@ -130,6 +169,16 @@ class JobEventRepository:
         self.session.flush()
         return event
 
+    def last_status_data(self, job_id: str) -> dict[str, Any] | None:
+        """`data` of the job's latest ``status`` event."""
+        data = self.session.scalars(
+            select(JobEvent.data)
+            .where(JobEvent.job_id == job_id, JobEvent.kind == "status")
+            .order_by(JobEvent.seq.desc())
+            .limit(1)
+        ).first()
+        return dict(data) if isinstance(data, dict) else None
+
     def page(
         self, job_id: str, *, after: int | None, limit: int
     ) -> tuple[Sequence[JobEvent], bool]:
@@ -148,3 +197,23 @@ class ArtifactRepository:
         return self.session.scalars(
             select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
         ).one_or_none()
+
+    def replace(self, job_id: str, blobs: Sequence[tuple[str, int, str, str]]) -> None:
+        """The job's artifacts become exactly `blobs` ((name, bytes, sha256, key) each):
+        rows of an earlier delivery are dropped, so a job never has two sets."""
+        for old in self.session.scalars(select(Artifact).where(Artifact.job_id == job_id)):
+            self.session.delete(old)
+        self.session.flush()
+        for name, size, sha, key in blobs:
+            self.session.add(
+                Artifact(
+                    id=new_id("art"),
+                    job_id=job_id,
+                    name=name,
+                    bytes=size,
+                    sha256=sha,
+                    storage_key=key,
+                    created_at=utcnow(),
+                )
+            )
+        self.session.flush()

@@ -8,15 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
-from sqlalchemy import Engine, exists, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from service.db.base import utcnow
-from service.db.models import Job, JobEvent
-from service.repositories import JobEventRepository
-from service.settings import Settings
+from core import jobs
+from core.producer import TaskProducer
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +25,9 @@ Send = Callable[[str, str], None]
 BATCH = 500
 
 
-def celery_send(settings: Settings) -> Send:
+def producer_send(settings: Settings) -> Send:
     """The real sender: the compress task by name on the job's queue."""
-    from worker.celery_app import TASK_COMPRESS, get_celery
-
-    app = get_celery(settings)
-
-    def send(job_id: str, queue: str) -> None:
-        app.send_task(TASK_COMPRESS, args=[job_id], queue=queue)
-
-    return send
+    return TaskProducer(settings).send_compress
 
 
 def requeue_stale_jobs(
@@ -49,41 +40,19 @@ def requeue_stale_jobs(
     """Send again every job queued longer than ``older_than_s`` that no worker took.
 
     The API sends a job's message only after the creating transaction commits; if
-    it dies in between, the job would stay queued forever. A job qualifies when it
-    is ``queued``, has no delivery, and has had no event for ``older_than_s``
-    (default ``settings.requeue_after_s``): its "queued" event, or the "re-enqueued"
-    event of an earlier sweep, so a job waiting in a long backlog gets at most one
-    extra message per period. Returns the ids sent.
+    it dies in between, the job would stay queued forever. `core.jobs.requeue_stale`
+    picks the jobs (queued, never delivered, no event for ``older_than_s``, default
+    ``settings.requeue_after_s``) and records a "re-enqueued" event, so a job waiting
+    in a long backlog gets at most one extra message per period. Returns the ids sent.
     """
-    send = send or celery_send(settings)
+    send = send or producer_send(settings)
     older_than_s = settings.requeue_after_s if older_than_s is None else older_than_s
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    recent_event = exists().where(JobEvent.job_id == Job.id, JobEvent.at >= cutoff)
+    # SKIP LOCKED: several workers sweep at once; on PostgreSQL each job goes to one
+    # of them (the event written keeps the others off it after the commit).
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        # SKIP LOCKED: several workers sweep at once; on PostgreSQL each job goes to one
-        # of them (the event written below keeps the others off it after the commit).
-        jobs = session.execute(
-            select(Job.id, Job.queue)
-            .where(
-                Job.status == "queued",
-                Job.deliveries == 0,
-                Job.created_at < cutoff,
-                ~recent_event,
-            )
-            .order_by(Job.created_at)
-            .limit(BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        events = JobEventRepository(session)
-        for job_id, _queue in jobs:
-            events.add(
-                job_id,
-                "log",
-                message=f"re-enqueued: no worker took the job within {older_than_s:.0f} s",
-                data={"requeued": True},
-            )
+        stale = jobs.requeue_stale(session, older_than_s, BATCH)
     sent: list[str] = []
-    for job_id, queue in jobs:
+    for job_id, queue in stale:
         try:
             send(job_id, queue)
         except Exception as exc:
@@ -111,7 +80,7 @@ class RequeueTimer(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        from service.db.session import make_engine
+        from core.db.session import make_engine
 
         engine = make_engine(self.settings.db_url)
         try:
@@ -132,4 +101,4 @@ class RequeueTimer(threading.Thread):
             self.join(timeout)
 
 
-__all__ = ["RequeueTimer", "celery_send", "requeue_stale_jobs"]
+__all__ = ["RequeueTimer", "producer_send", "requeue_stale_jobs"]

@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core.db.models import ApiKey, ModelRecord, new_id
+from core.db.transaction import after_rollback
+from core.repositories import ModelRepository
+from core.service_errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from core.storage import Storage, model_key, model_prefix
 from metacluster.errors import FormatError, MetaClusterError
-from service.db.models import ApiKey, ModelRecord, new_id
-from service.errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
-from service.repositories import ModelRepository
-from service.storage import Storage, model_key
-from service.transaction import after_rollback
-from service.uploads import SpooledFile, SpooledUpload
+from service.multipart import SpooledFile, SpooledUpload
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,9 @@ def create_model(
 ) -> ModelRecord:
     """Store the inspected files under ``models/{id}/`` and add the row (not committed)."""
     model_id = new_id("mdl")
-    after_rollback(session, lambda: storage.delete_prefix(f"models/{model_id}"))
+    after_rollback(session, lambda: storage.delete_prefix(model_prefix(model_id)))
     for f in upload.files:
-        storage.save_file(model_key(model_id, f.filename), f.path)
+        storage.put(model_key(model_id, f.filename), f.path)
     record = ModelRecord(
         id=model_id,
         owner_id=owner.id,

@@ -3,8 +3,8 @@
 Import models from here so Alembic's env sees every table.
 """
 
-from service.db.base import Base, utcnow
-from service.db.models import (
+from core.db.base import Base, utcnow
+from core.db.models import (
     FINISHED_STATUSES,
     JOB_STATUSES,
     ApiKey,
@@ -15,7 +15,7 @@ from service.db.models import (
     ModelRecord,
     new_id,
 )
-from service.db.session import (
+from core.db.session import (
     SessionLocal,
     dispose_engines,
     get_engine,

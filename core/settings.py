@@ -1,4 +1,5 @@
-"""One settings object for the API and the workers, read from ``METACLUSTER_*`` env vars.
+"""One settings object for the API, the workers and the embedded mode, read from
+``METACLUSTER_*`` environment variables.
 
 Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``.
 """
@@ -26,6 +27,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     storage_dir: Path | None = None
+    # Where blobs live: file:///abs/path (default: storage_dir); other schemes are
+    # storage backends registered in core.storage.
+    storage_url: str | None = None
+    # Local scratch space: multipart uploads are spooled and worker inputs copied here.
+    scratch_dir: Path | None = None
     # The job row is the record of truth; Celery results are never read.
     result_backend: str | None = None
     max_upload_bytes: int = Field(default=256 * MIB, gt=0)
@@ -61,6 +67,10 @@ class Settings(BaseSettings):
             self.broker_url = f"sqla+sqlite:///{self.data_dir}/broker.db"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
+        if self.storage_url is None:
+            self.storage_url = f"file://{self.storage_dir}"
+        if self.scratch_dir is None:
+            self.scratch_dir = self.data_dir / "tmp"
         if self.default_queue is None:
             self.default_queue = self.cpu_queue
         if self.env == "production" and self.database_url.startswith("sqlite"):
@@ -81,10 +91,24 @@ class Settings(BaseSettings):
         return self.broker_url
 
     @property
+    def storage_scheme(self) -> str:
+        """The scheme of `storage_url` (``file`` for the local directory)."""
+        assert self.storage_url is not None
+        return self.storage_url.split("://", 1)[0] if "://" in self.storage_url else "file"
+
+    @property
     def storage_root(self) -> Path:
-        """The storage root directory (always set after validation)."""
-        assert self.storage_dir is not None
+        """The local storage directory of a ``file://`` storage URL."""
+        assert self.storage_url is not None and self.storage_dir is not None
+        if self.storage_url.startswith("file://"):
+            return Path(self.storage_url[len("file://") :])
         return self.storage_dir
+
+    @property
+    def scratch(self) -> Path:
+        """The scratch directory (always set after validation)."""
+        assert self.scratch_dir is not None
+        return self.scratch_dir
 
     def queue_for(self, device: str | None) -> str:
         """Queue a job goes to, from its config's ``device``."""

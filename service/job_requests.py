@@ -1,0 +1,228 @@
+"""What the API does for job requests: validate (the library's `plan`), create, cancel, read.
+
+Validation reads the stored model description and the dataset's shape and asks
+`metacluster.compress.plan` whether they fit the config: the same rules the engine
+applies when the job runs. State changes go through `core.jobs`; the job's message
+is sent by an after-commit hook, never inside the creating transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core import jobs
+from core.db.models import ApiKey, Artifact, Job, JobEvent, ModelRecord
+from core.db.session import session_scope
+from core.db.transaction import after_commit
+from core.producer import TaskProducer
+from core.repositories import ArtifactRepository, JobEventRepository, JobRepository
+from core.service_errors import DatasetTooLargeError, NotFoundError, ServiceUnavailableError
+from core.settings import Settings
+from metacluster.data import DatasetMeta, builtin_sample_count, is_builtin
+from metacluster.errors import ConfigError, DatasetError, IncompatibleError, MetaClusterError
+from service.dataset_uploads import get_dataset
+from service.model_uploads import get_model
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[str, str], None]
+"""Sends job ``id`` to ``queue``; called only after the creating transaction commits."""
+
+
+class BrokerEnqueuer:
+    """Sends the job's message; a broker that refuses it fails the (committed) job and
+    answers 503, so no job is ever stuck queued without a message."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, job_id: str, queue: str) -> None:
+        try:
+            TaskProducer(self.settings).send_compress(job_id, queue)
+        except Exception as exc:
+            log.error("enqueue of job %s failed: %r", job_id, exc)
+            with session_scope(self.settings) as session:
+                jobs.mark_enqueue_failed(session, job_id, str(exc))
+            raise ServiceUnavailableError(
+                f"job {job_id} was created but the broker refused it; it has been marked failed"
+            ) from None
+
+
+class IncompatibleJobError(IncompatibleError):
+    """Model, dataset and config do not fit together; ``checks`` says where."""
+
+    def __init__(self, checks: Sequence[Any]) -> None:
+        failed = [c for c in checks if not c.ok]
+        super().__init__("; ".join(c.detail for c in failed))
+        self.extra = {"checks": [c.to_dict() for c in checks]}
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A job request that passed every check of its plan."""
+
+    model: ModelRecord
+    config: dict[str, Any]
+    queue: str
+    plan: Any  # metacluster.compress.Plan
+
+
+# -- datasets -----------------------------------------------------------------
+@lru_cache(maxsize=32)
+def builtin_dataset_meta(spec: str) -> DatasetMeta:
+    """Load a built-in once per process to learn its shape (generated locally, no download)."""
+    from metacluster.data import load_dataset
+
+    return load_dataset(spec).meta()
+
+
+def dataset_meta(
+    session: Session, owner: ApiKey, spec: str, *, max_builtin_samples: int
+) -> DatasetMeta:
+    """Shape of an uploaded dataset (from its row) or of a built-in (generated once,
+    after its requested size is checked against the server's cap)."""
+    if spec.startswith("ds_"):
+        row = get_dataset(session, owner, spec)
+        return DatasetMeta(
+            row.task,
+            row.n_train,
+            row.n_test,
+            tuple(row.input_shape),
+            row.n_classes,
+            row.n_outputs,
+        )
+    if not is_builtin(spec):
+        raise DatasetError(
+            f"unknown dataset {spec!r}: use an uploaded dataset id (ds_...) or a built-in "
+            "(digits, mnist1d, eq:<name>)"
+        )
+    samples = builtin_sample_count(spec)
+    if samples is not None and samples > max_builtin_samples:
+        raise DatasetTooLargeError(spec, samples, max_builtin_samples)
+    try:
+        return builtin_dataset_meta(spec)
+    except MetaClusterError:
+        raise
+    except Exception as exc:
+        raise DatasetError(f"built-in dataset {spec!r} could not be generated: {exc}") from None
+
+
+def parse_config(config: dict[str, Any]) -> Any:
+    """The validated `MetaClusterConfig` (defaults filled in) the worker will rebuild."""
+    from metacluster.compress import MetaClusterConfig
+
+    try:
+        return MetaClusterConfig.from_dict(config)
+    except MetaClusterError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"invalid config: {exc}") from None
+
+
+def validate_job(
+    session: Session,
+    owner: ApiKey,
+    settings: Settings,
+    model_id: str,
+    dataset: str,
+    config: dict[str, Any],
+) -> Validated:
+    """Everything a job needs, checked together by its plan; raises 404 / 422 problems."""
+    from metacluster.compress import plan
+
+    model = get_model(session, owner, model_id)
+    parsed = parse_config(config)
+    meta = dataset_meta(session, owner, dataset, max_builtin_samples=settings.max_builtin_samples)
+    the_plan = plan(model.info, meta, parsed)
+    if not the_plan.ok:
+        raise IncompatibleJobError(the_plan.checks)
+    full = parsed.to_dict()
+    return Validated(model, full, settings.queue_for(full.get("device")), the_plan)
+
+
+def request_hash(model_id: str, dataset: str, config: dict[str, Any]) -> str:
+    body = {"model_id": model_id, "dataset": dataset, "config": config}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(
+    session: Session,
+    owner: ApiKey,
+    settings: Settings,
+    enqueue: Enqueue,
+    *,
+    model_id: str,
+    dataset: str,
+    config: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate, add a queued job and schedule its message after commit.
+
+    Returns (job, replayed): with a known Idempotency-Key and the same body the
+    existing job comes back and nothing is enqueued again.
+    """
+    digest = request_hash(model_id, dataset, config)
+    existing = jobs.find_replay(session, owner.id, idempotency_key, digest)
+    if existing is not None:  # a replay (or a 409) needs no validation work
+        return existing, True
+    valid = validate_job(session, owner, settings, model_id, dataset, config)
+    job, replayed = jobs.create(
+        session,
+        owner_id=owner.id,
+        model_id=valid.model.id,
+        dataset=dataset,
+        config=valid.config,
+        queue=valid.queue,
+        request_hash=digest,
+        idempotency_key=idempotency_key,
+    )
+    if not replayed:
+        job_id, queue = job.id, job.queue
+        after_commit(session, lambda: enqueue(job_id, queue))
+    return job, replayed
+
+
+# -- reads and cancel ---------------------------------------------------------
+def get_job(session: Session, owner: ApiKey, job_id: str, *, for_update: bool = False) -> Job:
+    job = JobRepository(session).get(owner.id, job_id, for_update=for_update)
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+def list_jobs(
+    session: Session, owner: ApiKey, *, after: str | None, limit: int, status: str | None
+) -> tuple[Sequence[Job], str | None]:
+    """A page of the owner's jobs, newest first, and the cursor of the next page."""
+    rows, more = JobRepository(session).page(owner.id, after=after, limit=limit, status=status)
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def list_events(
+    session: Session, owner: ApiKey, job_id: str, *, after: int | None, limit: int
+) -> tuple[Sequence[JobEvent], int | None]:
+    get_job(session, owner, job_id)
+    rows, more = JobEventRepository(session).page(job_id, after=after, limit=limit)
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:
+    """Queued -> cancelled at once; running -> flagged, the worker stops between steps."""
+    return jobs.request_cancel(session, get_job(session, owner, job_id, for_update=True))
+
+
+def get_artifact(session: Session, owner: ApiKey, job_id: str, name: str) -> Artifact:
+    get_job(session, owner, job_id)
+    artifact = ArtifactRepository(session).get(job_id, name)
+    if artifact is None:
+        raise NotFoundError(f"job {job_id} has no artifact {name!r}")
+    return artifact

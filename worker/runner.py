@@ -1,0 +1,274 @@
+"""Execution of one compression job: what the thin Celery task calls.
+
+Claims the job (`core.jobs.claim`), copies its inputs out of storage, runs the
+library's one use case (`metacluster.workflow.compress_file`) with progress, cancel
+and stage checkpoints kept in storage, stores the artifact and the report, and
+finishes the job (`core.jobs.succeed` / `fail`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from core import jobs
+from core.db.session import session_scope
+from core.repositories import JobRepository
+from core.settings import Settings, get_settings
+from core.storage import Storage, artifact_key, checkpoints_key, get_storage
+from metacluster import errors
+from worker.checkpoints import BlobCheckpoint
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_NAME = "model.mcz"
+REPORT_NAME = "report.json"
+
+# Progress events are written at most this often (plus on every stage change), and
+# the cancel flag is read at most this often: both are database round trips.
+EVENT_INTERVAL_S = 0.5
+CANCEL_POLL_S = 0.5
+
+
+class JobReporter:
+    """Progress callback, cancel check and event log bound to one job row.
+
+    The overall fraction comes from the run's plan (`metacluster.compress.plan`):
+    each stage visit weighs what the plan says it costs.
+    """
+
+    def __init__(self, job_id: str, settings: Settings, stages: list[Any]) -> None:
+        from metacluster.compress import StageProgress
+
+        self.job_id = job_id
+        self.settings = settings
+        self._tracker = StageProgress(stages)
+        self._stage: str | None = None
+        self._last_event = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def progress(self, stage: str, step: int, total: int, loss: float | None) -> None:
+        stage_changed = stage != self._stage
+        self._stage = stage
+        fraction = self._tracker.update(stage, step, total)
+        now = time.monotonic()
+        if not stage_changed and step < total and now - self._last_event < EVENT_INTERVAL_S:
+            return
+        self._last_event = now
+        with session_scope(self.settings) as session:
+            jobs.record_progress(
+                session,
+                self.job_id,
+                kind="stage" if stage_changed else "progress",
+                stage=stage,
+                progress=fraction,
+                loss=None if loss is None else float(loss),
+                message=f"{stage} {step}/{total}",
+                data={"step": step, "total": total},
+            )
+
+    def should_stop(self) -> bool:
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check < CANCEL_POLL_S:
+            return False
+        self._last_cancel_check = now
+        with session_scope(self.settings) as session:
+            self._cancelled = JobRepository(session).cancel_requested(self.job_id)
+        return self._cancelled
+
+    def log(self, message: str, **data: Any) -> None:
+        with session_scope(self.settings) as session:
+            jobs.log_event(session, self.job_id, message, stage=self._stage, **data)
+
+
+class _RecordingCheckpoint:
+    """Stage checkpoint that writes a job event whenever a finished stage is reused."""
+
+    def __init__(self, inner: BlobCheckpoint, reporter: JobReporter) -> None:
+        self._inner = inner
+        self._reporter = reporter
+
+    def load(self, stage: str) -> dict[str, Any] | None:
+        state = self._inner.load(stage)
+        if state is not None:
+            self._reporter.log(
+                f"resumed: stage {stage} restored from its checkpoint", resumed_stage=stage
+            )
+        return state
+
+    def save(self, stage: str, state: dict[str, Any]) -> None:
+        self._inner.save(stage, state)
+
+
+def warm_up() -> None:
+    """Import what every job needs (torch, faiss, the library) before the first job.
+
+    A worker pays these imports once at start instead of inside the first job's
+    wall time; the CLI pays them on every run.
+    """
+    import faiss  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import torch
+
+    import metacluster.artifact
+    import metacluster.compress
+    import metacluster.data
+    import metacluster.formats
+    import metacluster.training
+    import metacluster.workflow  # noqa: F401
+
+    # Jobs with device "auto" run on CUDA when this process sees a GPU.
+    if torch.cuda.is_available():
+        log.info("worker device: cuda (%d GPU(s))", torch.cuda.device_count())
+    else:
+        log.info("worker device: cpu")
+
+
+@contextlib.contextmanager
+def _inputs(claim: jobs.Claim, storage: Storage, scratch: Path) -> Iterator[tuple[Path, str]]:
+    """(checkpoint path, data spec) as local files: every file of the model (a pykan
+    pair, a spec sidecar travels with its checkpoint) and an uploaded dataset."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"mc-in-{claim.model_id}-", dir=scratch))
+    try:
+        with contextlib.ExitStack() as stack:
+            model_dir = folder / "model"
+            model_dir.mkdir()
+            prefix = claim.model_key.rsplit("/", 1)[0] + "/"
+            for key in storage.list(prefix):
+                stack.enter_context(storage.local_copy(key, model_dir))
+            model_path = model_dir / claim.model_key.rsplit("/", 1)[1]
+            data = claim.dataset
+            if claim.dataset_key is not None:
+                data = str(stack.enter_context(storage.local_copy(claim.dataset_key, folder)))
+            yield model_path, data
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _execute(
+    job_id: str, claim: jobs.Claim, settings: Settings, storage: Storage, reporter: JobReporter
+) -> None:
+    """Compress through the library's use case, store artifact and report, succeed."""
+    from metacluster.compress import MetaClusterConfig
+    from metacluster.workflow import compress_file
+
+    config = MetaClusterConfig.from_dict(claim.config)
+    checkpoint = _RecordingCheckpoint(BlobCheckpoint(storage, checkpoints_key(job_id)), reporter)
+    with (
+        _inputs(claim, storage, settings.scratch) as (model_path, data),
+        tempfile.TemporaryDirectory(prefix=f"mc-{job_id}-", dir=settings.scratch) as tmp,
+    ):
+        artifact_path = Path(tmp) / ARTIFACT_NAME
+        # The format detected at upload; the data split uses the loader's default seed,
+        # as `metacluster compress` does, so the job's numbers are the CLI's numbers.
+        report = compress_file(
+            model_path,
+            data,
+            config,
+            artifact_path,
+            format=claim.model_format,
+            progress=reporter.progress,
+            should_stop=reporter.should_stop,
+            checkpoint=checkpoint,
+        )
+        report_path = Path(tmp) / REPORT_NAME
+        report_dict = report.to_dict()
+        report_path.write_text(json.dumps(report_dict, indent=2, sort_keys=True))
+        stored = []
+        for name in (ARTIFACT_NAME, REPORT_NAME):
+            key = artifact_key(job_id, name)
+            blob = storage.put(key, Path(tmp) / name)
+            stored.append((name, blob.bytes, str(blob.sha256), key))
+    with session_scope(settings) as session:
+        jobs.succeed(session, job_id, report_dict, stored)
+
+
+def _fail(settings: Settings, job_id: str, status: str, error: dict[str, str]) -> None:
+    with session_scope(settings) as session:
+        jobs.fail(session, job_id, status, error)
+
+
+def _stages(claim: jobs.Claim) -> list[Any]:
+    """The plan's stage visits (for the progress fraction); one stage when unplannable."""
+    from metacluster.compress import MetaClusterConfig, plan
+
+    try:
+        return plan(claim.model_info, None, MetaClusterConfig.from_dict(claim.config)).stages
+    except errors.MetaClusterError:
+        return []
+
+
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings | None = None,
+    storage: Storage | None = None,
+    message_id: str | None = None,
+    takeover: bool = False,
+) -> str:
+    """Run job ``job_id`` to a final status and return it (idempotent per delivery).
+
+    ``message_id`` (the broker message's task id) makes the message that claims a job
+    its owner; ``takeover`` resumes a running job under a new message (see
+    `core.jobs.claim`).
+    """
+    settings = settings or get_settings()
+    storage = storage or get_storage(settings)
+    try:
+        with session_scope(settings) as session:
+            claim = jobs.claim(
+                session,
+                job_id,
+                max_deliveries=settings.max_deliveries,
+                message_id=message_id,
+                takeover=takeover,
+            )
+    except errors.MetaClusterError as exc:
+        _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
+        return "failed"
+    if not claim.runs:
+        return claim.status
+    log.info("job %s: delivery %d", job_id, claim.delivery)
+    reporter = JobReporter(job_id, settings, _stages(claim))
+    try:
+        _execute(job_id, claim, settings, storage, reporter)
+    except errors.CancelledError:
+        _fail(settings, job_id, "cancelled", {"code": "cancelled", "message": "job was cancelled"})
+        _drop_checkpoints(storage, job_id)
+        return "cancelled"
+    except errors.MetaClusterError as exc:
+        _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
+        return "failed"
+    except Exception as exc:
+        log.exception("job %s failed with an unexpected error", job_id)
+        _fail(
+            settings,
+            job_id,
+            "failed",
+            {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"},
+        )
+        return "failed"
+    _drop_checkpoints(storage, job_id)
+    return "succeeded"
+
+
+def _drop_checkpoints(storage: Storage, job_id: str) -> None:
+    # Checkpoints exist only to resume an unfinished job; a finished one frees the space.
+    try:
+        storage.delete_prefix(checkpoints_key(job_id))
+    except OSError:
+        log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)
+
+
+__all__ = ["ARTIFACT_NAME", "REPORT_NAME", "JobReporter", "run_job", "warm_up"]
