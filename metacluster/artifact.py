@@ -1,8 +1,21 @@
-"""The packed MetaCluster artifact: one safetensors file holding a single uint8 payload
-(codebooks, bit-packed or rANS-coded indices, dense other params) and a JSON manifest.
+"""The packed MetaCluster artifact (``.mcz``): one safetensors file with one uint8 tensor.
 
-Everything derivable from the model config (uniform grids, untouched LayerNorm
-defaults, edge grouping) is left out, because on small models headers weigh.
+Format version 2 (docs/format.md has the byte-level spec):
+
+- the tensor ``p`` holds the manifest, deflated (zlib, no extra dependency), followed
+  by the payload: codebooks, bit-packed or rANS-coded indices, uniform-quantization
+  scales and codes, coded knot grids and the dense other parameters;
+- the safetensors metadata holds one entry, ``mcz`` = ``"2:<manifest bytes>"``;
+- the manifest (JSON) says where each piece lies in the payload, the model config that
+  rebuilds the architecture, the method, the non-default config, headline metrics and
+  the payload's sha256.
+
+Everything derivable is left out: grids equal to the layer's default build (within
+`metacluster.kan.grids.DEFAULT_RTOL`), grids stored as their parameters otherwise
+(uniform rows as two knots, pykan-extended rows as their interior knots), untouched
+defaults such as LayerNorm weights, and the edge grouping (rebuilt from the model).
+`build_artifact` also returns the byte breakdown: what every byte of the file is.
+Version-1 files (JSON manifest in the metadata, grids stored raw) still load.
 """
 
 from __future__ import annotations
@@ -10,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +43,17 @@ from metacluster.compress.codebook import (
     build_groups,
     coefficient_names,
 )
-from metacluster.compress.packing import bits_for, decode_indices, encode_indices
+from metacluster.compress.packing import decode_indices, encode_indices
+from metacluster.compress.report import Breakdown
 from metacluster.errors import ArtifactError
+from metacluster.kan.grids import decode_grid, encode_grid, grid_entries
 from metacluster.kan.model import KANModel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "mcz"
 PAYLOAD = "p"
+BYTE_KINDS = ("codebooks", "indices", "grids", "dense", "manifest", "container")
 
 _DTYPES: dict[str, torch.dtype] = {
     "f4": torch.float32,
@@ -55,14 +74,24 @@ class ArtifactInfo:
     sha256: str
 
 
+@dataclass
 class _Payload:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
+    """The payload being assembled, with what each byte is and which layer it serves."""
 
-    def add(self, data: bytes) -> list[int]:
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BYTE_KINDS, 0))
+    layers: dict[str, dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+
+    def add(self, data: bytes, kind: str, shares: dict[str, float] | None = None) -> list[int]:
+        """Append `data` (of `kind`), attributed to layers by `shares` (fractions)."""
         self.parts.append(data)
         self.size += len(data)
+        self.kinds[kind] += len(data)
+        for layer, share in (shares or {}).items():
+            self.layers[layer][kind] += share * len(data)
         return [self.size - len(data), len(data)]
 
     def bytes(self) -> bytes:
@@ -87,10 +116,23 @@ def _fresh_defaults(config: dict[str, Any]) -> list[dict[str, Tensor]]:
     return states
 
 
+def _owner(name: str, layers: list[str]) -> str | None:
+    """The KAN layer a state entry belongs to (longest matching prefix)."""
+    best = None
+    for layer in layers:
+        if (name.startswith(layer + ".") or not layer) and (best is None or len(layer) > len(best)):
+            best = layer
+    return best
+
+
 def _other_entries(model: CompressedKAN, other_dtype: str, payload: _Payload) -> list[list[Any]]:
+    """[name, code, offset, size] of every state entry that is not a compressed vector
+    and not a default: grids coded (code "g:<row codes>"), the rest as raw tensors."""
     quant = model.quantized
     skip = set(coefficient_names(model, quant.layers).values())
     params = {name for name, _ in model.named_parameters()}
+    grids = grid_entries(model)
+    kan_layers = [name for name, _ in model.kan_layers()]
     defaults = _fresh_defaults(model.config())
     entries: list[list[Any]] = []
     for name, t in model.state_dict().items():
@@ -104,14 +146,26 @@ def _other_entries(model: CompressedKAN, other_dtype: str, payload: _Payload) ->
             for d in defaults
         ):
             continue
+        owner = _owner(name, kan_layers)
+        shares = None if owner is None else {owner: 1.0}
+        if name in grids and t.is_floating_point():
+            order = grids[name][0]
+            codes, values = encode_grid(t, order)
+            decoded = decode_grid(codes, values, tuple(t.shape), order)
+            if torch.equal(decoded, t.detach().cpu().float()):  # the engine made it canonical
+                entries.append(
+                    [name, "g:" + ",".join(codes), *payload.add(values.tobytes(), "grids", shares)]
+                )
+                continue
         stored = t.detach().cpu()
         # Buffers (grids) stay exact: edge grouping is computed from them on load.
         if other_dtype == "float16" and name in params and stored.is_floating_point():
             stored = stored.to(torch.float16)
         elif stored.is_floating_point():
             stored = stored.to(torch.float32)
+        kind = "grids" if name in grids else "dense"
         entries.append(
-            [name, _CODES[stored.dtype], list(stored.shape), *payload.add(_tensor_bytes(stored))]
+            [name, _CODES[stored.dtype], *payload.add(_tensor_bytes(stored), kind, shares)]
         )
     return entries
 
@@ -128,15 +182,32 @@ def _short_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def artifact_bytes(
+def _group_shares(quant: QuantizedCoefficients, group: int) -> dict[str, float]:
+    members = quant.groups[group].members
+    total = sum(int(rows.numel()) for _, rows in members) or 1
+    shares: dict[str, float] = defaultdict(float)
+    for name, rows in members:
+        shares[name] += int(rows.numel()) / total
+    return dict(shares)
+
+
+@dataclass
+class Built:
+    """An artifact's exact bytes and what they are."""
+
+    data: bytes
+    breakdown: Breakdown
+
+
+def build_artifact(
     compressed: CompressedKAN,
     report: Any | None = None,
     *,
     codebook_dtype: str | None = None,
     other_dtype: str | None = None,
     entropy: str | None = None,
-) -> bytes:
-    """The artifact file's exact bytes (write_artifact writes these)."""
+) -> Built:
+    """The artifact file's exact bytes (write_artifact writes these) and their breakdown."""
     if not isinstance(compressed, CompressedKAN):
         raise ArtifactError("write_artifact needs the compressed model returned by compress()")
     quant = compressed.quantized
@@ -149,37 +220,41 @@ def artifact_bytes(
     payload = _Payload()
     cbs = []
     for cb in quant.codebooks:
+        shares = _group_shares(quant, cb.group)
         cent = (
             cb.centroids.detach()
             .cpu()
             .to(torch.float16 if cb_dtype == "float16" else torch.float32)
         )
         kind, data = encode_indices(cb.indices.cpu().numpy(), cb.k, coding)
-        cbs.append(
-            {
-                "g": cb.group,
-                "k": cb.k,
-                "s": cb.sub,
-                "c": [cb.col0, cb.col1],
-                "b": bits_for(cb.k),
-                "x": kind,
-                "n": int(cb.indices.numel()),
-                "dt": _CODES[cent.dtype],
-                "o": payload.add(_tensor_bytes(cent)) + payload.add(data),
-            }
-        )
+        entry: dict[str, Any] = {
+            "g": cb.group,
+            "k": cb.k,
+            "s": cb.sub,
+            "c": [cb.col0, cb.col1],
+            "x": kind,
+            "n": int(cb.indices.numel()),
+            "dt": _CODES[cent.dtype],
+            "o": payload.add(_tensor_bytes(cent), "codebooks", shares)
+            + payload.add(data, "indices", shares),
+        }
+        if cb.residual:
+            entry["r"] = 1
+        cbs.append(entry)
     uqs = []
     for uq in quant.uniform:
         levels = 1 << uq.bits
         codes = (uq.codes.cpu() + (levels // 2 - 1)).numpy()
         kind, data = encode_indices(codes, levels, coding)
+        own = {uq.layer: 1.0}
         uqs.append(
             {
                 "l": uq.layer,
                 "b": uq.bits,
                 "x": kind,
                 "n": int(codes.size),
-                "o": payload.add(_tensor_bytes(uq.scales.float())) + payload.add(data),
+                "o": payload.add(_tensor_bytes(uq.scales.float()), "codebooks", own)
+                + payload.add(data, "indices", own),
             }
         )
     other = _other_entries(compressed, ot_dtype, payload)
@@ -189,6 +264,7 @@ def artifact_bytes(
         "method": quant.method,
         "model": compressed.config(),
         "scope": quant.scope,
+        "grouping": quant.grouping,
         "layers": quant.layers,
         "cb": cbs,
         "uq": uqs,
@@ -204,13 +280,24 @@ def artifact_bytes(
     short = _short_config(cfg)
     if short is not None:
         manifest["cfg"] = short
-    tensor = (
-        torch.frombuffer(bytearray(body), dtype=torch.uint8)
-        if body
-        else torch.zeros(0, dtype=torch.uint8)
+    packed = zlib.compress(
+        json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode(), level=9
     )
-    meta = {METADATA_KEY: json.dumps(manifest, separators=(",", ":"), sort_keys=True)}
-    return bytes(st_save({PAYLOAD: tensor}, metadata=meta))
+    blob = packed + body
+    tensor = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    data = bytes(st_save({PAYLOAD: tensor}, metadata={METADATA_KEY: f"2:{len(packed)}"}))
+    kinds = dict(payload.kinds)
+    kinds["manifest"] = len(packed)
+    kinds["container"] = len(data) - len(blob)
+    by_layer = {
+        layer: {k: round(v) for k, v in parts.items()} for layer, parts in payload.layers.items()
+    }
+    return Built(data, Breakdown(len(data), kinds, by_layer))
+
+
+def artifact_bytes(compressed: CompressedKAN, report: Any | None = None, **options: Any) -> bytes:
+    """The artifact file's exact bytes (write_artifact writes these)."""
+    return build_artifact(compressed, report, **options).data
 
 
 def write_artifact(
@@ -226,7 +313,7 @@ def write_artifact(
 
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
-    """(manifest, payload bytes) of an artifact; the payload hash is verified."""
+    """(manifest, payload bytes) of an artifact (version 1 or 2); the payload hash is verified."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -240,13 +327,23 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
         raise ArtifactError(f"artifact not found: {path}") from exc
     except Exception as exc:  # safetensors raises several types on corrupt input
         raise ArtifactError(f"{path} is not a readable artifact: {exc}") from exc
+    blob = b"" if payload_t is None else bytes(payload_t.numpy().tobytes())
     try:
-        manifest = json.loads(raw)
+        if raw.startswith("{"):  # version 1: the manifest is the metadata's JSON
+            text, body = raw, blob
+        else:
+            version, _, length = raw.partition(":")
+            if version != "2" or not length.isdigit() or int(length) > len(blob):
+                raise ArtifactError(f"unsupported artifact header {raw[:40]!r}")
+            text, body = zlib.decompress(blob[: int(length)]).decode(), blob[int(length) :]
+        manifest = json.loads(text)
+    except (zlib.error, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"artifact manifest is corrupt: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"artifact manifest is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("v") != FORMAT_VERSION:
-        raise ArtifactError(f"unsupported artifact format version {manifest.get('v')!r}")
-    body = b"" if payload_t is None else bytes(payload_t.numpy().tobytes())
+    if not isinstance(manifest, dict) or manifest.get("v") not in READABLE_VERSIONS:
+        version = manifest.get("v") if isinstance(manifest, dict) else None
+        raise ArtifactError(f"unsupported artifact format version {version!r}")
     if hashlib.sha256(body).hexdigest() != manifest.get("sha256"):
         raise ArtifactError("artifact payload does not match its sha256 (corrupt file)")
     return manifest, body
@@ -287,22 +384,41 @@ def load_artifact(path: str | os.PathLike[str]) -> CompressedKAN:
         raise ArtifactError(f"artifact is inconsistent: {exc}") from exc
 
 
+def _np_dtype(dtype: torch.dtype) -> Any:
+    return np.uint8 if dtype == torch.bool else torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def _other_tensor(entry: list[Any], body: bytes, like: Tensor, order: int | None) -> Tensor:
+    if len(entry) == 5:  # version 1: [name, dtype, shape, offset, size]
+        _, code, shape, off, size = entry
+    else:
+        _, code, off, size = entry
+        shape = list(like.shape)
+    raw = _segment(body, off, size)
+    if code.startswith("g:"):
+        values = np.frombuffer(raw, dtype=np.float32)
+        return decode_grid(code[2:].split(","), values, tuple(shape), order)
+    dtype = _DTYPES[code]
+    arr = np.frombuffer(raw, dtype=_np_dtype(dtype)).reshape(shape)
+    t = torch.from_numpy(arr.copy())
+    return t.bool() if dtype == torch.bool else t
+
+
 def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
     model = KANModel.from_config(manifest["model"]).float()
     state = model.state_dict()
-    for name, code, shape, off, size in manifest["other"]:
+    grids = grid_entries(model)
+    for entry in manifest["other"]:
+        name = entry[0]
         if name not in state:
             raise ArtifactError(f"artifact stores {name!r}, which the model does not have")
-        dtype = _DTYPES[code]
-        raw = _segment(body, off, size)
-        np_dtype = np.uint8 if dtype == torch.bool else torch.empty(0, dtype=dtype).numpy().dtype
-        arr = np.frombuffer(raw, dtype=np_dtype).reshape(shape)
-        t = torch.from_numpy(arr.copy())
-        t = t.bool() if dtype == torch.bool else t
-        state[name] = t.to(state[name].dtype)
+        order = grids[name][0] if name in grids else None
+        state[name] = _other_tensor(entry, body, state[name], order).to(state[name].dtype)
     model.load_state_dict(state, strict=True)
     layers: list[str] = list(manifest["layers"])
-    groups = build_groups(model, layers, manifest["scope"])
+    # version 1 grouped edges by identical grids; version 2 says how
+    grouping = manifest.get("grouping", "separate")
+    groups = build_groups(model, layers, manifest["scope"], grouping)
     codebooks = []
     for e in manifest["cb"]:
         g = int(e["g"])
@@ -312,9 +428,7 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         dtype = _DTYPES[e["dt"]]
         c_off, c_size, i_off, i_size = e["o"]
         cent = torch.from_numpy(
-            np.frombuffer(
-                _segment(body, c_off, c_size), dtype=torch.empty(0, dtype=dtype).numpy().dtype
-            )
+            np.frombuffer(_segment(body, c_off, c_size), dtype=_np_dtype(dtype))
             .reshape(k, sub)
             .copy()
         ).float()
@@ -322,7 +436,9 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         if n * sub != groups[g].n_edges * (c1 - c0):
             raise ArtifactError("artifact index count does not match the model's edges")
         idx = decode_indices(_segment(body, i_off, i_size), k, n, e["x"])
-        codebooks.append(Codebook(g, cent, torch.from_numpy(idx), int(c0), int(c1)))
+        codebooks.append(
+            Codebook(g, cent, torch.from_numpy(idx), int(c0), int(c1), residual=bool(e.get("r")))
+        )
     modules = dict(model.kan_layers())
     uniform = []
     for e in manifest["uq"]:
@@ -344,13 +460,18 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         codebooks,
         uniform,
         method=manifest.get("method", "metacluster"),
+        grouping=grouping,
     )
-    return CompressedKAN(model, quant)
+    return CompressedKAN(model, quant, canonical=False)
 
 
 __all__ = [
+    "BYTE_KINDS",
+    "FORMAT_VERSION",
     "ArtifactInfo",
+    "Built",
     "artifact_bytes",
+    "build_artifact",
     "is_artifact",
     "load_artifact",
     "read_manifest",

@@ -19,6 +19,7 @@ from metacluster.errors import ConfigError
 
 if TYPE_CHECKING:
     from metacluster.compress import (
+        Breakdown,
         CompressedKAN,
         CompressionReport,
         MetaClusterConfig,
@@ -38,10 +39,10 @@ class ArtifactSizer:
 
         return source_checkpoint_bytes(model)
 
-    def artifact_bytes(self, compressed: CompressedKAN, report: CompressionReport) -> int:
-        from metacluster.artifact import artifact_bytes
+    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
+        from metacluster.artifact import build_artifact
 
-        return len(artifact_bytes(compressed, report))
+        return build_artifact(compressed, report).breakdown
 
 
 def compress_file(

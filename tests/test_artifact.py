@@ -19,6 +19,7 @@ from metacluster.artifact import (
     write_artifact,
 )
 from metacluster.compress import CompressedKAN, MetaClusterConfig, compress
+from metacluster.compress.packing import bits_for
 from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ArtifactError
 from metacluster.kan import build_kan
@@ -92,37 +93,88 @@ def test_manifest_contents_and_one_payload_tensor(
     write_artifact(compressed, path, report)
     with safe_open(str(path), framework="pt") as f:
         assert list(f.keys()) == ["p"]
-        manifest = json.loads((f.metadata() or {})["mcz"])
-    assert manifest["v"] == 1 and manifest["model"] == compressed.config()
-    assert manifest["layers"] == ["layers.0", "layers.1"]
-    assert [cb["b"] for cb in manifest["cb"]] == [3, 3]  # ceil(log2 8)
-    assert manifest["other"] == []  # uniform grids are rebuilt from the config, not stored
+        header = (f.metadata() or {})["mcz"]
+    version, length = header.split(":")
+    manifest, payload = read_manifest(path)
+    assert version == "2" and manifest["v"] == 2 and int(length) < 800  # deflated
+    assert manifest["model"] == compressed.config()
+    assert manifest["layers"] == ["layers.0", "layers.1"] and manifest["grouping"] == "shared"
+    assert manifest["other"] == []  # default grids are rebuilt from the config, not stored
     assert MetaClusterConfig.from_dict(
         {**MetaClusterConfig().to_dict(), **manifest["cfg"]}
     ) == report_config(report)
-    # indices dominate: the file is within a small header of the packed payload
-    packed = sum((cb["n"] * cb["b"] + 7) // 8 + cb["k"] * cb["s"] * 4 for cb in manifest["cb"])
-    assert path.stat().st_size < packed + 2500
+    # the file is the payload plus the deflated manifest plus the safetensors header
+    packed = sum(
+        (cb["n"] * bits_for(cb["k"]) + 7) // 8 + cb["k"] * cb["s"] * 4 for cb in manifest["cb"]
+    )
+    assert len(payload) <= packed
+    assert path.stat().st_size < len(payload) + int(length) + 160
 
 
 def report_config(report: Any) -> MetaClusterConfig:
     return MetaClusterConfig.from_dict(report.config)
 
 
-def test_non_default_buffers_are_stored(model: KANModel, digits: Dataset, tmp_path: Path) -> None:
+def test_byte_breakdown_sums_to_the_file_size(
+    model: KANModel, digits: Dataset, tmp_path: Path
+) -> None:
+    m = build_kan("pykan_bspline", [64, 6, 10], grid_size=3)
+    with torch.no_grad():  # every input its own (uniform) grid: stored as two knots each
+        grid = m.get_buffer("layers.0.grid")
+        grid.add_(torch.linspace(0, 0.3, grid.shape[0])[:, None])
+    compressed, report = compress(m, _config(k=4), digits, sizer=ArtifactSizer())
+    info = write_artifact(compressed, tmp_path / "b.mcz", report)
+    parts = report.bytes_breakdown
+    assert set(parts) == {"codebooks", "indices", "grids", "dense", "manifest", "container"}
+    assert sum(parts.values()) == info.bytes == report.bytes_after
+    assert parts["grids"] == 64 * 2 * 4  # layer 0: 64 rows of (first, last knot), layer 1: default
+    assert parts["dense"] == 4 * 4 * (6 + 10)  # pykan's node and subnode affines, fine-tuned
+    per_layer = {layer["name"]: layer["bytes_breakdown"] for layer in report.layers}
+    assert per_layer["layers.0"]["grids"] == parts["grids"]
+    assert sum(sum(p.values()) for p in per_layer.values()) == sum(
+        parts[k] for k in ("codebooks", "indices", "grids", "dense")
+    )
+
+
+def test_an_upstream_efficient_kan_grid_is_not_stored(digits: Dataset, tmp_path: Path) -> None:
+    """efficient-kan builds its knots in float32 (arange * h + lo): a few ulps from ours."""
+    m = build_kan("bspline", [64, 6, 10])
+    for _, layer in m.kan_layers():
+        h = 2 / layer.grid_size  # type: ignore[attr-defined]
+        k = layer.spline_order  # type: ignore[attr-defined]
+        upstream = torch.arange(-k, layer.grid_size + k + 1) * h + -1  # type: ignore[attr-defined]
+        assert not torch.equal(upstream, layer.grid[0])  # type: ignore[index]
+        layer.grid.copy_(upstream.expand_as(layer.grid))  # type: ignore[operator]
+    compressed, report = compress(m, _config(k=4), digits, sizer=ArtifactSizer())
+    write_artifact(compressed, tmp_path / "u.mcz", report)
+    manifest, _ = read_manifest(tmp_path / "u.mcz")
+    assert manifest["other"] == [] and report.bytes_breakdown["grids"] == 0
+    fresh = build_kan("bspline", [64, 6, 10])
+    for (_, ours), (_, default) in zip(compressed.kan_layers(), fresh.kan_layers(), strict=True):
+        assert torch.equal(ours.grid, default.grid)  # type: ignore[arg-type]
+    loaded = load_artifact(tmp_path / "u.mcz")
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.x_test), compressed(digits.x_test))
+
+
+@pytest.mark.parametrize("policy", ["shared", "separate"])
+def test_moved_grids_share_a_codebook_unless_separate(
+    digits: Dataset, tmp_path: Path, policy: str
+) -> None:
     m = build_kan("bspline", [64, 16, 10])
     grid = m.get_buffer("layers.0.grid")
     with torch.no_grad():  # a per-input grid (as after a grid update): stored, and grouped
         grid[0] += 0.01 * torch.arange(grid.shape[1], dtype=grid.dtype)
-    m.load_state_dict(m.state_dict())
-    compressed, report = compress(m, _config(k=4), digits)
+    compressed, report = compress(m, _config(k=4, grid_policy=policy), digits)
     write_artifact(compressed, tmp_path / "g.mcz", report)
     manifest, _ = read_manifest(tmp_path / "g.mcz")
     assert [e[0] for e in manifest["other"]] == ["layers.0.grid"]
-    assert len(manifest["cb"]) == 3  # layer 0: two grid groups, layer 1: one
+    assert manifest["other"][0][1].startswith("g:u,u,=1")  # two uniform rows, the rest repeat
+    # shared: one codebook per layer; separate: layer 0 has two grid groups
+    assert len(manifest["cb"]) == (2 if policy == "shared" else 3)
     loaded = load_artifact(tmp_path / "g.mcz")
     with torch.no_grad():
-        assert (loaded(digits.x_test) - compressed(digits.x_test)).abs().max().item() <= 1e-5
+        assert torch.equal(loaded(digits.x_test), compressed(digits.x_test))
 
 
 def test_corrupt_files_give_artifact_errors(

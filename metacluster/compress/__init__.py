@@ -36,10 +36,11 @@ from metacluster.compress.methods import (
     register_method,
 )
 from metacluster.compress.plan import Plan, StagePlan, StageProgress, plan
-from metacluster.compress.report import CompressionReport
+from metacluster.compress.report import Breakdown, CompressionReport
 
 __all__ = [
     "CONFIG_VERSION",
+    "Breakdown",
     "Codebook",
     "CompressedKAN",
     "CompressionReport",

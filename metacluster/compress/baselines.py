@@ -159,6 +159,7 @@ def _run_baseline(
     t0 = time.perf_counter()
     ctx.hooks.report("quantize", 0, 1, None)
     quant = quantize(ctx)
+    quant.grouping = cfg.grid_policy
     ctx.hooks.report("quantize", 1, 1, None)
     t_q = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -169,7 +170,7 @@ def _run_baseline(
     t_ft = time.perf_counter() - t0
     compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
     report = make_report(ctx, compressed, k, {"quantize": t_q, "finetune": t_ft})
-    report.layers = layer_details(ctx.source, compressed, cfg.codebook_dtype, cfg.entropy)
+    report.layers = layer_details(ctx.source, compressed, report.layer_bytes)
     return compressed, report
 
 

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from metacluster.errors import ConfigError
 from metacluster.kan.base import KANLayer
+from metacluster.kan.grids import canonicalize_grids
 from metacluster.kan.model import KANModel
 
 
@@ -52,13 +53,30 @@ def select_layers(
     return names
 
 
-def build_groups(model: KANModel, layers: list[str], scope: str) -> list[EdgeGroup]:
-    """Codebook groups of `layers`: per (layer, grid group) or, globally, per grid group."""
+GRID_POLICIES = ("shared", "separate")
+
+
+def build_groups(
+    model: KANModel, layers: list[str], scope: str, grid_policy: str = "shared"
+) -> list[EdgeGroup]:
+    """Codebook groups of `layers`: per layer or, with scope "global", across layers.
+
+    grid_policy "shared" (the paper's clustering in coefficient space): edges whose
+    inputs have different knot grids (pykan after a grid update) still share their
+    layer's codebook, each keeping its input's grid; "separate": one group per
+    distinct grid.
+    """
+    if grid_policy not in GRID_POLICIES:
+        raise ConfigError(f"grid_policy must be one of {', '.join(GRID_POLICIES)}")
     modules = dict(model.kan_layers())
     groups: dict[str, EdgeGroup] = {}
     for name in layers:
         layer: KANLayer = modules[name]
-        gids, keys = layer.edge_groups()
+        if grid_policy == "shared":
+            gids = torch.zeros(layer.n_edges, dtype=torch.long)
+            keys = [layer.basis().key()]
+        else:
+            gids, keys = layer.edge_groups()
         for gid, gkey in enumerate(keys):
             rows = torch.nonzero(gids == gid, as_tuple=False).reshape(-1)
             if rows.numel() == 0:
@@ -84,6 +102,9 @@ class Codebook:
     indices: Tensor  # (n_sub,) long
     col0: int
     col1: int
+    # A second-stage codebook: its vectors add to those of the codebooks before it
+    # over the same group and columns (residual vector quantization).
+    residual: bool = False
 
     @property
     def k(self) -> int:
@@ -123,6 +144,7 @@ class QuantizedCoefficients:
     codebooks: list[Codebook] = field(default_factory=list)
     uniform: list[UniformQuant] = field(default_factory=list)
     method: str = "metacluster"
+    grouping: str = "shared"  # the grid policy the groups were built with
 
     def layer_coefficients(
         self, model: KANModel, centroids: list[Tensor] | None = None
@@ -140,9 +162,12 @@ class QuantizedCoefficients:
             offset = 0
             for name, rows in self.groups[cb.group].members:
                 n = int(rows.numel())
-                parts.setdefault(name, []).append(
-                    (rows, cb.col0, cb.col1, vecs[offset : offset + n])
-                )
+                piece = vecs[offset : offset + n]
+                if cb.residual:  # adds to the previous piece over the same rows and columns
+                    prev_rows, c0, c1, prev = parts[name][-1]
+                    parts[name][-1] = (prev_rows, c0, c1, prev + piece)
+                else:
+                    parts.setdefault(name, []).append((rows, cb.col0, cb.col1, piece))
                 offset += n
         for name, pieces in parts.items():
             layer = modules[name]
@@ -178,12 +203,18 @@ class CompressedKAN(KANModel):
     """A KANModel whose compressed layers hold `quantized` reconstructions.
 
     It runs like any KANModel (dense coefficients already written in); the
-    artifact writer stores `quantized` instead of those dense vectors.
+    artifact writer stores `quantized` instead of those dense vectors. Its knot grids
+    are made canonical (`metacluster.kan.grids`: within 1e-6 of the originals, and
+    exactly what the artifact stores), so this model and the artifact's are one.
     """
 
-    def __init__(self, model: KANModel, quantized: QuantizedCoefficients) -> None:
+    def __init__(
+        self, model: KANModel, quantized: QuantizedCoefficients, *, canonical: bool = True
+    ) -> None:
         super().__init__(list(model.layers), meta=dict(model.meta))
         self.quantized = quantized
+        if canonical:
+            canonicalize_grids(self)
         quantized.apply(self)
 
 

@@ -20,7 +20,7 @@ _MODES = ("post_hoc", "from_scratch")
 _SCOPES = ("per_layer", "global")
 _DTYPES = ("float32", "float16")
 _ENTROPY = ("auto", "none", "rans")
-_GRID_POLICIES = ("separate",)
+_GRID_POLICIES = ("shared", "separate")
 _DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -73,8 +73,10 @@ class MetaClusterConfig:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     min_edges: int = 1
-    # Edges with different grids get separate codebooks (exact).
-    grid_policy: str = "separate"
+    # shared: edges whose inputs have different knot grids (pykan after a grid update)
+    # share their layer's codebook in coefficient space, each keeping its input's grid
+    # (the paper's clustering); separate: one codebook per distinct grid.
+    grid_policy: str = "shared"
     kmeans_iters: int = 50
     kmeans_restarts: int = 3
     seed: int = 0

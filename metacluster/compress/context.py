@@ -27,6 +27,7 @@ from metacluster.compress.functional import evaluate_model, teacher_outputs
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.plan import Plan, plan
 from metacluster.compress.report import (
+    Breakdown,
     CompressionReport,
     library_versions,
     param_ratio,
@@ -47,8 +48,8 @@ class Sizer(Protocol):
         """(bytes of the fp32 original, how they were measured)."""
         ...
 
-    def artifact_bytes(self, compressed: CompressedKAN, report: CompressionReport) -> int:
-        """Bytes of the artifact that stores `compressed` with `report`."""
+    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
+        """Bytes of the artifact that stores `compressed` with `report`, by kind."""
         ...
 
 
@@ -58,7 +59,7 @@ class EstimateSizer:
     def source_bytes(self, model: KANModel) -> tuple[int, str]:
         return sum(4 * int(t.numel()) for t in model.state_dict().values()), "estimate:state_dict"
 
-    def artifact_bytes(self, compressed: CompressedKAN, report: CompressionReport) -> int:
+    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
         return payload_bytes(compressed, report.config)
 
 
@@ -114,7 +115,7 @@ def prepare(
     check_compatible(work, data)
     the_plan = plan(describe_model(work), data.meta(), config)
     the_plan.raise_for_problems()
-    groups = build_groups(work, the_plan.layer_names, config.scope)
+    groups = build_groups(work, the_plan.layer_names, config.scope, config.grid_policy)
     metric, before = evaluate_model(work, data, device)
     teacher = None
     if config.distill > 0 and config.mode == "post_hoc":  # from_scratch has no teacher
@@ -174,7 +175,10 @@ def make_report(
         versions=library_versions(),
     )
     t0 = time.perf_counter()
-    report.bytes_after = ctx.sizer.artifact_bytes(compressed, report)
+    size = ctx.sizer.artifact_size(compressed, report)
+    report.bytes_after = size.total
+    report.bytes_breakdown = dict(size.by_kind)
+    report.layer_bytes = size.by_layer
     report.stages["artifact"] = round(time.perf_counter() - t0, 3)
     report.ratio = ctx.bytes_before / max(1, report.bytes_after)
     return report

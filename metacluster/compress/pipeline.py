@@ -45,7 +45,7 @@ def _meta_groups(ctx: Context) -> list[EdgeGroup]:
     cfg = ctx.config
     if cfg.meta_scope == cfg.scope:
         return ctx.groups
-    return build_groups(ctx.work, ctx.layers, cfg.meta_scope)
+    return build_groups(ctx.work, ctx.layers, cfg.meta_scope, cfg.grid_policy)
 
 
 def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
@@ -211,7 +211,7 @@ def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, Compress
         t_soft = time.perf_counter() - t0
         t0 = time.perf_counter()
         quant = _kmeans_stage(ctx, gen, k)
-        quant.method = config.method
+        quant.method, quant.grouping = config.method, config.grid_policy
         t_km = time.perf_counter() - t0
         coefs = {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()}
         _, metric_km = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, coefs))
@@ -249,7 +249,7 @@ def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, Compress
     compressed, report = results[chosen]
     report.sweep = rows if len(rows) > 1 else []
     report.recommended_k = recommended
-    report.layers = layer_details(ctx.source, compressed, config.codebook_dtype, config.entropy)
+    report.layers = layer_details(ctx.source, compressed, report.layer_bytes)
     report.stages["total"] = round(time.perf_counter() - t_start, 3)
     return compressed, report
 

@@ -20,6 +20,16 @@ from metacluster.kan.model import KANModel
 
 
 @dataclass
+class Breakdown:
+    """What the bytes of an artifact are: by kind (codebooks, indices, grids, dense,
+    manifest, container; they sum to `total`) and, for the payload, by KAN layer."""
+
+    total: int
+    by_kind: dict[str, int]
+    by_layer: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
 class CompressionReport:
     metric: str
     before: float
@@ -43,9 +53,15 @@ class CompressionReport:
     recommended_k: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     sha256: str | None = None  # of the artifact file, once written
+    # Payload bytes of each KAN layer, by kind (the sizer's; shared codebooks split by edges).
+    layer_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Bytes by kind; they sum to bytes_after (the real file with ArtifactSizer).
+    bytes_breakdown: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out.pop("layer_bytes")  # the same numbers are in layers[i]["bytes_breakdown"]
+        return out
 
 
 def library_versions() -> dict[str, str]:
@@ -63,28 +79,28 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def payload_bytes(compressed: CompressedKAN, config: dict[str, Any]) -> int:
-    """Bytes of what an artifact stores for `compressed`, without its manifest and
-    container: codebooks, coded indices, uniform codes and the dense parameters. The
+def payload_bytes(compressed: CompressedKAN, config: dict[str, Any]) -> Breakdown:
+    """What an artifact stores for `compressed`, without its manifest and container
+    (codebooks, coded indices, uniform codes and the dense parameters), by kind: the
     engine's estimate when no sizer measures the real file."""
     quant = compressed.quantized
     coding = str(config.get("entropy", "auto"))
     cb_bytes = 2 if config.get("codebook_dtype") == "float16" else 4
     ot_bytes = 2 if config.get("other_dtype") == "float16" else 4
-    total = 0
+    kinds = {"codebooks": 0, "indices": 0, "grids": 0, "dense": 0}
     for cb in quant.codebooks:
-        total += cb.k * cb.sub * cb_bytes + len(
-            encode_indices(cb.indices.cpu().numpy(), cb.k, coding)[1]
-        )
+        kinds["codebooks"] += cb.k * cb.sub * cb_bytes
+        kinds["indices"] += len(encode_indices(cb.indices.cpu().numpy(), cb.k, coding)[1])
     for uq in quant.uniform:
         levels = 1 << uq.bits
         codes = (uq.codes + levels // 2 - 1).cpu().numpy()
-        total += 4 * int(uq.scales.numel()) + len(encode_indices(codes, levels, coding)[1])
+        kinds["codebooks"] += 4 * int(uq.scales.numel())
+        kinds["indices"] += len(encode_indices(codes, levels, coding)[1])
     skip = set(coefficient_names(compressed, quant.layers).values())
-    total += ot_bytes * sum(
+    kinds["dense"] = ot_bytes * sum(
         int(p.numel()) for n, p in compressed.named_parameters() if n not in skip
     )
-    return total
+    return Breakdown(sum(kinds.values()), kinds)
 
 
 def param_ratio(
@@ -108,44 +124,43 @@ def param_ratio(
 
 @torch.no_grad()
 def layer_details(
-    source: KANModel, compressed: CompressedKAN, codebook_dtype: str, coding: str
+    source: KANModel, compressed: CompressedKAN, layer_bytes: dict[str, dict[str, int]]
 ) -> list[dict[str, Any]]:
-    """Per compressed layer: edges, coef_dim, K, coefficient and function-space errors, bytes."""
+    """Per KAN layer: edges, coef_dim, how it is stored (codebook with its K, uniform
+    with its levels, or dense), coefficient and function-space errors, and its payload
+    bytes by kind (`layer_bytes`, from the sizer)."""
     quant = compressed.quantized
     src_layers = dict(source.kan_layers())
     cmp_layers = dict(compressed.kan_layers())
-    share: dict[str, float] = dict.fromkeys(quant.layers, 0.0)
     ks: dict[str, list[int]] = {n: [] for n in quant.layers}
-    cb_bytes = 2 if codebook_dtype == "float16" else 4
+    mode: dict[str, str] = {}
     for cb in quant.codebooks:
-        group = quant.groups[cb.group]
-        _, data = encode_indices(cb.indices.cpu().numpy(), cb.k, coding)
-        total = cb.k * cb.sub * cb_bytes + len(data)
-        for name, rows in group.members:
-            share[name] += total * int(rows.numel()) / group.n_edges
-            if cb.k not in ks[name]:
+        for name, _ in quant.groups[cb.group].members:
+            mode[name] = "codebook"
+            if cb.k not in ks[name] and not cb.residual:
                 ks[name].append(cb.k)
     for uq in quant.uniform:
-        levels = 1 << uq.bits
-        _, data = encode_indices((uq.codes + levels // 2 - 1).cpu().numpy(), levels, coding)
-        share[uq.layer] += len(data) + 4 * int(uq.scales.numel())
-        ks[uq.layer].append(levels)
+        mode[uq.layer] = "uniform"
+        ks[uq.layer].append(1 << uq.bits)
     out = []
-    for name in quant.layers:
-        src, cmp_ = src_layers[name], cmp_layers[name]
+    for name, src in src_layers.items():
+        cmp_ = cmp_layers[name]
         w0 = src.edge_view(name).coefficients.float().cpu()
         w1 = cmp_.edge_view(name).coefficients.float().cpu()
         f0 = src.edge_functions(w0.to(src.coef_param.dtype)).float()
         f1 = cmp_.edge_functions(w1).float()
+        parts = dict(layer_bytes.get(name, {}))
         out.append(
             {
                 "name": name,
                 "edges": src.n_edges,
                 "coef_dim": src.coef_dim,
-                "k": ks[name],
+                "mode": mode.get(name, "dense"),
+                "k": ks.get(name, []),
                 "coef_rel_error": float((w1 - w0).norm() / w0.norm().clamp_min(1e-12)),
                 "function_rel_error": float((f1 - f0).norm() / f0.norm().clamp_min(1e-12)),
-                "bytes": round(share[name]),
+                "bytes": sum(parts.values()),
+                "bytes_breakdown": parts,
             }
         )
     return out

@@ -133,6 +133,13 @@ class KANLayer(nn.Module, ABC):
             cols.append(torch.zeros_like(cols[0]))
         return torch.stack(cols, dim=1)
 
+    def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
+        """Knot buffers by attribute name, each with its knots of extension on either
+        side (a B-spline's order; None for a grid without extension, such as RBF
+        centres) and the layer's default build of it. The artifact stores these as
+        what they derive from (`metacluster.kan.grids`). Default: none."""
+        return {}
+
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         """Group id per edge and one key per group. Default: one group."""
         return (

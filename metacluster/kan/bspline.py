@@ -499,6 +499,9 @@ class BSplineKANLayer(KANLayer):
     def basis(self) -> Basis:
         return bspline_basis(self)
 
+    def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
+        return {"grid": (self.spline_order, self._default_grid())}
+
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         """Edges grouped by identical knot rows of their input (one group if uniform)."""
         rows, inverse = torch.unique(self.grid.detach().cpu(), dim=0, return_inverse=True)

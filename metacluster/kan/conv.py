@@ -192,12 +192,7 @@ class KANConv2d(_ConvKAN2d):
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
         activation(base_activation)  # validates the name
-        lo, hi = self.grid_range
-        h = (hi - lo) / grid_size
-        knots = torch.linspace(
-            lo - h * spline_order, hi + h * spline_order, grid_size + 2 * spline_order + 1
-        )
-        self.register_buffer("grid", knots)
+        self.register_buffer("grid", self._default_grid())
         self.use_fast_path = True
         self._grid_cache = UniformGridCache()
         self.reset_parameters()
@@ -225,6 +220,15 @@ class KANConv2d(_ConvKAN2d):
 
     def basis(self) -> Basis:
         return bspline_basis(self)
+
+    def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
+        return {"grid": (self.spline_order, self._default_grid())}
+
+    def _default_grid(self) -> Tensor:
+        lo, hi = self.grid_range
+        h = (hi - lo) / self.grid_size
+        k = self.spline_order
+        return torch.linspace(lo - h * k, hi + h * k, self.grid_size + 2 * k + 1)
 
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid.unsqueeze(0))}"

@@ -69,7 +69,7 @@ class RBFKANLayer(KANLayer):
         self.base_activation = base_activation
         self._act = activation(base_activation)
         self.spline_init_scale = float(spline_init_scale)
-        self.register_buffer("grid", torch.linspace(*self.grid_range, self.grid_size))
+        self.register_buffer("grid", self.grid_buffers()["grid"][1])
         self.layernorm = nn.LayerNorm(self.in_features) if self.use_layernorm else None
         width = self.grid_size + (1 if self.use_base_update else 0)
         self.coef = nn.Parameter(torch.empty(self.out_features, self.in_features, width))
@@ -112,6 +112,9 @@ class RBFKANLayer(KANLayer):
         if self.use_base_update:
             params["base"] = self.base_activation
         return Basis("rbf", self.coef_dim, params)
+
+    def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
+        return {"grid": (None, torch.linspace(*self.grid_range, self.grid_size))}
 
     def edge_groups(self) -> tuple[Tensor, list[str]]:
         """One group: every edge shares the grid buffer (fingerprinted, it may be loaded)."""

@@ -307,9 +307,16 @@ def test_image_data_reaches_dense_models_as_in_training() -> None:
 
 
 def test_include_exclude_keeps_other_layers_dense(small_model: KANModel, digits: Dataset) -> None:
-    compressed, report = compress(small_model, fast_config(exclude=["layers.1"]), digits)
-    assert [layer["name"] for layer in report.layers] == ["layers.0"]
+    compressed, report = compress(
+        small_model, fast_config(exclude=["layers.1"]), digits, sizer=ArtifactSizer()
+    )
+    assert [(layer["name"], layer["mode"]) for layer in report.layers] == [
+        ("layers.0", "codebook"),
+        ("layers.1", "dense"),
+    ]
     assert compressed.quantized.layers == ["layers.0"]
+    dense = report.layers[1]
+    assert dense["bytes_breakdown"]["dense"] == 4 * 16 * 10 * 9  # fine-tuned, stored dense
 
 
 def test_from_scratch_trains_an_untrained_kan_through_its_meta_learner(digits: Dataset) -> None:
