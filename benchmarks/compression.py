@@ -195,7 +195,9 @@ def table(results: list[dict[str, Any]]) -> str:
                 diff = -diff  # positive = MetaCluster better
         else:
             diff = float("nan")
-        rep = CompressionReport(**{k: r[k] for k in CompressionReport.__dataclass_fields__ if k in r})
+        rep = CompressionReport(
+            **{k: r[k] for k in CompressionReport.__dataclass_fields__ if k in r}
+        )
         stages = r["stages"]
         rows.append(
             [

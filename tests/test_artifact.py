@@ -3,7 +3,6 @@ verification, clear errors on corrupt files, and export + re-import equality."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
