@@ -21,7 +21,7 @@ from metacluster.compress.codebook import (
     Codebook,
     CompressedKAN,
     QuantizedCoefficients,
-    UniformQuant,
+    uniform_quant,
 )
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
@@ -109,16 +109,7 @@ def uniform_quantization(ctx: Context, bits: int) -> QuantizedCoefficients:
 
     modules = dict(ctx.work.kan_layers())
     coefs = _coefs(ctx)
-    qmax = (1 << (bits - 1)) - 1
-    uqs = []
-    for name in ctx.layers:
-        w = coefs[name].float()
-        outputs = modules[name].edge_index()[:, 0]
-        n_out = int(outputs.max()) + 1
-        absmax = torch.zeros(n_out).scatter_reduce(0, outputs, w.abs().amax(1), reduce="amax")
-        scales = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
-        codes = torch.round(w / scales[outputs][:, None]).clamp(-qmax, qmax).long()
-        uqs.append(UniformQuant(name, bits, scales, codes, outputs))
+    uqs = [uniform_quant(name, modules[name], coefs[name], bits) for name in ctx.layers]
     return QuantizedCoefficients(
         ctx.config.scope, list(ctx.layers), ctx.groups, [], uqs, method=f"int{bits}"
     )
@@ -165,7 +156,7 @@ def _run_baseline(
     t0 = time.perf_counter()
     if quant.codebooks and cfg.finetune_epochs > 0:
         quant = run_finetune_stage(
-            ctx.work, ctx.data, quant, cfg, teacher=ctx.teacher, device=ctx.device, hooks=ctx.hooks
+            ctx.work, ctx.fit, quant, cfg, device=ctx.device, hooks=ctx.hooks
         )
     t_ft = time.perf_counter() - t0
     compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)

@@ -134,6 +134,19 @@ class UniformQuant:
         return self.codes.to(self.scales.dtype) * self.scales[self.outputs][:, None]
 
 
+def uniform_quant(name: str, layer: KANLayer, w: Tensor, bits: int) -> UniformQuant:
+    """Symmetric uniform quantization of a layer's (n_edges, L) vectors, one scale per
+    output channel."""
+    w = w.float()
+    qmax = (1 << (bits - 1)) - 1
+    outputs = layer.edge_index()[:, 0]
+    n_out = int(outputs.max()) + 1
+    absmax = torch.zeros(n_out).scatter_reduce(0, outputs, w.abs().amax(1), reduce="amax")
+    scales = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
+    codes = torch.round(w / scales[outputs][:, None]).clamp(-qmax, qmax).long()
+    return UniformQuant(name, bits, scales, codes, outputs)
+
+
 @dataclass
 class QuantizedCoefficients:
     """Everything that replaces the dense coefficient vectors of compressed layers."""

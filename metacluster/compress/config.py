@@ -1,90 +1,221 @@
-"""MetaClusterConfig: every knob of one compression run, validated and versioned.
+"""MetaClusterConfig: every knob of one compression run, documented, bounded and versioned.
 
-A config round-trips through `to_dict` / `from_dict`, so a job stored in a
-database rebuilds exactly in a worker.
+Each knob is declared once with `knob(...)`: its default, what it does, and its range
+or choices. `validate` checks every knob against its declaration, so the CLI, the
+API, the dry run and a worker rebuilding a stored job apply the same bounds, and
+`describe()` lists them for documentation. A config round-trips through
+`to_dict` / `from_dict`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from metacluster.errors import ConfigError
 
-# 2: `method` and `method_options` (a version-1 dict is read as method "metacluster").
+# 2: `method`, `method_options`, grid_policy "shared", validation split, augmentation,
+# byte budget, residual codebooks (a version-1 dict is read with these defaults, except
+# that its grid_policy stays what it says).
 CONFIG_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 
-_MODES = ("post_hoc", "from_scratch")
-_SCOPES = ("per_layer", "global")
-_DTYPES = ("float32", "float16")
-_ENTROPY = ("auto", "none", "rans")
-_GRID_POLICIES = ("shared", "separate")
-_DEVICES = ("auto", "cpu", "cuda")
+MAX_K = 65536
+MAX_EPOCHS = 10_000
+
+
+def knob(
+    default: Any,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    integer: bool = False,
+    optional: bool = False,
+) -> Any:
+    """A config field with its documentation and bounds (inclusive)."""
+    meta = {
+        "doc": doc,
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "integer": integer,
+        "optional": optional,
+    }
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class MetaClusterConfig:
     """One compression run. Defaults are the recipe measured in docs/compression.md."""
 
-    # A registered compression method (`metacluster.compress.method_names()`): the
-    # MetaCluster pipeline, plain K-means, or a baseline (scalar, pq, int8, int4).
-    method: str = "metacluster"
-    # Options of that method, checked by the options class it registered (e.g. pq: m, bits).
-    method_options: dict[str, Any] = field(default_factory=dict)
-    # Codebook size; a list runs the meta-learner once and K-means + fine-tuning per K.
-    k: int | list[int] = 16
-    # Embedding size of every edge; the paper uses 1..4 and the manifold is that thin.
-    d_emb: int = 2
-    # Hidden width of the 2-layer meta-learner MLP; it is shared by all edges of a group.
-    hidden: int = 32
-    # post_hoc: start from the uploaded coefficients; from_scratch: the paper's setting.
-    mode: str = "post_hoc"
-    # Full-batch regression steps that fit embeddings + MLP to the uploaded vectors.
-    regress_steps: int = 600
-    regress_lr: float = 1e-2
-    # Joint training of meta-learner (and other params) on task + distillation loss.
-    meta_epochs: int = 30
-    meta_lr: float = 3e-3
-    # Weight of the distillation loss towards the source model's outputs (post_hoc).
-    distill: float = 1.0
-    # Softmax temperature of the classification distillation loss.
-    temperature: float = 2.0
-    # Weight of the clustering-aware term: pulls generated vectors to their nearest
-    # centroid (re-estimated every epoch) during the last half of meta training.
-    cluster_weight: float = 0.0
-    # Clustering-aware epochs after meta training: the KAN runs on soft (annealed)
-    # K-means assignments of the generated vectors to learnable centroids (DKM-style).
-    soft_epochs: int = 30
-    # Codebook fine-tuning: centroids + other params, indices frozen.
-    finetune_epochs: int = 5
-    finetune_lr: float = 1e-3
-    batch_size: int = 256
-    # per_layer: one codebook per (layer, grid group); global: one per grid group.
-    scope: str = "per_layer"
-    # Meta-learners follow the same grouping unless shared across layers.
-    meta_scope: str = "per_layer"
-    codebook_dtype: str = "float32"
-    other_dtype: str = "float32"
-    # Index stream coding in the artifact: auto picks the smaller of packed / rANS.
-    entropy: str = "auto"
-    # Layers to compress: fnmatch patterns on layer names; empty include = all.
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    min_edges: int = 1
-    # shared: edges whose inputs have different knot grids (pykan after a grid update)
-    # share their layer's codebook in coefficient space, each keeping its input's grid
-    # (the paper's clustering); separate: one codebook per distinct grid.
-    grid_policy: str = "shared"
-    kmeans_iters: int = 50
-    kmeans_restarts: int = 3
-    seed: int = 0
-    device: str = "auto"
-    # Sweep: recommend the smallest K whose metric drops at most this much
-    # (accuracy points as a fraction, or relative RMSE increase for regression).
-    max_drop: float = 0.01
-    version: int = CONFIG_VERSION
+    method: str = knob(
+        "metacluster",
+        "A registered compression method (`metacluster methods`): the MetaCluster "
+        "pipeline, plain K-means, or a baseline (scalar, pq, int8, int4).",
+    )
+    method_options: dict[str, Any] = knob(
+        {}, "Options of that method, checked by the options class it registered."
+    )
+    k: int | list[int] = knob(
+        16,
+        "Codebook size; a list runs the meta-learner once and the per-K stages per K, "
+        "and returns the smallest K within max_drop (on the validation split).",
+        lo=2,
+        hi=MAX_K,
+        integer=True,
+    )
+    target_ratio: float | None = knob(
+        None,
+        "Byte budget as a ratio: the artifact must be at most bytes_before / target_ratio. "
+        "The engine then chooses K per layer (a layer may also stay dense or take int8) "
+        "from each layer's measured sensitivity; k is ignored.",
+        lo=1.0,
+        hi=1e6,
+        optional=True,
+    )
+    max_bytes: int | None = knob(
+        None,
+        "Byte budget in bytes (the artifact's file size); as target_ratio.",
+        lo=1,
+        hi=1 << 40,
+        integer=True,
+        optional=True,
+    )
+    d_emb: int = knob(
+        2, "Embedding size of every edge; the paper uses 1..4.", lo=1, hi=4, integer=True
+    )
+    hidden: int = knob(
+        32, "Hidden width of the 2-layer meta-learner MLP.", lo=1, hi=4096, integer=True
+    )
+    mode: str = knob(
+        "post_hoc",
+        "post_hoc: start from the uploaded coefficients; from_scratch: the paper's setting.",
+        choices=("post_hoc", "from_scratch"),
+    )
+    regress_steps: int = knob(
+        600,
+        "Full-batch steps that fit embeddings + MLP to the uploaded vectors.",
+        lo=0,
+        hi=100_000,
+        integer=True,
+    )
+    regress_lr: float = knob(1e-2, "Learning rate of that regression.", lo=1e-8, hi=10.0)
+    meta_epochs: int = knob(
+        30,
+        "Joint training of meta-learner and other parameters on task + distillation loss.",
+        lo=0,
+        hi=MAX_EPOCHS,
+        integer=True,
+    )
+    meta_lr: float = knob(3e-3, "Learning rate of the meta and soft stages.", lo=1e-8, hi=10.0)
+    distill: float = knob(
+        1.0, "Weight of the distillation loss towards the source model.", lo=0.0, hi=1000.0
+    )
+    temperature: float = knob(
+        2.0, "Softmax temperature of the classification distillation loss.", lo=1e-3, hi=100.0
+    )
+    cluster_weight: float = knob(
+        0.0,
+        "Weight of a term pulling generated vectors to their nearest centroid during the "
+        "second half of meta training.",
+        lo=0.0,
+        hi=1000.0,
+    )
+    soft_epochs: int = knob(
+        30,
+        "Clustering-aware epochs: the KAN runs on soft (annealed) assignments of the "
+        "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
+        lo=0,
+        hi=MAX_EPOCHS,
+        integer=True,
+    )
+    finetune_epochs: int = knob(
+        5,
+        "Codebook fine-tuning: centroids + other params, indices frozen.",
+        lo=0,
+        hi=MAX_EPOCHS,
+        integer=True,
+    )
+    finetune_lr: float = knob(1e-3, "Learning rate of fine-tuning.", lo=1e-8, hi=10.0)
+    batch_size: int = knob(256, "Minibatch size of every stage.", lo=1, hi=1 << 20, integer=True)
+    val_fraction: float = knob(
+        0.1,
+        "Share of the training data held out as a validation split (never the test set): "
+        "early stopping, the K recommendation and the budget allocation read it; 0 uses "
+        "the training data itself.",
+        lo=0.0,
+        hi=0.5,
+    )
+    patience: int = knob(
+        0,
+        "Early stopping: a stage stops after this many epochs without a better validation "
+        "loss and keeps its best epoch; 0 keeps the best epoch without stopping early.",
+        lo=0,
+        hi=MAX_EPOCHS,
+        integer=True,
+    )
+    augment: str = knob(
+        "none",
+        "Extra distillation inputs the teacher labels: mixup of training pairs, or "
+        "Gaussian noise around training points (post_hoc only).",
+        choices=("none", "mixup", "noise"),
+    )
+    augment_factor: float = knob(1.0, "Augmented inputs per training input.", lo=0.0, hi=100.0)
+    residual_k: int = knob(
+        0,
+        "A second-stage codebook of this size over the residuals of the first (residual "
+        "vector quantization); 0: none.",
+        lo=0,
+        hi=MAX_K,
+        integer=True,
+    )
+    scope: str = knob(
+        "per_layer",
+        "per_layer: one codebook per layer; global: one per basis across layers.",
+        choices=("per_layer", "global"),
+    )
+    meta_scope: str = knob(
+        "per_layer", "Grouping of the meta-learners.", choices=("per_layer", "global")
+    )
+    codebook_dtype: str = knob(
+        "float32", "Storage type of codebooks.", choices=("float32", "float16")
+    )
+    other_dtype: str = knob(
+        "float32", "Storage type of the dense parameters.", choices=("float32", "float16")
+    )
+    entropy: str = knob(
+        "auto",
+        "Index coding: auto keeps the smaller of bit packing and rANS.",
+        choices=("auto", "none", "rans"),
+    )
+    include: list[str] = knob([], "Layers to compress (fnmatch patterns); empty: all.")
+    exclude: list[str] = knob([], "Layers not to compress (fnmatch patterns).")
+    min_edges: int = knob(1, "Layers with fewer edges stay dense.", lo=1, hi=1 << 40, integer=True)
+    grid_policy: str = knob(
+        "shared",
+        "shared: edges whose inputs have different knot grids (pykan after a grid update) "
+        "share their layer's codebook, each keeping its input's grid (the paper's "
+        "clustering in coefficient space); separate: one codebook per distinct grid.",
+        choices=("shared", "separate"),
+    )
+    kmeans_iters: int = knob(50, "Lloyd iterations of K-means.", lo=1, hi=10_000, integer=True)
+    kmeans_restarts: int = knob(3, "K-means restarts (best kept).", lo=1, hi=100, integer=True)
+    seed: int = knob(0, "Seed of every random choice.", lo=0, hi=2**32 - 1, integer=True)
+    device: str = knob("auto", "auto, cpu, cuda or cuda:N.")
+    max_drop: float = knob(
+        0.01,
+        "K sweep: the smallest K whose validation metric drops at most this much "
+        "(accuracy as a fraction, or relative RMSE increase) is returned.",
+        lo=0.0,
+        hi=100.0,
+    )
+    version: int = knob(CONFIG_VERSION, "Config format version.", integer=True)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,68 +225,49 @@ class MetaClusterConfig:
     def ks(self) -> list[int]:
         return list(self.k) if isinstance(self.k, list) else [self.k]
 
+    @property
+    def budgeted(self) -> bool:
+        """A byte budget (target_ratio or max_bytes) decides K per layer."""
+        return self.target_ratio is not None or self.max_bytes is not None
+
     def validate(self) -> None:
         if self.version != CONFIG_VERSION:
             raise ConfigError(
                 f"config version {self.version} is not supported (expected {CONFIG_VERSION})"
             )
+        for f in dataclasses.fields(self):
+            if f.name == "k":
+                continue
+            _check(f.name, getattr(self, f.name), f.metadata)
+        ks = self.ks
+        if not ks:
+            raise ConfigError("k must be an integer >= 2 or a non-empty list of them")
+        for k in ks:
+            _check("k", k, dataclasses.fields(self)[_K_INDEX].metadata)
+        if len(set(ks)) != len(ks):
+            raise ConfigError(f"k list has duplicates: {ks}")
+        if self.residual_k == 1:
+            raise ConfigError("residual_k must be 0 (none) or at least 2")
+        if self.target_ratio is not None and self.max_bytes is not None:
+            raise ConfigError("give target_ratio or max_bytes, not both")
+        if self.budgeted and self.scope != "per_layer":
+            raise ConfigError("a byte budget chooses K per layer: it needs scope per_layer")
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            isinstance(self.device, str)
+            and self.device.startswith("cuda:")
+            and self.device[5:].isdigit()
+        ):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                raise ConfigError(f"{name} must be a list of name patterns")
         if not isinstance(self.method_options, dict):
             raise ConfigError("method_options must be a JSON object")
         # The registry, not a list here, says which methods exist and what they accept.
         from metacluster.compress.methods import get_method
 
         get_method(self.method).parse_options(self.method_options)
-        ks = self.ks
-        if not ks:
-            raise ConfigError("k must be an integer >= 2 or a non-empty list of them")
-        for k in ks:
-            if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-                raise ConfigError(f"k must be an integer >= 2, got {k!r}")
-            if k > 65536:
-                raise ConfigError(f"k must be at most 65536, got {k}")
-        if len(set(ks)) != len(ks):
-            raise ConfigError(f"k list has duplicates: {ks}")
-        if not isinstance(self.d_emb, int) or not 1 <= self.d_emb <= 4:
-            raise ConfigError(f"d_emb must be an integer in 1..4, got {self.d_emb!r}")
-        self._choice("mode", _MODES)
-        self._choice("scope", _SCOPES)
-        self._choice("meta_scope", _SCOPES)
-        self._choice("codebook_dtype", _DTYPES)
-        self._choice("other_dtype", _DTYPES)
-        self._choice("entropy", _ENTROPY)
-        self._choice("grid_policy", _GRID_POLICIES)
-        if self.device not in _DEVICES and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("hidden", "batch_size", "min_edges", "kmeans_iters", "kmeans_restarts"):
-            self._positive_int(name)
-        for name in ("regress_steps", "meta_epochs", "soft_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        for name in ("regress_lr", "meta_lr", "finetune_lr", "temperature"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"{name} must be a number > 0, got {value!r}")
-        for name in ("distill", "cluster_weight", "max_drop"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-                raise ConfigError(f"{name} must be a list of name patterns")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-
-    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
-        value = getattr(self, name)
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-    def _positive_int(self, name: str) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -171,7 +283,8 @@ class MetaClusterConfig:
             raise ConfigError("config must be a JSON object")
         version = data.get("version", CONFIG_VERSION)
         if type(version) is int and version in _READABLE_VERSIONS and version != CONFIG_VERSION:
-            data = {**data, "version": CONFIG_VERSION}  # 1 -> 2 added fields with defaults
+            # 1 -> 2 added fields with defaults; 1's only grid policy was "separate"
+            data = {"grid_policy": "separate", **data, "version": CONFIG_VERSION}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -183,3 +296,47 @@ class MetaClusterConfig:
 
     def replace(self, **changes: Any) -> MetaClusterConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        """Every knob: name, default, documentation and bounds (for docs and UIs)."""
+        out = []
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+            meta = dict(f.metadata)
+            out.append({"name": f.name, "default": default, **meta})
+        return out
+
+
+_K_INDEX = next(i for i, f in enumerate(dataclasses.fields(MetaClusterConfig)) if f.name == "k")
+
+
+def _check(name: str, value: Any, meta: Any) -> None:
+    """One knob against its declaration; ConfigError naming the knob and its range."""
+    if not meta:
+        return
+    if value is None:
+        if meta.get("optional"):
+            return
+        raise ConfigError(f"{name} must be given")
+    choices = meta.get("choices")
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}"
+            )
+        return
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is None and hi is None and not meta.get("integer"):
+        return
+    if meta.get("integer"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        what = f"an integer in {lo}..{hi}" if meta.get("integer") else f"a number in [{lo}, {hi}]"
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+__all__ = ["CONFIG_VERSION", "MAX_EPOCHS", "MAX_K", "MetaClusterConfig", "knob"]

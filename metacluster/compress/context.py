@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch import Tensor
 
 from metacluster.compress.checkpoint import ResumableStages, StageCheckpoint
 from metacluster.compress.codebook import CompressedKAN, EdgeGroup, build_groups
 from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.functional import evaluate_model, teacher_outputs
+from metacluster.compress.functional import (
+    TrainingSet,
+    evaluate_model,
+    make_training_set,
+    validation_metric,
+)
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.plan import Plan, plan
 from metacluster.compress.report import (
@@ -74,9 +78,10 @@ class Context:
     device: torch.device
     hooks: StageHooks
     stages: ResumableStages
-    teacher: Tensor | None
+    fit: TrainingSet  # training split, validation split, teacher outputs, augmented inputs
     metric: str
-    before: float
+    before: float  # test metric of the original
+    val_before: float  # validation metric of the original
     sizer: Sizer
     bytes_before: int
     bytes_before_source: str
@@ -117,9 +122,9 @@ def prepare(
     the_plan.raise_for_problems()
     groups = build_groups(work, the_plan.layer_names, config.scope, config.grid_policy)
     metric, before = evaluate_model(work, data, device)
-    teacher = None
-    if config.distill > 0 and config.mode == "post_hoc":  # from_scratch has no teacher
-        teacher = teacher_outputs(work, data, device)
+    # from_scratch has no teacher: the meta-learner starts from an untrained model
+    teacher = work if config.distill > 0 and config.mode == "post_hoc" else None
+    fit = make_training_set(data, config, device, teacher)
     sizer = sizer or EstimateSizer()
     bytes_before, how = sizer.source_bytes(source)
     return Context(
@@ -132,9 +137,10 @@ def prepare(
         device=device,
         hooks=hooks,
         stages=ResumableStages(checkpoint, fingerprint(source, config), work, hooks.report),
-        teacher=teacher,
+        fit=fit,
         metric=metric,
         before=before,
+        val_before=validation_metric(work, fit),
         sizer=sizer,
         bytes_before=bytes_before,
         bytes_before_source=how,
@@ -153,6 +159,8 @@ def make_report(
     """Evaluate a compressed model and measure it (the same accounting for all methods)."""
     config = ctx.config
     _, after = evaluate_model(compressed, ctx.data, torch.device("cpu"))
+    val_after = validation_metric(compressed.to(ctx.device), ctx.fit)
+    compressed.cpu()
     report = CompressionReport(
         metric=ctx.metric,
         before=ctx.before,
@@ -173,6 +181,8 @@ def make_report(
         metric_meta=metric_meta,
         metric_kmeans=metric_kmeans,
         versions=library_versions(),
+        val_before=ctx.val_before,
+        val_after=val_after,
     )
     t0 = time.perf_counter()
     size = ctx.sizer.artifact_size(compressed, report)

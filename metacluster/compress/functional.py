@@ -1,11 +1,17 @@
 """Training and evaluating a KAN whose coefficient tensors come from somewhere else
 (a meta-learner, soft-assigned centroids, a codebook): `torch.func.functional_call`
 over the library's one training loop and one `predict`.
+
+`TrainingSet` is what every stage trains on: the training split minus a validation
+split carved from it (never the test set), the teacher's outputs on it, and extra
+inputs only the teacher labels (mixup of training pairs, or noise around training
+points). Every stage keeps its best epoch on the validation split and can stop early.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +30,65 @@ from metacluster.training import (
     task_loss,
 )
 
+# Seed offset of the validation split and the augmented inputs.
+SEED_DATA = 7
+
+
+@dataclass
+class TrainingSet:
+    """The data of every stage, on the run's device."""
+
+    task: str
+    x: Tensor  # training inputs (the validation rows removed)
+    y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    teacher: Tensor | None = None  # the source model's outputs on x
+    extra_x: Tensor | None = None  # inputs labelled by the teacher only
+    extra_teacher: Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+
+def make_training_set(
+    data: Dataset,
+    config: MetaClusterConfig,
+    device: torch.device,
+    teacher: KANModel | None,
+) -> TrainingSet:
+    """Carve the validation split, label the training and augmented inputs with the teacher."""
+    gen = torch.Generator().manual_seed(config.seed * 1000 + SEED_DATA)
+    n = data.n_train
+    n_val = round(config.val_fraction * n)
+    if 0 < n_val < n:
+        perm = torch.randperm(n, generator=gen)
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        x, y = data.x_train[train_idx], data.y_train[train_idx]
+        val_x, val_y = data.x_train[val_idx], data.y_train[val_idx]
+    else:  # no room for a split: the training data stands in for it
+        x, y, val_x, val_y = data.x_train, data.y_train, data.x_train, data.y_train
+    out = TrainingSet(data.task, x.to(device), y.to(device), val_x.to(device), val_y.to(device))
+    if teacher is None:
+        return out
+    out.teacher = predict(teacher, out.x).detach()
+    n_extra = round(config.augment_factor * out.n) if config.augment != "none" else 0
+    if n_extra > 0:
+        xs = x.reshape(x.shape[0], -1)
+        if config.augment == "mixup":
+            i = torch.randint(0, xs.shape[0], (n_extra,), generator=gen)
+            j = torch.randint(0, xs.shape[0], (n_extra,), generator=gen)
+            lam = torch.rand(n_extra, 1, generator=gen)
+            extra = lam * xs[i] + (1 - lam) * xs[j]
+        else:  # noise: a tenth of each feature's spread around a training point
+            i = torch.randint(0, xs.shape[0], (n_extra,), generator=gen)
+            scale = 0.1 * xs.std(0, unbiased=False).clamp_min(1e-6)
+            extra = xs[i] + scale * torch.randn(n_extra, xs.shape[1], generator=gen)
+        out.extra_x = extra.reshape(n_extra, *x.shape[1:]).to(device)
+        out.extra_teacher = predict(teacher, out.extra_x).detach()
+    return out
+
 
 def evaluate_model(
     model: KANModel, data: Dataset, device: torch.device, coefs: dict[str, Tensor] | None = None
@@ -34,9 +99,19 @@ def evaluate_model(
     return metric_value(out, data.y_test, data.task)
 
 
-def teacher_outputs(model: KANModel, data: Dataset, device: torch.device) -> Tensor:
-    """The source model's outputs on the training inputs (the distillation target)."""
-    return predict(model, data.x_train.to(device)).detach()
+def validation_metric(
+    model: KANModel, fit: TrainingSet, coefs: dict[str, Tensor] | None = None
+) -> float:
+    """The task metric on the validation split (accuracy, or RMSE)."""
+    return metric_value(predict(model, fit.val_x, coefs), fit.val_y, fit.task)[1]
+
+
+def validation_loss(
+    model: KANModel, fit: TrainingSet, coefs: dict[str, Tensor] | None = None
+) -> float:
+    """The task loss on the validation split (what early stopping minimises)."""
+    out = predict(model, fit.val_x, coefs)
+    return float(task_loss(out, fit.val_y, fit.task))
 
 
 def other_parameters(model: KANModel, compressed: list[str]) -> list[nn.Parameter]:
@@ -45,46 +120,69 @@ def other_parameters(model: KANModel, compressed: list[str]) -> list[nn.Paramete
     return [p for name, p in model.named_parameters() if name not in skip and p.is_floating_point()]
 
 
+@dataclass
+class _Best:
+    loss: float
+    state: list[Tensor]
+    bad: int = 0
+
+
 def train_functional(
     stage: str,
     model: KANModel,
-    data: Dataset,
+    fit: TrainingSet,
     params: list[Tensor],
     coef_fn: Callable[[], dict[str, Tensor]],
     *,
     epochs: int,
     lr: float,
     config: MetaClusterConfig,
-    teacher: Tensor | None,
     device: torch.device,
     hooks: StageHooks,
     seed: int,
     extra_loss: Callable[[int], Tensor | None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    val_coef_fn: Callable[[], dict[str, Tensor]] | None = None,
 ) -> float:
     """`run_epochs` over `params` with coefficients from `coef_fn` (functional_call).
 
-    Loss = task loss + config.distill * distillation towards `teacher` (train outputs)
-    + extra_loss(epoch). Cosine learning rate to 0. Returns the last epoch's mean loss.
+    Loss = task loss + config.distill * distillation towards the teacher (on the
+    training inputs, and on the augmented ones) + extra_loss(epoch). Cosine learning
+    rate to 0. After every epoch the validation loss (with `val_coef_fn`'s
+    coefficients: what the next stage will use) is measured; the best epoch's
+    parameters are kept, and with config.patience the stage stops after that many
+    epochs without improvement. Returns the last epoch's mean training loss.
     """
     if epochs == 0 or not params:
         return float("nan")
-    x = data.x_train.to(device)
-    y = data.y_train.to(device)
     epoch_now = {"epoch": 0}
+    distill = fit.teacher is not None and config.distill > 0
+    extra = distill and fit.extra_x is not None
+    n_extra = int(fit.extra_x.shape[0]) if extra and fit.extra_x is not None else 0
+    gen = torch.Generator().manual_seed(seed + 1)
 
     def batch_loss(idx: Tensor) -> Tensor:
-        xb = prepare_inputs(model, x[idx])
-        out = torch.func.functional_call(model, coef_fn(), (xb,))
-        loss = task_loss(out, y[idx], data.task)
-        if teacher is not None and config.distill > 0:
+        coefs = coef_fn()
+        out = torch.func.functional_call(model, coefs, (prepare_inputs(model, fit.x[idx]),))
+        loss = task_loss(out, fit.y[idx], fit.task)
+        if distill:
+            assert fit.teacher is not None
             loss = loss + config.distill * distill_loss(
-                out, teacher[idx], data.task, config.temperature
+                out, fit.teacher[idx], fit.task, config.temperature
+            )
+        if extra:
+            assert fit.extra_x is not None and fit.extra_teacher is not None
+            pick = torch.randint(0, n_extra, (int(idx.numel()),), generator=gen).to(device)
+            aug = torch.func.functional_call(
+                model, coefs, (prepare_inputs(model, fit.extra_x[pick]),)
+            )
+            loss = loss + config.distill * distill_loss(
+                aug, fit.extra_teacher[pick], fit.task, config.temperature
             )
         if extra_loss is not None:
-            extra = extra_loss(epoch_now["epoch"])
-            if extra is not None:
-                loss = loss + extra
+            term = extra_loss(epoch_now["epoch"])
+            if term is not None:
+                loss = loss + term
         return loss
 
     def start_epoch(epoch: int) -> None:
@@ -92,11 +190,28 @@ def train_functional(
         if on_epoch is not None:
             on_epoch(epoch)
 
+    with torch.no_grad():  # the starting point is a candidate too: training never hurts
+        start = validation_loss(model, fit, (val_coef_fn or coef_fn)())
+    best = _Best(start, [p.detach().clone() for p in params])
+
+    def keep_best(epoch: int, _loss: float) -> bool:
+        with torch.no_grad():
+            coefs = (val_coef_fn or coef_fn)()
+            value = validation_loss(model, fit, coefs)
+        if value < best.loss:
+            best.loss, best.state, best.bad = value, [p.detach().clone() for p in params], 0
+            return False
+        best.bad += 1
+        stop = config.patience > 0 and best.bad >= config.patience
+        if stop:
+            hooks.report(stage, epochs, epochs, None)
+        return stop
+
     model.train()
     try:
-        return run_epochs(
+        last = run_epochs(
             params,
-            int(x.shape[0]),
+            fit.n,
             batch_loss,
             stage=stage,
             epochs=epochs,
@@ -107,9 +222,22 @@ def train_functional(
             progress=hooks.report,
             check=lambda: hooks.check(stage),
             on_epoch=start_epoch,
+            after_epoch=keep_best,
         )
     finally:
         model.eval()
+    with torch.no_grad():
+        for p, saved in zip(params, best.state, strict=True):
+            p.copy_(saved)
+    return last
 
 
-__all__ = ["evaluate_model", "other_parameters", "teacher_outputs", "train_functional"]
+__all__ = [
+    "TrainingSet",
+    "evaluate_model",
+    "make_training_set",
+    "other_parameters",
+    "train_functional",
+    "validation_loss",
+    "validation_metric",
+]

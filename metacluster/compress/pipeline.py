@@ -1,16 +1,24 @@
 """The MetaCluster pipeline (and plain K-means, the same pipeline without stage 1):
 meta-learner -> [soft clustering] -> K-means -> codebook fine-tuning, every stage
-resumable from a checkpoint, and a K sweep that reuses one meta-learner.
+resumable from a checkpoint.
+
+What the per-K stages compress is an `Assignment`: how each layer is stored (a
+codebook of K vectors, uniform int8, or dense). A K sweep runs one assignment per K
+(the same K for every layer) after one meta stage; a byte budget (`target_ratio` or
+`max_bytes`) runs the one assignment `allocate` chooses from each layer's measured
+sensitivity.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
+from metacluster.compress.allocation import Assignment, LayerChoice, allocate
 from metacluster.compress.codebook import (
     Codebook,
     CompressedKAN,
@@ -18,6 +26,7 @@ from metacluster.compress.codebook import (
     QuantizedCoefficients,
     build_groups,
     coefficient_names,
+    uniform_quant,
 )
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
@@ -48,12 +57,62 @@ def _meta_groups(ctx: Context) -> list[EdgeGroup]:
     return build_groups(ctx.work, ctx.layers, cfg.meta_scope, cfg.grid_policy)
 
 
-def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
+def _codebook_state(quant: QuantizedCoefficients) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "codebook_groups": [[cb.group, int(cb.residual)] for cb in quant.codebooks]
+    }
     for i, cb in enumerate(quant.codebooks):
         out[f"cb{i}.centroids"] = cb.centroids.detach().cpu()
         out[f"cb{i}.indices"] = cb.indices.detach().cpu()
     return out
+
+
+def _codebooks_from(state: dict[str, Any], groups: list[EdgeGroup]) -> list[Codebook]:
+    return [
+        Codebook(
+            int(g),
+            state[f"cb{i}.centroids"],
+            state[f"cb{i}.indices"],
+            0,
+            groups[int(g)].coef_dim,
+            residual=bool(r),
+        )
+        for i, (g, r) in enumerate(state["codebook_groups"])
+    ]
+
+
+# -- what each layer becomes ---------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One assignment's stage inputs: which groups get codebooks of which K."""
+
+    label: str  # stage-name suffix (checkpoints), e.g. "k16" or "budget"
+    assignment: Assignment
+    layers: list[str]  # layers in the QuantizedCoefficients (codebook and uniform), in order
+    groups: list[EdgeGroup]  # build_groups over `layers`: what the artifact rebuilds
+    codebook_groups: list[int]  # indices into `groups` that get a codebook
+    ks: list[int]  # K of each codebook group
+
+    @property
+    def k(self) -> int:
+        """The report's K: the largest codebook (0 when no layer has one)."""
+        return max(self.ks, default=0)
+
+
+def _candidate(ctx: Context, label: str, assignment: Assignment) -> Candidate:
+    layers = [n for n in ctx.layers if assignment[n].mode != "dense"]
+    groups = build_groups(ctx.work, layers, ctx.config.scope, ctx.config.grid_policy)
+    chosen, ks = [], []
+    for gi, g in enumerate(groups):
+        modes = {assignment[name].mode for name in g.layers}
+        if modes == {"codebook"}:
+            chosen.append(gi)
+            ks.append(max(int(assignment[name].k or 2) for name in g.layers))
+    return Candidate(label, assignment, layers, groups, chosen, ks)
+
+
+def uniform_assignment(ctx: Context, k: int) -> Assignment:
+    return {n: LayerChoice("codebook", k) for n in ctx.layers}
 
 
 # -- the stages, each through the one resumable wrapper ------------------------------
@@ -63,11 +122,10 @@ def _meta_stage(ctx: Context) -> MetaResult:
     def compute() -> MetaResult:
         return run_meta_stage(
             ctx.work,
-            ctx.data,
+            ctx.fit,
             ctx.layers,
             groups,
             ctx.config,
-            teacher=ctx.teacher,
             device=ctx.device,
             hooks=ctx.hooks,
             cluster_groups=ctx.groups,
@@ -94,19 +152,19 @@ def _meta_stage(ctx: Context) -> MetaResult:
     return ctx.stages.run("meta", compute, save=save, restore=restore)
 
 
-def _soft_stage(ctx: Context, meta: MetaResult, k: int) -> dict[str, Tensor]:
-    """Clustering-aware training for this K (config.soft_epochs > 0)."""
+def _soft_stage(ctx: Context, meta: MetaResult, cand: Candidate) -> dict[str, Tensor]:
+    """Clustering-aware training of the codebook groups (config.soft_epochs > 0)."""
+    groups = [cand.groups[i] for i in cand.codebook_groups]
     return ctx.stages.run(
-        f"soft_k{k}",
+        f"soft_{cand.label}",
         lambda: run_soft_stage(
             ctx.work,
-            ctx.data,
+            ctx.fit,
             ctx.layers,
             meta,
-            ctx.groups,
-            k,
+            groups,
+            cand.ks,
             ctx.config,
-            teacher=ctx.teacher,
             device=ctx.device,
             hooks=ctx.hooks,
         ),
@@ -116,75 +174,136 @@ def _soft_stage(ctx: Context, meta: MetaResult, k: int) -> dict[str, Tensor]:
     )
 
 
-def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], k: int) -> QuantizedCoefficients:
-    def restore(state: dict[str, Any]) -> QuantizedCoefficients:
-        cbs = [
-            Codebook(i, state[f"cb{i}.centroids"], state[f"cb{i}.indices"], 0, g.coef_dim)
-            for i, g in enumerate(ctx.groups)
-        ]
-        return QuantizedCoefficients(ctx.config.scope, list(ctx.layers), ctx.groups, cbs)
-
-    return ctx.stages.run(
-        f"kmeans_k{k}",
-        lambda: run_kmeans_stage(
+def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> QuantizedCoefficients:
+    def compute() -> QuantizedCoefficients:
+        groups = [cand.groups[i] for i in cand.codebook_groups]
+        quant = run_kmeans_stage(
             gen,
-            ctx.groups,
-            k,
+            groups,
+            cand.ks,
             ctx.config,
             device=ctx.device.type,
             hooks=ctx.hooks,
             scope=ctx.config.scope,
-            layers=ctx.layers,
-        ),
+            layers=cand.layers,
+        )
+        for cb in quant.codebooks:  # indices into the candidate's groups
+            cb.group = cand.codebook_groups[cb.group]
+        return quant
+
+    def restore(state: dict[str, Any]) -> QuantizedCoefficients:
+        cbs = _codebooks_from(state, cand.groups)
+        return QuantizedCoefficients(ctx.config.scope, list(cand.layers), cand.groups, cbs)
+
+    quant = ctx.stages.run(
+        f"kmeans_{cand.label}",
+        compute,
         save=_codebook_state,
         restore=restore,
         progress_name="kmeans",
         trains_model=False,
     )
+    quant.groups = cand.groups
+    modules = dict(ctx.work.kan_layers())
+    quant.uniform = [
+        uniform_quant(n, modules[n], gen[n].detach().cpu(), int(cand.assignment[n].bits or 8))
+        for n in cand.layers
+        if cand.assignment[n].mode == "uniform"
+    ]
+    quant.method, quant.grouping = ctx.config.method, ctx.config.grid_policy
+    return quant
 
 
-def _finetune_stage(ctx: Context, quant: QuantizedCoefficients, k: int) -> QuantizedCoefficients:
+def _finetune_stage(
+    ctx: Context, quant: QuantizedCoefficients, cand: Candidate
+) -> QuantizedCoefficients:
     def compute() -> QuantizedCoefficients:
         out = run_finetune_stage(
-            ctx.work,
-            ctx.data,
-            quant,
-            ctx.config,
-            teacher=ctx.teacher,
-            device=ctx.device,
-            hooks=ctx.hooks,
+            ctx.work, ctx.fit, quant, ctx.config, device=ctx.device, hooks=ctx.hooks
         )
-        round_other_parameters(ctx.work, ctx.layers, ctx.config.other_dtype)
+        round_other_parameters(ctx.work, quant.layers, ctx.config.other_dtype)
         return out
 
     def restore(state: dict[str, Any]) -> QuantizedCoefficients:
-        for i, cb in enumerate(quant.codebooks):
-            cb.centroids = state[f"cb{i}.centroids"]
-            cb.indices = state[f"cb{i}.indices"]
+        quant.codebooks = _codebooks_from(state, quant.groups)
         return quant
 
     return ctx.stages.run(
-        f"finetune_k{k}", compute, save=_codebook_state, restore=restore, progress_name="finetune"
+        f"finetune_{cand.label}",
+        compute,
+        save=_codebook_state,
+        restore=restore,
+        progress_name="finetune",
     )
 
 
-# -- the sweep ---------------------------------------------------------------------------
-def _recommend(
-    metric: str, before: float, rows: list[dict[str, Any]], max_drop: float
-) -> int | None:
-    for row in sorted(rows, key=lambda r: r["k"]):
-        ok = (
-            before - row["after"] <= max_drop + 1e-12
-            if metric == "accuracy"
-            else row["after"] <= before * (1 + max_drop) + 1e-12
-        )
-        if ok:
-            return int(row["k"])
-    return None
+def _set_dense(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> None:
+    """Layers kept dense take their generated (meta-trained) vectors."""
+    modules = dict(ctx.work.kan_layers())
+    for name in ctx.layers:
+        if cand.assignment[name].mode == "dense":
+            modules[name].set_edge_coefficients(gen[name].detach().to(modules[name].coef_param))
+
+
+def run_candidate(
+    ctx: Context, meta: MetaResult | None, cand: Candidate, t_meta: float, metric_meta: float | None
+) -> tuple[CompressedKAN, CompressionReport]:
+    """The per-K stages for one assignment, from the state the meta stage left."""
+    t0 = time.perf_counter()
+    if meta is None:
+        modules = dict(ctx.work.kan_layers())
+        gen = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
+    elif ctx.config.soft_epochs > 0 and cand.codebook_groups:
+        gen = _soft_stage(ctx, meta, cand)
+    else:
+        gen = meta.vectors
+    t_soft = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    quant = _kmeans_stage(ctx, gen, cand)
+    _set_dense(ctx, gen, cand)
+    t_km = time.perf_counter() - t0
+    coefs = {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()}
+    _, metric_km = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, coefs))
+    t0 = time.perf_counter()
+    quant = _finetune_stage(ctx, quant, cand)
+    t_ft = time.perf_counter() - t0
+    compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
+    report = make_report(
+        ctx,
+        compressed,
+        cand.k,
+        {"meta": t_meta, "soft": t_soft, "kmeans": t_km, "finetune": t_ft},
+        metric_meta=metric_meta,
+        metric_kmeans=metric_km,
+    )
+    return compressed, report
+
+
+# -- the sweep or the budget -----------------------------------------------------------
+def _within(metric: str, before: float, after: float, max_drop: float) -> bool:
+    if metric == "accuracy":
+        return before - after <= max_drop + 1e-12
+    return after <= before * (1 + max_drop) + 1e-12
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if metric == "accuracy" else a < b
+
+
+def pareto(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The rows no other row beats in both bytes and metric, smallest first."""
+    out: list[dict[str, Any]] = []
+    for row in sorted(
+        rows, key=lambda r: (r["bytes_after"], -r["after"] if metric == "accuracy" else r["after"])
+    ):
+        if not out or _better(metric, row["after"], out[-1]["after"]):
+            out.append(row)
+    return out
 
 
 def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, CompressionReport]:
-    """The pipeline for every K of the config; returns the recommended K's result."""
+    """Meta stage once, then the per-K stages for every K of the config, or for the
+    budget's allocation; returns the recommended result."""
     t_start = time.perf_counter()
     config = ctx.config
     t0 = time.perf_counter()
@@ -198,40 +317,23 @@ def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, Compress
     t_meta = time.perf_counter() - t0
     meta_state = {k: v.detach().clone() for k, v in ctx.work.state_dict().items()}
     results: list[tuple[CompressedKAN, CompressionReport]] = []
-    for k in config.ks:
-        ctx.work.load_state_dict(meta_state)
-        t0 = time.perf_counter()
-        if meta is None:
-            modules = dict(ctx.work.kan_layers())
-            gen = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
-        elif config.soft_epochs > 0:
-            gen = _soft_stage(ctx, meta, k)
-        else:
-            gen = meta.vectors
-        t_soft = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        quant = _kmeans_stage(ctx, gen, k)
-        quant.method, quant.grouping = config.method, config.grid_policy
-        t_km = time.perf_counter() - t0
-        coefs = {n: c.to(ctx.device) for n, c in quant.layer_coefficients(ctx.work).items()}
-        _, metric_km = evaluate_model(ctx.work, ctx.data, ctx.device, _functional(ctx.work, coefs))
-        t0 = time.perf_counter()
-        quant = _finetune_stage(ctx, quant, k)
-        t_ft = time.perf_counter() - t0
-        compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)
-        report = make_report(
-            ctx,
-            compressed,
-            k,
-            {"meta": t_meta, "soft": t_soft, "kmeans": t_km, "finetune": t_ft},
-            metric_meta=metric_meta,
-            metric_kmeans=metric_km,
+    if config.budgeted:
+        budget = _budget_bytes(ctx)
+        assignment = allocate(ctx, meta, budget)
+        results.append(
+            run_candidate(ctx, meta, _candidate(ctx, "budget", assignment), t_meta, metric_meta)
         )
-        results.append((compressed, report))
+        results[-1][1].budget_bytes = budget
+    else:
+        for k in config.ks:
+            ctx.work.load_state_dict(meta_state)
+            cand = _candidate(ctx, f"k{k}", uniform_assignment(ctx, k))
+            results.append(run_candidate(ctx, meta, cand, t_meta, metric_meta))
     rows = [
         {
             "k": r.k,
             "after": r.after,
+            "val_after": r.val_after,
             "metric_kmeans": r.metric_kmeans,
             "bytes_after": r.bytes_after,
             "ratio": r.ratio,
@@ -240,28 +342,47 @@ def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, Compress
         }
         for _, r in results
     ]
-    recommended = _recommend(ctx.metric, ctx.before, rows, config.max_drop)
-    if recommended is not None:
-        chosen = next(i for i, (_, r) in enumerate(results) if r.k == recommended)
-    else:  # nothing within max_drop: hand back the most accurate K
+    # Decided on the validation split: the smallest K within max_drop, else the best.
+    ok = [
+        i
+        for i, (_, r) in enumerate(results)
+        if _within(ctx.metric, ctx.val_before, float(r.val_after or 0.0), config.max_drop)
+    ]
+    if ok:
+        chosen = min(ok, key=lambda i: results[i][1].bytes_after)
+        recommended: int | None = results[chosen][1].k
+    else:
         sign = 1.0 if ctx.metric == "accuracy" else -1.0
-        chosen = max(range(len(results)), key=lambda i: sign * results[i][1].after)
+        chosen = max(
+            range(len(results)), key=lambda i: sign * float(results[i][1].val_after or 0.0)
+        )
+        recommended = None
     compressed, report = results[chosen]
     report.sweep = rows if len(rows) > 1 else []
+    report.pareto = pareto(rows, ctx.metric) if len(rows) > 1 else []
     report.recommended_k = recommended
     report.layers = layer_details(ctx.source, compressed, report.layer_bytes)
     report.stages["total"] = round(time.perf_counter() - t_start, 3)
     return compressed, report
 
 
+def _budget_bytes(ctx: Context) -> int:
+    cfg = ctx.config
+    if cfg.max_bytes is not None:
+        return int(cfg.max_bytes)
+    assert cfg.target_ratio is not None
+    return int(ctx.bytes_before / cfg.target_ratio)
+
+
 # -- registration ------------------------------------------------------------------------
 def _per_k_stages(config: MetaClusterConfig, ks: list[int], soft: bool) -> list[StagePlan]:
     out: list[StagePlan] = []
-    for k in ks:
+    for k in ks or [0]:
+        kk = k or None
         if soft and config.soft_epochs > 0:
-            out.append(StagePlan("soft", float(config.soft_epochs), k))
-        out.append(StagePlan("kmeans", 1.0, k))
-        out.append(StagePlan("finetune", max(0.5, float(config.finetune_epochs)), k))
+            out.append(StagePlan("soft", float(config.soft_epochs), kk))
+        out.append(StagePlan("kmeans", 1.0, kk))
+        out.append(StagePlan("finetune", max(0.5, float(config.finetune_epochs)), kk))
     return out
 
 
@@ -274,6 +395,8 @@ def _metacluster_stages(
     if config.mode == "post_hoc" and config.regress_steps > 0:
         out.append(StagePlan("regress", max(0.5, config.regress_steps / 100)))
     out.append(StagePlan("meta", max(0.5, float(config.meta_epochs))))
+    if config.budgeted:
+        out.append(StagePlan("allocate", 1.0))
     return out + _per_k_stages(config, ks, soft=True)
 
 
@@ -294,11 +417,14 @@ def run_metacluster(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, C
 @register_method(
     "kmeans",
     summary="plain K-means over the trained edge vectors, then codebook fine-tuning",
-    stages=lambda config, _o, ks: _per_k_stages(config, ks, soft=False),
+    stages=lambda config, _o, ks: (
+        ([StagePlan("allocate", 1.0)] if config.budgeted else [])
+        + _per_k_stages(config, ks, soft=False)
+    ),
     payload_bits=_codebook_payload,
 )
 def run_kmeans(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
     return run_pipeline(ctx, with_meta=False)
 
 
-__all__ = ["run_kmeans", "run_metacluster", "run_pipeline"]
+__all__ = ["Candidate", "pareto", "run_candidate", "run_kmeans", "run_metacluster", "run_pipeline"]

@@ -53,6 +53,13 @@ class CompressionReport:
     recommended_k: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     sha256: str | None = None  # of the artifact file, once written
+    # The metric on the validation split carved from the training data (what the K
+    # recommendation and the budget allocation decide on; never the test set).
+    val_before: float | None = None
+    val_after: float | None = None
+    # A byte budget's bytes (target_ratio / max_bytes), and the non-dominated results.
+    budget_bytes: int | None = None
+    pareto: list[dict[str, Any]] = field(default_factory=list)
     # Payload bytes of each KAN layer, by kind (the sizer's; shared codebooks split by edges).
     layer_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Bytes by kind; they sum to bytes_after (the real file with ArtifactSizer).

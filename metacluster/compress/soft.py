@@ -9,19 +9,40 @@ from metacluster.compress.codebook import EdgeGroup
 from metacluster.compress.kmeans import kmeans
 
 
+def per_group(k: int | list[int], n_groups: int) -> list[int]:
+    """One K per group: the same K for all, or a list with one per group."""
+    if isinstance(k, int):
+        return [k] * n_groups
+    if len(k) != n_groups:
+        raise ValueError(f"{len(k)} codebook sizes for {n_groups} groups")
+    return list(k)
+
+
+def seed_of(k: int | list[int]) -> int:
+    """A stage seed offset for a K (as before per-group K) or a list of K."""
+    if isinstance(k, int):
+        return k
+    return sum((i + 1) * v for i, v in enumerate(k)) % 100_003
+
+
 class SoftQuantizer(nn.Module):
     """Differentiable K-means assignment (DKM-style): each generated vector becomes the
     softmax(-distance / tau) mix of K learnable centroids; tau is annealed towards a hard
     assignment, so edges can still change cluster under the task gradient."""
 
-    def __init__(self, groups: list[EdgeGroup], gen: dict[str, Tensor], k: int, seed: int) -> None:
+    def __init__(
+        self, groups: list[EdgeGroup], gen: dict[str, Tensor], k: int | list[int], seed: int
+    ) -> None:
         super().__init__()
         self.groups = groups
         self.centroids = nn.ParameterList()
         scales, taus = [], []
+        ks = per_group(k, len(groups))
         for gi, g in enumerate(groups):
             v = g.gather(gen).detach()
-            res = kmeans(v.cpu().numpy(), min(k, v.shape[0]), seed=seed + gi, iters=20, restarts=1)
+            res = kmeans(
+                v.cpu().numpy(), min(ks[gi], v.shape[0]), seed=seed + gi, iters=20, restarts=1
+            )
             self.centroids.append(nn.Parameter(torch.from_numpy(res.centroids).to(v.device)))
             scale = v.std(0, unbiased=False).clamp_min(1e-6)
             scales.append(scale)
@@ -58,4 +79,4 @@ class SoftQuantizer(nn.Module):
         return out
 
 
-__all__ = ["SoftQuantizer"]
+__all__ = ["SoftQuantizer", "per_group", "seed_of"]

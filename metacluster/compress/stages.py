@@ -24,7 +24,7 @@ from metacluster.compress.codebook import (
     coefficient_names,
 )
 from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.functional import other_parameters, train_functional
+from metacluster.compress.functional import TrainingSet, other_parameters, train_functional
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.kmeans import kmeans
 from metacluster.compress.meta import (
@@ -34,8 +34,7 @@ from metacluster.compress.meta import (
     init_meta_learners,
     regress_meta_learners,
 )
-from metacluster.compress.soft import SoftQuantizer
-from metacluster.data.dataset import Dataset
+from metacluster.compress.soft import SoftQuantizer, per_group, seed_of
 from metacluster.kan.model import KANModel
 
 # Stage-specific seed offsets: each stage reseeds, so a resumed run reproduces it.
@@ -46,12 +45,11 @@ SEED_FINETUNE = 3
 
 def run_meta_stage(
     model: KANModel,
-    data: Dataset,
+    fit: TrainingSet,
     layers: list[str],
     groups: list[EdgeGroup],
     config: MetaClusterConfig,
     *,
-    teacher: Tensor | None,
     device: torch.device,
     hooks: StageHooks,
     cluster_groups: list[EdgeGroup] | None = None,
@@ -79,13 +77,12 @@ def run_meta_stage(
     train_functional(
         "meta",
         model,
-        data,
+        fit,
         params,
         coef_fn,
         epochs=config.meta_epochs,
         lr=config.meta_lr,
         config=config,
-        teacher=teacher if config.mode == "post_hoc" else None,
         device=device,
         hooks=hooks,
         seed=config.seed * 1000 + SEED_META,
@@ -98,14 +95,13 @@ def run_meta_stage(
 
 def run_soft_stage(
     model: KANModel,
-    data: Dataset,
+    fit: TrainingSet,
     layers: list[str],
     meta: MetaResult,
     cgroups: list[EdgeGroup],
-    k: int,
+    k: int | list[int],
     config: MetaClusterConfig,
     *,
-    teacher: Tensor | None,
     device: torch.device,
     hooks: StageHooks,
 ) -> dict[str, Tensor]:
@@ -113,7 +109,7 @@ def run_soft_stage(
     soft-assigned centroids of the generated vectors while tau anneals towards hard
     assignments; meta-learners, centroids and other params train on task + distillation.
     Returns the hard-assigned vectors, so K-means on them is exact."""
-    torch.manual_seed(config.seed * 1000 + SEED_META + k)
+    torch.manual_seed(config.seed * 1000 + SEED_META + seed_of(k))
     groups, base = meta.groups, meta.base
     learners = [copy.deepcopy(ml) for ml in meta.learners]  # every K starts from stage 1
     modules = dict(model.kan_layers())
@@ -132,20 +128,25 @@ def run_soft_stage(
 
     params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
     params += [*soft.parameters(), *other_parameters(model, layers)]
+
+    def hard_coef_fn() -> dict[str, Tensor]:
+        q = soft(generated_coefficients(groups, learners, base), hard=True)
+        return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
+
     train_functional(
         "soft",
         model,
-        data,
+        fit,
         params,
         coef_fn,
         epochs=epochs,
         lr=config.meta_lr,
         config=config,
-        teacher=teacher,
         device=device,
         hooks=hooks,
-        seed=config.seed * 1000 + SEED_META + k,
+        seed=config.seed * 1000 + SEED_META + seed_of(k),
         on_epoch=on_epoch,
+        val_coef_fn=hard_coef_fn,
     )
     with torch.no_grad():
         hard: dict[str, Tensor] = soft(generated_coefficients(groups, learners, base), hard=True)
@@ -156,7 +157,7 @@ def run_soft_stage(
 def run_kmeans_stage(
     vectors: dict[str, Tensor],
     groups: list[EdgeGroup],
-    k: int,
+    k: int | list[int],
     config: MetaClusterConfig,
     *,
     device: str,
@@ -164,29 +165,35 @@ def run_kmeans_stage(
     scope: str,
     layers: list[str],
 ) -> QuantizedCoefficients:
-    """Stage 2. One codebook of min(k, n_edges) centroids per group over `vectors`."""
+    """Stage 2. One codebook of min(K, n_edges) centroids per group over `vectors` (K
+    the same for every group, or one per group); with config.residual_k, a second
+    codebook per group over what the first leaves (residual vector quantization)."""
+    ks = per_group(k, len(groups))
     codebooks = []
     for gi, g in enumerate(groups):
         hooks.check("kmeans")
         vecs = g.gather({n: v.detach().cpu() for n, v in vectors.items()}).numpy()
-        kk = min(k, vecs.shape[0])
-        res = kmeans(
-            vecs,
-            kk,
-            seed=config.seed * 1000 + SEED_KMEANS + gi,
-            iters=config.kmeans_iters,
-            restarts=config.kmeans_restarts,
-            device=device,
-        )
-        codebooks.append(
-            Codebook(
-                gi,
-                torch.from_numpy(res.centroids.copy()),
-                torch.from_numpy(res.assignment.copy()),
-                0,
-                g.coef_dim,
+        stages = [ks[gi]] + ([config.residual_k] if config.residual_k else [])
+        for level, kk in enumerate(stages):
+            res = kmeans(
+                vecs,
+                min(kk, vecs.shape[0]),
+                seed=config.seed * 1000 + SEED_KMEANS + gi + 7919 * level,
+                iters=config.kmeans_iters,
+                restarts=config.kmeans_restarts,
+                device=device,
             )
-        )
+            codebooks.append(
+                Codebook(
+                    gi,
+                    torch.from_numpy(res.centroids.copy()),
+                    torch.from_numpy(res.assignment.copy()),
+                    0,
+                    g.coef_dim,
+                    residual=level > 0,
+                )
+            )
+            vecs = vecs - res.centroids[res.assignment]
         hooks.report("kmeans", gi + 1, len(groups), res.inertia / max(1, vecs.shape[0]))
     return QuantizedCoefficients(scope, list(layers), groups, codebooks)
 
@@ -194,11 +201,10 @@ def run_kmeans_stage(
 # -- stage 3: codebook fine-tuning --------------------------------------------------------
 def run_finetune_stage(
     model: KANModel,
-    data: Dataset,
+    fit: TrainingSet,
     quant: QuantizedCoefficients,
     config: MetaClusterConfig,
     *,
-    teacher: Tensor | None,
     device: torch.device,
     hooks: StageHooks,
 ) -> QuantizedCoefficients:
@@ -222,13 +228,12 @@ def run_finetune_stage(
     train_functional(
         "finetune",
         model,
-        data,
+        fit,
         params,
         coef_fn,
         epochs=config.finetune_epochs,
         lr=config.finetune_lr,
         config=config,
-        teacher=teacher,
         device=device,
         hooks=hooks,
         seed=config.seed * 1000 + SEED_FINETUNE,

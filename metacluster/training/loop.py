@@ -58,6 +58,7 @@ def run_epochs(
     progress: ProgressFn | None = None,
     check: Callable[[], None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    after_epoch: Callable[[int, float], bool] | None = None,
     fail_on_divergence: bool = False,
 ) -> float:
     """Minibatch AdamW over `params` for `epochs` passes over `n` rows.
@@ -65,7 +66,8 @@ def run_epochs(
     `batch_loss(idx)` returns the loss of the rows `idx` (a long tensor on `device`).
     Batch order comes from a generator seeded with `seed`; `check()` runs before every
     step (it raises to cancel); `on_epoch(epoch)` before each epoch; `progress` after
-    it with the epoch's mean loss. Returns the last epoch's mean loss (NaN when there
+    it with the epoch's mean loss; `after_epoch(epoch, loss)` returning True ends the
+    training early. Returns the last epoch's mean loss (NaN when there
     is nothing to train). With `fail_on_divergence` a non-finite epoch loss is a
     ConfigError (a user-facing "lower the learning rate").
     """
@@ -100,6 +102,8 @@ def run_epochs(
             )
         if progress is not None:
             progress(stage, epoch + 1, epochs, last)
+        if after_epoch is not None and after_epoch(epoch, last):
+            break
     return last
 
 

@@ -35,7 +35,8 @@ def test_round_trip_through_json_is_exact() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [
-        ("k", 1, "k must be an integer >= 2"),
+        ("k", 1, r"k must be an integer in 2\.\.65536, got 1"),
+        ("k", 65537, r"k must be an integer in 2\.\.65536"),
         ("k", [], "non-empty"),
         ("k", [4, 4], "duplicates"),
         ("k", 2.5, "k must be an integer"),
@@ -45,9 +46,21 @@ def test_round_trip_through_json_is_exact() -> None:
         ("codebook_dtype", "int8", "codebook_dtype must be one of"),
         ("mode", "magic", "mode must be one of"),
         ("device", "tpu", "device must be"),
-        ("meta_lr", 0.0, "meta_lr must be a number > 0"),
-        ("batch_size", 0, "batch_size must be an integer >= 1"),
-        ("max_drop", -0.1, "max_drop must be a number >= 0"),
+        ("meta_lr", 0.0, r"meta_lr must be a number in \[1e-08, 10.0\], got 0.0"),
+        ("meta_lr", float("inf"), "meta_lr must be a number in"),
+        ("meta_lr", float("nan"), "meta_lr must be a number in"),
+        ("batch_size", 0, "batch_size must be an integer in 1"),
+        ("max_drop", -0.1, "max_drop must be a number in"),
+        # one job must not hold a worker for days, nor fail later with an internal error
+        ("meta_epochs", 10**9, r"meta_epochs must be an integer in 0\.\.10000"),
+        ("regress_steps", 2**70, "regress_steps must be an integer in 0..100000"),
+        ("kmeans_restarts", 10**9, "kmeans_restarts must be an integer in 1..100"),
+        ("hidden", 10**7, "hidden must be an integer in 1..4096"),
+        ("seed", 2**70, "seed must be an integer in 0..4294967295"),
+        ("val_fraction", 0.9, "val_fraction must be a number in"),
+        ("target_ratio", 0.5, "target_ratio must be a number in"),
+        ("residual_k", 1, "residual_k must be 0"),
+        ("augment", "rotate", "augment must be one of"),
         ("version", 99, "config version 99"),
     ],
 )
@@ -68,3 +81,26 @@ def test_error_messages_are_one_line() -> None:
         MetaClusterConfig(k=0)
     assert "\n" not in str(info.value)
     assert info.value.code == "invalid_config"
+
+
+def test_every_knob_is_documented_with_its_bounds() -> None:
+    knobs = {row["name"]: row for row in MetaClusterConfig.describe()}
+    assert set(knobs) == set(MetaClusterConfig().to_dict())
+    for row in knobs.values():
+        assert len(row["doc"]) > 10, row["name"]
+    assert (knobs["meta_epochs"]["lo"], knobs["meta_epochs"]["hi"]) == (0, 10_000)
+    assert knobs["mode"]["choices"] == ("post_hoc", "from_scratch")
+
+
+def test_a_budget_needs_per_layer_scope_and_one_of_ratio_or_bytes() -> None:
+    assert MetaClusterConfig(target_ratio=40).budgeted
+    with pytest.raises(ConfigError, match="not both"):
+        MetaClusterConfig(target_ratio=40, max_bytes=1000)
+    with pytest.raises(ConfigError, match="per_layer"):
+        MetaClusterConfig(max_bytes=1000, scope="global")
+
+
+def test_a_version_1_config_keeps_its_grid_policy() -> None:
+    old = {"k": 8, "version": 1}
+    assert MetaClusterConfig.from_dict(old).grid_policy == "separate"
+    assert MetaClusterConfig.from_dict({"k": 8}).grid_policy == "shared"

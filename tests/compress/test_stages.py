@@ -7,7 +7,7 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.compress.codebook import build_groups, select_layers
-from metacluster.compress.functional import evaluate_model
+from metacluster.compress.functional import evaluate_model, make_training_set
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.meta import init_meta_learners, regress_meta_learners
 from metacluster.compress.stages import (
@@ -19,7 +19,6 @@ from metacluster.compress.stages import (
 from metacluster.data import Dataset
 from metacluster.errors import CancelledError
 from metacluster.kan.model import KANModel
-from metacluster.training import predict
 
 CPU = torch.device("cpu")
 
@@ -48,16 +47,15 @@ def test_meta_stage_returns_vectors_on_a_low_dim_manifold(
 ) -> None:
     layers = select_layers(small_model, [], [], 1)
     groups = build_groups(small_model, layers, "per_layer")
-    teacher = predict(small_model, digits.x_train)
+    fit = make_training_set(digits, fast_config(val_fraction=0.0), CPU, small_model)
     cfg = fast_config(d_emb=1, meta_epochs=3, regress_steps=200, meta_lr=1e-2)
     calls: list[tuple[str, int, int]] = []
     meta = run_meta_stage(
         small_model,
-        digits,
+        fit,
         layers,
         groups,
         cfg,
-        teacher=teacher,
         device=CPU,
         hooks=StageHooks(progress=lambda s, i, n, loss: calls.append((s, i, n))),
     )
@@ -126,14 +124,13 @@ def test_finetune_lowers_loss_and_keeps_indices(small_model: KANModel, digits: D
     )
     idx_before = [cb.indices.clone() for cb in quant.codebooks]
     cent_before = [cb.centroids.clone() for cb in quant.codebooks]
-    teacher = predict(small_model, digits.x_train)
+    fit = make_training_set(digits, fast_config(val_fraction=0.0), CPU, small_model)
     losses: list[float] = []
     run_finetune_stage(
         small_model,
-        digits,
+        fit,
         quant,
         fast_config(finetune_epochs=4),
-        teacher=teacher,
         device=CPU,
         hooks=StageHooks(progress=lambda s, i, n, loss: losses.append(float(loss or 0))),
     )
@@ -147,6 +144,7 @@ def test_stage_cancellation_between_steps(small_model: KANModel, digits: Dataset
     layers = select_layers(small_model, [], [], 1)
     groups = build_groups(small_model, layers, "per_layer")
     polls = {"n": 0}
+    fit = make_training_set(digits, fast_config(), CPU, None)
 
     def stop_after_two() -> bool:
         polls["n"] += 1
@@ -155,11 +153,10 @@ def test_stage_cancellation_between_steps(small_model: KANModel, digits: Dataset
     with pytest.raises(CancelledError, match="cancelled during stage"):
         run_meta_stage(
             small_model,
-            digits,
+            fit,
             layers,
             groups,
             fast_config(meta_epochs=5),
-            teacher=None,
             device=CPU,
             hooks=StageHooks(should_stop=stop_after_two),
         )
@@ -172,19 +169,17 @@ def test_soft_stage_ends_with_exactly_k_vectors_per_codebook(
     layers = select_layers(small_model, [], [], 1)
     groups = build_groups(small_model, layers, "per_layer")
     cfg = fast_config(meta_epochs=1, soft_epochs=2)
-    meta = run_meta_stage(
-        small_model, digits, layers, groups, cfg, teacher=None, device=CPU, hooks=StageHooks()
-    )
+    fit = make_training_set(digits, cfg, CPU, None)
+    meta = run_meta_stage(small_model, fit, layers, groups, cfg, device=CPU, hooks=StageHooks())
     calls: list[tuple[str, int, int]] = []
     hard = run_soft_stage(
         small_model,
-        digits,
+        fit,
         layers,
         meta,
         groups,
         4,
         cfg,
-        teacher=None,
         device=CPU,
         hooks=StageHooks(progress=lambda s, i, n, loss: calls.append((s, i, n))),
     )
@@ -201,13 +196,12 @@ def test_soft_stage_ends_with_exactly_k_vectors_per_codebook(
     # the stage-1 learners are not modified (every K starts from the same meta result)
     again = run_soft_stage(
         small_model,
-        digits,
+        fit,
         layers,
         meta,
         groups,
         4,
         cfg,
-        teacher=None,
         device=CPU,
         hooks=StageHooks(),
     )

@@ -33,7 +33,7 @@ QUICK: dict[str, Any] = {
 }
 # A job that runs long enough to be seen running (cancel) and stays in its last
 # stage long enough to be killed there (resume).
-LONG_META = {**QUICK, "meta_epochs": 100_000}
+LONG_META = {**QUICK, "meta_epochs": 10_000, "batch_size": 16}
 LONG_FINETUNE = {**QUICK, "finetune_epochs": 20, "batch_size": 16}
 
 

@@ -1,0 +1,212 @@
+"""A byte budget instead of a K: choose how each layer is stored to lose the least.
+
+In the manner of HAWQ / ModelOpt's auto_quantize: every compressible layer gets a few
+options (a codebook of K vectors for K = 2, 4, ... up to its edges, uniform int8, or
+dense), each with its bytes and its sensitivity, the validation loss increase when
+only that layer is stored that way (the rest as the meta stage generated them). A
+multiple-choice knapsack (dynamic programming over the bytes) then picks one option
+per layer that minimises the summed loss increase within the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metacluster.compress.codebook import build_groups, coefficient_names, uniform_quant
+from metacluster.compress.functional import validation_loss
+from metacluster.compress.kmeans import kmeans
+from metacluster.compress.packing import bits_for
+from metacluster.errors import ConfigError
+from metacluster.kan.grids import encode_grid, grid_entries
+
+if TYPE_CHECKING:
+    from metacluster.compress.context import Context
+    from metacluster.compress.meta import MetaResult
+
+# The largest codebook the allocation considers for a layer.
+MAX_BUDGET_K = 4096
+# Manifest (deflated) and safetensors header of an artifact: a generous estimate, so the
+# written file stays within the budget (it is then checked against it).
+HEADER_BYTES = 700
+HEADER_BYTES_PER_LAYER = 60
+# Discretisation of the knapsack's byte axis.
+BINS = 4000
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """How one layer is stored."""
+
+    mode: str  # "codebook" | "uniform" | "dense"
+    k: int | None = None
+    bits: int | None = None
+
+    def describe(self) -> str:
+        if self.mode == "codebook":
+            return f"K={self.k}"
+        if self.mode == "uniform":
+            return f"int{self.bits}"
+        return "dense"
+
+
+Assignment = dict[str, LayerChoice]
+
+
+@dataclass
+class Option:
+    choice: LayerChoice
+    bytes: int
+    delta: float  # validation loss increase
+
+
+def _codebook_bytes(edges: int, dim: int, k: int, ctx: Context) -> int:
+    value = 2 if ctx.config.codebook_dtype == "float16" else 4
+    total = min(k, edges) * dim * value + math.ceil(edges * bits_for(min(k, edges)) / 8)
+    r = ctx.config.residual_k
+    if r:
+        total += min(r, edges) * dim * value + math.ceil(edges * bits_for(min(r, edges)) / 8)
+    return total
+
+
+def fixed_bytes(ctx: Context, layers: list[str]) -> int:
+    """Bytes an artifact spends besides the compressed layers' coefficients: the dense
+    parameters, coded grids, manifest and header (an estimate on the safe side)."""
+    model = ctx.work
+    skip = set(coefficient_names(model, layers).values())
+    dense_bytes = 2 if ctx.config.other_dtype == "float16" else 4
+    total = sum(dense_bytes * int(p.numel()) for n, p in model.named_parameters() if n not in skip)
+    state = model.state_dict()
+    for name, (order, default) in grid_entries(model).items():
+        grid = state[name]
+        if default.shape == grid.shape and torch.allclose(
+            default.to(grid), grid, rtol=1e-6, atol=1e-6
+        ):
+            continue
+        total += 4 * int(encode_grid(grid, order)[1].size)
+    return total + HEADER_BYTES + HEADER_BYTES_PER_LAYER * len(list(model.kan_layers()))
+
+
+def _options(
+    ctx: Context,
+    name: str,
+    vectors: Tensor,
+    loss_with: Callable[[str, Tensor], float],
+    base: float,
+) -> list[Option]:
+    modules = dict(ctx.work.kan_layers())
+    layer = modules[name]
+    edges, dim = int(vectors.shape[0]), int(vectors.shape[1])
+    dense_bytes = 2 if ctx.config.other_dtype == "float16" else 4
+    out = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
+    uq = uniform_quant(name, layer, vectors.detach().cpu(), 8)
+    out.append(
+        Option(
+            LayerChoice("uniform", bits=8),
+            edges * dim + 4 * int(uq.scales.numel()),
+            loss_with(name, uq.vectors()) - base,
+        )
+    )
+    groups = build_groups(ctx.work, [name], "per_layer", ctx.config.grid_policy)
+    k = 2
+    while k <= min(MAX_BUDGET_K, edges):
+        approx = vectors.detach().clone().cpu()
+        for gi, g in enumerate(groups):
+            rows = g.members[0][1]
+            data = approx[rows].numpy()
+            res = kmeans(data, min(k, len(data)), seed=ctx.config.seed + gi, iters=20, restarts=1)
+            approx[rows] = torch.from_numpy(res.centroids[res.assignment]).to(approx.dtype)
+        out.append(
+            Option(
+                LayerChoice("codebook", k),
+                _codebook_bytes(edges, dim, k, ctx),
+                loss_with(name, approx) - base,
+            )
+        )
+        k *= 2
+    return out
+
+
+def solve(options: dict[str, list[Option]], budget: int) -> dict[str, Option] | None:
+    """One option per layer with total bytes <= budget and the least summed delta
+    (multiple-choice knapsack on a byte axis of `BINS` steps); None when even the
+    smallest options do not fit."""
+    if budget < sum(min(o.bytes for o in opts) for opts in options.values()):
+        return None
+    unit = max(1.0, budget / BINS)
+    size = int(budget // unit) + 1
+    inf = math.inf
+    best = np.full(size, inf)
+    best[0] = 0.0
+    picks: list[np.ndarray] = []
+    names = list(options)
+    for name in names:
+        new = np.full(size, inf)
+        pick = np.full(size, -1, dtype=np.int64)
+        for i, opt in enumerate(options[name]):
+            cost = math.ceil(opt.bytes / unit)
+            if cost >= size:
+                continue
+            shifted = np.full(size, inf)
+            shifted[cost:] = best[: size - cost] + opt.delta
+            better = shifted < new
+            new[better] = shifted[better]
+            pick[better] = i
+        best = new
+        picks.append(pick)
+    end = int(np.argmin(best))
+    if not math.isfinite(best[end]):
+        return None
+    chosen: dict[str, Option] = {}
+    for name, pick in zip(reversed(names), reversed(picks), strict=True):
+        opt = options[name][int(pick[end])]
+        chosen[name] = opt
+        end -= math.ceil(opt.bytes / unit)
+    return chosen
+
+
+def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
+    """The storage of every compressible layer within `budget` artifact bytes."""
+    names = ctx.layers
+    modules = dict(ctx.work.kan_layers())
+    if meta is not None:
+        vectors = {n: meta.vectors[n].detach() for n in names}
+    else:
+        vectors = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in names}
+    coef_names = coefficient_names(ctx.work, names)
+
+    def coefs_of(current: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {
+            coef_names[n]: modules[n].unflatten_coefficients(v.to(ctx.device))
+            for n, v in current.items()
+        }
+
+    with torch.no_grad():
+        base = validation_loss(ctx.work, ctx.fit, coefs_of(vectors))
+
+        def loss_with(name: str, approx: Tensor) -> float:
+            return validation_loss(ctx.work, ctx.fit, coefs_of({**vectors, name: approx}))
+
+        options: dict[str, list[Option]] = {}
+        for i, name in enumerate(names):
+            ctx.hooks.check("allocate")
+            options[name] = _options(ctx, name, vectors[name], loss_with, base)
+            ctx.hooks.report("allocate", i + 1, len(names), None)
+    payload = budget - fixed_bytes(ctx, names)
+    chosen = solve(options, payload)
+    if chosen is None:
+        smallest = sum(min(o.bytes for o in opts) for opts in options.values())
+        raise ConfigError(
+            f"the byte budget of {budget} bytes cannot be met: the smallest codebooks need "
+            f"about {smallest + budget - payload} bytes"
+        )
+    return {name: opt.choice for name, opt in chosen.items()}
+
+
+__all__ = ["Assignment", "LayerChoice", "Option", "allocate", "fixed_bytes", "solve"]
