@@ -117,10 +117,7 @@ class PykanFormat(FormatHandler):
             layers.append(self._layer_v02(keys, li, cfg, base))
         if widths is not None and [ly.in_features for ly in layers] != [w[0] for w in widths[:-1]]:
             raise FormatError("pykan config width does not match the state's layer shapes")
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        meta = {"family": "bspline", "format": self.name, "layout": "pykan-0.2", "base": base}
-        return KANModel(list(layers), meta=meta)
+        return self.assemble(keys, layers, "bspline", layout="pykan-0.2", base=base)
 
     def _layer_v02(self, keys: KeyTracker, li: int, cfg: dict[str, Any], base: str) -> PyKANLayer:
         p = f"act_fun.{li}."
@@ -173,10 +170,7 @@ class PykanFormat(FormatHandler):
         layers: list[PyKANLayer] = []
         for li in range(depth):
             layers.append(self._layer_legacy(keys, li))
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        meta = {"family": "bspline", "format": self.name, "layout": "pykan-0.0", "base": "silu"}
-        return KANModel(list(layers), meta=meta)
+        return self.assemble(keys, layers, "bspline", layout="pykan-0.0", base="silu")
 
     def _layer_legacy(self, keys: KeyTracker, li: int) -> PyKANLayer:
         p = f"act_fun.{li}."

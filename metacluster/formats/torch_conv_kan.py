@@ -21,7 +21,6 @@ from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    check_chain,
     float_dtype,
     layers_of,
     register,
@@ -86,9 +85,7 @@ class TorchConvKANFormat(FormatHandler):
         for pos, (variant, p) in enumerate(self._modules(ckpt)):
             opts = _layer_options(config, pos)
             layers.append(self._layer(keys, p, opts) if variant == "kan" else _kacn(keys, p, opts))
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        return KANModel(list(layers), meta={"family": "bspline", "format": self.name})
+        return self.assemble(keys, layers, "bspline")
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
         splines = _groups(keys, p, "spline_conv")
