@@ -62,6 +62,19 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
     return opts
 
 
+def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
+    """What both layer kinds take from their options: the conv geometry and dropout,
+    with the instance norm every torch-conv-kan layer applies."""
+    return {
+        "stride": opts["stride"],
+        "padding": opts["padding"],
+        "dilation": opts["dilation"],
+        "groups": groups,
+        "norm": "instance",
+        "dropout": float(opts["dropout"]),
+    }
+
+
 class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
 
@@ -111,17 +124,12 @@ class TorchConvKANFormat(FormatHandler):
             in_g * groups,
             out_g * groups,
             (kh, kw),
-            stride=opts["stride"],
-            padding=opts["padding"],
-            dilation=opts["dilation"],
-            groups=groups,
             grid_size=grid_size,
             spline_order=order,
             grid_range=tuple(opts["grid_range"]),
             base_activation=opts["base_activation"],
-            norm="instance",
             prelu=has_prelu,
-            dropout=float(opts["dropout"]),
+            **_conv_options(opts, groups),
         )
         layer.to(float_dtype(*splines))
         # channel i*(G+k) + c  ->  (O/g, I/g, G+k, kh, kw)  ->  (O/g, I/g, kh, kw, G+k)
@@ -203,16 +211,7 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
         raise FormatError(f"{p}poly_conv weights do not fit degree {n_poly - 1}")
     in_g, groups = channels // n_poly, len(convs)
     layer = ChebyKANConv2d(
-        in_g * groups,
-        out_g * groups,
-        (kh, kw),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
-        degree=n_poly - 1,
-        norm="instance",
-        dropout=float(opts["dropout"]),
+        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **_conv_options(opts, groups)
     )
     layer.to(float_dtype(*convs))
     coef = torch.cat([c.reshape(out_g, in_g, n_poly, kh, kw) for c in convs]).permute(0, 1, 3, 4, 2)
