@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
@@ -21,60 +21,61 @@ from core.db.models import (
     ModelRecord,
     new_id,
 )
+from core.service_errors import NotFoundError
 
 
-class ModelRepository:
+class _Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add(self, record: ModelRecord) -> ModelRecord:
+
+R = TypeVar("R", ModelRecord, DatasetRecord, Job)
+
+
+class _OwnedRepository(_Repository, Generic[R]):
+    """Rows that belong to an API key: every read is scoped by the owner's id."""
+
+    model: type[R]
+    noun: str  # what a 404 calls the row
+
+    def add(self, record: R) -> R:
         self.session.add(record)
         self.session.flush()
         return record
 
-    def get(self, owner_id: str, model_id: str) -> ModelRecord | None:
-        return self.session.scalars(
-            select(ModelRecord).where(ModelRecord.id == model_id, ModelRecord.owner_id == owner_id)
-        ).one_or_none()
+    def get(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R | None:
+        """The owner's row, or None. `for_update` locks it until the transaction ends
+        (PostgreSQL; SQLite ignores it, its writes are serialised anyway)."""
+        stmt = select(self.model).where(self.model.id == record_id, self.model.owner_id == owner_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).one_or_none()
+
+    def require(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R:
+        """`get`, with 404 `NotFoundError` when the owner has no such row."""
+        record = self.get(owner_id, record_id, for_update=for_update)
+        if record is None:
+            raise NotFoundError(f"{self.noun} {record_id} not found")
+        return record
+
+
+class ModelRepository(_OwnedRepository[ModelRecord]):
+    model = ModelRecord
+    noun = "model"
 
     def by_id(self, model_id: str) -> ModelRecord | None:
         """Any owner's model: for the worker, which acts for the job's owner."""
         return self.session.get(ModelRecord, model_id)
 
 
-class DatasetRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, record: DatasetRecord) -> DatasetRecord:
-        self.session.add(record)
-        self.session.flush()
-        return record
-
-    def get(self, owner_id: str, dataset_id: str) -> DatasetRecord | None:
-        return self.session.scalars(
-            select(DatasetRecord).where(
-                DatasetRecord.id == dataset_id, DatasetRecord.owner_id == owner_id
-            )
-        ).one_or_none()
+class DatasetRepository(_OwnedRepository[DatasetRecord]):
+    model = DatasetRecord
+    noun = "dataset"
 
 
-class JobRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, job: Job) -> Job:
-        self.session.add(job)
-        self.session.flush()
-        return job
-
-    def get(self, owner_id: str, job_id: str, *, for_update: bool = False) -> Job | None:
-        stmt = select(Job).where(Job.id == job_id, Job.owner_id == owner_id)
-        if for_update:
-            # Serialises cancel against the worker's status writes on PostgreSQL
-            # (SQLite ignores it; its writes are serialised anyway).
-            stmt = stmt.with_for_update()
-        return self.session.scalars(stmt).one_or_none()
+class JobRepository(_OwnedRepository[Job]):
+    model = Job
+    noun = "job"
 
     def lock(self, job_id: str) -> Job | None:
         """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises
@@ -149,10 +150,7 @@ class JobRepository:
         return out
 
 
-class JobEventRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class JobEventRepository(_Repository):
     def add(self, job_id: str, kind: str, **fields: Any) -> JobEvent:
         """Append an event with the next per-job sequence number (1, 2, ...).
 
@@ -189,10 +187,7 @@ class JobEventRepository:
         return rows[:limit], len(rows) > limit
 
 
-class ArtifactRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
+class ArtifactRepository(_Repository):
     def get(self, job_id: str, name: str) -> Artifact | None:
         return self.session.scalars(
             select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)

@@ -18,48 +18,40 @@ from __future__ import annotations
 from metacluster.errors import DatasetError, MetaClusterError
 
 
-class NotFoundError(MetaClusterError):
-    code = "not_found"
-    status = 404
+class NotFoundError(MetaClusterError, code="not_found", status=404):
+    """No such resource, or not one the caller's key owns."""
 
 
-class UnauthorizedError(MetaClusterError):
-    code = "unauthorized"
-    status = 401
+class UnauthorizedError(MetaClusterError, code="unauthorized", status=401):
+    """A missing, unknown or revoked API key."""
 
 
-class ConflictError(MetaClusterError):
-    code = "conflict"
-    status = 409
+class ConflictError(MetaClusterError, code="conflict", status=409):
+    """The request does not fit the resource's current state."""
 
 
-class IdempotencyConflictError(ConflictError):
-    code = "idempotency_conflict"
+class IdempotencyConflictError(ConflictError, code="idempotency_conflict"):
+    """An Idempotency-Key used again with another request body."""
 
 
-class JobStateError(ConflictError):
-    code = "job_finished"
+class JobStateError(ConflictError, code="job_finished"):
+    """A change to a job that has already finished."""
 
 
-class PayloadTooLargeError(MetaClusterError):
-    code = "payload_too_large"
-    status = 413
+class PayloadTooLargeError(MetaClusterError, code="payload_too_large", status=413):
+    """A request body or upload over the server's size limit."""
 
 
-class UnsupportedMediaTypeError(MetaClusterError):
-    code = "unsupported_media_type"
-    status = 415
+class UnsupportedMediaTypeError(MetaClusterError, code="unsupported_media_type", status=415):
+    """An upload whose file type the endpoint does not take."""
 
 
-class RequestValidationProblem(MetaClusterError):
-    code = "validation_error"
-    status = 422
+class RequestValidationProblem(MetaClusterError, code="validation_error", status=422):
+    """A request that does not have the expected parts or fields."""
 
 
-class DatasetTooLargeError(DatasetError):
+class DatasetTooLargeError(DatasetError, code="dataset_too_large"):
     """A built-in data set whose options ask for more samples than the server allows."""
-
-    code = "dataset_too_large"
 
     def __init__(self, spec: str, samples: int, limit: int) -> None:
         super().__init__(
@@ -69,9 +61,8 @@ class DatasetTooLargeError(DatasetError):
         self.extra = {"samples": samples, "limit": limit}
 
 
-class ServiceUnavailableError(MetaClusterError):
-    code = "unavailable"
-    status = 503
+class ServiceUnavailableError(MetaClusterError, code="unavailable", status=503):
+    """A backend the request needs (e.g. the message broker) is not available."""
 
 
 __all__ = [

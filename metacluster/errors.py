@@ -18,8 +18,21 @@ from __future__ import annotations
 
 
 class MetaClusterError(Exception):
+    """Base of every MetaCluster error.
+
+    A subclass states its code and status as class keywords, which it inherits
+    unless it names its own: ``class FormatError(InputError, code="unsupported_format")``.
+    """
+
     code: str = "internal"
     status: int = 500
+
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -31,39 +44,36 @@ class MetaClusterError(Exception):
         return self.message
 
 
-class InputError(MetaClusterError):
-    code = "invalid_input"
-    status = 422
+class InputError(MetaClusterError, code="invalid_input", status=422):
+    """Bad user input in general."""
 
 
-class FormatError(InputError):
-    code = "unsupported_format"
+class FormatError(InputError, code="unsupported_format"):
+    """Not a KAN checkpoint we can read."""
 
 
-class UnsafeCheckpointError(FormatError):
-    code = "unsafe_checkpoint"
+class UnsafeCheckpointError(FormatError, code="unsafe_checkpoint"):
+    """A checkpoint that only unpickling code could load."""
 
 
-class DatasetError(InputError):
-    code = "invalid_dataset"
+class DatasetError(InputError, code="invalid_dataset"):
+    """Unreadable or inconsistent data."""
 
 
-class ConfigError(InputError):
-    code = "invalid_config"
+class ConfigError(InputError, code="invalid_config"):
+    """A bad compression or training config."""
 
 
-class IncompatibleError(InputError):
-    code = "incompatible"
+class IncompatibleError(InputError, code="incompatible"):
+    """Model and data or config do not fit together."""
 
 
-class ArtifactError(MetaClusterError):
-    code = "invalid_artifact"
-    status = 422
+class ArtifactError(MetaClusterError, code="invalid_artifact", status=422):
+    """A corrupt or unknown artifact."""
 
 
-class CancelledError(MetaClusterError):
-    code = "cancelled"
-    status = 409
+class CancelledError(MetaClusterError, code="cancelled", status=409):
+    """A job was cancelled between steps."""
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core.db.models import ApiKey, DatasetRecord, new_id
 from core.db.transaction import after_rollback
 from core.repositories import DatasetRepository
-from core.service_errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from core.service_errors import RequestValidationProblem, UnsupportedMediaTypeError
 from core.storage import Storage, dataset_key
 from metacluster.data import DatasetMeta
 from metacluster.errors import DatasetError, MetaClusterError
@@ -85,7 +85,4 @@ def create_dataset(
 
 
 def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> DatasetRecord:
-    record = DatasetRepository(session).get(owner.id, dataset_id)
-    if record is None:
-        raise NotFoundError(f"dataset {dataset_id} not found")
-    return record
+    return DatasetRepository(session).require(owner.id, dataset_id)

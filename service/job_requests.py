@@ -30,6 +30,7 @@ from metacluster.data import DatasetMeta, builtin_sample_count, is_builtin
 from metacluster.errors import ConfigError, DatasetError, IncompatibleError, MetaClusterError
 from service.dataset_uploads import get_dataset
 from service.model_uploads import get_model
+from service.schemas import JobCreate
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +129,16 @@ def parse_config(config: dict[str, Any]) -> Any:
 
 
 def validate_job(
-    session: Session,
-    owner: ApiKey,
-    settings: Settings,
-    model_id: str,
-    dataset: str,
-    config: dict[str, Any],
+    session: Session, owner: ApiKey, settings: Settings, request: JobCreate
 ) -> Validated:
     """Everything a job needs, checked together by its plan; raises 404 / 422 problems."""
     from metacluster.compress import plan
 
-    model = get_model(session, owner, model_id)
-    parsed = parse_config(config)
-    meta = dataset_meta(session, owner, dataset, max_builtin_samples=settings.max_builtin_samples)
+    model = get_model(session, owner, request.model_id)
+    parsed = parse_config(request.config)
+    meta = dataset_meta(
+        session, owner, request.dataset, max_builtin_samples=settings.max_builtin_samples
+    )
     the_plan = plan(model.info, meta, parsed)
     if not the_plan.ok:
         raise IncompatibleJobError(the_plan.checks)
@@ -148,8 +146,9 @@ def validate_job(
     return Validated(model, full, settings.queue_for(full.get("device")), the_plan)
 
 
-def request_hash(model_id: str, dataset: str, config: dict[str, Any]) -> str:
-    body = {"model_id": model_id, "dataset": dataset, "config": config}
+def request_hash(request: JobCreate) -> str:
+    """sha256 of the canonical request body, to tell a replay from a conflicting reuse."""
+    body = {"model_id": request.model_id, "dataset": request.dataset, "config": request.config}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -159,10 +158,8 @@ def create_job(
     owner: ApiKey,
     settings: Settings,
     enqueue: Enqueue,
+    request: JobCreate,
     *,
-    model_id: str,
-    dataset: str,
-    config: dict[str, Any],
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """Validate, add a queued job and schedule its message after commit.
@@ -170,16 +167,16 @@ def create_job(
     Returns (job, replayed): with a known Idempotency-Key and the same body the
     existing job comes back and nothing is enqueued again.
     """
-    digest = request_hash(model_id, dataset, config)
+    digest = request_hash(request)
     existing = jobs.find_replay(session, owner.id, idempotency_key, digest)
     if existing is not None:  # a replay (or a 409) needs no validation work
         return existing, True
-    valid = validate_job(session, owner, settings, model_id, dataset, config)
+    valid = validate_job(session, owner, settings, request)
     job, replayed = jobs.create(
         session,
         owner_id=owner.id,
         model_id=valid.model.id,
-        dataset=dataset,
+        dataset=request.dataset,
         config=valid.config,
         queue=valid.queue,
         request_hash=digest,
@@ -193,10 +190,7 @@ def create_job(
 
 # -- reads and cancel ---------------------------------------------------------
 def get_job(session: Session, owner: ApiKey, job_id: str, *, for_update: bool = False) -> Job:
-    job = JobRepository(session).get(owner.id, job_id, for_update=for_update)
-    if job is None:
-        raise NotFoundError(f"job {job_id} not found")
-    return job
+    return JobRepository(session).require(owner.id, job_id, for_update=for_update)
 
 
 def list_jobs(
@@ -217,6 +211,7 @@ def list_events(
 
 def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:
     """Queued -> cancelled at once; running -> flagged, the worker stops between steps."""
+    # The row lock serialises the cancel against the worker's status writes.
     return jobs.request_cancel(session, get_job(session, owner, job_id, for_update=True))
 
 

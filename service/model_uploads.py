@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core.db.models import ApiKey, ModelRecord, new_id
 from core.db.transaction import after_rollback
 from core.repositories import ModelRepository
-from core.service_errors import NotFoundError, RequestValidationProblem, UnsupportedMediaTypeError
+from core.service_errors import RequestValidationProblem, UnsupportedMediaTypeError
 from core.storage import Storage, model_key, model_prefix
 from metacluster.errors import FormatError, MetaClusterError
 from service.multipart import SpooledFile, SpooledUpload
@@ -139,10 +139,7 @@ def create_model(
 
 
 def get_model(session: Session, owner: ApiKey, model_id: str) -> ModelRecord:
-    record = ModelRepository(session).get(owner.id, model_id)
-    if record is None:
-        raise NotFoundError(f"model {model_id} not found")
-    return record
+    return ModelRepository(session).require(owner.id, model_id)
 
 
 def _jsonable(value: Any) -> Any:

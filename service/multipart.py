@@ -43,7 +43,8 @@ class SpooledFile:
 
 @dataclass
 class SpooledUpload:
-    """All parts of one multipart request; ``cleanup()`` removes the spool directory."""
+    """All parts of one multipart request; ``cleanup()`` removes the spool directory
+    (as does leaving a ``with upload:`` block)."""
 
     directory: Path
     files: list[SpooledFile] = field(default_factory=list)
@@ -55,6 +56,12 @@ class SpooledUpload:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> SpooledUpload:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
 
 
 def safe_filename(name: str) -> str:

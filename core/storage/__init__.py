@@ -127,20 +127,29 @@ class Limited:
 
 
 @contextlib.contextmanager
-def copy_to_scratch(storage: Storage, key: str, directory: Path | None) -> Iterator[Path]:
-    """The generic `local_copy`: download the blob into a scratch file."""
+def scratch_file(name: str, directory: Path | None) -> Iterator[Path]:
+    """The path of a scratch file called `name` inside `directory` (a fresh temporary
+    one when None), for `local_copy` to fill; on exit the file (or that temporary
+    directory) is removed."""
     owned = directory is None
     folder = Path(tempfile.mkdtemp(prefix="mc-blob-")) if directory is None else directory
-    target = folder / validate_key(key).name
+    target = folder / name
     try:
-        with storage.open(key) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, CHUNK)
         yield target
     finally:
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def copy_to_scratch(storage: Storage, key: str, directory: Path | None) -> Iterator[Path]:
+    """The generic `local_copy`: download the blob into a scratch file."""
+    with scratch_file(validate_key(key).name, directory) as target:
+        with storage.open(key) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+        yield target
 
 
 Factory = Callable[[Settings], Storage]

@@ -20,6 +20,7 @@ from core.storage import (
     Storage,
     prefix_of,
     register_backend,
+    scratch_file,
     validate_key,
 )
 
@@ -33,6 +34,13 @@ class LocalStorage:
 
     def _target(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).parts)
+
+    def _existing(self, key: str) -> Path:
+        """The blob's file; 404 `NotFoundError` when there is none."""
+        target = self._target(key)
+        if not target.is_file():
+            raise NotFoundError(f"stored object {key!r} not found")
+        return target
 
     def put(self, key: str, source: Source, *, max_bytes: int | None = None) -> BlobInfo:
         target = self._target(key)
@@ -53,10 +61,7 @@ class LocalStorage:
         return BlobInfo(key, counted.size, counted.digest.hexdigest())
 
     def open(self, key: str) -> BinaryIO:
-        target = self._target(key)
-        if not target.is_file():
-            raise NotFoundError(f"stored object {key!r} not found")
-        return open(target, "rb")
+        return open(self._existing(key), "rb")
 
     def stat(self, key: str) -> BlobInfo | None:
         target = self._target(key)
@@ -76,18 +81,11 @@ class LocalStorage:
         )
 
     def delete(self, key: str) -> None:
-        target = self._target(key)
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
+        _remove(self._target(key))
 
     def delete_prefix(self, prefix: str) -> None:
         target = self._target(prefix.rstrip("/"))  # "jobs/j1/" names the directory
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        else:
-            target.unlink(missing_ok=True)
+        _remove(target)
         # Leave no empty parents behind (jobs/{id}/ once its last blob is gone).
         parent = target.parent
         while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
@@ -96,26 +94,24 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def local_copy(self, key: str, directory: Path | None = None) -> Iterator[Path]:
-        source = self._target(key)
-        if not source.is_file():
-            raise NotFoundError(f"stored object {key!r} not found")
-        owned = directory is None
-        folder = Path(tempfile.mkdtemp(prefix="mc-blob-")) if directory is None else directory
-        target = folder / source.name
-        try:
+        source = self._existing(key)
+        with scratch_file(source.name, directory) as target:
             try:  # same file system: a hard link costs nothing
                 os.link(source, target)
             except OSError:
                 shutil.copyfile(source, target)
             yield target
-        finally:
-            if owned:
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
 
     def url(self, key: str, *, expires_s: int = 3600) -> str | None:
         return None  # a local directory cannot sign URLs: the API streams it
+
+
+def _remove(target: Path) -> None:
+    """Remove a file or a whole directory; a missing one is ignored."""
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        target.unlink(missing_ok=True)
 
 
 def _from_settings(settings: Settings) -> Storage:

@@ -44,6 +44,18 @@ def _feynman_i_12_11(x: Tensor) -> Tensor:
 
 _PI = math.pi
 
+
+def _exp_mean_sin_sq(n_vars: int) -> Equation:
+    """exp(mean_i sin^2(pi*x_i/2)) over `n_vars` inputs, all on [-1, 1]."""
+    return Equation(
+        f"exp_mean_sin_sq_{n_vars}d",
+        n_vars,
+        f"exp(mean_i sin^2(pi*x_i/2)), {n_vars} inputs",
+        lambda x: torch.exp(torch.sin(_PI * x / 2).pow(2).mean(dim=1)),
+        ((-1.0, 1.0),),
+    )
+
+
 EQUATIONS: dict[str, Equation] = {
     eq.name: eq
     for eq in (
@@ -89,20 +101,8 @@ EQUATIONS: dict[str, Equation] = {
             ),
             ((-1.0, 1.0),),
         ),
-        Equation(
-            "exp_mean_sin_sq_10d",
-            10,
-            "exp(mean_i sin^2(pi*x_i/2)), 10 inputs",
-            lambda x: torch.exp(torch.sin(_PI * x / 2).pow(2).mean(dim=1)),
-            ((-1.0, 1.0),),
-        ),
-        Equation(
-            "exp_mean_sin_sq_100d",
-            100,
-            "exp(mean_i sin^2(pi*x_i/2)), 100 inputs",
-            lambda x: torch.exp(torch.sin(_PI * x / 2).pow(2).mean(dim=1)),
-            ((-1.0, 1.0),),
-        ),
+        _exp_mean_sin_sq(10),
+        _exp_mean_sin_sq(100),
     )
 }
 

@@ -44,6 +44,11 @@ class Checkpoint:
         return sum(f.stat().st_size for f in self.files)
 
 
+def pykan_files(prefix: Path) -> tuple[Path, Path]:
+    """The (config, state) files of a pykan saveckpt prefix."""
+    return prefix.with_name(prefix.name + "_config.yml"), prefix.with_name(prefix.name + "_state")
+
+
 def pykan_prefix(path: Path) -> Path | None:
     """The saveckpt prefix when `path` names a pykan checkpoint (prefix or either file)."""
     name = path.name
@@ -53,8 +58,7 @@ def pykan_prefix(path: Path) -> Path | None:
             break
     else:
         prefix = path
-    config = prefix.with_name(prefix.name + "_config.yml")
-    state = prefix.with_name(prefix.name + "_state")
+    config, state = pykan_files(prefix)
     if config.is_file() and state.is_file():
         return prefix
     return None
@@ -88,6 +92,18 @@ def _load_spec(
     return loaded, sidecar
 
 
+def _load_hf_config(path: Path) -> tuple[dict[str, Any] | None, list[Path]]:
+    """(the config.json beside Hugging Face style weights, [that file]); (None, [])
+    for any other checkpoint."""
+    config = path.parent / "config.json"
+    if path.name not in HF_WEIGHTS or not config.is_file():
+        return None, []
+    loaded = read_json(config)
+    if not isinstance(loaded, dict):
+        raise FormatError("config.json must hold a JSON object")
+    return loaded, [config]
+
+
 def open_checkpoint(
     path: str | Path, spec: Mapping[str, Any] | str | Path | None = None
 ) -> Checkpoint:
@@ -95,8 +111,7 @@ def open_checkpoint(
     path = Path(path)
     prefix = pykan_prefix(path)
     if prefix is not None:
-        config_file = prefix.with_name(prefix.name + "_config.yml")
-        state_file = prefix.with_name(prefix.name + "_state")
+        config_file, state_file = pykan_files(prefix)
         try:
             text = config_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -120,16 +135,10 @@ def open_checkpoint(
         raise FormatError(f"no such checkpoint: {path}")
     tensors, metadata = read_tensor_file(path)
     spec_dict, spec_files = _load_spec(spec, path)
-    files = [path, *spec_files]
-    hf_config = None
-    if path.name in HF_WEIGHTS and (path.parent / "config.json").is_file():
-        files.append(path.parent / "config.json")
-        hf_config = read_json(path.parent / "config.json")
-        if not isinstance(hf_config, dict):
-            raise FormatError("config.json must hold a JSON object")
+    hf_config, hf_files = _load_hf_config(path)
     return Checkpoint(
         path=path,
-        files=files,
+        files=[path, *spec_files, *hf_files],
         tensors=tensors,
         metadata=metadata,
         hf_config=hf_config,

@@ -7,7 +7,7 @@ A handler recognises its layout from key names and shapes only, rebuilds a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -46,6 +46,15 @@ class FormatHandler(ABC):
 
     def export(self, model: KANModel, path: Path) -> list[Path]:
         raise FormatError(f"exporting to the {self.name!r} format is not supported")
+
+    def assemble(
+        self, keys: KeyTracker, layers: Sequence[nn.Module], family: str, **meta: str
+    ) -> KANModel:
+        """The model of the loaded `layers`, once every tensor of the checkpoint is
+        used and the layer widths chain; `meta` adds to its family and format."""
+        keys.check_all_used(self.name)
+        check_chain(chain_widths(layers), self.name)
+        return KANModel(list(layers), meta={"family": family, "format": self.name, **meta})
 
 
 HANDLERS: dict[str, FormatHandler] = {}
@@ -138,7 +147,7 @@ def check_chain(widths: list[tuple[int, int]], fmt: str) -> None:
             )
 
 
-def chain_widths(layers: list[nn.Module]) -> list[tuple[int, int]]:
+def chain_widths(layers: Iterable[nn.Module]) -> list[tuple[int, int]]:
     """(in, out) per module; LayerNorm and Affine glue pass their width through."""
     widths: list[tuple[int, int]] = []
     for layer in layers:

@@ -19,8 +19,6 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    chain_widths,
-    check_chain,
     float_dtype,
     layers_of,
 )
@@ -69,12 +67,12 @@ def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
 class LayerStackFormat(FormatHandler):
     """A library whose users stack its one layer class, with LayerNorms between.
 
-    Subclasses name the characteristic tensor (`leaf`), the layer class, and how
-    one layer's tensors map to and from it; the stacking, glue and checks are here.
+    Subclasses name the characteristic tensor (`leaf`), the layer class (whose family
+    the model gets), and how one layer's tensors map to and from it; the stacking,
+    glue and checks are here.
     """
 
     leaf: ClassVar[str]
-    family: ClassVar[str]
     layer_type: ClassVar[type[KANLayer]]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -96,9 +94,7 @@ class LayerStackFormat(FormatHandler):
                 layers.append(load_layernorm(keys, prefix))
             else:
                 layers.append(self.load_layer(keys, prefix))
-        keys.check_all_used(self.name)
-        check_chain(chain_widths(layers), self.name)
-        return KANModel(layers, meta={"family": self.family, "format": self.name})
+        return self.assemble(keys, layers, self.layer_type.family)
 
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, Tensor] = {}

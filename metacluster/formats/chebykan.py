@@ -16,7 +16,6 @@ from metacluster.kan import ChebyKANLayer, KANLayer
 class ChebyKANFormat(LayerStackFormat):
     name = "chebykan"
     leaf = "cheby_coeffs"
-    family = "chebyshev"
     layer_type = ChebyKANLayer
 
     def load_layer(self, keys: KeyTracker, prefix: str) -> KANLayer:

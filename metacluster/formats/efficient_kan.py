@@ -17,8 +17,6 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    chain_widths,
-    check_chain,
     float_dtype,
     layers_of,
     register,
@@ -102,9 +100,7 @@ class EfficientKANFormat(FormatHandler):
             layers.append(layer)
             if bias is not None:
                 layers.append(_bias_glue(bias))
-        keys.check_all_used(self.name)
-        check_chain(chain_widths(layers), self.name)
-        return KANModel(layers, meta={"family": "bspline", "format": self.name})
+        return self.assemble(keys, layers, "bspline")
 
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, torch.Tensor] = {}

@@ -14,7 +14,6 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    check_chain,
     float_dtype,
     layers_of,
     register,
@@ -43,9 +42,7 @@ class FastKANFormat(FormatHandler):
         layers: list[RBFKANLayer] = []
         for p in self._prefixes(ckpt):
             layers.append(self._layer(keys, p, ckpt.options.get("denominator")))
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        return KANModel(list(layers), meta={"family": "rbf", "format": self.name})
+        return self.assemble(keys, layers, "rbf")
 
     def _layer(self, keys: KeyTracker, p: str, denominator: float | None) -> RBFKANLayer:
         weight = keys.get(p + "spline_linear.weight", 2)  # (O, I*G)

@@ -16,7 +16,6 @@ from metacluster.kan import FourierKANLayer, KANLayer
 class FourierKANFormat(LayerStackFormat):
     name = "fourierkan"
     leaf = "fouriercoeffs"
-    family = "fourier"
     layer_type = FourierKANLayer
 
     def load_layer(self, keys: KeyTracker, prefix: str) -> KANLayer:

@@ -12,7 +12,7 @@ import yaml
 from torch import Tensor
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats._checkpoint import Checkpoint
+from metacluster.formats._checkpoint import PYKAN_SUFFIXES, Checkpoint, pykan_files
 from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
@@ -117,10 +117,7 @@ class PykanFormat(FormatHandler):
             layers.append(self._layer_v02(keys, li, cfg, base))
         if widths is not None and [ly.in_features for ly in layers] != [w[0] for w in widths[:-1]]:
             raise FormatError("pykan config width does not match the state's layer shapes")
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        meta = {"family": "bspline", "format": self.name, "layout": "pykan-0.2", "base": base}
-        return KANModel(list(layers), meta=meta)
+        return self.assemble(keys, layers, "bspline", layout="pykan-0.2", base=base)
 
     def _layer_v02(self, keys: KeyTracker, li: int, cfg: dict[str, Any], base: str) -> PyKANLayer:
         p = f"act_fun.{li}."
@@ -173,10 +170,7 @@ class PykanFormat(FormatHandler):
         layers: list[PyKANLayer] = []
         for li in range(depth):
             layers.append(self._layer_legacy(keys, li))
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        meta = {"family": "bspline", "format": self.name, "layout": "pykan-0.0", "base": "silu"}
-        return KANModel(list(layers), meta=meta)
+        return self.assemble(keys, layers, "bspline", layout="pykan-0.0", base="silu")
 
     def _layer_legacy(self, keys: KeyTracker, li: int) -> PyKANLayer:
         p = f"act_fun.{li}."
@@ -250,8 +244,7 @@ class PykanFormat(FormatHandler):
             zeros = torch.zeros(ly.out_features, ly.in_features, dtype=ly.coef.dtype)
             state[f"symbolic_fun.{li}.mask"] = zeros
             state[f"symbolic_fun.{li}.affine"] = torch.zeros(*zeros.shape, 4, dtype=zeros.dtype)
-        config_file = prefix.with_name(prefix.name + "_config.yml")
-        state_file = prefix.with_name(prefix.name + "_state")
+        config_file, state_file = pykan_files(prefix)
         cache_file = prefix.with_name(prefix.name + "_cache_data")
         prefix.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(yaml.safe_dump(cfg, default_flow_style=False), encoding="utf-8")
@@ -266,7 +259,7 @@ _AFFINES = {"node_bias": 0.0, "node_scale": 1.0, "subnode_bias": 0.0, "subnode_s
 
 
 def _strip_pykan_suffix(path: Path) -> Path:
-    for suffix in ("_config.yml", "_state", "_cache_data"):
+    for suffix in PYKAN_SUFFIXES:
         if path.name.endswith(suffix):
             return path.with_name(path.name[: -len(suffix)])
     return path

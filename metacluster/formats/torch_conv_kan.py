@@ -21,7 +21,6 @@ from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    check_chain,
     float_dtype,
     layers_of,
     register,
@@ -63,6 +62,19 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
     return opts
 
 
+def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
+    """What both layer kinds take from their options: the conv geometry and dropout,
+    with the instance norm every torch-conv-kan layer applies."""
+    return {
+        "stride": opts["stride"],
+        "padding": opts["padding"],
+        "dilation": opts["dilation"],
+        "groups": groups,
+        "norm": "instance",
+        "dropout": float(opts["dropout"]),
+    }
+
+
 class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
 
@@ -86,9 +98,7 @@ class TorchConvKANFormat(FormatHandler):
         for pos, (variant, p) in enumerate(self._modules(ckpt)):
             opts = _layer_options(config, pos)
             layers.append(self._layer(keys, p, opts) if variant == "kan" else _kacn(keys, p, opts))
-        keys.check_all_used(self.name)
-        check_chain([(ly.in_features, ly.out_features) for ly in layers], self.name)
-        return KANModel(list(layers), meta={"family": "bspline", "format": self.name})
+        return self.assemble(keys, layers, "bspline")
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
         splines = _groups(keys, p, "spline_conv")
@@ -114,17 +124,12 @@ class TorchConvKANFormat(FormatHandler):
             in_g * groups,
             out_g * groups,
             (kh, kw),
-            stride=opts["stride"],
-            padding=opts["padding"],
-            dilation=opts["dilation"],
-            groups=groups,
             grid_size=grid_size,
             spline_order=order,
             grid_range=tuple(opts["grid_range"]),
             base_activation=opts["base_activation"],
-            norm="instance",
             prelu=has_prelu,
-            dropout=float(opts["dropout"]),
+            **_conv_options(opts, groups),
         )
         layer.to(float_dtype(*splines))
         # channel i*(G+k) + c  ->  (O/g, I/g, G+k, kh, kw)  ->  (O/g, I/g, kh, kw, G+k)
@@ -206,16 +211,7 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
         raise FormatError(f"{p}poly_conv weights do not fit degree {n_poly - 1}")
     in_g, groups = channels // n_poly, len(convs)
     layer = ChebyKANConv2d(
-        in_g * groups,
-        out_g * groups,
-        (kh, kw),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
-        degree=n_poly - 1,
-        norm="instance",
-        dropout=float(opts["dropout"]),
+        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **_conv_options(opts, groups)
     )
     layer.to(float_dtype(*convs))
     coef = torch.cat([c.reshape(out_g, in_g, n_poly, kh, kw) for c in convs]).permute(0, 1, 3, 4, 2)

@@ -34,6 +34,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from metacluster.kan._common import flat_inputs, linear_over_features
+
 
 @dataclass(frozen=True)
 class Basis:
@@ -188,3 +190,23 @@ class KANLayer(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """JSON-able kwargs such that ``type(self)(**config)`` rebuilds the layer
         (shapes and hyperparameters; weights come from the state dict)."""
+
+
+class FeatureKANLayer(KANLayer):
+    """A dense layer that is linear in per-input basis features, plus an optional bias:
+    ``y[n, o] = sum_{i, l} features(x)[n, i, l] * coef[o, i, l] + bias[o]``.
+
+    Subclasses set `coef` (O, I, L) and `bias` ((O,) or None) and define `features`.
+    """
+
+    coef: Tensor
+    bias: Tensor | None
+
+    @abstractmethod
+    def features(self, x: Tensor) -> Tensor:
+        """(N, I) inputs -> (N, I, L) basis features."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2, lead = flat_inputs(x, self.in_features, type(self).__name__)
+        y = linear_over_features(self.features(x2), self.coef, self.bias)
+        return y.reshape(*lead, self.out_features)

@@ -10,16 +10,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metacluster.kan._common import (
-    check_coefficients,
-    check_positive,
-    flat_inputs,
-    linear_over_features,
-)
-from metacluster.kan.base import Basis, KANLayer
+from metacluster.kan._common import check_coefficients, check_positive
+from metacluster.kan.base import Basis, FeatureKANLayer
 from metacluster.kan.families import register_family
 
-__all__ = ["ChebyKANLayer", "chebyshev_polynomials"]
+__all__ = [
+    "ChebyKANLayer",
+    "chebyshev_basis",
+    "chebyshev_edge_functions",
+    "chebyshev_polynomials",
+]
 
 
 def chebyshev_polynomials(t: Tensor, degree: int) -> Tensor:
@@ -32,8 +32,20 @@ def chebyshev_polynomials(t: Tensor, degree: int) -> Tensor:
     return torch.stack(polys, dim=-1)
 
 
+def chebyshev_basis(degree: int) -> Basis:
+    """The basis of T_0..T_degree of tanh(x), shared by dense and convolutional layers."""
+    return Basis("chebyshev", degree + 1, {"degree": degree, "transform": "tanh"})
+
+
+def chebyshev_edge_functions(coefficients: Tensor, degree: int, n_points: int) -> Tensor:
+    """sum_d c_d T_d(t) at t evenly spaced in [-1, 1] (the tanh-transformed input)."""
+    check_coefficients(coefficients, degree + 1)
+    t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+    return coefficients @ chebyshev_polynomials(t.to(coefficients.device), degree).T
+
+
 @register_family("chebyshev", kind="dense")
-class ChebyKANLayer(KANLayer):
+class ChebyKANLayer(FeatureKANLayer):
     """y_o = sum_i sum_d coef[o, i, d] T_d(tanh(x_i)); coef (O, I, D + 1).
 
     ChebyKAN stores the same numbers as `cheby_coeffs` (I, O, D + 1).
@@ -47,6 +59,7 @@ class ChebyKANLayer(KANLayer):
         self.out_features = check_positive("out_features", out_features)
         self.degree = check_positive("degree", degree, minimum=0)
         self.coef = nn.Parameter(torch.empty(self.out_features, self.in_features, degree + 1))
+        self.bias = None  # ChebyKAN layers have no bias
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,19 +71,11 @@ class ChebyKANLayer(KANLayer):
         """(N, I) -> (N, I, D + 1)."""
         return chebyshev_polynomials(torch.tanh(x), self.degree)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x2, lead = flat_inputs(x, self.in_features, type(self).__name__)
-        y = linear_over_features(self.features(x2), self.coef)
-        return y.reshape(*lead, self.out_features)
-
     def basis(self) -> Basis:
-        return Basis("chebyshev", self.coef_dim, {"degree": self.degree, "transform": "tanh"})
+        return chebyshev_basis(self.degree)
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
-        """sum_d c_d T_d(t) at t evenly spaced in [-1, 1] (the tanh-transformed input)."""
-        check_coefficients(coefficients, self.coef_dim)
-        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
-        return coefficients @ chebyshev_polynomials(t.to(coefficients.device), self.degree).T
+        return chebyshev_edge_functions(coefficients, self.degree, n_points)
 
     def config(self) -> dict[str, Any]:
         return {

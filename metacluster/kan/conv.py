@@ -17,7 +17,11 @@ from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import activation, check_coefficients, check_positive, check_range
 from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
 from metacluster.kan.bspline import UniformGridCache, bspline_basis, bspline_features
-from metacluster.kan.chebyshev import chebyshev_polynomials
+from metacluster.kan.chebyshev import (
+    chebyshev_basis,
+    chebyshev_edge_functions,
+    chebyshev_polynomials,
+)
 from metacluster.kan.families import register_family
 
 __all__ = ["ChebyKANConv2d", "KANConv2d"]
@@ -303,13 +307,10 @@ class ChebyKANConv2d(_ConvKAN2d):
         return chebyshev_polynomials(t, self.degree)
 
     def basis(self) -> Basis:
-        return Basis("chebyshev", self.coef_dim, {"degree": self.degree, "transform": "tanh"})
+        return chebyshev_basis(self.degree)
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
-        """sum_d c_d T_d(t) at t evenly spaced in [-1, 1]."""
-        check_coefficients(coefficients, self.coef_dim)
-        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
-        return coefficients @ chebyshev_polynomials(t.to(coefficients.device), self.degree).T
+        return chebyshev_edge_functions(coefficients, self.degree, n_points)
 
     def config(self) -> dict[str, Any]:
         return {**self._conv_config(), "degree": self.degree}

@@ -17,17 +17,15 @@ from metacluster.kan._common import (
     check_coefficients,
     check_positive,
     check_range,
-    flat_inputs,
-    linear_over_features,
 )
-from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, FeatureKANLayer, grid_fingerprint
 from metacluster.kan.families import register_family
 
 __all__ = ["RBFKANLayer"]
 
 
 @register_family("rbf", kind="dense")
-class RBFKANLayer(KANLayer):
+class RBFKANLayer(FeatureKANLayer):
     """FastKANLayer: y = sum_{i,g} W[o,i,g] phi_g(LN(x)_i) + sum_i w[o,i] act(x_i) + b_o.
 
     phi_g(u) = exp(-((u - grid_g) / denominator)^2) on a grid shared by all edges
@@ -96,11 +94,6 @@ class RBFKANLayer(KANLayer):
         if self.use_base_update:
             return torch.cat([phi, self._act(x).unsqueeze(-1)], dim=-1)
         return phi
-
-    def forward(self, x: Tensor) -> Tensor:
-        x2, lead = flat_inputs(x, self.in_features, type(self).__name__)
-        y = linear_over_features(self.features(x2), self.coef, self.bias)
-        return y.reshape(*lead, self.out_features)
 
     def basis(self) -> Basis:
         params: dict[str, Any] = {

@@ -17,6 +17,7 @@ from core.storage import CHUNK
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
 from service.problems import problem_responses
+from service.routes import read_route
 from service.schemas import (
     ArtifactOut,
     DryRunCheck,
@@ -101,9 +102,7 @@ def create_job(
     ] = None,
 ) -> JobOut | JSONResponse:
     if dry_run:
-        valid = job_service.validate_job(
-            session, owner, settings, body.model_id, body.dataset, body.config
-        )
+        valid = job_service.validate_job(session, owner, settings, body)
         out = DryRunOut(
             valid=True,
             checks=[DryRunCheck(**c.to_dict()) for c in valid.plan.checks],
@@ -113,14 +112,7 @@ def create_job(
         )
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     job, replayed = job_service.create_job(
-        session,
-        owner,
-        settings,
-        enqueue,
-        model_id=body.model_id,
-        dataset=body.dataset,
-        config=body.config,
-        idempotency_key=idempotency_key,
+        session, owner, settings, enqueue, body, idempotency_key=idempotency_key
     )
     response.headers["Location"] = job_url(job.id)
     if replayed:
@@ -150,11 +142,8 @@ def list_jobs(
     return JobPage(items=[job_out(j) for j in rows], next=next_cursor)
 
 
-@router.get(
-    "/{job_id}",
-    response_model=JobOut,
-    responses=problem_responses(401, 404),
-    summary="A job: status, stage, progress, metrics, error, artifacts",
+@read_route(
+    router, "/{job_id}", JobOut, "A job: status, stage, progress, metrics, error, artifacts"
 )
 def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
     return job_out(job_service.get_job(session, owner, job_id))

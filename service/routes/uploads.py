@@ -16,6 +16,7 @@ from service import model_uploads as model_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
 from service.multipart import spool_multipart
 from service.problems import problem_responses
+from service.routes import read_route
 from service.schemas import DatasetOut, LayerInfo, ModelOut
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
@@ -87,23 +88,16 @@ async def upload_model(
     upload = await spool_multipart(
         request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes
     )
-    try:
+    with upload:
         primary, fmt = model_service.check_model_upload(upload)
         info = await run_in_threadpool(model_service.inspect_upload, primary, fmt)
         record = await run_in_threadpool(
             model_service.create_model, session, storage, owner, upload, primary, info
         )
-        return model_out(record)
-    finally:
-        upload.cleanup()
+    return model_out(record)
 
 
-@router.get(
-    "/models/{model_id}",
-    response_model=ModelOut,
-    responses=problem_responses(401, 404),
-    summary="An uploaded model",
-)
+@read_route(router, "/models/{model_id}", ModelOut, "An uploaded model")
 def get_model(model_id: str, session: SessionDep, owner: CurrentKey) -> ModelOut:
     return model_out(model_service.get_model(session, owner, model_id))
 
@@ -126,22 +120,15 @@ async def upload_dataset(
     upload = await spool_multipart(
         request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes, max_files=1
     )
-    try:
+    with upload:
         f = dataset_service.check_dataset_upload(upload)
         meta = await run_in_threadpool(dataset_service.read_npz_meta, f)
         record = await run_in_threadpool(
             dataset_service.create_dataset, session, storage, owner, f, meta
         )
-        return dataset_out(record)
-    finally:
-        upload.cleanup()
+    return dataset_out(record)
 
 
-@router.get(
-    "/datasets/{dataset_id}",
-    response_model=DatasetOut,
-    responses=problem_responses(401, 404),
-    summary="An uploaded dataset",
-)
+@read_route(router, "/datasets/{dataset_id}", DatasetOut, "An uploaded dataset")
 def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> DatasetOut:
     return dataset_out(dataset_service.get_dataset(session, owner, dataset_id))

@@ -496,6 +496,7 @@ class TestIdempotencyRace:
         from core.repositories import JobRepository
         from service import job_requests as job_service
         from service.auth import authenticate
+        from service.schemas import JobCreate
 
         hdrs = {**auth, "Idempotency-Key": "race"}
         winner = client.post("/v1/jobs", headers=hdrs, json={**inputs, "config": CONFIG}).json()
@@ -515,9 +516,7 @@ class TestIdempotencyRace:
                 owner,
                 settings,
                 lambda j, q: sent.append((j, q)),
-                model_id=inputs["model_id"],
-                dataset=inputs["dataset"],
-                config=CONFIG,
+                JobCreate(model_id=inputs["model_id"], dataset=inputs["dataset"], config=CONFIG),
                 idempotency_key="race",
             )
             assert (job.id, replayed) == (winner["id"], True)
