@@ -487,7 +487,21 @@ def _method_options(values: tuple[str, ...]) -> dict[str, Any] | None:
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
-@click.option("--k", "k_text", required=True, help="Codebook size, or a list (4,8,16,32) to sweep.")
+@click.option(
+    "--k",
+    "k_text",
+    default=None,
+    help="Codebook size, or a list (4,8,16,32) to sweep (default 16, or the --config's).",
+)
+@click.option(
+    "--target-ratio",
+    type=float,
+    default=None,
+    help="A byte budget: the artifact at most bytes_before / R; K is chosen per layer.",
+)
+@click.option(
+    "--max-bytes", type=int, default=None, help="A byte budget in bytes; K is chosen per layer."
+)
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Artifact to write.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
 @click.option("--d-emb", type=int, default=None, help="Edge embedding size (1..4).")
@@ -527,7 +541,9 @@ def _method_options(values: tuple[str, ...]) -> dict[str, Any] | None:
 def compress(
     model_path: str,
     data_spec: str,
-    k_text: str,
+    k_text: str | None,
+    target_ratio: float | None,
+    max_bytes: int | None,
     out: str,
     fmt: str,
     d_emb: int | None,
@@ -549,11 +565,15 @@ def compress(
     """Compress a KAN into a codebook artifact and report metric, bytes and ratio."""
     from metacluster.workflow import compress_file
 
-    ks = _int_list(k_text, "--k", minimum=2)
+    ks = _int_list(k_text, "--k", minimum=2) if k_text is not None else None
+    if ks is not None and (target_ratio is not None or max_bytes is not None):
+        raise click.UsageError("give --k or a byte budget (--target-ratio / --max-bytes), not both")
     config = _compress_config(
         config_file,
         {
-            "k": ks[0] if len(ks) == 1 else ks,
+            "k": None if ks is None else ks[0] if len(ks) == 1 else ks,
+            "target_ratio": target_ratio,
+            "max_bytes": max_bytes,
             "method": method,
             "method_options": _method_options(method_option),
             "d_emb": d_emb,

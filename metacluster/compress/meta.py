@@ -140,6 +140,24 @@ def regress_meta_learners(
     return loss_v
 
 
+class FreeVectors(nn.Module):
+    """The vectors themselves as parameters: a "generator" without a manifold, for
+    clustering-aware training of the coefficients directly (DKM, no meta-learner)."""
+
+    def __init__(self, vectors: Tensor) -> None:
+        super().__init__()
+        self.v = nn.Parameter(vectors.detach().clone().float())
+
+    def forward(self) -> Tensor:
+        return self.v
+
+
+def free_vectors(groups: list[EdgeGroup], coefs: dict[str, Tensor]) -> MetaResult:
+    """A MetaResult whose 'learners' are the groups' own vectors (see FreeVectors)."""
+    learners = [FreeVectors(g.gather(coefs)) for g in groups]
+    return MetaResult(dict(coefs), learners, groups, dict(coefs))  # type: ignore[arg-type]
+
+
 @dataclass
 class MetaResult:
     """What stage 1 hands on: generated vectors, and the meta-learners that made them
@@ -197,9 +215,11 @@ def cluster_pull(
 
 
 __all__ = [
+    "FreeVectors",
     "MetaLearner",
     "MetaResult",
     "cluster_pull",
+    "free_vectors",
     "generated_coefficients",
     "init_meta_learners",
     "regress_meta_learners",

@@ -31,7 +31,7 @@ from metacluster.compress.codebook import (
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
 from metacluster.compress.functional import evaluate_model
-from metacluster.compress.meta import MetaResult, init_meta_learners
+from metacluster.compress.meta import MetaResult, free_vectors, init_meta_learners
 from metacluster.compress.methods import NoOptions, register_method
 from metacluster.compress.plan import LayerPlan, StagePlan, codebook_bits
 from metacluster.compress.report import CompressionReport, layer_details
@@ -301,19 +301,27 @@ def pareto(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     return out
 
 
-def run_pipeline(ctx: Context, with_meta: bool) -> tuple[CompressedKAN, CompressionReport]:
-    """Meta stage once, then the per-K stages for every K of the config, or for the
-    budget's allocation; returns the recommended result."""
+def run_pipeline(ctx: Context, generator: str) -> tuple[CompressedKAN, CompressionReport]:
+    """The generator stage once, then the per-K stages for every K of the config, or for
+    the budget's allocation; returns the recommended result.
+
+    generator "meta": the meta-learner (MetaCluster); "free": the vectors themselves,
+    trained by the soft stage (DKM); "none": the trained vectors as they are (K-means).
+    """
     t_start = time.perf_counter()
     config = ctx.config
     t0 = time.perf_counter()
     meta: MetaResult | None = None
     metric_meta: float | None = None
-    if with_meta:
+    if generator == "meta":
         meta = _meta_stage(ctx)
         _, metric_meta = evaluate_model(
             ctx.work, ctx.data, ctx.device, _functional(ctx.work, meta.vectors)
         )
+    elif generator == "free":
+        modules = dict(ctx.work.kan_layers())
+        coefs = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
+        meta = free_vectors(_meta_groups(ctx), coefs)
     t_meta = time.perf_counter() - t0
     meta_state = {k: v.detach().clone() for k, v in ctx.work.state_dict().items()}
     results: list[tuple[CompressedKAN, CompressionReport]] = []
@@ -411,7 +419,7 @@ def _codebook_payload(layer: LayerPlan, k: int, config: MetaClusterConfig, _o: A
     payload_bits=_codebook_payload,
 )
 def run_metacluster(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return run_pipeline(ctx, with_meta=True)
+    return run_pipeline(ctx, "meta")
 
 
 @register_method(
@@ -424,7 +432,29 @@ def run_metacluster(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, C
     payload_bits=_codebook_payload,
 )
 def run_kmeans(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return run_pipeline(ctx, with_meta=False)
+    return run_pipeline(ctx, "none")
 
 
-__all__ = ["Candidate", "pareto", "run_candidate", "run_kmeans", "run_metacluster", "run_pipeline"]
+@register_method(
+    "dkm",
+    summary="clustering-aware training of the coefficients themselves (soft K-means, DKM), "
+    "no meta-learner, then K-means codebooks and fine-tuning",
+    stages=lambda config, _o, ks: (
+        ([StagePlan("allocate", 1.0)] if config.budgeted else [])
+        + _per_k_stages(config, ks, soft=True)
+    ),
+    payload_bits=_codebook_payload,
+)
+def run_dkm(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+    return run_pipeline(ctx, "free")
+
+
+__all__ = [
+    "Candidate",
+    "pareto",
+    "run_candidate",
+    "run_dkm",
+    "run_kmeans",
+    "run_metacluster",
+    "run_pipeline",
+]

@@ -11,6 +11,7 @@ worker's progress bar and the engine apply one set of rules.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 from collections.abc import Iterable, Mapping
@@ -45,6 +46,7 @@ class LayerPlan:
     coef_dim: int
     outputs: int  # output features / channels
     k: int | None  # codebook size of this layer (None: the method has no K)
+    mode: str = "codebook"  # or "uniform" (int8) / "dense", when a byte budget says so
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,10 @@ class Plan:
     ks: list[int]
     stages: list[StagePlan]
     checks: list[Check]
-    # Expected artifact bytes per K (one entry keyed 0 for methods without a K).
+    # Expected artifact bytes per K (one entry keyed 0 for methods without a K, or for a
+    # byte budget's allocation).
     expected_bytes: dict[int, int] = field(default_factory=dict)
+    budget_bytes: int | None = None
 
     @property
     def edges(self) -> int:
@@ -96,11 +100,12 @@ class Plan:
             "layers": [asdict(layer) for layer in self.layers],
             "stages": [asdict(s) for s in self.stages],
             "expected_bytes": {str(k): v for k, v in self.expected_bytes.items()},
+            "budget_bytes": self.budget_bytes,
             "checks": [c.to_dict() for c in self.checks],
         }
 
 
-_CONFIG_CHECKS = frozenset({"layers", "k_vs_edges", "method"})
+_CONFIG_CHECKS = frozenset({"layers", "k_vs_edges", "method", "budget"})
 
 
 def select_layer_names(
@@ -227,12 +232,81 @@ def plan(
     other_bytes = (2 if config.other_dtype == "float16" else 4) * other + 4 * dense_left
     header = _HEADER_BYTES + _HEADER_BYTES_PER_LAYER * len(layers)
     expected: dict[int, int] = {}
-    for k in ks or [0]:
-        bits = sum(method.payload_bits(layer, k, config, options) for layer in layers)
-        expected[k] = math.ceil(bits / 8) + other_bytes + header
+    budget: int | None = None
+    if config.budgeted and method.uses_k:
+        budget, layers, payload = _plan_budget(model_info, layers, config, other_bytes + header)
+        if payload is None:
+            checks.append(Check("budget", budget is None, "a byte budget needs the model's size"))
+        else:
+            assert budget is not None
+            fits = payload + other_bytes + header <= budget
+            checks.append(
+                Check(
+                    "budget",
+                    fits,
+                    f"budget {budget} bytes; expected {payload + other_bytes + header} bytes"
+                    if fits
+                    else f"the byte budget of {budget} bytes cannot be met: the smallest "
+                    f"codebooks need about {payload + other_bytes + header} bytes",
+                )
+            )
+            expected[0] = payload + other_bytes + header
+        ks = [max((la.k or 0) for la in layers)] if layers else []
+    else:
+        for k in ks or [0]:
+            bits = sum(method.payload_bits(layer, k, config, options) for layer in layers)
+            expected[k] = math.ceil(bits / 8) + other_bytes + header
     return Plan(
-        method.name, layers, ks, method.stages(config, options, ks), checks, expected_bytes=expected
+        method.name,
+        layers,
+        ks,
+        method.stages(config, options, ks),
+        checks,
+        expected_bytes=expected,
+        budget_bytes=budget,
     )
+
+
+def _plan_budget(
+    info: Mapping[str, Any], layers: list[LayerPlan], config: MetaClusterConfig, fixed: int
+) -> tuple[int | None, list[LayerPlan], int | None]:
+    """A data-free estimate of a byte budget's allocation: each layer's loss taken as
+    proportional to its coefficients over K (the engine measures the real one).
+    Returns (budget, layers with their K and mode, expected payload bytes) - the payload
+    of the smallest storage when even that exceeds the budget."""
+    from metacluster.compress.allocation import MAX_BUDGET_K, LayerChoice, Option, solve
+
+    if config.max_bytes is not None:
+        budget = int(config.max_bytes)
+    elif info.get("bytes"):
+        assert config.target_ratio is not None
+        budget = int(int(info["bytes"]) / config.target_ratio)
+    else:
+        return None, layers, None
+    dense = 2 if config.other_dtype == "float16" else 4
+    options: dict[str, list[Option]] = {}
+    for la in layers:
+        size = la.edges * la.coef_dim
+        opts = [
+            Option(LayerChoice("dense"), size * dense, 0.0),
+            Option(LayerChoice("uniform", bits=8), size + 4 * la.outputs, size / MAX_BUDGET_K),
+        ]
+        k = 2
+        while k <= min(MAX_BUDGET_K, la.edges):
+            bits = codebook_bits(la, k, config)
+            if config.residual_k:
+                bits += codebook_bits(la, config.residual_k, config)
+            opts.append(Option(LayerChoice("codebook", k), math.ceil(bits / 8), size / k))
+            k *= 2
+        options[la.name] = opts
+    chosen = solve(options, budget - fixed)
+    if chosen is None:
+        return budget, layers, sum(min(o.bytes for o in opts) for opts in options.values())
+    planned = [
+        dataclasses.replace(la, k=chosen[la.name].choice.k, mode=chosen[la.name].choice.mode)
+        for la in layers
+    ]
+    return budget, planned, sum(o.bytes for o in chosen.values())
 
 
 def codebook_bits(layer: LayerPlan, k: int, config: MetaClusterConfig) -> int:

@@ -1,0 +1,159 @@
+"""A byte budget instead of a K, residual codebooks, DKM, the validation split and
+augmented distillation."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.helpers import fast_config
+from metacluster.artifact import load_artifact, read_manifest, write_artifact
+from metacluster.compress import compress, plan
+from metacluster.compress.allocation import LayerChoice, Option, solve
+from metacluster.compress.functional import make_training_set
+from metacluster.data import Dataset
+from metacluster.errors import ConfigError
+from metacluster.kan import describe_model
+from metacluster.kan.model import KANModel
+from metacluster.workflow import ArtifactSizer
+
+CPU = torch.device("cpu")
+
+
+def _brute_force(options: dict[str, list[Option]], budget: int) -> float | None:
+    best = None
+    for combo in itertools.product(*options.values()):
+        if sum(o.bytes for o in combo) <= budget:
+            delta = sum(o.delta for o in combo)
+            best = delta if best is None else min(best, delta)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_knapsack_finds_the_least_loss_within_the_budget(seed: int) -> None:
+    rng = random.Random(seed)
+    options = {
+        f"l{i}": [
+            Option(LayerChoice("codebook", 2**j), rng.randint(50, 3000), rng.uniform(0, 5))
+            for j in range(rng.randint(1, 5))
+        ]
+        for i in range(rng.randint(1, 4))
+    }
+    budget = rng.randint(100, 8000)
+    expected = _brute_force(options, budget)
+    chosen = solve(options, budget)
+    if expected is None:
+        assert chosen is None
+        return
+    assert chosen is not None and set(chosen) == set(options)
+    assert sum(o.bytes for o in chosen.values()) <= budget
+    # the byte axis is discretised into BINS steps: optimal up to that rounding
+    assert sum(o.delta for o in chosen.values()) <= expected + 1e-9 or budget > 4000
+
+
+def test_a_budget_is_met_in_real_bytes_with_k_per_layer(
+    small_model: KANModel, digits: Dataset, tmp_path: Path
+) -> None:
+    cfg = fast_config(max_bytes=2600)
+    compressed, report = compress(small_model, cfg, digits, sizer=ArtifactSizer())
+    info = write_artifact(compressed, tmp_path / "b.mcz", report)
+    assert info.bytes == report.bytes_after <= 2600 and report.budget_bytes == 2600
+    modes = {layer["name"]: (layer["mode"], layer["k"]) for layer in report.layers}
+    assert set(modes) == {"layers.0", "layers.1"}
+    manifest, _ = read_manifest(tmp_path / "b.mcz")
+    cb_ks = sorted(cb["k"] for cb in manifest["cb"])
+    assert cb_ks == sorted(k for mode, ks in modes.values() if mode == "codebook" for k in ks)
+    loaded = load_artifact(tmp_path / "b.mcz")
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.x_test), compressed(digits.x_test))
+    # a larger budget buys at least as much K somewhere, never less accuracy on validation
+    _, big = compress(small_model, fast_config(max_bytes=6000), digits, sizer=ArtifactSizer())
+    assert big.bytes_after <= 6000 and big.bytes_after >= report.bytes_after
+
+
+def test_an_impossible_budget_is_a_clear_error(small_model: KANModel, digits: Dataset) -> None:
+    with pytest.raises(ConfigError, match="byte budget of 300 bytes cannot be met"):
+        compress(small_model, fast_config(max_bytes=300), digits)
+
+
+def test_the_plan_of_a_budget_has_k_per_layer_and_expected_bytes(small_model: KANModel) -> None:
+    info = {**describe_model(small_model), "bytes": 40_000}
+    p = plan(info, None, fast_config(target_ratio=20))
+    assert p.budget_bytes == 2000 and p.ok
+    assert all(layer.mode in ("codebook", "uniform", "dense") for layer in p.layers)
+    assert p.expected_bytes[0] <= 2000
+    assert "allocate" in [s.name for s in p.stages]
+    tight = plan(info, None, fast_config(target_ratio=400))
+    assert not tight.ok and "cannot be met" in tight.checks[-1].detail
+
+
+def test_residual_codebooks_round_trip_and_cut_the_error(
+    small_model: KANModel, digits: Dataset, tmp_path: Path
+) -> None:
+    plain_cfg = fast_config(k=4, soft_epochs=0, finetune_epochs=0)
+    _, one = compress(small_model, plain_cfg, digits, sizer=ArtifactSizer())
+    compressed, two = compress(
+        small_model, plain_cfg.replace(residual_k=4), digits, sizer=ArtifactSizer()
+    )
+    assert two.bytes_breakdown["indices"] > one.bytes_breakdown["indices"]
+    for a, b in zip(one.layers, two.layers, strict=True):
+        assert b["coef_rel_error"] < a["coef_rel_error"]
+    write_artifact(compressed, tmp_path / "r.mcz", two)
+    manifest, _ = read_manifest(tmp_path / "r.mcz")
+    assert [cb.get("r", 0) for cb in manifest["cb"]] == [0, 1, 0, 1]
+    loaded = load_artifact(tmp_path / "r.mcz")
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.x_test), compressed(digits.x_test))
+
+
+def test_dkm_trains_soft_clusters_without_a_meta_learner(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    stages: list[str] = []
+    _, report = compress(
+        small_model,
+        fast_config(method="dkm", k=4),
+        digits,
+        progress=lambda s, i, n, loss: stages.append(s),
+    )
+    assert "soft" in stages and "meta" not in stages and "regress" not in stages
+    assert report.method == "dkm" and report.k == 4
+
+
+def test_the_validation_split_is_carved_from_training_data(digits: Dataset) -> None:
+    fit = make_training_set(digits, fast_config(val_fraction=0.2), CPU, None)
+    assert fit.n + int(fit.val_x.shape[0]) == digits.n_train
+    assert int(fit.val_x.shape[0]) == round(0.2 * digits.n_train)
+    rows = {tuple(r.tolist()) for r in fit.x}
+    assert not any(tuple(r.tolist()) in rows for r in fit.val_x[:50])
+    same = make_training_set(digits, fast_config(val_fraction=0.0), CPU, None)
+    assert same.n == digits.n_train and torch.equal(same.val_x, same.x)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "noise"])
+def test_augmented_inputs_are_labelled_by_the_teacher(
+    small_model: KANModel, digits: Dataset, kind: str
+) -> None:
+    fit = make_training_set(digits, fast_config(augment=kind, augment_factor=0.5), CPU, small_model)
+    assert fit.extra_x is not None and fit.extra_teacher is not None
+    assert fit.extra_x.shape == (round(0.5 * fit.n), 64)
+    with torch.no_grad():
+        assert torch.allclose(fit.extra_teacher, small_model(fit.extra_x), atol=1e-5)
+    assert not torch.equal(fit.extra_x[: fit.n // 2], fit.x[: fit.n // 2])
+
+
+def test_patience_stops_a_stage_early_and_keeps_its_best_epoch(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    calls: list[tuple[str, int, int]] = []
+    cfg = fast_config(k=4, meta_epochs=40, meta_lr=0.5, patience=2, soft_epochs=0)
+    _, report = compress(
+        small_model, cfg, digits, progress=lambda s, i, n, loss: calls.append((s, i, n))
+    )
+    meta_steps = [i for s, i, n in calls if s == "meta" and i < n]
+    assert meta_steps and max(meta_steps) < 39  # stopped well before its 40 epochs
+    assert report.val_before is not None and report.val_after is not None
