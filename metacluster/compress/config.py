@@ -175,6 +175,12 @@ class MetaClusterConfig:
         hi=MAX_K,
         integer=True,
     )
+    baselines: bool = knob(
+        True,
+        "Also run the baselines (scalar clustering, PQ, int4, int8; fine-tuned alike) from "
+        "the original model, so the report shows them on the same byte axis.",
+        choices=(True, False),
+    )
     scope: str = knob(
         "per_layer",
         "per_layer: one codebook per layer; global: one per basis across layers.",

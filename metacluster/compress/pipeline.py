@@ -30,6 +30,7 @@ from metacluster.compress.codebook import (
 )
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
+from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
 from metacluster.compress.functional import evaluate_model
 from metacluster.compress.meta import MetaResult, free_vectors, init_meta_learners
 from metacluster.compress.methods import NoOptions, register_method
@@ -367,9 +368,18 @@ def run_pipeline(ctx: Context, generator: str) -> tuple[CompressedKAN, Compressi
         recommended = None
     compressed, report = results[chosen]
     report.sweep = rows if len(rows) > 1 else []
-    report.pareto = pareto(rows, ctx.metric) if len(rows) > 1 else []
+    report.pareto = pareto(rows, ctx.metric)
     report.recommended_k = recommended
     report.layers = layer_details(ctx.source, compressed, report.layer_bytes)
+    modules = dict(ctx.source.kan_layers())
+    source = {n: modules[n].edge_view(n).coefficients.detach() for n in ctx.layers}
+    generated = source if meta is None or generator != "meta" else meta.vectors
+    report.projection = projection(source, generated, compressed, config.seed)
+    report.codebook_functions = codebook_functions(compressed)
+    if config.baselines:
+        t0 = time.perf_counter()
+        report.baselines = baseline_points(ctx, report.k or max(config.ks))
+        report.stages["baselines"] = round(time.perf_counter() - t0, 3)
     report.stages["total"] = round(time.perf_counter() - t_start, 3)
     return compressed, report
 

@@ -60,6 +60,12 @@ class CompressionReport:
     # A byte budget's bytes (target_ratio / max_bytes), and the non-dominated results.
     budget_bytes: int | None = None
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    # Baselines on the same byte axis ({method, options, k, bytes_after, after}), the K
+    # shared edge functions of each codebook layer ({x, curves}), and its edge vectors in
+    # 2D before / after the meta-learner with their cluster ({before, after, cluster}).
+    baselines: list[dict[str, Any]] = field(default_factory=list)
+    codebook_functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    projection: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Payload bytes of each KAN layer, by kind (the sizer's; shared codebooks split by edges).
     layer_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Bytes by kind; they sum to bytes_after (the real file with ArtifactSizer).

@@ -135,6 +135,11 @@ class KANLayer(nn.Module, ABC):
             cols.append(torch.zeros_like(cols[0]))
         return torch.stack(cols, dim=1)
 
+    def function_domain(self) -> tuple[float, float]:
+        """The input interval `edge_functions` samples (its first input's, where inputs
+        have grids of their own)."""
+        return (-1.0, 1.0)
+
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         """Knot buffers by attribute name, each with its knots of extension on either
         side (a B-spline's order; None for a grid without extension, such as RBF

@@ -499,6 +499,10 @@ class BSplineKANLayer(KANLayer):
     def basis(self) -> Basis:
         return bspline_basis(self)
 
+    def function_domain(self) -> tuple[float, float]:
+        k = self.spline_order
+        return (float(self.grid[0, k]), float(self.grid[0, -k - 1]))
+
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         return {"grid": (self.spline_order, self._default_grid())}
 

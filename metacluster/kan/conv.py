@@ -225,6 +225,10 @@ class KANConv2d(_ConvKAN2d):
     def basis(self) -> Basis:
         return bspline_basis(self)
 
+    def function_domain(self) -> tuple[float, float]:
+        k = self.spline_order
+        return (float(self.grid[k]), float(self.grid[-k - 1]))
+
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         return {"grid": (self.spline_order, self._default_grid())}
 

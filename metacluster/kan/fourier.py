@@ -73,6 +73,9 @@ class FourierKANLayer(FeatureKANLayer):
     def basis(self) -> Basis:
         return Basis("fourier", self.coef_dim, {"grid_size": self.grid_size})
 
+    def function_domain(self) -> tuple[float, float]:
+        return (-math.pi, math.pi)
+
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         """The series on one period [-pi, pi]."""
         check_coefficients(coefficients, self.coef_dim)

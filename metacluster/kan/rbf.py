@@ -106,6 +106,9 @@ class RBFKANLayer(FeatureKANLayer):
             params["base"] = self.base_activation
         return Basis("rbf", self.coef_dim, params)
 
+    def function_domain(self) -> tuple[float, float]:
+        return (float(self.grid_range[0]), float(self.grid_range[1]))
+
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         return {"grid": (None, torch.linspace(*self.grid_range, self.grid_size))}
 

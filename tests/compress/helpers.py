@@ -53,6 +53,7 @@ def fast_config(**overrides: Any) -> MetaClusterConfig:
         "kmeans_iters": 10,
         "kmeans_restarts": 1,
         "device": "cpu",
+        "baselines": False,
     }
     base.update(overrides)
     return MetaClusterConfig(**base)

@@ -157,3 +157,35 @@ def test_patience_stops_a_stage_early_and_keeps_its_best_epoch(
     meta_steps = [i for s, i, n in calls if s == "meta" and i < n]
     assert meta_steps and max(meta_steps) < 39  # stopped well before its 40 epochs
     assert report.val_before is not None and report.val_after is not None
+
+
+def test_the_report_has_baselines_codebook_curves_and_projections(
+    small_model: KANModel, digits: Dataset
+) -> None:
+    from metacluster.compress.diagnostics import CURVE_POINTS
+
+    _, report = compress(
+        small_model,
+        fast_config(k=4, baselines=True, finetune_epochs=1),
+        digits,
+        sizer=ArtifactSizer(),
+    )
+    methods = [(b["method"], b["options"]) for b in report.baselines]
+    assert methods == [
+        ("scalar", {"bits": 1}),
+        ("scalar", {"bits": 2}),
+        ("pq", {"m": 3, "bits": 1}),
+        ("int4", {}),
+        ("int8", {}),
+    ]
+    assert all(b["bytes_after"] > 0 and 0 <= b["after"] <= 1 for b in report.baselines)
+    int8 = report.baselines[-1]
+    assert int8["bytes_after"] > report.bytes_after  # 8 bits a value against 2 bits an edge
+    assert set(report.codebook_functions) == {"layers.0", "layers.1"}
+    for curves in report.codebook_functions.values():
+        assert len(curves["x"]) == CURVE_POINTS and len(curves["curves"]) == 4
+    for name, proj in report.projection.items():
+        n = len(proj["cluster"])
+        assert n == min(400, dict(small_model.kan_layers())[name].n_edges)
+        assert len(proj["before"]) == len(proj["after"]) == n and max(proj["cluster"]) < 4
+    assert report.pareto and report.pareto[0]["bytes_after"] == report.bytes_after
