@@ -1,15 +1,27 @@
-"""Compression benchmark: MetaCluster vs plain K-means and baselines, real bytes on disk.
+"""Compression benchmark on checkpoints written by the upstream libraries themselves.
 
-Run `python benchmarks/compression.py` (full, ~30 min on 2 cores) or `--quick` (smoke);
-it writes its table into benchmarks/RESULTS.md via benchmarks._results.write_section.
+For every row (benchmarks/sources.py builds the checkpoints with efficient-kan's,
+pykan's and torch-conv-kan's own code): the target setting through the real use case
+(`metacluster.workflow.compress_file`, real file bytes), a K sweep for MetaCluster's
+Pareto frontier and for plain K-means, and the baselines on the same byte axis (from
+the report). Then the ablation (same K: plain K-means; K-means + soft clustering, no
+meta-learner; meta-learner without the soft stage, the paper's recipe; the full
+pipeline; the full pipeline with the soft stage on free vectors) and the wall time of
+a four-K sweep of the digits row.
+
+    python benchmarks/compression.py            # full, about an hour on 2 cores
+    python benchmarks/compression.py --quick    # tiny smoke run (the test suite runs it)
+
+Tables go into benchmarks/RESULTS.md (sections compression, compression_frontier,
+compression_ablation, compression_speed); --json dumps every report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,204 +34,292 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._results import RESULTS, markdown_table, write_section  # noqa: E402
-from metacluster.compress import MetaClusterConfig, compress  # noqa: E402
-from metacluster.compress.report import CompressionReport  # noqa: E402
-from metacluster.data import load_dataset  # noqa: E402
-from metacluster.training import build_model_for, evaluate, train_model  # noqa: E402
-from metacluster.workflow import ArtifactSizer  # noqa: E402
+from benchmarks.sources import Source, build  # noqa: E402
+from metacluster.compress import MetaClusterConfig  # noqa: E402
+from metacluster.workflow import compress_file  # noqa: E402
 
 
 @dataclass
 class Row:
-    """One benchmark model: data, family, widths, training and compression settings."""
+    name: str
+    source: Source
+    target: dict[str, Any]  # the row's setting: {"k": 16} or {"target_ratio": 40}
+    goal: str  # what the issue asks, in words
+    ks: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    config: dict[str, Any] = field(default_factory=dict)  # recipe changes for this row
+    max_drop: float = 0.005  # accuracy points as a fraction, or RMSE factor - 1
+    min_file_vs_param: float | None = None
+    min_param_ratio: float | None = None
+    min_file_ratio: float | None = None
 
-    data: str
-    family: str
-    widths: list[int]
-    epochs: int
-    lr: float = 1e-2
-    options: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
 
-
-EQ: dict[str, Any] = {"scope": "global", "codebook_dtype": "float16"}
-FULL_ROWS = [
-    Row("digits", "bspline", [64, 256, 10], 30),
-    Row("digits", "rbf", [64, 128, 10], 30),
-    Row("digits", "chebyshev", [64, 128, 10], 30),
+EQ = {"grid_size": 10}
+FULL = [
     Row(
-        "mnist1d",
-        "bspline",
-        [40, 128, 10],
-        60,
-        lr=3e-3,
-        config={"d_emb": 2, "soft_epochs": 40, "finetune_epochs": 5, "finetune_lr": 1e-3},
+        "efficient-kan 64-256-10, digits",
+        Source("efficient-kan", "digits", (64, 256, 10), 30),
+        {"k": 16},
+        "file ratio >= 0.9 x param ratio (>= 58), drop <= 0.5 pt",
+        max_drop=0.005,
+        min_file_vs_param=0.9,
+        min_file_ratio=58,
     ),
-    # Equation rows: grid 10 (pykan's usual), one global fp16 codebook; the 100-input row
-    # is the paper's high-dimensional setting, the small ones show where headers weigh.
-    Row("eq:exp_sin_sq_4d", "bspline", [4, 128, 1], 60, options={"grid_size": 10}, config=EQ),
-    Row("eq:feynman_I_12_11", "bspline", [5, 128, 1], 60, options={"grid_size": 10}, config=EQ),
     Row(
-        "eq:exp_mean_sin_sq_100d", "bspline", [100, 64, 1], 60, options={"grid_size": 10}, config=EQ
+        "efficient-kan 40-128-10, MNIST-1D",
+        Source("efficient-kan", "mnist1d", (40, 128, 10), 60, 3e-3, {"grid_bound": 3.0}),
+        {"target_ratio": 40},
+        "drop <= 1.0 pt at target_ratio 40",
+        max_drop=0.01,
+    ),
+    Row(
+        "pykan 13-6-3 after fit (grid updates), wine",
+        Source("pykan", "wine", (13, 6, 3), 200, 1e-2, {"grid": 3}),
+        {"k": 8},
+        "param ratio >= 8, drop <= 1 pt",
+        ks=[2, 4, 8, 16],
+        max_drop=0.01,
+        min_param_ratio=8,
+    ),
+    Row(
+        "efficient-kan 100-64-1, eq exp(mean sin^2) 100 inputs",
+        Source("efficient-kan", "eq:exp_mean_sin_sq_100d", (100, 64, 1), 60, 1e-2, EQ),
+        {"target_ratio": 80},
+        "RMSE <= 1.1x at target_ratio 80",
+        max_drop=0.1,
+    ),
+    Row(
+        "efficient-kan 4-128-1, eq exp(sin) 4 inputs",
+        Source("efficient-kan", "eq:exp_sin_sq_4d", (4, 128, 1), 60, 1e-2, EQ),
+        {"target_ratio": 40},
+        "RMSE <= 1.1x at target_ratio 40",
+        max_drop=0.1,
+    ),
+    Row(
+        "efficient-kan 5-128-1, eq Feynman I.12.11",
+        Source("efficient-kan", "eq:feynman_I_12_11", (5, 128, 1), 60, 1e-2, EQ),
+        {"target_ratio": 40},
+        "RMSE <= 1.1x at target_ratio 40",
+        max_drop=0.1,
+    ),
+    Row(
+        "torch-conv-kan 2 conv + pool + linear, digits",
+        Source("torch-conv-kan", "digits", (8, 16, 10), 30),
+        {"target_ratio": 10},
+        "drop <= 1.0 pt at target_ratio 10",
+        ks=[16, 32, 64, 256],
+        max_drop=0.01,
     ),
 ]
-QUICK_ROWS = [
+QUICK_RECIPE = {
+    "regress_steps": 30,
+    "meta_epochs": 1,
+    "soft_epochs": 1,
+    "finetune_epochs": 1,
+    "kmeans_iters": 5,
+    "kmeans_restarts": 1,
+}
+QUICK = [
     Row(
-        "digits",
-        "bspline",
-        [64, 16, 10],
-        3,
-        config={"regress_steps": 30, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1},
-    ),
-    Row(
-        "eq:xy",
-        "bspline",
-        [2, 8, 1],
-        5,
-        config={"regress_steps": 30, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1},
+        "efficient-kan 2-8-1, eq x*y",
+        Source("efficient-kan", "eq:xy", (2, 8, 1), 3),
+        {"target_ratio": 3},
+        "smoke",
+        ks=[4, 8],
+        config=QUICK_RECIPE,
+        max_drop=1.0,
     ),
 ]
-FULL_KS = [4, 8, 16, 32]
-QUICK_KS = [4, 8]
+ABLATION = {
+    "plain K-means": {"method": "kmeans"},
+    "K-means + soft (DKM), no meta-learner": {"method": "dkm"},
+    "meta-learner, no soft stage (the paper)": {"soft_epochs": 0},
+    "meta-learner + soft stage (default)": {},
+    "meta-learner + soft stage on free vectors": {"soft_from": "free"},
+}
 
 
-def _pq_m(coef_dim: int) -> int:
-    """Smallest divisor > 1 of the vector length: the PQ split closest to VQ's bytes."""
-    return next(m for m in range(2, coef_dim + 1) if coef_dim % m == 0)
+def _drop(metric: str, before: float, after: float) -> float:
+    """Loss in accuracy points (fraction), or RMSE factor - 1."""
+    return before - after if metric == "accuracy" else after / before - 1
 
 
-def _drop(r: CompressionReport) -> float:
-    return r.before - r.after if r.metric == "accuracy" else r.after / r.before
+def _better_or_equal(metric: str, a: float, b: float) -> bool:
+    return a >= b - 1e-12 if metric == "accuracy" else a <= b + 1e-12
 
 
-def _target(r: CompressionReport, task: str) -> str:
-    if r.metric == "accuracy":
-        ok = r.before - r.after <= 0.01 and r.ratio >= 50
-        return "yes" if ok else "no"
-    ok = r.after <= 1.1 * r.before and r.ratio >= 80
-    return "yes" if ok else "no"
-
-
-def run_row(row: Row, ks: list[int], seed: int) -> list[dict[str, Any]]:
-    data = load_dataset(row.data, seed=seed)
-    torch.manual_seed(seed)
-    model = build_model_for(data, row.family, row.widths, **row.options)
+def _run(path: Path, data: str, config: dict[str, Any], out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    train_model(model, data, epochs=row.epochs, lr=row.lr, seed=seed)
-    t_train = time.perf_counter() - t0
-    metric, value = evaluate(model, data)
-    cfg = MetaClusterConfig(k=ks, seed=seed, device="cpu", max_drop=0.01, **row.config)
-    out: list[dict[str, Any]] = []
-    name = f"{row.data} {row.family} {','.join(map(str, row.widths))}"
+    report = compress_file(path, data, MetaClusterConfig(device="cpu", **config), out)
+    result = report.to_dict()
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    return result
 
-    def record(method: str, report: CompressionReport) -> None:
-        out.append(
-            {
-                "model": name,
-                "method": method,
-                "train_s": round(t_train, 1),
-                "trained": value,
-                **report.to_dict(),
-            }
-        )
 
-    sizer = ArtifactSizer()  # real bytes: the artifact each result would be written as
-    _, mc = compress(model, cfg, data, sizer=sizer)
-    for sweep in mc.sweep or [mc.to_dict()]:
-        rep = CompressionReport(**{**mc.to_dict(), **sweep, "sweep": [], "layers": []})
-        record("metacluster", rep)
-    _, km = compress(model, cfg.replace(method="kmeans"), data, sizer=sizer)
-    for sweep in km.sweep or [km.to_dict()]:
-        record("kmeans", CompressionReport(**{**km.to_dict(), **sweep, "sweep": [], "layers": []}))
-    coef_dim = next(layer.coef_dim for _, layer in model.kan_layers())
-    k_ref = 16 if 16 in ks else ks[-1]
-    bits_ref = math.ceil(math.log2(k_ref))
-    m = _pq_m(coef_dim)
-    single = cfg.replace(k=k_ref)
-    baselines: tuple[tuple[str, dict[str, int]], ...] = (
-        ("scalar", {"bits": 1}),
-        ("pq", {"m": m, "bits": max(1, round(bits_ref / m))}),
-        ("int4", {}),
-        ("int8", {}),
+def covered(metric: str, mc: list[dict[str, Any]], point: dict[str, Any]) -> bool:
+    """A MetaCluster result with no more bytes and no worse metric than `point`."""
+    return any(
+        m["bytes_after"] <= point["bytes_after"]
+        and _better_or_equal(metric, m["after"], point["after"])
+        for m in mc
     )
-    for method, kwargs in baselines:
-        _, rep = compress(
-            model, single.replace(method=method, method_options=kwargs), data, sizer=sizer
-        )
-        record(
-            f"{method}"
-            + (
-                f" m={m} b={kwargs['bits']}"
-                if method == "pq"
-                else f" b={kwargs['bits']}"
-                if method == "scalar"
-                else ""
-            ),
-            rep,
-        )
+
+
+def run_row(row: Row, tmp: Path) -> dict[str, Any]:
+    path, data = build(row.source)
+    print(f"[{row.name}] {path}", file=sys.stderr, flush=True)
+    target = _run(path, data, {**row.config, **row.target}, tmp / "target.mcz")
+    sweep_cfg = {**row.config, "k": row.ks, "baselines": False, "max_drop": row.max_drop}
+    mc = _run(path, data, sweep_cfg, tmp / "mc.mcz")
+    km = _run(path, data, {**sweep_cfg, "method": "kmeans"}, tmp / "km.mcz")
+    metric = target["metric"]
+    mc_points = [
+        {"bytes_after": r["bytes_after"], "after": r["after"], "k": r["k"]}
+        for r in mc["sweep"] or [mc]
+    ] + [{"bytes_after": target["bytes_after"], "after": target["after"], "k": "target"}]
+    baselines = target["baselines"]
+    checks = {
+        "drop": _drop(metric, target["before"], target["after"]) <= row.max_drop + 1e-12,
+        "frontier": all(covered(metric, mc_points, b) for b in baselines),
+    }
+    if row.min_file_vs_param is not None:
+        checks["file_vs_param"] = target["ratio"] >= row.min_file_vs_param * target["param_ratio"]
+    if row.min_file_ratio is not None:
+        checks["file_ratio"] = target["ratio"] >= row.min_file_ratio
+    if row.min_param_ratio is not None:
+        checks["param_ratio"] = target["param_ratio"] >= row.min_param_ratio
     print(
-        f"[{name}] {metric} {value:.4f}: MC K={k_ref} -> "
-        f"{next(r['after'] for r in out if r['method'] == 'metacluster' and r['k'] == k_ref):.4f}",
+        f"[{row.name}] {metric} {target['before']:.4f} -> {target['after']:.4f}, "
+        f"ratio {target['ratio']:.1f}, checks {checks}",
         file=sys.stderr,
         flush=True,
     )
+    return {
+        "row": row.name,
+        "goal": row.goal,
+        "source": row.source.library,
+        "target_setting": row.target,
+        "target": target,
+        "metacluster_sweep": mc["sweep"] or [mc],
+        "kmeans_sweep": km["sweep"] or [km],
+        "baselines": baselines,
+        "mc_points": mc_points,
+        "checks": checks,
+    }
+
+
+def run_ablation(row: Row, k: int, tmp: Path) -> list[dict[str, Any]]:
+    path, data = build(row.source)
+    out = []
+    for label, change in ABLATION.items():
+        cfg = {**row.config, "k": k, "baselines": False, **change}
+        r = _run(path, data, cfg, tmp / "ablation.mcz")
+        out.append({"row": row.name, "variant": label, **r})
+        print(f"[ablation {row.name}] {label}: {r['after']:.4f}", file=sys.stderr, flush=True)
     return out
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def speed(row: Row, tmp: Path) -> dict[str, Any]:
+    """Wall time of a four-K sweep (the row's ks) with the default recipe, CPU."""
+    path, data = build(row.source)
+    r = _run(path, data, {**row.config, "k": row.ks, "baselines": False}, tmp / "speed.mcz")
+    return {"row": row.name, "ks": row.ks, "wall_s": r["wall_s"], "stages": r["stages"]}
+
+
+# -- tables ---------------------------------------------------------------------------
+def _fmt(metric: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4g}"
+
+
+def _setting(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.items())
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
     headers = [
-        "model",
-        "method",
-        "K",
-        "metric",
-        "before",
-        "after",
-        "MC-KM",
-        "bytes before",
-        "bytes after",
-        "ratio",
-        "param ratio",
-        "meta s",
-        "soft s",
-        "kmeans s",
-        "finetune s",
-        "target",
-    ]
-    km_after = {(r["model"], r["k"]): r["after"] for r in results if r["method"] == "kmeans"}
-    rows = []
-    for r in results:
-        if r["method"] == "metacluster":
-            kma = km_after.get((r["model"], r["k"]))
-            diff = r["after"] - kma if kma is not None else float("nan")
-            if r["metric"] == "rmse":
-                diff = -diff  # positive = MetaCluster better
-        else:
-            diff = float("nan")
-        rep = CompressionReport(
-            **{k: r[k] for k in CompressionReport.__dataclass_fields__ if k in r}
-        )
-        stages = r["stages"]
-        rows.append(
+        "row", "setting", "metric before -> after", "drop", "bytes before -> after",
+        "file ratio", "param ratio", "bytes: codebooks/indices/grids/dense/manifest/container",
+        "K per layer", "meta s", "soft s", "kmeans s", "finetune s", "baselines s", "goal",
+        "met", "frontier >= baselines",
+    ]  # fmt: skip
+    out = []
+    for r in rows:
+        t = r["target"]
+        metric = t["metric"]
+        drop = _drop(metric, t["before"], t["after"])
+        b = t["bytes_breakdown"]
+        st = t["stages"]
+        met = all(v for k, v in r["checks"].items() if k != "frontier")
+        out.append(
             [
-                r["model"],
-                r["method"],
-                r["k"],
-                r["metric"],
-                round(r["before"], 4),
-                round(r["after"], 4),
-                "" if math.isnan(diff) else f"{diff:+.4f}",
-                r["bytes_before"],
-                r["bytes_after"],
-                round(r["ratio"], 1),
-                round(r["param_ratio"], 1),
-                stages.get("meta", ""),
-                stages.get("soft", ""),
-                stages.get("kmeans", stages.get("quantize", "")),
-                stages.get("finetune", ""),
-                _target(rep, "") if r["method"] == "metacluster" and r["k"] == 16 else "",
+                r["row"], _setting(r["target_setting"]),
+                f"{_fmt(metric, t['before'])} -> {_fmt(metric, t['after'])}",
+                f"{100 * drop:+.2f} pt" if metric == "accuracy" else f"x{1 + drop:.3f}",
+                f"{t['bytes_before']:,} -> {t['bytes_after']:,}",
+                round(t["ratio"], 1), round(t["param_ratio"], 1),
+                "/".join(str(b.get(k, 0)) for k in ("codebooks", "indices", "grids", "dense", "manifest", "container")),
+                " ".join(f"{layer['mode'][0]}{'' if not layer['k'] else layer['k'][0]}" for layer in t["layers"]),
+                st.get("meta", ""), st.get("soft", ""), st.get("kmeans", ""), st.get("finetune", ""),
+                st.get("baselines", ""), r["goal"], "yes" if met else "no",
+                "yes" if r["checks"]["frontier"] else "no",
             ]
-        )
-    return markdown_table(headers, rows)
+        )  # fmt: skip
+    return markdown_table(headers, out)
+
+
+def frontier_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["row", "method", "setting", "bytes", "metric", "dominated by MetaCluster"]
+    out = []
+    for r in rows:
+        metric = r["target"]["metric"]
+        for p in r["mc_points"]:
+            out.append(
+                [
+                    r["row"],
+                    "metacluster",
+                    f"K={p['k']}",
+                    p["bytes_after"],
+                    _fmt(metric, p["after"]),
+                    "",
+                ]
+            )
+        for p in r["kmeans_sweep"]:
+            cov = covered(metric, r["mc_points"], p)
+            out.append(
+                [
+                    r["row"],
+                    "kmeans",
+                    f"K={p['k']}",
+                    p["bytes_after"],
+                    _fmt(metric, p["after"]),
+                    "yes" if cov else "no",
+                ]
+            )
+        for p in r["baselines"]:
+            cov = covered(metric, r["mc_points"], p)
+            out.append(
+                [
+                    r["row"],
+                    p["method"],
+                    _setting(p["options"]) or "-",
+                    p["bytes_after"],
+                    _fmt(metric, p["after"]),
+                    "yes" if cov else "no",
+                ]
+            )
+    return markdown_table(headers, out)  # fmt: skip
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["row", "variant", "K", "metric before -> after", "bytes", "ratio", "total s"]
+    out = [
+        [
+            r["row"], r["variant"], r["k"],
+            f"{_fmt(r['metric'], r['before'])} -> {_fmt(r['metric'], r['after'])}",
+            r["bytes_after"], round(r["ratio"], 1), r["stages"].get("total", ""),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(headers, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,48 +328,85 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="markdown file to update")
     parser.add_argument("--json", type=Path, default=None, help="also dump every report here")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="run rows whose data name contains this")
-    parser.add_argument(
-        "--render",
-        type=Path,
-        default=None,
-        help="only re-render the table from a --json dump of an earlier run",
-    )
-    parser.add_argument("--minutes", type=float, default=None, help="run time to state (--render)")
+    parser.add_argument("--only", default="", help="rows whose name contains this")
+    parser.add_argument("--skip-ablation", action="store_true")
     args = parser.parse_args(argv)
-    if args.render is not None:
-        args.json = None
-        _write(args, json.loads(args.render.read_text()), 60 * (args.minutes or 0.0), done=True)
-        return
     torch.set_num_threads(args.threads)
-    rows = QUICK_ROWS if args.quick else FULL_ROWS
-    rows = [r for r in rows if args.only in r.data]
-    ks = QUICK_KS if args.quick else FULL_KS
+    rows = [r for r in (QUICK if args.quick else FULL) if args.only in r.name]
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        results.extend(run_row(row, ks, seed=0))
-        # rewrite the section after every model, so a long run leaves its rows behind
-        _write(args, results, time.perf_counter() - t0, done=i + 1 == len(rows))
+    ablation: list[dict[str, Any]] = []
+    timing: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
+        for row in rows:
+            results.append(run_row(row, Path(tmp)))
+            _write(args, results, ablation, timing, time.perf_counter() - t0)
+        if not args.skip_ablation:
+            pick = (
+                rows
+                if args.quick
+                else [
+                    r
+                    for r in rows
+                    if ("digits" in r.name
+                    and "efficient" in r.name)
+                    or "MNIST" in r.name
+                    or "100 inputs" in r.name
+                ]
+            )
+            for row in pick:
+                ablation.extend(run_ablation(row, 16 if not args.quick else 4, Path(tmp)))
+                _write(args, results, ablation, timing, time.perf_counter() - t0)
+        timing.append(speed(rows[0], Path(tmp)))
+    _write(args, results, ablation, timing, time.perf_counter() - t0)
 
 
 def _write(
-    args: argparse.Namespace, results: list[dict[str, Any]], elapsed: float, done: bool
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    ablation: list[dict[str, Any]],
+    timing: list[dict[str, Any]],
+    elapsed: float,
 ) -> None:
-    state = "" if done else " PARTIAL (still running)"
-    header = (
-        f"Compression (CPU, {args.threads} torch threads, seed 0, {'quick' if args.quick else 'full'}"
-        f" run{state}, {elapsed / 60:.1f} min). bytes = real file sizes: fp32 source checkpoint vs"
-        " artifact; ratio = before/after; param ratio = the paper's bit count. Baselines use the"
-        " same artifact writer at the K=16 budget (scalar b=1 and PQ are the settings closest to"
-        " it; their K column is centroids per codebook: scalar 2, PQ with m=3 (L=9) b=1 -> 2,"
-        " m=2 (L=4 or 14) b=2 -> 4). MC-KM = MetaCluster minus plain K-means at equal K (positive = MetaCluster better)."
-        " target (K=16 rows): classification within 1.0 point and ratio >= 50; regression"
-        " RMSE <= 1.1x and ratio >= 80.\n\n"
-    )
+    run = f"{'quick' if args.quick else 'full'} run, CPU, {args.threads} torch threads, {elapsed / 60:.1f} min"
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1, default=str))
-    write_section("compression", header + table(results), path=args.results)
+        args.json.write_text(
+            json.dumps(
+                {"rows": results, "ablation": ablation, "speed": timing}, indent=1, default=str
+            )
+        )
+    write_section(
+        "compression",
+        f"Compression targets ({run}). Checkpoints written by the upstream libraries' own code "
+        "(benchmarks/sources.py); bytes are real files: the source as an fp32 checkpoint in its "
+        "library's layout vs the .mcz artifact; ratio = before/after; param ratio = the paper's bit "
+        "count; K per layer: c<K> codebook, u<levels> uniform, d dense; stage seconds of the target "
+        "run; 'frontier >= baselines': every baseline point (scalar 1/2 bits, PQ, int4, int8, "
+        "fine-tuned alike) has a MetaCluster result with no more bytes and no worse metric.\n\n"
+        + targets_table(results),
+        path=args.results,
+    )
+    write_section(
+        "compression_frontier",
+        f"Bytes vs metric of every result ({run}): MetaCluster's K sweep and target run, plain "
+        "K-means' sweep and the baselines.\n\n" + frontier_table(results),
+        path=args.results,
+    )
+    if ablation:
+        write_section(
+            "compression_ablation",
+            f"Ablation at equal K ({run}): does the meta-learner earn its time?\n\n"
+            + ablation_table(ablation),
+            path=args.results,
+        )
+    if timing:
+        t = timing[0]
+        write_section(
+            "compression_speed",
+            f"Wall time of a sweep of K={t['ks']} on {t['row']} ({run}): {t['wall_s']} s "
+            f"(stages of the last K: {json.dumps(t['stages'])}).",
+            path=args.results,
+        )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,12 @@ class MetaClusterConfig:
         hi=MAX_EPOCHS,
         integer=True,
     )
+    soft_from: str = knob(
+        "meta",
+        "What the clustering-aware stage trains: the meta-learners (vectors stay on their "
+        "manifold) or free vectors started from what the meta-learner generated.",
+        choices=("meta", "free"),
+    )
     finetune_epochs: int = knob(
         5,
         "Codebook fine-tuning: centroids + other params, indices frozen.",

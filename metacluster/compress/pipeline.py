@@ -32,7 +32,7 @@ from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
 from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
 from metacluster.compress.functional import evaluate_model
-from metacluster.compress.meta import MetaResult, free_vectors, init_meta_learners
+from metacluster.compress.meta import FreeVectors, MetaResult, free_vectors, init_meta_learners
 from metacluster.compress.methods import NoOptions, register_method
 from metacluster.compress.plan import LayerPlan, StagePlan, codebook_bits
 from metacluster.compress.report import CompressionReport, layer_details
@@ -255,6 +255,8 @@ def run_candidate(
         modules = dict(ctx.work.kan_layers())
         gen = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
     elif ctx.config.soft_epochs > 0 and cand.codebook_groups:
+        if ctx.config.soft_from == "free" and not isinstance(meta.learners[0], FreeVectors):
+            meta = free_vectors(meta.groups, meta.vectors)  # leave the manifold for this stage
         gen = _soft_stage(ctx, meta, cand)
     else:
         gen = meta.vectors

@@ -1,4 +1,5 @@
-"""The compression benchmark's --quick smoke run writes a complete table section."""
+"""The compression benchmark's --quick smoke run writes all its sections, on a checkpoint
+written by efficient-kan's own code (the reference copy), through the real use case."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_main() -> Any:
+def _load() -> Any:
     spec = importlib.util.spec_from_file_location(
         "compression_bench", ROOT / "benchmarks" / "compression.py"
     )
@@ -19,22 +20,37 @@ def _load_main() -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.main
+    return module
 
 
-def test_quick_benchmark_writes_its_section(tmp_path: Path) -> None:
+def test_quick_benchmark_writes_its_sections(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     dump = tmp_path / "results.json"
-    main = _load_main()
-    main(["--quick", "--threads", "1", "--results", str(out), "--json", str(dump), "--only", "eq:"])
+    bench = _load()
+    bench.main(["--quick", "--threads", "1", "--results", str(out), "--json", str(dump)])
     text = out.read_text()
-    assert "<!-- BEGIN compression -->" in text and "<!-- END compression -->" in text
-    rows = json.loads(dump.read_text())
-    methods = {r["method"].split()[0] for r in rows}
-    assert methods == {"metacluster", "kmeans", "scalar", "pq", "int4", "int8"}
-    for r in rows:
-        assert (
-            r["bytes_after"] > 0 and abs(r["ratio"] - r["bytes_before"] / r["bytes_after"]) < 1e-9
-        )
-    assert [r["k"] for r in rows if r["method"] == "metacluster"] == [4, 8]
-    assert text.count("| eq:xy bspline 2,8,1 |") == len(rows)
+    for section in (
+        "compression",
+        "compression_frontier",
+        "compression_ablation",
+        "compression_speed",
+    ):
+        assert f"<!-- BEGIN {section} -->" in text and f"<!-- END {section} -->" in text
+    data = json.loads(dump.read_text())
+    (row,) = data["rows"]
+    target = row["target"]
+    assert (
+        target["bytes_after"] > 0
+        and sum(target["bytes_breakdown"].values()) == target["bytes_after"]
+    )
+    assert abs(target["ratio"] - target["bytes_before"] / target["bytes_after"]) < 1e-9
+    assert target["budget_bytes"] and target["bytes_after"] <= target["budget_bytes"]
+    assert {b["method"] for b in row["baselines"]} == {"scalar", "pq", "int4", "int8"}
+    assert [r["k"] for r in row["metacluster_sweep"]] == [4, 8]
+    assert set(row["checks"]) == {"drop", "frontier"}
+    assert [a["variant"] for a in data["ablation"]] == list(bench.ABLATION)
+    assert data["speed"][0]["wall_s"] > 0
+    # every baseline shows whether MetaCluster dominates it
+    assert text.count("| efficient-kan 2-8-1, eq x*y |") == len(row["mc_points"]) + len(
+        row["kmeans_sweep"]
+    ) + len(row["baselines"]) + 1 + len(bench.ABLATION)
