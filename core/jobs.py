@@ -7,11 +7,13 @@
                 │  └──request_cancel──> cancelled
                 └──mark_enqueue_failed──> failed
     queued ──requeue_stale──> queued (one more message; an event records it)
+    succeeded | failed | cancelled ──delete──> (gone, with its events and artifacts)
 
 Each function takes the caller's session and leaves the commit to it (the API's
 request transaction, the worker's `session_scope`). Every transition locks the job
 row first and writes its event through the one event writer, so the API and the
-workers never interleave two changes of one job.
+workers never interleave two changes of one job. A change the job's webhook subscribed
+to queues its message in the same transaction (`core.webhooks.job_changed`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from core.repositories import (
     ModelRepository,
 )
 from core.service_errors import IdempotencyConflictError, JobStateError
+from core.webhooks import job_changed
 from metacluster.errors import DatasetError, InputError
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ def _settle(
         data["error"] = error
     message = status if error is None else f"{status}: {error['message']}"
     _event(session, job.id, "status", message=message, data=data)
+    job_changed(session, job, status)
 
 
 # -- create and enqueue (API) -------------------------------------------------------------
@@ -91,6 +95,8 @@ def create(
     queue: str,
     request_hash: str,
     idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
 ) -> tuple[Job, bool]:
     """-> queued: add a job the caller validated; returns (job, replayed).
 
@@ -113,6 +119,8 @@ def create(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
         queue=queue,
+        webhook_url=webhook_url,
+        webhook_events=webhook_events if webhook_url else None,
     )
     try:
         # A savepoint, so losing a race on the (owner, key) unique constraint leaves
@@ -156,8 +164,28 @@ def request_cancel(session: Session, job: Job) -> Job:
         job.status = "cancelled"
         job.finished_at = utcnow()
         _event(session, job.id, "status", message="cancelled", data={"status": "cancelled"})
+        job_changed(session, job, "cancelled")
     session.flush()
     return job
+
+
+def delete(session: Session, job: Job) -> list[str]:
+    """A finished job -> gone, with its events, artifact rows and webhook messages;
+    returns the storage prefix of its blobs for the caller to remove after commit.
+
+    `job` must be locked by the caller. An unfinished job is a 409: cancel it first
+    (a running worker would otherwise write into a job that no longer exists).
+    """
+    if job.status not in FINISHED_STATUSES:
+        raise JobStateError(
+            f"job {job.id} is {job.status}; cancel it and wait until it is cancelled "
+            "before deleting it",
+            code="job_not_finished",
+        )
+    job_id = job.id
+    session.delete(job)
+    session.flush()
+    return [f"jobs/{job_id}/"]
 
 
 # -- claim, progress, finish (worker) --------------------------------------------------------
@@ -235,7 +263,8 @@ def claim(
         return Claim(status="failed")
     resumed = job.status == "running"
     job.status = "running"
-    if job.started_at is None:
+    first_start = job.started_at is None
+    if first_start:
         job.started_at = utcnow()
     message = f"delivery {job.deliveries}" + (
         " (re-delivered after a worker loss)" if resumed else ""
@@ -244,6 +273,8 @@ def claim(
     if message_id is not None:
         data["message_id"] = message_id  # this message now owns the job
     _event(session, job.id, "status", message=message, data=data)
+    if first_start:
+        job_changed(session, job, "started")
     model = ModelRepository(session).by_id(job.model_id)
     if model is None:
         raise InputError(f"model {job.model_id} of job {job.id} no longer exists", code="not_found")
@@ -285,6 +316,8 @@ def record_progress(
     _event(
         session, job_id, kind, stage=stage, progress=progress, loss=loss, message=message, data=data
     )
+    if kind == "stage":
+        job_changed(session, job, "stage")
 
 
 def log_event(
@@ -344,6 +377,7 @@ __all__ = [
     "Claim",
     "claim",
     "create",
+    "delete",
     "fail",
     "find_replay",
     "log_event",

@@ -9,16 +9,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
 from core.db.models import (
+    FINISHED_STATUSES,
+    ApiKey,
     Artifact,
     DatasetRecord,
     Job,
     JobEvent,
     ModelRecord,
+    WebhookDelivery,
     new_id,
 )
 from core.service_errors import NotFoundError
@@ -57,6 +60,29 @@ class _OwnedRepository(_Repository, Generic[R]):
         if record is None:
             raise NotFoundError(f"{self.noun} {record_id} not found")
         return record
+
+    def page(self, owner_id: str, *, after: str | None, limit: int) -> tuple[Sequence[R], bool]:
+        """The owner's rows newest first (ids are time-ordered), strictly older than
+        ``after``; returns the page and whether more rows follow."""
+        stmt = select(self.model).where(self.model.owner_id == owner_id)
+        if after is not None:
+            stmt = stmt.where(self.model.id < after)
+        rows = self.session.scalars(stmt.order_by(self.model.id.desc()).limit(limit + 1)).all()
+        return rows[:limit], len(rows) > limit
+
+    def delete(self, record: R) -> None:
+        self.session.delete(record)
+        self.session.flush()
+
+    def created_before(self, cutoff: datetime, limit: int) -> list[R]:
+        """Any owner's rows created before `cutoff`, oldest first (the retention sweep)."""
+        stmt = (
+            select(self.model)
+            .where(self.model.created_at < cutoff)
+            .order_by(self.model.created_at)
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))
 
 
 class ModelRepository(_OwnedRepository[ModelRecord]):
@@ -115,7 +141,39 @@ class JobRepository(_OwnedRepository[Job]):
             select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key)
         ).one_or_none()
 
-    def page(
+    def using(
+        self,
+        *,
+        model_id: str | None = None,
+        dataset: str | None = None,
+        finished_since: datetime | None = None,
+    ) -> int:
+        """How many queued or running jobs use the model or the dataset; with
+        `finished_since`, jobs that finished at or after it count too."""
+        live: ColumnElement[bool] = Job.status.in_(("queued", "running"))
+        if finished_since is not None:
+            live = or_(live, Job.finished_at >= finished_since)
+        stmt = select(func.count()).select_from(Job).where(live)
+        if model_id is not None:
+            stmt = stmt.where(Job.model_id == model_id)
+        if dataset is not None:
+            stmt = stmt.where(Job.dataset == dataset)
+        return int(self.session.scalar(stmt) or 0)
+
+    def of_model(self, model_id: str) -> list[Job]:
+        return list(self.session.scalars(select(Job).where(Job.model_id == model_id)))
+
+    def finished_before(self, cutoff: datetime, limit: int) -> list[Job]:
+        """Any owner's finished jobs that ended before `cutoff`, oldest first."""
+        stmt = (
+            select(Job)
+            .where(Job.status.in_(tuple(FINISHED_STATUSES)), Job.finished_at < cutoff)
+            .order_by(Job.finished_at)
+            .limit(limit)
+        )
+        return list(self.session.scalars(stmt))
+
+    def page(  # type: ignore[override]  # jobs also filter by status
         self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
     ) -> tuple[Sequence[Job], bool]:
         """Jobs newest first (ids are time-ordered), strictly older than ``after``.
@@ -177,6 +235,16 @@ class JobEventRepository(_Repository):
         ).first()
         return dict(data) if isinstance(data, dict) else None
 
+    def after_seq(self, job_id: str, seq: int, limit: int) -> Sequence[JobEvent]:
+        """The job's events with a sequence number above `seq`, in order."""
+        stmt = (
+            select(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.seq > seq)
+            .order_by(JobEvent.seq)
+            .limit(limit)
+        )
+        return self.session.scalars(stmt).all()
+
     def page(
         self, job_id: str, *, after: int | None, limit: int
     ) -> tuple[Sequence[JobEvent], bool]:
@@ -187,7 +255,54 @@ class JobEventRepository(_Repository):
         return rows[:limit], len(rows) > limit
 
 
+class ApiKeyRepository(_Repository):
+    def lock(self, key_id: str) -> ApiKey | None:
+        return self.session.scalars(
+            select(ApiKey).where(ApiKey.id == key_id).with_for_update()
+        ).first()
+
+
+class WebhookDeliveryRepository(_Repository):
+    def add(self, delivery: WebhookDelivery) -> WebhookDelivery:
+        self.session.add(delivery)
+        self.session.flush()
+        return delivery
+
+    def get(self, delivery_id: str, *, for_update: bool = False) -> WebhookDelivery | None:
+        stmt = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).first()
+
+    def due(self, now: datetime, limit: int) -> list[WebhookDelivery]:
+        """Pending deliveries whose next attempt is due, oldest first; locked with SKIP
+        LOCKED, so the senders of several workers split them."""
+        stmt = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.session.scalars(stmt))
+
+    def of_job(self, job_id: str) -> list[WebhookDelivery]:
+        stmt = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.job_id == job_id)
+            .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        )
+        return list(self.session.scalars(stmt))
+
+
 class ArtifactRepository(_Repository):
+    def of_job(self, job_id: str) -> list[Artifact]:
+        return list(
+            self.session.scalars(
+                select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+            )
+        )
+
     def get(self, job_id: str, name: str) -> Artifact | None:
         return self.session.scalars(
             select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)

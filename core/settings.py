@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -21,43 +21,182 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="METACLUSTER_", extra="ignore")
 
-    env: Literal["development", "production"] = "development"
-    data_dir: Path = Path("./data")
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses a SQLite database (several processes share it).",
+    )
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Where the embedded mode keeps everything: SQLite file, broker, storage.",
+    )
     # None -> derived from data_dir in `_fill_defaults`, so one DATA_DIR moves everything.
-    database_url: str | None = None
-    broker_url: str | None = None
-    storage_dir: Path | None = None
-    # Where blobs live: file:///abs/path (default: storage_dir); other schemes are
-    # storage backends registered in core.storage.
-    storage_url: str | None = None
-    # Local scratch space: multipart uploads are spooled and worker inputs copied here.
-    scratch_dir: Path | None = None
-    # The job row is the record of truth; Celery results are never read.
-    result_backend: str | None = None
-    max_upload_bytes: int = Field(default=256 * MIB, gt=0)
-    max_deliveries: int = Field(default=3, ge=1)
-    gpu_queue: str = "gpu"
-    cpu_queue: str = "cpu"
-    # Queue for jobs whose config says device "auto": None -> cpu_queue, which suits the
-    # embedded mode; a deployment with GPU workers sets METACLUSTER_DEFAULT_QUEUE=gpu.
-    default_queue: str | None = None
-    # Redis re-delivers a message whose worker died after this many seconds; it must
-    # exceed the longest job, or a running job is delivered to a second worker.
-    broker_visibility_timeout_s: float = Field(default=6 * 3600.0, gt=0)
-    # /readyz gives up on the broker after this many seconds.
-    broker_timeout_s: float = Field(default=2.0, gt=0)
-    # A job still queued, never delivered, this long after its last event lost its
-    # enqueue (the API died between commit and send): workers send it again, checking
-    # every requeue_interval_s (0 turns the check off). It must exceed the usual queue
-    # wait, or a backlogged job gets an extra (harmless, dropped) message per period.
-    requeue_after_s: float = Field(default=600.0, gt=0)
-    requeue_interval_s: float = Field(default=60.0, ge=0)
-    # Largest built-in data set (train + test samples) a job may ask for with options
-    # such as `eq:xy?n_train=...` or `mnist1d?num_samples=...`: the API generates it
-    # to learn its shape, so an unbounded count would stall or exhaust the API process.
-    max_builtin_samples: int = Field(default=200_000, ge=1)
-    # Upper bound of `limit` on list endpoints.
-    max_page_size: int = Field(default=100, ge=1)
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default `sqlite:///$DATA_DIR/metacluster.db`, "
+        "`postgresql+psycopg://...` in production.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker; default `sqla+sqlite:///$DATA_DIR/broker.db`, "
+        "`redis://host:6379/0` in production.",
+    )
+    storage_dir: Path | None = Field(
+        default=None, description="Local blob directory; default `$DATA_DIR/storage`."
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where blobs live: `file:///abs/path` (default: STORAGE_DIR) or "
+        "`s3://bucket/prefix` (an S3-compatible object store, see the S3_* settings).",
+    )
+    scratch_dir: Path | None = Field(
+        default=None,
+        description="Local scratch space: upload spool and worker input copies; "
+        "default `$DATA_DIR/tmp`.",
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Unused: the job row is the record of truth, Celery results are never read.",
+    )
+    max_upload_bytes: int = Field(
+        default=256 * MIB, gt=0, description="Largest upload (model files or dataset) in bytes."
+    )
+    max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        description="A job whose worker died this many times fails `too_many_deliveries`.",
+    )
+    gpu_queue: str = Field(default="gpu", description="Queue of jobs with device cuda/cuda:N.")
+    cpu_queue: str = Field(default="cpu", description="Queue of jobs with device cpu.")
+    default_queue: str | None = Field(
+        default=None,
+        description="Queue of jobs with device auto; default CPU_QUEUE (a deployment with "
+        "GPU workers sets `gpu`).",
+    )
+    broker_visibility_timeout_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="Redis re-delivers a message whose worker died after this long; must "
+        "exceed the longest job.",
+    )
+    broker_timeout_s: float = Field(
+        default=2.0, gt=0, description="/readyz gives up on the broker after this long."
+    )
+    requeue_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A job still queued, never delivered and quiet this long lost its "
+        "enqueue: workers send it again.",
+    )
+    requeue_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each worker looks for such jobs (0 turns it off).",
+    )
+    max_builtin_samples: int = Field(
+        default=200_000,
+        ge=1,
+        description="Largest built-in data set (train + test samples) a job may ask for; "
+        "the API generates it to learn its shape.",
+    )
+    max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on lists.")
+    public_url: str | None = Field(
+        default=None,
+        description="The API's address as clients reach it (`https://kan.example.com`): "
+        "absolute links in webhook payloads and MLflow tags; relative links when unset.",
+    )
+    # -- live events --------------------------------------------------------------------
+    events_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often an open event stream (`text/event-stream`) looks for new "
+        "events of its job.",
+    )
+    sse_heartbeat_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="An event stream sends a comment line after this long without an "
+        "event, so proxies keep it open.",
+    )
+    # -- webhooks -------------------------------------------------------------------------
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs on loopback, private and link-local addresses "
+        "(off: no server-side request forgery into the deployment's network).",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="A webhook delivery attempt gives up after this long."
+    )
+    webhook_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Attempts of one webhook delivery before it is given up.",
+    )
+    webhook_retry_base_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Backoff before the second attempt; it doubles per attempt.",
+    )
+    webhook_retry_max_s: float = Field(
+        default=3600.0, gt=0, description="Longest wait between two attempts."
+    )
+    webhook_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often each worker's webhook sender looks for due deliveries.",
+    )
+    webhook_secret_grace_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="After a rotation the previous webhook secret signs too (a second "
+        "signature) for this long.",
+    )
+    # -- retention ------------------------------------------------------------------------
+    retention_days: float = Field(
+        default=0.0,
+        ge=0,
+        description="Delete finished jobs (with their artifacts), models and datasets "
+        "older than this many days; 0 keeps everything.",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often each worker runs the retention sweep (when RETENTION_DAYS > 0).",
+    )
+    # -- S3-compatible object storage (STORAGE_URL=s3://bucket/prefix) -----------------------
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store (MinIO: `http://minio:9000`); unset: AWS.",
+    )
+    s3_public_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint that presigned download URLs name, when clients reach the "
+        "store at another address than the service (default: S3_ENDPOINT_URL).",
+    )
+    s3_region: str = Field(default="us-east-1", description="Region of the bucket.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="Access key; unset: boto3's usual chain (env, profile, role)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="Secret key belonging to S3_ACCESS_KEY_ID."
+    )
+    s3_create_bucket: bool = Field(
+        default=False, description="Create the bucket at start when it does not exist."
+    )
+    download_url_expires_s: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Downloads redirect to a presigned URL valid this long (object stores).",
+    )
+    # -- MLflow ---------------------------------------------------------------------------
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="Tracking URI: each succeeded job is logged as an MLflow run "
+        "(needs the `mlflow` extra on the workers).",
+    )
+    mlflow_experiment: str = Field(
+        default="metacluster", description="MLflow experiment of those runs."
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -117,6 +256,31 @@ class Settings(BaseSettings):
         if device == "cpu" or self.default_queue is None:
             return self.cpu_queue
         return self.default_queue
+
+
+def reference_markdown() -> str:
+    """The configuration reference: one table row per setting, from the fields above.
+
+    The README holds this table between ``<!-- settings:begin -->`` and
+    ``<!-- settings:end -->``; ``python scripts/settings_reference.py`` rewrites it and a
+    test keeps the two equal.
+    """
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if default is None:
+            shown = "(unset)"
+        elif isinstance(default, bool):
+            shown = "`1`" if default else "`0`"
+        elif isinstance(default, Path):
+            shown = f"`{'' if default.is_absolute() else './'}{default.as_posix()}`"
+        elif isinstance(default, float) and default.is_integer():
+            shown = f"`{int(default)}`"
+        else:
+            shown = f"`{default}`"
+        text = " ".join((info.description or "").split()).replace("|", "\\|")
+        lines.append(f"| `METACLUSTER_{name.upper()}` | {shown} | {text} |")
+    return "\n".join(lines) + "\n"
 
 
 @lru_cache(maxsize=1)

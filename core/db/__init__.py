@@ -13,6 +13,7 @@ from core.db.models import (
     Job,
     JobEvent,
     ModelRecord,
+    WebhookDelivery,
     new_id,
 )
 from core.db.session import (
@@ -35,6 +36,7 @@ __all__ = [
     "JobEvent",
     "ModelRecord",
     "SessionLocal",
+    "WebhookDelivery",
     "dispose_engines",
     "get_engine",
     "get_sessionmaker",

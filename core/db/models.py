@@ -29,7 +29,8 @@ from core.db.base import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-EVENT_KINDS = ("status", "stage", "progress", "log")
+EVENT_KINDS = ("status", "stage", "progress", "log", "webhook")
+WEBHOOK_STATUSES = ("pending", "delivered", "failed")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not BIGINT.
 _BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -57,6 +58,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Standard Webhooks signing secret (``whsec_<base64>``), made on first use; after a
+    # rotation the previous one signs too until the grace period after `rotated_at`.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_secret_previous: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ModelRecord(Base):
@@ -125,9 +131,18 @@ class Job(Base):
     # sha256 of the canonical request body, to tell a replay from a conflicting reuse.
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     queue: Mapped[str] = mapped_column(String(40), default="cpu")
+    # Where job events are POSTed (Standard Webhooks), and which ones.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
+    # A deleted job takes its artifact rows along (the database's ON DELETE CASCADE
+    # removes those not loaded).
     artifacts: Mapped[list[Artifact]] = relationship(
-        back_populates="job", order_by="Artifact.name", lazy="selectin"
+        back_populates="job",
+        order_by="Artifact.name",
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
@@ -145,6 +160,28 @@ class JobEvent(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One webhook message (an outbox row): written in the transaction of the job change
+    it reports, sent (and retried) by the workers' webhook sender."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    # The Standard Webhooks `webhook-id`: the same on every attempt of one message.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(40))  # job.started, job.succeeded, ...
+    url: Mapped[str] = mapped_column(String(2048))
+    # The exact body, so every attempt signs and sends the same bytes.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Artifact(Base):

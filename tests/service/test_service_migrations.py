@@ -14,7 +14,15 @@ from sqlalchemy import inspect
 
 from core.db import Base, make_engine
 
-TABLES = {"api_keys", "models", "datasets", "jobs", "job_events", "artifacts"}
+TABLES = {
+    "api_keys",
+    "models",
+    "datasets",
+    "jobs",
+    "job_events",
+    "artifacts",
+    "webhook_deliveries",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
