@@ -15,7 +15,7 @@ from core.settings import Settings, get_settings
 from core.storage import get_storage
 from service.metrics import Metrics
 from service.problems import install_problem_handlers, problem_responses
-from service.routes import health, jobs, uploads
+from service.routes import health, jobs, uploads, webhooks
 
 DESCRIPTION = """Compress Kolmogorov-Arnold Networks with MetaCluster.
 
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(uploads.router)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -6,11 +6,13 @@ The stored file is exactly what the worker will load, so a dataset that passes h
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from core import retention
 from core.db.models import ApiKey, DatasetRecord, new_id
-from core.db.transaction import after_rollback
+from core.db.transaction import after_commit, after_rollback
 from core.repositories import DatasetRepository
 from core.service_errors import RequestValidationProblem, UnsupportedMediaTypeError
 from core.storage import Storage, dataset_key
@@ -86,3 +88,18 @@ def create_dataset(
 
 def get_dataset(session: Session, owner: ApiKey, dataset_id: str) -> DatasetRecord:
     return DatasetRepository(session).require(owner.id, dataset_id)
+
+
+def list_datasets(
+    session: Session, owner: ApiKey, *, after: str | None, limit: int
+) -> tuple[Sequence[DatasetRecord], str | None]:
+    """A page of the owner's datasets, newest first, and the cursor of the next page."""
+    rows, more = DatasetRepository(session).page(owner.id, after=after, limit=limit)
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def delete_dataset(session: Session, storage: Storage, owner: ApiKey, dataset_id: str) -> None:
+    """The dataset and its file (409 while a queued or running job uses it)."""
+    record = DatasetRepository(session).require(owner.id, dataset_id, for_update=True)
+    keys = retention.delete_dataset(session, record)
+    after_commit(session, lambda: retention.remove_blobs(storage, keys))

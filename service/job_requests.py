@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core import jobs
+from core import jobs, retention, webhooks
 from core.db.models import ApiKey, Artifact, Job, JobEvent, ModelRecord
 from core.db.session import session_scope
 from core.db.transaction import after_commit
@@ -26,6 +26,7 @@ from core.producer import TaskProducer
 from core.repositories import ArtifactRepository, JobEventRepository, JobRepository
 from core.service_errors import DatasetTooLargeError, NotFoundError, ServiceUnavailableError
 from core.settings import Settings
+from core.storage import Storage
 from metacluster.data import DatasetMeta, builtin_sample_count, is_builtin
 from metacluster.errors import ConfigError, DatasetError, IncompatibleError, MetaClusterError
 from service.dataset_uploads import get_dataset
@@ -74,6 +75,8 @@ class Validated:
     config: dict[str, Any]
     queue: str
     plan: Any  # metacluster.compress.Plan
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
 
 
 # -- datasets -----------------------------------------------------------------
@@ -136,6 +139,14 @@ def validate_job(
 
     model = get_model(session, owner, request.model_id)
     parsed = parse_config(request.config)
+    webhook_url, webhook_events = None, None
+    if request.webhook_url is not None:
+        webhook_url = webhooks.check_url(
+            request.webhook_url, allow_private=settings.webhook_allow_private
+        )
+        webhook_events = webhooks.check_events(request.webhook_events)
+    elif request.webhook_events is not None:
+        raise ConfigError("webhook_events needs a webhook_url")
     meta = dataset_meta(
         session, owner, request.dataset, max_builtin_samples=settings.max_builtin_samples
     )
@@ -143,12 +154,19 @@ def validate_job(
     if not the_plan.ok:
         raise IncompatibleJobError(the_plan.checks)
     full = parsed.to_dict()
-    return Validated(model, full, settings.queue_for(full.get("device")), the_plan)
+    queue = settings.queue_for(full.get("device"))
+    return Validated(model, full, queue, the_plan, webhook_url, webhook_events)
 
 
 def request_hash(request: JobCreate) -> str:
     """sha256 of the canonical request body, to tell a replay from a conflicting reuse."""
-    body = {"model_id": request.model_id, "dataset": request.dataset, "config": request.config}
+    body: dict[str, Any] = {
+        "model_id": request.model_id,
+        "dataset": request.dataset,
+        "config": request.config,
+    }
+    if request.webhook_url is not None or request.webhook_events is not None:
+        body["webhook"] = [request.webhook_url, request.webhook_events]
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -181,6 +199,8 @@ def create_job(
         queue=valid.queue,
         request_hash=digest,
         idempotency_key=idempotency_key,
+        webhook_url=valid.webhook_url,
+        webhook_events=valid.webhook_events,
     )
     if not replayed:
         job_id, queue = job.id, job.queue
@@ -213,6 +233,12 @@ def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:
     """Queued -> cancelled at once; running -> flagged, the worker stops between steps."""
     # The row lock serialises the cancel against the worker's status writes.
     return jobs.request_cancel(session, get_job(session, owner, job_id, for_update=True))
+
+
+def delete_job(session: Session, storage: Storage, owner: ApiKey, job_id: str) -> None:
+    """A finished job, its events and artifacts (blobs removed once committed)."""
+    keys = retention.delete_job(session, get_job(session, owner, job_id, for_update=True))
+    after_commit(session, lambda: retention.remove_blobs(storage, keys))
 
 
 def get_artifact(session: Session, owner: ApiKey, job_id: str, name: str) -> Artifact:

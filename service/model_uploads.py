@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from core import retention
 from core.db.models import ApiKey, ModelRecord, new_id
-from core.db.transaction import after_rollback
+from core.db.transaction import after_commit, after_rollback
 from core.repositories import ModelRepository
 from core.service_errors import RequestValidationProblem, UnsupportedMediaTypeError
 from core.storage import Storage, model_key, model_prefix
@@ -140,6 +142,21 @@ def create_model(
 
 def get_model(session: Session, owner: ApiKey, model_id: str) -> ModelRecord:
     return ModelRepository(session).require(owner.id, model_id)
+
+
+def list_models(
+    session: Session, owner: ApiKey, *, after: str | None, limit: int
+) -> tuple[Sequence[ModelRecord], str | None]:
+    """A page of the owner's models, newest first, and the cursor of the next page."""
+    rows, more = ModelRepository(session).page(owner.id, after=after, limit=limit)
+    return rows, (rows[-1].id if more and rows else None)
+
+
+def delete_model(session: Session, storage: Storage, owner: ApiKey, model_id: str) -> None:
+    """The model, its files and the finished jobs made from it (409 while one runs)."""
+    record = ModelRepository(session).require(owner.id, model_id, for_update=True)
+    keys = retention.delete_model(session, record)
+    after_commit(session, lambda: retention.remove_blobs(storage, keys))
 
 
 def _jsonable(value: Any) -> Any:

@@ -24,12 +24,14 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 _DESCRIPTIONS: dict[int, str] = {
     401: "Missing, malformed or revoked API key (code `unauthorized`)",
     404: "No such resource for this API key (code `not_found`)",
-    409: "Conflict: `idempotency_conflict` (key reused with another body) or "
-    "`job_finished` (the job already finished)",
+    409: "Conflict: `idempotency_conflict` (key reused with another body), "
+    "`job_finished` (the job already finished), `job_not_finished` (delete a job only "
+    "once it finished) or `in_use` (a queued or running job uses the model or dataset)",
     413: "Upload larger than METACLUSTER_MAX_UPLOAD_BYTES (code `payload_too_large`)",
     415: "Not multipart/form-data, or a file of the wrong type (code `unsupported_media_type`)",
     422: "Invalid input: `validation_error`, `unsupported_format`, `unsafe_checkpoint`, "
-    "`invalid_dataset`, `dataset_too_large`, `invalid_config`, `incompatible`",
+    "`invalid_dataset`, `dataset_too_large`, `invalid_config`, `incompatible`, "
+    "`invalid_webhook_url`, `invalid_webhook_events`",
     503: "A dependency (database, broker) is unreachable (code `unavailable`)",
 }
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+WebhookEvent = Literal["started", "stage", "succeeded", "failed", "cancelled"]
 
 
 class Problem(BaseModel):
@@ -86,6 +87,17 @@ class JobCreate(BaseModel):
         default_factory=dict,
         description="MetaClusterConfig fields (k, d_emb, epochs, ...); omitted ones take defaults",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="POST the job's events here, signed (Standard Webhooks) with the API "
+        "key's secret (`GET /v1/webhooks/secret`); public addresses only",
+    )
+    webhook_events: list[WebhookEvent] | None = Field(
+        default=None,
+        description="Which events to send: started, stage, succeeded, failed, cancelled "
+        "(default: the three final ones)",
+    )
 
 
 class ArtifactOut(BaseModel):
@@ -117,6 +129,11 @@ class JobOut(BaseModel):
     cancel_requested: bool
     deliveries: int
     artifacts: list[ArtifactOut]
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+    report_url: str | None = Field(
+        default=None, description="The HTML report with plots, once the job succeeded"
+    )
 
 
 class JobPage(BaseModel):
@@ -126,11 +143,35 @@ class JobPage(BaseModel):
     next: str | None
 
 
+class ModelPage(BaseModel):
+    """One page of models, newest first; pass ``next`` as ``?after=`` for the following page."""
+
+    items: list[ModelOut]
+    next: str | None
+
+
+class DatasetPage(BaseModel):
+    """One page of datasets, newest first; pass ``next`` as ``?after=`` for the following page."""
+
+    items: list[DatasetOut]
+    next: str | None
+
+
+class WebhookSecretOut(BaseModel):
+    """The API key's webhook signing secrets (Standard Webhooks, ``whsec_...``)."""
+
+    secret: str = Field(description="Signs every webhook of this key's jobs")
+    previous: str | None = Field(
+        default=None, description="After a rotation: still signs (a second signature) until"
+    )
+    previous_expires_at: datetime | None = None
+
+
 class JobEventOut(BaseModel):
     id: int
     seq: int
     at: datetime
-    kind: Literal["status", "stage", "progress", "log"] | str
+    kind: Literal["status", "stage", "progress", "log", "webhook"] | str
     stage: str | None
     progress: float | None
     loss: float | None

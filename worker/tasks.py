@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from core.producer import TASK_COMPRESS
 
 if TYPE_CHECKING:
+    from worker.maintenance import Periodic
     from worker.recovery import RequeueTimer
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,24 @@ def _start_requeue_timer(**_kwargs: Any) -> None:
     )
 
 
+_duties: list[Periodic] = []
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator,misc]
+def _start_duties(**_kwargs: Any) -> None:
+    # The webhook sender and the retention sweep (see worker.maintenance).
+    from core.settings import get_settings
+    from worker import maintenance
+
+    if not _duties:
+        _duties.extend(maintenance.start(get_settings()))
+
+
 @worker_shutdown.connect  # type: ignore[untyped-decorator,misc]
 def _stop_requeue_timer(**_kwargs: Any) -> None:
     global _requeue_timer
     if _requeue_timer is not None:
         _requeue_timer.stop()
         _requeue_timer = None
+    while _duties:
+        _duties.pop().stop()

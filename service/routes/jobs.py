@@ -1,4 +1,5 @@
-"""``/v1/jobs``: create (idempotent, dry run), list, get, events, cancel, artifact download.
+"""``/v1/jobs``: create (idempotent, dry run), list, get, events (JSON pages or a live
+event stream), cancel, delete, artifact download, the HTML report.
 
 Routes parse and authorise; `service.job_requests` holds the logic.
 """
@@ -11,9 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from core.db.models import Job, JobEvent
-from core.service_errors import NotFoundError
-from core.storage import CHUNK
+from core.db.models import Artifact, Job, JobEvent
+from core.service_errors import NotFoundError, RequestValidationProblem
+from core.settings import Settings
+from core.storage import CHUNK, Storage
+from service import event_stream
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
 from service.problems import problem_responses
@@ -38,7 +41,11 @@ def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
+REPORT_NAME = "report.html"
+
+
 def job_out(job: Job) -> JobOut:
+    has_report = any(a.name == REPORT_NAME for a in job.artifacts)
     return JobOut(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]  # a str column holding JobStatus values
@@ -64,6 +71,9 @@ def job_out(job: Job) -> JobOut:
             )
             for a in job.artifacts
         ],
+        webhook_url=job.webhook_url,
+        webhook_events=job.webhook_events,
+        report_url=f"{job_url(job.id)}/report" if has_report else None,
     )
 
 
@@ -152,21 +162,62 @@ def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
 @router.get(
     "/{job_id}/events",
     response_model=JobEventPage,
-    responses=problem_responses(401, 404, 422),
-    summary="A job's status, stage, progress and log events, oldest first",
+    responses={
+        200: {
+            "content": {
+                "application/json": {},
+                event_stream.MEDIA_TYPE: {
+                    "schema": {"type": "string"},
+                    "example": 'id: 3\nevent: stage\ndata: {"seq": 3, "kind": "stage", ...}\n\n',
+                },
+            },
+            "description": "JSON pages; or, with `Accept: text/event-stream`, Server-Sent "
+            "Events as they happen (`id:` = `seq`; resume with `Last-Event-ID`), closed "
+            "after the final status event",
+        },
+        **problem_responses(401, 404, 422),
+    },
+    summary="A job's status, stage, progress, log and webhook events, oldest first",
 )
 def list_events(
     job_id: str,
+    request: Request,
     session: SessionDep,
     owner: CurrentKey,
     settings: SettingsDep,
     after: Annotated[int | None, Query(ge=0, description="`next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> JobEventPage:
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Event stream: resume after this `seq` (sent by reconnecting clients)",
+        ),
+    ] = None,
+) -> JobEventPage | StreamingResponse:
+    if event_stream.wants_event_stream(request):
+        job_service.get_job(session, owner, job_id)
+        return _event_stream(request, settings, job_id, last_event_id)
     rows, next_cursor = job_service.list_events(
         session, owner, job_id, after=after, limit=min(limit, 10 * settings.max_page_size)
     )
     return JobEventPage(items=[event_out(e) for e in rows], next=next_cursor)
+
+
+def _event_stream(
+    request: Request, settings: Settings, job_id: str, last_event_id: str | None
+) -> StreamingResponse:
+    after_seq = 0
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit():
+            raise RequestValidationProblem("Last-Event-ID must be an event's seq (an integer)")
+        after_seq = int(last_event_id)
+    return StreamingResponse(
+        event_stream.job_events(request, settings, job_id, after_seq),
+        media_type=event_stream.MEDIA_TYPE,
+        # No caching, and no buffering by nginx-like proxies: events must flow at once.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(
@@ -178,6 +229,36 @@ def list_events(
 )
 def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
     return job_out(job_service.cancel_job(session, owner, job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 409),
+    summary="Delete a finished job with its events and artifacts",
+)
+def delete_job(
+    job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
+) -> Response:
+    job_service.delete_job(session, storage, owner, job_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{job_id}/report",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "The self-contained HTML report"},
+        **problem_responses(401, 404),
+    },
+    summary="The job's report: metrics, Pareto frontier, bytes, errors, learned functions",
+)
+def get_report(
+    job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
+) -> Response:
+    artifact = job_service.get_artifact(session, owner, job_id, REPORT_NAME)
+    return _stream(storage, artifact, "text/html; charset=utf-8", inline=True)
 
 
 @router.get(
@@ -201,6 +282,14 @@ def download_artifact(
     session: SessionDep,
     owner: CurrentKey,
     storage: StorageDep,
+    settings: SettingsDep,
+    redirect: Annotated[
+        bool,
+        Query(
+            description="false: stream through the API even where the storage signs URLs "
+            "(for clients that cannot follow a redirect to another origin, e.g. a browser page)"
+        ),
+    ] = True,
 ) -> Response:
     artifact = job_service.get_artifact(session, owner, job_id, name)
     etag = f'"{artifact.sha256}"'
@@ -208,12 +297,26 @@ def download_artifact(
     if_none_match = request.headers.get("if-none-match", "")
     if etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
-    url = storage.url(artifact.storage_key)
-    if url is not None:  # an object store hands the download to its own servers
+    url = storage.url(artifact.storage_key, expires_s=settings.download_url_expires_s)
+    if url is not None and redirect:  # an object store hands the download to its own servers
         return RedirectResponse(url, status_code=307, headers=headers)
+    return _stream(storage, artifact, "application/octet-stream", headers=headers)
+
+
+def _stream(
+    storage: Storage,
+    artifact: Artifact,
+    media_type: str,
+    *,
+    inline: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The blob streamed from storage, with its length and checksum."""
     blob = storage.stat(artifact.storage_key)
     if blob is None:
-        raise NotFoundError(f"artifact {name!r} of job {job_id} is missing from storage")
+        raise NotFoundError(
+            f"artifact {artifact.name!r} of job {artifact.job_id} is missing from storage"
+        )
     fh = storage.open(artifact.storage_key)
 
     def chunks() -> Iterator[bytes]:
@@ -221,6 +324,9 @@ def download_artifact(
             while chunk := fh.read(CHUNK):
                 yield chunk
 
-    headers["Content-Length"] = str(blob.bytes)
-    headers["Content-Disposition"] = f'attachment; filename="{artifact.name}"'
-    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)
+    out = dict(headers or {})
+    out.setdefault("X-Checksum-SHA256", artifact.sha256)
+    out["Content-Length"] = str(blob.bytes)
+    disposition = "inline" if inline else "attachment"
+    out["Content-Disposition"] = f'{disposition}; filename="{artifact.name}"'
+    return StreamingResponse(chunks(), media_type=media_type, headers=out)

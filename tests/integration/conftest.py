@@ -32,6 +32,7 @@ REDIS_HOST = os.environ.get("METACLUSTER_TEST_REDIS_HOST", "127.0.0.1")
 # A worker killed mid-job gets its message back after this many seconds (Redis
 # visibility timeout); short so the kill test runs in seconds, longer than any step.
 VISIBILITY_TIMEOUT_S = 4
+SSE_HEARTBEAT_S = 1
 
 
 def _pg_admin_url() -> str:
@@ -153,6 +154,13 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
             "METACLUSTER_DEFAULT_QUEUE": queue,
             "METACLUSTER_MAX_DELIVERIES": "3",
             "METACLUSTER_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+            # Event streams: a heartbeat every second instead of 15, so tests see some.
+            "METACLUSTER_SSE_HEARTBEAT_S": str(SSE_HEARTBEAT_S),
+            "METACLUSTER_EVENTS_POLL_S": "0.2",
+            # The test's webhook receiver listens on 127.0.0.1; retries come quickly.
+            "METACLUSTER_WEBHOOK_ALLOW_PRIVATE": "1",
+            "METACLUSTER_WEBHOOK_RETRY_BASE_S": "0.5",
+            "METACLUSTER_WEBHOOK_POLL_S": "0.2",
         }
     )
     settings = Settings(data_dir=data_dir, database_url=pg_url, broker_url=redis_url)

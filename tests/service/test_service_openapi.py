@@ -17,6 +17,9 @@ EXPECTED_PATHS = {
     "/v1/jobs/{job_id}/events",
     "/v1/jobs/{job_id}/cancel",
     "/v1/jobs/{job_id}/artifacts/{name}",
+    "/v1/jobs/{job_id}/report",
+    "/v1/webhooks/secret",
+    "/v1/webhooks/secret/rotate",
     *PUBLIC,
 }
 
@@ -67,3 +70,9 @@ def test_error_codes_per_route(client: TestClient) -> None:
     assert {"dry_run", "Idempotency-Key"} <= params
     assert {p["name"] for p in paths["/v1/jobs"]["get"]["parameters"]} >= {"after", "limit"}
     assert "HTTPBearer" in _spec(client)["components"]["securitySchemes"]
+    for path in ("/v1/models/{model_id}", "/v1/datasets/{dataset_id}", "/v1/jobs/{job_id}"):
+        assert {"204", "401", "404", "409"} <= set(paths[path]["delete"]["responses"]), path
+    events = paths["/v1/jobs/{job_id}/events"]["get"]
+    assert "text/event-stream" in events["responses"]["200"]["content"]
+    assert "Last-Event-ID" in {p["name"] for p in events["parameters"]}
+    assert "text/html" in paths["/v1/jobs/{job_id}/report"]["get"]["responses"]["200"]["content"]
