@@ -676,6 +676,12 @@ def data_list(as_json: bool) -> None:
         click.echo(f"eq:{eq['name']:<22} {eq['n_vars']:>3} inputs  {eq['formula']}")
 
 
+# `metacluster remote ...`: the service's client commands (httpx is imported when one runs).
+from metacluster.remote import remote as _remote  # noqa: E402
+
+cli.add_command(_remote)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="metacluster")

@@ -1,0 +1,1191 @@
+"""Python client of the MetaCluster service (httpx): upload, compress, follow, download.
+
+::
+
+    from metacluster.client import Client
+
+    with Client("http://127.0.0.1:8000", api_key="mck_...") as mc:
+        model = mc.upload_model("kan.pt")               # or a pykan pair / prefix
+        job = mc.create_job(model, "digits", k=16)      # Idempotency-Key generated
+        job = mc.wait(job, timeout=3600)                # progress bar on stderr
+        if job.succeeded:
+            mc.download(job, "kan.mcz")                 # streamed, sha256 checked
+            print(job.metrics["ratio"])
+
+`base_url` and `api_key` default to ``METACLUSTER_URL`` and ``METACLUSTER_API_KEY``.
+Errors are `APIError` subclasses chosen by the problem+json ``code`` (`NotFoundError`,
+`ConflictError`, `ValidationError`, ...). Requests answered 429 or 503 are retried,
+waiting as long as ``Retry-After`` says (else an exponential backoff); so are
+connection failures of requests that are safe to repeat (reads, and job creation,
+which carries an Idempotency-Key). `events` follows a job's Server-Sent Events and
+reconnects with ``Last-Event-ID``; `wait` uses them and falls back to polling.
+`AsyncClient` is the same client for asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, overload
+
+import httpx
+
+from metacluster import __version__
+from metacluster.errors import MetaClusterError
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+DEFAULT_TIMEOUT_S = 60.0
+# An event stream sends a heartbeat every 15 s; silence much longer means a dead link.
+STREAM_READ_TIMEOUT_S = 60.0
+CHUNK = 1024 * 1024
+USER_AGENT = f"metacluster-client/{__version__}"
+PYKAN_SUFFIXES = ("_config.yml", "_state")
+
+PathLike = str | os.PathLike[str]
+
+
+# -- errors -------------------------------------------------------------------------------
+class ClientError(MetaClusterError, code="client_error", status=0):
+    """A client-side failure that is not an HTTP answer (bad arguments, a timeout)."""
+
+
+class WaitTimeout(ClientError, code="timeout"):
+    """`wait` ran out of time before the job finished."""
+
+    def __init__(self, message: str, job: Job | None = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class APIError(MetaClusterError, code="http_error", status=0):
+    """An error answer of the service (problem+json): `status`, `code`, `detail`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str,
+        problem: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.problem: dict[str, Any] = dict(problem or {})
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def detail(self) -> str:
+        return str(self.problem.get("detail", self.message))
+
+
+class AuthenticationError(APIError, code="unauthorized"):
+    """401: a missing, unknown or revoked API key."""
+
+
+class NotFoundError(APIError, code="not_found"):
+    """404: no such resource for this API key."""
+
+
+class ConflictError(APIError, code="conflict"):
+    """409: the request does not fit the resource's state."""
+
+
+class IdempotencyConflictError(ConflictError, code="idempotency_conflict"):
+    """409: an Idempotency-Key reused with another request body."""
+
+
+class PayloadTooLargeError(APIError, code="payload_too_large"):
+    """413: over the server's upload limit."""
+
+
+class UnsupportedMediaTypeError(APIError, code="unsupported_media_type"):
+    """415: a file of a type the endpoint does not take."""
+
+
+class ValidationError(APIError, code="validation_error"):
+    """422: the model, dataset or config was refused; `code` says how."""
+
+
+class RateLimitError(APIError, code="rate_limited"):
+    """429: too many requests (after the retries)."""
+
+
+class ServiceUnavailableError(APIError, code="unavailable"):
+    """503: a dependency of the service is down (after the retries)."""
+
+
+class ServerError(APIError, code="internal"):
+    """5xx: an error of the service itself."""
+
+
+class ChecksumError(ClientError, code="checksum_mismatch"):
+    """A download whose sha256 is not the artifact's."""
+
+
+_BY_CODE: dict[str, type[APIError]] = {
+    "unauthorized": AuthenticationError,
+    "not_found": NotFoundError,
+    "idempotency_conflict": IdempotencyConflictError,
+    "payload_too_large": PayloadTooLargeError,
+    "unsupported_media_type": UnsupportedMediaTypeError,
+    "rate_limited": RateLimitError,
+    "unavailable": ServiceUnavailableError,
+}
+_BY_STATUS: dict[int, type[APIError]] = {
+    401: AuthenticationError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: ValidationError,
+    429: RateLimitError,
+    503: ServiceUnavailableError,
+}
+
+
+def error_from_response(response: httpx.Response) -> APIError:
+    """The typed exception for an error answer (problem+json, or anything else)."""
+    problem: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        body = response.json()
+        if isinstance(body, dict):
+            problem = body
+    status = response.status_code
+    code = str(problem.get("code") or "")
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else APIError
+    detail = str(problem.get("detail") or response.reason_phrase or "error")
+    message = f"{status} {code or 'error'}: {detail}"
+    return cls(
+        message,
+        status=status,
+        code=code or cls.code,
+        problem=problem,
+        headers=dict(response.headers),
+    )
+
+
+# -- resources ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifact:
+    job_id: str
+    name: str
+    bytes: int
+    sha256: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A compression job as the service last reported it (`raw` holds every field)."""
+
+    id: str
+    status: str
+    stage: str | None
+    progress: float
+    model_id: str
+    dataset: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None
+    error: dict[str, Any] | None
+    artifacts: list[Artifact]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    report_url: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Job:
+        jid = str(d["id"])
+        return cls(
+            id=jid,
+            status=str(d["status"]),
+            stage=d.get("stage"),
+            progress=float(d.get("progress") or 0.0),
+            model_id=str(d.get("model_id", "")),
+            dataset=str(d.get("dataset", "")),
+            config=dict(d.get("config") or {}),
+            metrics=d.get("metrics"),
+            error=d.get("error"),
+            artifacts=[
+                Artifact(jid, a["name"], int(a["bytes"]), a["sha256"], a["url"])
+                for a in d.get("artifacts") or []
+            ],
+            created_at=str(d.get("created_at", "")),
+            started_at=d.get("started_at"),
+            finished_at=d.get("finished_at"),
+            report_url=d.get("report_url"),
+            raw=dict(d),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def artifact(self, name: str = "model.mcz") -> Artifact:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        have = ", ".join(a.name for a in self.artifacts) or "none"
+        raise ClientError(f"job {self.id} has no artifact {name!r} (it has: {have})")
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    filename: str
+    family: str
+    format: str
+    edges: int
+    params: int
+    bytes: int
+    sha256: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Model:
+        return cls(
+            str(d["id"]),
+            str(d.get("filename", "")),
+            str(d.get("family", "")),
+            str(d.get("format", "")),
+            int(d.get("edges", 0)),
+            int(d.get("params", 0)),
+            int(d.get("bytes", 0)),
+            str(d.get("sha256", "")),
+            dict(d),
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    filename: str
+    task: str
+    n_train: int
+    n_test: int
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Dataset:
+        return cls(
+            str(d["id"]),
+            str(d.get("filename", "")),
+            str(d.get("task", "")),
+            int(d.get("n_train", 0)),
+            int(d.get("n_test", 0)),
+            dict(d),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """A job event: ``kind`` status, stage, progress, log or webhook; ``seq`` 1, 2, ..."""
+
+    seq: int
+    kind: str
+    stage: str | None
+    progress: float | None
+    loss: float | None
+    message: str | None
+    data: dict[str, Any] | None
+    at: str
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return cls(
+            int(d["seq"]),
+            str(d.get("kind", "")),
+            d.get("stage"),
+            d.get("progress"),
+            d.get("loss"),
+            d.get("message"),
+            d.get("data"),
+            str(d.get("at", "")),
+            dict(d),
+        )
+
+    @property
+    def final(self) -> bool:
+        """The event that put the job into its final status."""
+        return self.kind == "status" and (self.data or {}).get("status") in FINAL_STATUSES
+
+
+JobRef = Job | str
+ModelRef = Model | str
+DatasetRef = Dataset | str
+
+
+def _job_id(job: JobRef) -> str:
+    return job.id if isinstance(job, Job) else str(job)
+
+
+# -- pure helpers shared by both clients ----------------------------------------------------
+def retry_after_s(response: httpx.Response, fallback: float) -> float:
+    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date)."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return fallback
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return fallback
+
+
+def backoff_s(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with jitter: ~base, 2 base, 4 base, ... up to `cap`."""
+    return float(min(cap, base * 2**attempt) * (0.5 + random.random() / 2))
+
+
+def model_files(path: PathLike | Sequence[PathLike]) -> list[Path]:
+    """The files of a model upload: the file itself, or both files of a pykan checkpoint
+    (named by its saveckpt prefix or by either file), plus a spec sidecar beside it."""
+    if not isinstance(path, str | os.PathLike):
+        files = [Path(p) for p in path]
+    else:
+        p = Path(path)
+        prefix = p
+        for suffix in PYKAN_SUFFIXES:
+            if p.name.endswith(suffix) and len(p.name) > len(suffix):
+                prefix = p.with_name(p.name[: -len(suffix)])
+        config = prefix.with_name(prefix.name + "_config.yml")
+        state = prefix.with_name(prefix.name + "_state")
+        if config.is_file() and state.is_file():
+            files = [config, state]
+        else:
+            files = [p]
+            spec = p.with_name(p.name + ".spec.json")
+            if spec.is_file():
+                files.append(spec)
+    for f in files:
+        if not f.is_file():
+            raise ClientError(f"model file not found: {f}")
+    return files
+
+
+def job_request(
+    model: ModelRef,
+    dataset: DatasetRef,
+    config: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+    webhook_url: str | None,
+    webhook_events: Sequence[str] | None,
+) -> dict[str, Any]:
+    cfg = dict(config or {})
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    body: dict[str, Any] = {
+        "model_id": model.id if isinstance(model, Model) else str(model),
+        "dataset": dataset.id if isinstance(dataset, Dataset) else str(dataset),
+        "config": cfg,
+    }
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
+    if webhook_events is not None:
+        body["webhook_events"] = list(webhook_events)
+    return body
+
+
+class SSEParser:
+    """Server-Sent Events from lines: `feed(line)` returns an `Event` when one is complete."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+        self._id: str | None = None
+        self.last_id: str | None = None
+        self.retry_ms: int | None = None
+
+    def feed(self, line: str) -> Event | None:
+        if line == "":
+            if not self._data:
+                return None
+            data, self._data = "\n".join(self._data), []
+            if self._id is not None:
+                self.last_id = self._id
+            return Event.from_dict(json.loads(data))
+        if line.startswith(":"):
+            return None  # a comment: the heartbeat
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+
+class StreamUnavailable(ClientError, code="stream_unavailable"):
+    """The server did not answer with an event stream (an older server, a proxy)."""
+
+
+class _Progress:
+    """A tqdm bar on stderr with the stage and the overall percent."""
+
+    def __init__(self, enabled: bool, job_id: str) -> None:
+        self.bar: Any = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=100,
+                desc=f"{job_id[:16]} queued",
+                unit="%",
+                file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
+            )
+        self.stage: str | None = None
+
+    def job(self, job: Job) -> None:
+        self._show(job.id, job.status, job.stage, job.progress)
+
+    def event(self, job_id: str, event: Event) -> None:
+        status = (event.data or {}).get("status") if event.kind == "status" else None
+        self._show(job_id, status, event.stage, event.progress)
+
+    def _show(
+        self, job_id: str, status: str | None, stage: str | None, progress: float | None
+    ) -> None:
+        if self.bar is None:
+            return
+        label = stage or status or self.stage
+        if label and label != self.stage:
+            self.stage = label
+            self.bar.set_description_str(f"{job_id[:16]} {label}", refresh=False)
+        if progress is not None:
+            self.bar.n = round(100 * min(max(progress, 0.0), 1.0), 1)
+        self.bar.refresh()
+
+    def close(self, job: Job | None = None) -> None:
+        if self.bar is None:
+            return
+        if job is not None:
+            if job.succeeded:
+                self.bar.n = 100
+            self.bar.set_description_str(f"{job.id[:16]} {job.status}", refresh=False)
+            self.bar.refresh()
+        self.bar.close()
+        self.bar = None
+
+
+def _env(name: str, given: str | None) -> str:
+    value = given or os.environ.get(name)
+    if not value:
+        raise ClientError(
+            f"no {name.split('_', 1)[1].lower().replace('_', ' ')}: pass it or set {name}"
+        )
+    return value
+
+
+def _safe_to_retry(request: httpx.Request) -> bool:
+    """Connection failures may be retried for reads and idempotent writes."""
+    return request.method in ("GET", "HEAD", "OPTIONS", "DELETE") or (
+        "idempotency-key" in request.headers
+    )
+
+
+# -- the synchronous client -----------------------------------------------------------------
+class Client:
+    """A synchronous client of one MetaCluster service; use it as a context manager."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = _env("METACLUSTER_URL", base_url).rstrip("/")
+        self.api_key = _env("METACLUSTER_API_KEY", api_key)
+        self.max_retries = max_retries
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing --------------------------------------------------------------------
+    def _send(self, build: Callable[[], httpx.Request], *, stream: bool = False) -> httpx.Response:
+        """Send with retries (429/503 honouring Retry-After; connection errors when safe);
+        raise the typed error of any other 4xx/5xx."""
+        attempt = 0
+        while True:
+            request = build()
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError:
+                if attempt >= self.max_retries or not _safe_to_retry(request):
+                    raise
+                self._sleep(backoff_s(attempt))
+                attempt += 1
+                continue
+            if response.status_code in (429, 503) and attempt < self.max_retries:
+                wait = retry_after_s(response, backoff_s(attempt))
+                response.close()
+                self._sleep(wait)
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                if stream:
+                    response.read()
+                raise error_from_response(response)
+            return response
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._send(lambda: self._http.build_request(method, path, **kw))
+        return None if response.status_code == 204 else response.json()
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            body = self._json("GET", path, params=params)
+            yield from body["items"]
+            if not body.get("next"):
+                return
+            params["after"] = body["next"]
+
+    # -- uploads ---------------------------------------------------------------------
+    def upload_model(self, path: PathLike | Sequence[PathLike], *, format: str = "auto") -> Model:
+        """Upload a checkpoint: one file, or a pykan checkpoint (its prefix or either
+        file: both files go up), or an explicit list of files."""
+        data = self._upload("/v1/models", model_files(path), {"format": format})
+        return Model.from_dict(data)
+
+    def upload_dataset(self, path: PathLike) -> Dataset:
+        """Upload an ``.npz`` dataset (x_train, y_train, x_test, y_test)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ClientError(f"dataset file not found: {p}")
+        return Dataset.from_dict(self._upload("/v1/datasets", [p], None))
+
+    def _upload(self, path: str, files: list[Path], data: dict[str, str] | None) -> dict[str, Any]:
+        """A multipart upload streamed from the files (reopened for each retry)."""
+        handles: list[IO[bytes]] = []
+
+        def build() -> httpx.Request:
+            for handle in handles:
+                handle.close()
+            handles.clear()
+            handles.extend(f.open("rb") for f in files)
+            parts = [
+                ("file", (f.name, h, "application/octet-stream"))
+                for f, h in zip(files, handles, strict=True)
+            ]
+            return self._http.build_request("POST", path, files=parts, data=data)
+
+        try:
+            return dict(self._send(build).json())
+        finally:
+            for handle in handles:
+                handle.close()
+
+    # -- jobs ------------------------------------------------------------------------
+    @overload
+    def create_job(
+        self,
+        model: ModelRef,
+        dataset: DatasetRef,
+        config: Mapping[str, Any] | None = ...,
+        *,
+        idempotency_key: str | None = ...,
+        dry_run: Literal[False] = ...,
+        webhook_url: str | None = ...,
+        webhook_events: Sequence[str] | None = ...,
+        **overrides: Any,
+    ) -> Job: ...
+
+    @overload
+    def create_job(
+        self,
+        model: ModelRef,
+        dataset: DatasetRef,
+        config: Mapping[str, Any] | None = ...,
+        *,
+        idempotency_key: str | None = ...,
+        dry_run: Literal[True],
+        webhook_url: str | None = ...,
+        webhook_events: Sequence[str] | None = ...,
+        **overrides: Any,
+    ) -> dict[str, Any]: ...
+
+    def create_job(
+        self,
+        model: ModelRef,
+        dataset: DatasetRef,
+        config: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        dry_run: bool = False,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        **overrides: Any,
+    ) -> Job | dict[str, Any]:
+        """Start a compression job. `config` and keyword overrides are MetaClusterConfig
+        fields (``k=16``, ``target_ratio=40``, ``method="kmeans"``, ...). An
+        Idempotency-Key is made unless given, so a retried request never makes two
+        jobs. `dry_run`: check model, dataset and config together and queue nothing;
+        returns the checks and the plan (layers with K, expected bytes, stages)."""
+        body = job_request(model, dataset, config, overrides, webhook_url, webhook_events)
+        if dry_run:
+            return dict(self._json("POST", "/v1/jobs", json=body, params={"dry_run": "true"}))
+        key = idempotency_key or str(uuid.uuid4())
+        data = self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        return Job.from_dict(data)
+
+    def get_job(self, job: JobRef) -> Job:
+        return Job.from_dict(self._json("GET", f"/v1/jobs/{_job_id(job)}"))
+
+    def cancel(self, job: JobRef) -> Job:
+        """Cancel: a queued job at once, a running one between two steps."""
+        return Job.from_dict(self._json("POST", f"/v1/jobs/{_job_id(job)}/cancel"))
+
+    def delete_job(self, job: JobRef) -> None:
+        self._json("DELETE", f"/v1/jobs/{_job_id(job)}")
+
+    def list_jobs(self, *, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
+        """Every job of this key, newest first (all pages)."""
+        for d in self._pages("/v1/jobs", {"status": status, "limit": page_size}):
+            yield Job.from_dict(d)
+
+    def get_model(self, model: ModelRef) -> Model:
+        mid = model.id if isinstance(model, Model) else model
+        return Model.from_dict(self._json("GET", f"/v1/models/{mid}"))
+
+    def list_models(self, *, page_size: int = 100) -> Iterator[Model]:
+        for d in self._pages("/v1/models", {"limit": page_size}):
+            yield Model.from_dict(d)
+
+    def delete_model(self, model: ModelRef) -> None:
+        mid = model.id if isinstance(model, Model) else model
+        self._json("DELETE", f"/v1/models/{mid}")
+
+    def list_datasets(self, *, page_size: int = 100) -> Iterator[Dataset]:
+        for d in self._pages("/v1/datasets", {"limit": page_size}):
+            yield Dataset.from_dict(d)
+
+    def delete_dataset(self, dataset: DatasetRef) -> None:
+        did = dataset.id if isinstance(dataset, Dataset) else dataset
+        self._json("DELETE", f"/v1/datasets/{did}")
+
+    def webhook_secret(self, *, rotate: bool = False) -> dict[str, Any]:
+        """The key's webhook signing secret (``{"secret": "whsec_...", ...}``)."""
+        if rotate:
+            return dict(self._json("POST", "/v1/webhooks/secret/rotate"))
+        return dict(self._json("GET", "/v1/webhooks/secret"))
+
+    # -- events and waiting ----------------------------------------------------------
+    def events(
+        self,
+        job: JobRef,
+        *,
+        after: int = 0,
+        follow: bool = True,
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
+        """The job's events after sequence number `after`, oldest first.
+
+        `follow`: a live event stream until the job's final event, reconnecting (with
+        ``Last-Event-ID``) when the connection breaks; otherwise the events there are
+        now. `timeout` bounds the whole iteration (`WaitTimeout`).
+        """
+        job_id = _job_id(job)
+        if not follow:
+            for d in self._pages(f"/v1/jobs/{job_id}/events", {"limit": 500}):
+                if int(d["seq"]) > after:
+                    yield Event.from_dict(d)
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = after
+        failures = 0
+        while True:
+            got_any = False
+            try:
+                for event in self._stream_once(job_id, last, deadline):
+                    got_any = True
+                    failures = 0
+                    last = event.seq
+                    yield event
+                    if event.final:
+                        return
+            except httpx.TransportError:
+                failures += 1
+                if failures > self.max_retries:
+                    raise
+            _check_deadline(deadline, job_id)
+            if not got_any:
+                current = self.get_job(job_id)
+                if current.finished:
+                    return
+                self._sleep(backoff_s(failures, base=0.25, cap=5.0))
+
+    def _stream_once(self, job_id: str, after: int, deadline: float | None) -> Iterator[Event]:
+        read = STREAM_READ_TIMEOUT_S
+        if deadline is not None:
+            read = max(0.1, min(read, deadline - time.monotonic()))
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT_S, read=read)
+        response = self._send(
+            lambda: self._http.build_request(
+                "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+            ),
+            stream=True,
+        )
+        with contextlib.closing(response):
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise StreamUnavailable("the server did not answer with an event stream")
+            parser = SSEParser()
+            try:
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is not None and event.seq > after:
+                        yield event
+                    _check_deadline(deadline, job_id)
+            except httpx.ReadTimeout:
+                _check_deadline(deadline, job_id)
+                raise
+
+    def wait(
+        self,
+        job: JobRef,
+        timeout: float | None = None,
+        *,
+        progress: bool = True,
+        poll_interval: float = 1.0,
+        on_event: Callable[[Event], None] | None = None,
+        mlflow: bool = False,
+        mlflow_experiment: str = "metacluster",
+    ) -> Job:
+        """Wait until the job finished and return it (whatever its status).
+
+        Follows the event stream (a progress bar with stage and percent on stderr when
+        `progress`); when the server offers none, polls with a growing interval from
+        `poll_interval` to 10 s. `WaitTimeout` after `timeout` seconds. `mlflow`:
+        log a succeeded job as an MLflow run (tracking URI from MLFLOW_TRACKING_URI).
+        """
+        job_id = _job_id(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = self.get_job(job_id)
+        bar = _Progress(progress and not current.finished, job_id)
+        bar.job(current)
+        try:
+            if not current.finished:
+                try:
+                    for event in self.events(job_id, timeout=timeout):
+                        bar.event(job_id, event)
+                        if on_event is not None:
+                            on_event(event)
+                except StreamUnavailable:
+                    self._poll(job_id, deadline, poll_interval, bar)
+                except WaitTimeout as exc:
+                    raise WaitTimeout(str(exc), self.get_job(job_id)) from None
+            current = self.get_job(job_id)
+        finally:
+            bar.close(current if current.finished else None)
+        if mlflow and current.succeeded:
+            self.log_to_mlflow(current, experiment=mlflow_experiment)
+        return current
+
+    def _poll(self, job_id: str, deadline: float | None, interval: float, bar: _Progress) -> None:
+        while True:
+            current = self.get_job(job_id)
+            bar.job(current)
+            if current.finished:
+                return
+            if deadline is not None and time.monotonic() + interval > deadline:
+                raise WaitTimeout(f"job {job_id} did not finish in time", current)
+            self._sleep(interval)
+            interval = min(10.0, interval * 1.5)
+
+    # -- artifacts -------------------------------------------------------------------
+    def download(
+        self, target: JobRef | Artifact, path: PathLike | None = None, *, name: str = "model.mcz"
+    ) -> Path:
+        """Stream an artifact (default the job's ``model.mcz``) to `path` (a file, or a
+        folder; default the current folder), checking its sha256; returns the path.
+        A redirect to the object store's presigned URL is followed without the API key."""
+        artifact = target if isinstance(target, Artifact) else self._artifact(target, name)
+        dest = Path(path) if path is not None else Path.cwd()
+        if dest.is_dir():
+            dest = dest / artifact.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        response = self._send(lambda: self._http.build_request("GET", artifact.url), stream=True)
+        if response.status_code in (301, 302, 303, 307, 308):
+            location = response.headers["location"]
+            response.close()
+            with (
+                httpx.Client(timeout=self._http.timeout) as plain,
+                plain.stream("GET", location) as redirected,
+            ):
+                if redirected.status_code >= 400:
+                    redirected.read()
+                    raise error_from_response(redirected)
+                return _save(redirected, dest, artifact)
+        with contextlib.closing(response):
+            return _save(response, dest, artifact)
+
+    def _artifact(self, job: JobRef, name: str) -> Artifact:
+        current = job if isinstance(job, Job) and job.artifacts else self.get_job(job)
+        return current.artifact(name)
+
+    def report_html(self, job: JobRef) -> str:
+        """The job's HTML report (self-contained, plots inline)."""
+        response = self._send(
+            lambda: self._http.build_request("GET", f"/v1/jobs/{_job_id(job)}/report")
+        )
+        return str(response.text)
+
+    def log_to_mlflow(
+        self, job: JobRef, *, experiment: str = "metacluster", tracking_uri: str | None = None
+    ) -> str:
+        """Log a succeeded job as an MLflow run (params, metrics, artifact and report);
+        returns the run id. Needs ``pip install 'metacluster[mlflow]'``."""
+        from metacluster.tracking import log_job
+
+        current = job if isinstance(job, Job) else self.get_job(job)
+        with tempfile.TemporaryDirectory(prefix="mc-mlflow-") as tmp:
+            files = [
+                self.download(current, Path(tmp), name=a.name)
+                for a in current.artifacts
+                if a.name in ("model.mcz", "report.html", "report.json")
+            ]
+            return log_job(
+                current.raw,
+                files,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                job_url=f"{self.base_url}/v1/jobs/{current.id}",
+            )
+
+
+def _check_deadline(deadline: float | None, job_id: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise WaitTimeout(f"job {job_id} did not finish in time")
+
+
+def _save(response: httpx.Response, dest: Path, artifact: Artifact) -> Path:
+    """Stream the body into a temporary file beside `dest`, check, then rename."""
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in response.iter_bytes(CHUNK):
+                digest.update(chunk)
+                fh.write(chunk)
+        got = digest.hexdigest()
+        announced = response.headers.get("x-checksum-sha256")
+        for expected in filter(None, (artifact.sha256, announced)):
+            if got != expected:
+                raise ChecksumError(
+                    f"download of {artifact.name} has sha256 {got}, expected {expected}; "
+                    "nothing was written"
+                )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+# -- the asyncio client -----------------------------------------------------------------------
+class AsyncClient:
+    """`Client` for asyncio: the same methods, awaited (iterators are async)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = _env("METACLUSTER_URL", base_url).rstrip("/")
+        self.api_key = _env("METACLUSTER_API_KEY", api_key)
+        self.max_retries = max_retries
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(
+        self, build: Callable[[], httpx.Request], *, stream: bool = False
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            request = build()
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError:
+                if attempt >= self.max_retries or not _safe_to_retry(request):
+                    raise
+                await asyncio.sleep(backoff_s(attempt))
+                attempt += 1
+                continue
+            if response.status_code in (429, 503) and attempt < self.max_retries:
+                wait = retry_after_s(response, backoff_s(attempt))
+                await response.aclose()
+                await asyncio.sleep(wait)
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                if stream:
+                    await response.aread()
+                raise error_from_response(response)
+            return response
+
+    async def _json(self, method: str, path: str, **kw: Any) -> Any:
+        response = await self._send(lambda: self._http.build_request(method, path, **kw))
+        return None if response.status_code == 204 else response.json()
+
+    async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            body = await self._json("GET", path, params=params)
+            for item in body["items"]:
+                yield item
+            if not body.get("next"):
+                return
+            params["after"] = body["next"]
+
+    async def upload_model(
+        self, path: PathLike | Sequence[PathLike], *, format: str = "auto"
+    ) -> Model:
+        files = model_files(path)
+        parts = [("file", (f.name, f.read_bytes(), "application/octet-stream")) for f in files]
+        data = await self._json("POST", "/v1/models", files=parts, data={"format": format})
+        return Model.from_dict(data)
+
+    async def upload_dataset(self, path: PathLike) -> Dataset:
+        p = Path(path)
+        if not p.is_file():
+            raise ClientError(f"dataset file not found: {p}")
+        files = {"file": (p.name, p.read_bytes(), "application/octet-stream")}
+        return Dataset.from_dict(await self._json("POST", "/v1/datasets", files=files))
+
+    async def create_job(
+        self,
+        model: ModelRef,
+        dataset: DatasetRef,
+        config: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        **overrides: Any,
+    ) -> Job:
+        body = job_request(model, dataset, config, overrides, webhook_url, webhook_events)
+        key = idempotency_key or str(uuid.uuid4())
+        data = await self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        return Job.from_dict(data)
+
+    async def get_job(self, job: JobRef) -> Job:
+        return Job.from_dict(await self._json("GET", f"/v1/jobs/{_job_id(job)}"))
+
+    async def cancel(self, job: JobRef) -> Job:
+        return Job.from_dict(await self._json("POST", f"/v1/jobs/{_job_id(job)}/cancel"))
+
+    async def list_jobs(
+        self, *, status: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        async for d in self._pages("/v1/jobs", {"status": status, "limit": page_size}):
+            yield Job.from_dict(d)
+
+    async def list_models(self, *, page_size: int = 100) -> AsyncIterator[Model]:
+        async for d in self._pages("/v1/models", {"limit": page_size}):
+            yield Model.from_dict(d)
+
+    async def events(
+        self, job: JobRef, *, after: int = 0, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """The job's live events after `after`, until its final one (reconnecting)."""
+        job_id = _job_id(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last, failures = after, 0
+        while True:
+            got_any = False
+            try:
+                async for event in self._stream_once(job_id, last, deadline):
+                    got_any, failures, last = True, 0, event.seq
+                    yield event
+                    if event.final:
+                        return
+            except httpx.TransportError:
+                failures += 1
+                if failures > self.max_retries:
+                    raise
+            _check_deadline(deadline, job_id)
+            if not got_any:
+                if (await self.get_job(job_id)).finished:
+                    return
+                await asyncio.sleep(backoff_s(failures, base=0.25, cap=5.0))
+
+    async def _stream_once(
+        self, job_id: str, after: int, deadline: float | None
+    ) -> AsyncIterator[Event]:
+        read = STREAM_READ_TIMEOUT_S
+        if deadline is not None:
+            read = max(0.1, min(read, deadline - time.monotonic()))
+        headers = {"Accept": "text/event-stream"}
+        if after:
+            headers["Last-Event-ID"] = str(after)
+        timeout = httpx.Timeout(DEFAULT_TIMEOUT_S, read=read)
+        response = await self._send(
+            lambda: self._http.build_request(
+                "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+            ),
+            stream=True,
+        )
+        try:
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise StreamUnavailable("the server did not answer with an event stream")
+            parser = SSEParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is not None and event.seq > after:
+                    yield event
+                _check_deadline(deadline, job_id)
+        finally:
+            await response.aclose()
+
+    async def wait(
+        self, job: JobRef, timeout: float | None = None, *, poll_interval: float = 1.0
+    ) -> Job:
+        """Wait until the job finished (event stream, else polling); returns it."""
+        job_id = _job_id(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = await self.get_job(job_id)
+        if current.finished:
+            return current
+        try:
+            async for _event in self.events(job_id, timeout=timeout):
+                pass
+        except StreamUnavailable:
+            interval = poll_interval
+            while not (current := await self.get_job(job_id)).finished:
+                if deadline is not None and time.monotonic() + interval > deadline:
+                    raise WaitTimeout(f"job {job_id} did not finish in time", current) from None
+                await asyncio.sleep(interval)
+                interval = min(10.0, interval * 1.5)
+        return await self.get_job(job_id)
+
+    async def download(
+        self, target: JobRef | Artifact, path: PathLike | None = None, *, name: str = "model.mcz"
+    ) -> Path:
+        if isinstance(target, Artifact):
+            artifact = target
+        else:
+            current = target if isinstance(target, Job) else await self.get_job(target)
+            artifact = current.artifact(name)
+        dest = Path(path) if path is not None else Path.cwd()
+        if dest.is_dir():
+            dest = dest / artifact.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        response = await self._send(
+            lambda: self._http.build_request("GET", artifact.url), stream=True
+        )
+        try:
+            if response.status_code in (301, 302, 303, 307, 308):
+                location = response.headers["location"]
+                async with (
+                    httpx.AsyncClient(timeout=self._http.timeout) as plain,
+                    plain.stream("GET", location) as redirected,
+                ):
+                    if redirected.status_code >= 400:
+                        await redirected.aread()
+                        raise error_from_response(redirected)
+                    body = b"".join([c async for c in redirected.aiter_bytes(CHUNK)])
+                    checksum = redirected.headers.get("x-checksum-sha256")
+            else:
+                body = b"".join([c async for c in response.aiter_bytes(CHUNK)])
+                checksum = response.headers.get("x-checksum-sha256")
+        finally:
+            await response.aclose()
+        got = hashlib.sha256(body).hexdigest()
+        for expected in filter(None, (artifact.sha256, checksum)):
+            if got != expected:
+                raise ChecksumError(
+                    f"download of {artifact.name} has sha256 {got}, expected {expected}"
+                )
+        tmp = dest.with_name(f".{dest.name}.part")
+        tmp.write_bytes(body)
+        os.replace(tmp, dest)
+        return dest
+
+
+__all__ = [
+    "APIError",
+    "Artifact",
+    "AsyncClient",
+    "AuthenticationError",
+    "ChecksumError",
+    "Client",
+    "ClientError",
+    "ConflictError",
+    "Dataset",
+    "Event",
+    "IdempotencyConflictError",
+    "Job",
+    "Model",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "StreamUnavailable",
+    "UnsupportedMediaTypeError",
+    "ValidationError",
+    "WaitTimeout",
+    "error_from_response",
+]
