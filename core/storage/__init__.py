@@ -194,8 +194,9 @@ def checkpoints_key(job_id: str) -> str:
     return f"jobs/{job_id}/checkpoints"
 
 
-# The built-in backends register themselves on import.
+# The built-in backends register themselves on import (s3 imports boto3 only when used).
 from core.storage import local as _local  # noqa: E402
+from core.storage import s3 as _s3  # noqa: E402, F401
 
 LocalStorage = _local.LocalStorage
 

@@ -52,7 +52,7 @@ def test_compose_config_parses_with_the_docker_client() -> None:
     )
     assert out.returncode == 0, out.stderr
     rendered = yaml.safe_load(out.stdout)
-    assert set(rendered["services"]) == {"postgres", "redis", *APP_SERVICES}
+    assert set(rendered["services"]) == {"postgres", "redis", "minio", *APP_SERVICES}
 
 
 def test_compose_has_the_roles_healthchecks_and_gpu_reservation() -> None:
@@ -78,6 +78,22 @@ def test_compose_has_the_roles_healthchecks_and_gpu_reservation() -> None:
     for name, spec in services.items():
         for dep in spec.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown service {dep}"
+
+
+def test_app_services_share_only_database_broker_and_bucket() -> None:
+    """Blobs live in MinIO (S3): API and workers need no shared volume, so workers can
+    run on other hosts."""
+    services = _compose()["services"]
+    assert "healthcheck" in services["minio"]
+    for name in APP_SERVICES:
+        spec = services[name]
+        env = spec["environment"]
+        assert env["METACLUSTER_STORAGE_URL"].startswith("s3://")
+        assert env["METACLUSTER_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert "volumes" not in spec, f"{name} mounts a volume"
+        if name != "migrate":
+            assert spec["depends_on"]["minio"]["condition"] == "service_healthy"
+        assert "s3" in spec["build"]["args"]["EXTRAS"].split(",")
 
 
 def _console_scripts() -> set[str]:
