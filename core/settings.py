@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on lists.")
     public_url: str | None = Field(
         default=None,
-        description="The API's address as clients reach it (`https://kan.example.com`): "
-        "absolute links in webhook payloads and MLflow tags; relative links when unset.",
+        description="The API's address as clients reach it (`https://kan.example.com`), "
+        "for the job links of MLflow runs (webhook payloads carry relative links).",
     )
     # -- live events --------------------------------------------------------------------
     events_poll_s: float = Field(

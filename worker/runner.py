@@ -185,13 +185,50 @@ def _execute(
         report_path = Path(tmp) / REPORT_NAME
         report_dict = report.to_dict()
         report_path.write_text(json.dumps(report_dict, indent=2, sort_keys=True))
+        names = [ARTIFACT_NAME, REPORT_NAME]
         stored = []
-        for name in (ARTIFACT_NAME, REPORT_NAME):
+        for name in names:
             key = artifact_key(job_id, name)
             blob = storage.put(key, Path(tmp) / name)
             stored.append((name, blob.bytes, str(blob.sha256), key))
+        with session_scope(settings) as session:
+            jobs.succeed(session, job_id, report_dict, stored)
+        if settings.mlflow_uri:
+            _log_to_mlflow(job_id, settings, [Path(tmp) / n for n in names], reporter)
+
+
+def _log_to_mlflow(
+    job_id: str, settings: Settings, files: list[Path], reporter: JobReporter
+) -> None:
+    """Log the succeeded job as an MLflow run; a failure is a job event, not a failed job."""
+    from metacluster.tracking import log_job
+
     with session_scope(settings) as session:
-        jobs.succeed(session, job_id, report_dict, stored)
+        job = JobRepository(session).lock(job_id)
+        if job is None:
+            return
+        record = {
+            "id": job.id,
+            "status": job.status,
+            "config": job.config,
+            "metrics": job.metrics,
+            "dataset": job.dataset,
+            "model_id": job.model_id,
+        }
+    base = (settings.public_url or "").rstrip("/")
+    try:
+        run_id = log_job(
+            record,
+            files,
+            tracking_uri=settings.mlflow_uri,
+            experiment=settings.mlflow_experiment,
+            job_url=f"{base}/v1/jobs/{job_id}",
+        )
+    except Exception as exc:
+        log.warning("job %s: MLflow logging failed", job_id, exc_info=True)
+        reporter.log(f"MLflow logging failed: {type(exc).__name__}: {exc}", mlflow_error=str(exc))
+        return
+    reporter.log(f"logged to MLflow as run {run_id}", mlflow_run_id=run_id)
 
 
 def _fail(settings: Settings, job_id: str, status: str, error: dict[str, str]) -> None:
