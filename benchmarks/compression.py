@@ -348,8 +348,7 @@ def main(argv: list[str] | None = None) -> None:
                 else [
                     r
                     for r in rows
-                    if ("digits" in r.name
-                    and "efficient" in r.name)
+                    if ("digits" in r.name and "efficient" in r.name)
                     or "MNIST" in r.name
                     or "100 inputs" in r.name
                 ]

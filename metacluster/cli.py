@@ -604,7 +604,41 @@ def compress(
     result = report.to_dict()
     result["out"] = str(Path(out))
     result["seconds"] = round(time.perf_counter() - start, 3)
-    _emit(result, as_json)
+    if as_json:
+        _emit(result, True)
+    else:
+        _print_summary(result)
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    """The human-readable compress report: headline, byte breakdown, one line per layer."""
+
+    def value(v: float) -> str:
+        return f"{100 * v:.2f}%" if r["metric"] == "accuracy" else f"{v:.4g}"
+
+    click.echo(
+        f"{r['metric']}: {value(r['before'])} -> {value(r['after'])}  ({r['method']}, K={r['k']})"
+    )
+    click.echo(
+        f"bytes: {r['bytes_before']:,} -> {r['bytes_after']:,}  ratio {r['ratio']:.1f}x "
+        f"(param ratio {r['param_ratio']:.1f}x)  -> {r['out']}"
+    )
+    parts = r.get("bytes_breakdown") or {}
+    click.echo("breakdown: " + ", ".join(f"{k} {v:,}" for k, v in parts.items()))
+    for layer in r.get("layers", []):
+        k = "/".join(str(v) for v in layer["k"]) or "-"
+        click.echo(
+            f"  {layer['name']:<16} {layer['mode']:<8} K={k:<6} edges {layer['edges']:>8,}  "
+            f"bytes {layer['bytes']:>8,}  coef err {layer['coef_rel_error']:.3f}  "
+            f"function err {layer['function_rel_error']:.3f}"
+        )
+    if r.get("recommended_k") is not None and r.get("sweep"):
+        click.echo(
+            f"sweep: recommended K={r['recommended_k']} of {[row['k'] for row in r['sweep']]}"
+        )
+    click.echo(
+        f"seconds: {r['seconds']}  stages: " + ", ".join(f"{k} {v}" for k, v in r["stages"].items())
+    )
 
 
 @cli.command("methods")

@@ -3,7 +3,10 @@
 In the manner of HAWQ / ModelOpt's auto_quantize: every compressible layer gets a few
 options (a codebook of K vectors for K = 2, 4, ... up to its edges, uniform int8, or
 dense), each with its bytes and its sensitivity, the validation loss increase when
-only that layer is stored that way (the rest as the meta stage generated them). A
+only that layer is stored that way (the rest as the meta stage generated them), as the
+distillation loss towards the original on the validation inputs and noisy copies of
+them (`functional.probe_loss`: a teacher that memorised its training data scores
+perfectly on a split carved from it, so its labels say little there). A
 multiple-choice knapsack (dynamic programming over the bytes) then picks one option
 per layer that minimises the summed loss increase within the budget.
 """
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor
 
 from metacluster.compress.codebook import build_groups, coefficient_names, uniform_quant
-from metacluster.compress.functional import validation_loss
+from metacluster.compress.functional import probe_loss
 from metacluster.compress.kmeans import kmeans
 from metacluster.compress.packing import bits_for
 from metacluster.errors import ConfigError
@@ -187,11 +190,12 @@ def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
             for n, v in current.items()
         }
 
+    temperature = ctx.config.temperature
     with torch.no_grad():
-        base = validation_loss(ctx.work, ctx.fit, coefs_of(vectors))
+        base = probe_loss(ctx.work, ctx.fit, coefs_of(vectors), temperature)
 
         def loss_with(name: str, approx: Tensor) -> float:
-            return validation_loss(ctx.work, ctx.fit, coefs_of({**vectors, name: approx}))
+            return probe_loss(ctx.work, ctx.fit, coefs_of({**vectors, name: approx}), temperature)
 
         options: dict[str, list[Option]] = {}
         for i, name in enumerate(names):

@@ -46,6 +46,11 @@ class TrainingSet:
     teacher: Tensor | None = None  # the source model's outputs on x
     extra_x: Tensor | None = None  # inputs labelled by the teacher only
     extra_teacher: Tensor | None = None
+    # Where the teacher was not trained: the validation inputs and noisy copies of them,
+    # with its outputs (what sensitivities are measured on: a teacher that memorised
+    # its training data scores perfectly on a split carved from it).
+    probe_x: Tensor | None = None
+    probe_teacher: Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -73,6 +78,11 @@ def make_training_set(
     if teacher is None:
         return out
     out.teacher = predict(teacher, out.x).detach()
+    flat = out.val_x.reshape(out.val_x.shape[0], -1)
+    spread = 0.1 * flat.std(0, unbiased=False).clamp_min(1e-6)
+    noisy = flat + spread * torch.randn(flat.shape, generator=gen).to(flat.device)
+    out.probe_x = torch.cat([out.val_x, noisy.reshape(out.val_x.shape)])
+    out.probe_teacher = predict(teacher, out.probe_x).detach()
     n_extra = round(config.augment_factor * out.n) if config.augment != "none" else 0
     if n_extra > 0:
         xs = x.reshape(x.shape[0], -1)
@@ -112,6 +122,20 @@ def validation_loss(
     """The task loss on the validation split (what early stopping minimises)."""
     out = predict(model, fit.val_x, coefs)
     return float(task_loss(out, fit.val_y, fit.task))
+
+
+def probe_loss(
+    model: KANModel,
+    fit: TrainingSet,
+    coefs: dict[str, Tensor] | None = None,
+    temperature: float = 2.0,
+) -> float:
+    """How far the model is from the teacher on the probe inputs (distillation loss), or
+    the validation task loss when there is no teacher."""
+    if fit.probe_x is None or fit.probe_teacher is None:
+        return validation_loss(model, fit, coefs)
+    out = predict(model, fit.probe_x, coefs)
+    return float(distill_loss(out, fit.probe_teacher, fit.task, temperature))
 
 
 def other_parameters(model: KANModel, compressed: list[str]) -> list[nn.Parameter]:
@@ -237,6 +261,7 @@ __all__ = [
     "evaluate_model",
     "make_training_set",
     "other_parameters",
+    "probe_loss",
     "train_functional",
     "validation_loss",
     "validation_metric",

@@ -440,6 +440,43 @@ class TestCompressEvalExport:
             "already a MetaCluster artifact",
         )
 
+    def test_a_byte_budget_instead_of_a_k(
+        self, trained: tuple[Path, dict[str, Any]], tmp_path: Path
+    ) -> None:
+        path, _ = trained
+        fast = {"regress_steps": 40, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1}
+        cfg = _write(tmp_path / "fast.json", {**fast, "baselines": False})
+        art = tmp_path / "b.mcz"
+        report = run_json(
+            "compress", str(path), "--data", "digits", "--max-bytes", "3000",
+            "--out", str(art), "--config", str(cfg),
+        )  # fmt: skip
+        assert (
+            report["budget_bytes"] == 3000 and report["bytes_after"] == art.stat().st_size <= 3000
+        )
+        assert {layer["mode"] for layer in report["layers"]} <= {"codebook", "uniform", "dense"}
+        assert sum(report["bytes_breakdown"].values()) == report["bytes_after"]
+        # a --config file that sets the budget, and no --k
+        ratio_cfg = _write(
+            tmp_path / "ratio.json", {**fast, "baselines": False, "target_ratio": 15}
+        )
+        report = run_json(
+            "compress", str(path), "--data", "digits", "--out", str(art), "--config", str(ratio_cfg)
+        )
+        assert report["budget_bytes"] == report["bytes_before"] // 15 >= report["bytes_after"]
+        assert_one_line_error(
+            run("compress", str(path), "--data", "digits", "--k", "8", "--max-bytes", "3000",
+                "--out", str(art)),
+            "not both",
+            code=2,
+        )  # fmt: skip
+        # without --json: a readable summary with the byte breakdown and one line per layer
+        text = run(
+            "compress", str(path), "--data", "digits", "--max-bytes", "3000",
+            "--out", str(art), "--config", str(cfg),
+        ).stdout  # fmt: skip
+        assert "breakdown: codebooks" in text and "layers.0" in text and "ratio" in text
+
     def test_bad_config_file(self, trained: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
         cfg = _write(tmp_path / "cfg.json", {"no_such_knob": 1})
         result = run(
