@@ -710,6 +710,32 @@ def data_list(as_json: bool) -> None:
         click.echo(f"eq:{eq['name']:<22} {eq['n_vars']:>3} inputs  {eq['formula']}")
 
 
+@cli.command("report")
+@click.argument("source", metavar="ARTIFACT_OR_REPORT_JSON")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write."
+)
+@click.option("--title", default=None, help="Heading of the page.")
+@json_option
+def report_cmd(source: str, out_dir: str, title: str | None, as_json: bool) -> None:
+    """Draw a compression report: report.html (self-contained) and its PNGs.
+
+    SOURCE is a report JSON (`metacluster compress --json` output, a job's report.json)
+    or an artifact (then only what the artifact holds: bytes, codebook functions and
+    the stored edge vectors, no sweep, baselines or errors against the original).
+    """
+    from metacluster.reporting import load_report, render_report
+
+    rendered = render_report(load_report(source), out_dir, title=title)
+    _emit(
+        {
+            "html": str(rendered.html),
+            "images": {name: str(path) for name, path in rendered.images.items()},
+        },
+        as_json,
+    )
+
+
 # `metacluster remote ...`: the service's client commands (httpx is imported when one runs).
 from metacluster.remote import remote as _remote  # noqa: E402
 

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model.mcz"
 REPORT_NAME = "report.json"
+# Beside them: report.html (self-contained) and its PNGs (metacluster.reporting.PLOTS).
+REPORT_HTML = "report.html"
 
 # Progress events are written at most this often (plus on every stage change), and
 # the cancel flag is read at most this often: both are database round trips.
@@ -185,7 +187,11 @@ def _execute(
         report_path = Path(tmp) / REPORT_NAME
         report_dict = report.to_dict()
         report_path.write_text(json.dumps(report_dict, indent=2, sort_keys=True))
-        names = [ARTIFACT_NAME, REPORT_NAME]
+        names = [
+            ARTIFACT_NAME,
+            REPORT_NAME,
+            *_draw_report(job_id, report_dict, Path(tmp), reporter),
+        ]
         stored = []
         for name in names:
             key = artifact_key(job_id, name)
@@ -195,6 +201,22 @@ def _execute(
             jobs.succeed(session, job_id, report_dict, stored)
         if settings.mlflow_uri:
             _log_to_mlflow(job_id, settings, [Path(tmp) / n for n in names], reporter)
+
+
+def _draw_report(
+    job_id: str, report: dict[str, Any], folder: Path, reporter: JobReporter
+) -> list[str]:
+    """report.html and its PNGs beside the artifact; a report that cannot be drawn (no
+    matplotlib on this worker) is a job event, not a failed job. Returns the file names."""
+    from metacluster.reporting import render_report
+
+    try:
+        rendered = render_report(report, folder, title=f"MetaCluster job {job_id}")
+    except Exception as exc:
+        log.warning("job %s: report not drawn", job_id, exc_info=True)
+        reporter.log(f"report not drawn: {type(exc).__name__}: {exc}", report_error=str(exc))
+        return []
+    return [p.name for p in rendered.files()]
 
 
 def _log_to_mlflow(
@@ -308,4 +330,4 @@ def _drop_checkpoints(storage: Storage, job_id: str) -> None:
         log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)
 
 
-__all__ = ["ARTIFACT_NAME", "REPORT_NAME", "JobReporter", "run_job", "warm_up"]
+__all__ = ["ARTIFACT_NAME", "REPORT_HTML", "REPORT_NAME", "JobReporter", "run_job", "warm_up"]

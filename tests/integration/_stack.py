@@ -26,6 +26,20 @@ from torch import Tensor, nn
 
 REPO = Path(__file__).resolve().parents[2]
 FINAL = {"succeeded", "failed", "cancelled"}
+# What a succeeded MetaCluster job stores: the artifact, its report as JSON, and the
+# report drawn (report.html with its PNGs, metacluster.reporting).
+JOB_ARTIFACTS = sorted(
+    [
+        "model.mcz",
+        "report.json",
+        "report.html",
+        "pareto.png",
+        "bytes.png",
+        "errors.png",
+        "codebooks.png",
+        "projection.png",
+    ]
+)
 
 
 # -- inputs ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 
 from ._stack import (
     FINAL,
+    JOB_ARTIFACTS,
     Proc,
     child_env,
     create_job,
@@ -165,7 +166,7 @@ def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
         proc = embedded.start()
         job = poll(client, job["id"], lambda j: j["status"] in FINAL, 240, (proc,))
         assert job["status"] == "succeeded", job
-        assert sorted(a["name"] for a in job["artifacts"]) == ["model.mcz", "report.json"]
+        assert sorted(a["name"] for a in job["artifacts"]) == JOB_ARTIFACTS
         evts = events(client, job["id"])
         assert [e["data"]["delivery"] for e in evts if (e.get("data") or {}).get("delivery")] == [
             1,

@@ -23,7 +23,7 @@ from metacluster import errors
 from metacluster.formats import inspect_model
 from worker.runner import run_job
 
-from ._stack import make_efficient_kan_checkpoint, make_npz_dataset
+from ._stack import JOB_ARTIFACTS, make_efficient_kan_checkpoint, make_npz_dataset
 from .test_redis_postgres import QUICK
 
 
@@ -147,7 +147,7 @@ def test_success_stores_artifacts_and_a_redelivery_is_a_no_op(env: Env) -> None:
         None,
     )
     assert job.metrics is not None and job.metrics["k"] == QUICK["k"]
-    assert env.artifacts(job_id) == ["model.mcz", "report.json"]
+    assert env.artifacts(job_id) == JOB_ARTIFACTS
     artifact = env.storage.stat(f"jobs/{job_id}/artifacts/model.mcz")
     assert artifact is not None and job.metrics["bytes_after"] == artifact.bytes
     # Stage checkpoints only serve an unfinished job.
@@ -377,7 +377,7 @@ def test_a_second_message_never_runs_a_claimed_job(
     job = env.row(job_id)
     assert (job.status, job.deliveries) == ("succeeded", 2)
     assert [d["message_id"] for d in _running_events(env, job_id)] == ["msg-1", "msg-1"]
-    assert env.artifacts(job_id) == ["model.mcz", "report.json"]
+    assert env.artifacts(job_id) == JOB_ARTIFACTS
     # The copy delivered once more, after the end: a no-op.
     assert run("msg-2") == "succeeded" and env.row(job_id).deliveries == 2
 

@@ -44,7 +44,7 @@ def _check_run(client: Any, run: Any, job_id: str, metrics: dict[str, Any]) -> N
         assert logged[key] == pytest.approx(metrics[key]), key
     assert {f"stage_seconds.{s}" for s in metrics["stages"]} <= set(logged)
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.mcz", "report.json"} <= names
+    assert {"model.mcz", "report.json", "report.html"} <= names
 
 
 def test_the_worker_logs_a_succeeded_job_as_a_run(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from ._stack import FINAL, create_job, events, get_job, poll
+from ._stack import FINAL, JOB_ARTIFACTS, create_job, events, get_job, poll
 from .conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def _artifact_names(stack: Stack, job_id: str) -> list[str]:
 
 def _download_and_check(stack: Stack, job: dict[str, Any], tmp_path: Path) -> Path:
     by_name = {a["name"]: a for a in job["artifacts"]}
-    assert set(by_name) == {"model.mcz", "report.json"}
+    assert sorted(by_name) == JOB_ARTIFACTS
     meta = by_name["model.mcz"]
     r = stack.client.get(f"/v1/jobs/{job['id']}/artifacts/model.mcz")
     assert r.status_code == 200, r.text
@@ -151,7 +151,7 @@ def test_worker_killed_mid_job_resumes_on_a_new_worker(
     second = stack.start_worker("after-kill")
     job = poll(stack.client, job_id, lambda j: j["status"] in FINAL, 300, (stack.api, second))
     assert job["status"] == "succeeded", job
-    assert _artifact_names(stack, job_id) == ["model.mcz", "report.json"]
+    assert _artifact_names(stack, job_id) == JOB_ARTIFACTS
     assert _db_job(stack, job_id).deliveries == 2
 
     evts = events(stack.client, job_id)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ._stack import events
+from ._stack import JOB_ARTIFACTS, events
 from .conftest import Stack
 from .test_redis_postgres import QUICK
 
@@ -126,7 +126,8 @@ def test_signed_webhooks_are_delivered_retried_and_recorded(
     final = receiver.verified[-1]["event"]
     assert final["data"]["id"] == job_id and final["data"]["status"] == "succeeded"
     assert final["data"]["metrics"]["ratio"] > 1
-    assert {a["name"] for a in final["data"]["artifacts"]} >= {"model.mcz", "report.json"}
+    assert sorted(a["name"] for a in final["data"]["artifacts"]) == JOB_ARTIFACTS
+    assert final["data"]["report_url"] == f"/v1/jobs/{job_id}/report"
     for v in receiver.verified:
         assert len(v["headers"]["webhook-signature"].split()) == 2  # old and new secret
 
