@@ -15,12 +15,13 @@ from core.settings import Settings, get_settings
 from core.storage import get_storage
 from service.metrics import Metrics
 from service.problems import install_problem_handlers, problem_responses
-from service.routes import health, jobs, uploads, webhooks
+from service.routes import dashboard, health, jobs, uploads, webhooks
 
 DESCRIPTION = """Compress Kolmogorov-Arnold Networks with MetaCluster.
 
 Upload a KAN (`POST /v1/models`) and optionally a dataset (`POST /v1/datasets`),
-create a job (`POST /v1/jobs`), poll it, then download its artifact.
+create a job (`POST /v1/jobs`), follow it (`GET /v1/jobs/{id}/events`, also as a live
+event stream), then download its artifact and open its report. `GET /` is a dashboard.
 Every error is `application/problem+json` (RFC 9457) with a stable `code`.
 """
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
