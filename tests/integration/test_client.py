@@ -275,3 +275,32 @@ def test_wait_polls_when_a_proxy_strips_the_event_stream(
     assert done.status == "succeeded", done.raw
     # It polled, with a growing interval (the backoff), rather than streaming.
     assert len(polls) >= 2 and polls == sorted(polls) and polls[0] == pytest.approx(0.2)
+
+
+def test_async_client_does_the_same(stack: Stack, inputs: dict[str, Path], tmp_path: Path) -> None:
+    import asyncio
+
+    from metacluster.client import AsyncClient, NotFoundError
+
+    stack.ensure_one_worker()
+
+    async def scenario() -> tuple[Any, list[int], Path, list[str]]:
+        async with AsyncClient(str(stack.client.base_url), stack.key["key"]) as mc:
+            model = await mc.upload_model(inputs["model"])
+            dataset = await mc.upload_dataset(inputs["data"])
+            job = await mc.create_job(model, dataset, QUICK)
+            done = await mc.wait(job, timeout=240)
+            seqs = [e.seq async for e in mc.events(done)]
+            path = await mc.download(done, tmp_path)
+            listed = [j.id async for j in mc.list_jobs(page_size=2)]
+            try:
+                await mc.get_job("job_nope")
+            except NotFoundError:
+                listed.append("404")
+            return done, seqs, path, listed
+
+    done, seqs, path, listed = asyncio.run(scenario())
+    assert done.status == "succeeded", done.raw
+    assert seqs == list(range(1, len(seqs) + 1)) and seqs
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == done.artifact().sha256
+    assert done.id in listed and listed[-1] == "404"
