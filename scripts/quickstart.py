@@ -22,7 +22,9 @@ A new API key (shown once): {key}
   curl -s -H "Authorization: Bearer $KEY" $API/v1/jobs/<job id>
   curl -s -OJ -H "Authorization: Bearer $KEY" $API/v1/jobs/<job id>/artifacts/model.mcz
 
-OpenAPI: {api}/docs    Stop with Ctrl-C.
+Dashboard: {api}/    OpenAPI: {api}/docs    Python client and CLI: docs/pipelines.md
+  METACLUSTER_URL={api} METACLUSTER_API_KEY={key} metacluster remote jobs
+Stop with Ctrl-C.
 """
 
 
