@@ -119,11 +119,13 @@ def test_signed_webhooks_are_delivered_retried_and_recorded(
     job_id = r.json()["id"]
     _wait_for(lambda: "job.succeeded" in receiver.types(), 240, "the job.succeeded webhook")
 
+    # Every subscribed kind came, verified. (Order is not promised: a retried message can
+    # arrive after later ones, as with any Standard Webhooks sender.)
     types = receiver.types()
-    assert types[0] == "job.started" and types[-1] == "job.succeeded"
-    assert "job.stage" in types
+    assert {"job.started", "job.stage", "job.succeeded"} <= set(types)
+    assert types.count("job.started") == 1 and types.count("job.succeeded") == 1
     assert not [q for q in receiver.requests if "error" in q], receiver.requests
-    final = receiver.verified[-1]["event"]
+    final = next(v["event"] for v in receiver.verified if v["event"]["type"] == "job.succeeded")
     assert final["data"]["id"] == job_id and final["data"]["status"] == "succeeded"
     assert final["data"]["metrics"]["ratio"] > 1
     assert sorted(a["name"] for a in final["data"]["artifacts"]) == JOB_ARTIFACTS
@@ -154,7 +156,8 @@ def test_signed_webhooks_are_delivered_retried_and_recorded(
     assert retried[0]["retry_in_s"] > 0
 
     # Replay window and integrity, as a receiver checks them.
-    raw, headers = receiver.verified[-1]["body"], receiver.verified[-1]["headers"]
+    last = next(v for v in receiver.verified if v["event"]["type"] == "job.succeeded")
+    raw, headers = last["body"], last["headers"]
     assert verify(raw, headers, old)["type"] == "job.succeeded"
     sent_at = int(headers["webhook-timestamp"])
     with pytest.raises(WebhookVerificationError, match="replay"):
