@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         description="An event stream sends a comment line after this long without an "
         "event, so proxies keep it open.",
     )
+    shutdown_grace_s: int = Field(
+        default=10,
+        ge=0,
+        description="`metacluster serve`: when stopping, open requests (event streams "
+        "included) get this long before they are cut; clients resume streams with "
+        "Last-Event-ID.",
+    )
     # -- webhooks -------------------------------------------------------------------------
     webhook_allow_private: bool = Field(
         default=False,

@@ -163,7 +163,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
         import metacluster.formats  # noqa: F401
 
         config = uvicorn.Config(
-            "service.app:create_app", factory=True, host=host, port=port, log_level="info"
+            "service.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="info",
+            # An open event stream would otherwise hold the shutdown until its job ends.
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
         uvicorn.Server(config).run()
     finally:

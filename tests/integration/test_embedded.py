@@ -12,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,9 @@ class Embedded:
     """One `metacluster serve` process on a data directory, restartable."""
 
     def __init__(self, data_dir: Path, log_dir: Path) -> None:
-        self.env = child_env({"METACLUSTER_DATA_DIR": str(data_dir)})
+        self.env = child_env(
+            {"METACLUSTER_DATA_DIR": str(data_dir), "METACLUSTER_SHUTDOWN_GRACE_S": "2"}
+        )
         self.log_dir = log_dir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -139,12 +143,58 @@ def test_embedded_serve_runs_the_whole_flow_on_sqlite(
     assert (data_dir / "metacluster.db").is_file() and (data_dir / "broker.db").is_file()
     assert any((data_dir / "storage" / "jobs" / job["id"] / "artifacts").iterdir())
 
-    # Clean shutdown: SIGTERM stops the API and its worker, exit status 0.
+    # Clean shutdown: SIGTERM stops the API and its worker, exit status 0, even while a
+    # client follows the event stream of a job that will not end by itself (a queued
+    # job whose message went nowhere): the stream is cut after the grace period.
+    from core import jobs as job_states
+    from core.db.session import dispose_engines, session_scope
+    from core.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    with session_scope(settings) as session:
+        parked, _ = job_states.create(
+            session,
+            owner_id=_owner(settings, job["id"]),
+            model_id=model["id"],
+            dataset=dataset["id"],
+            config=job["config"],
+            queue="nowhere",
+            request_hash="x",
+        )
+        parked_id = parked.id
+    dispose_engines()
+    opened = threading.Event()
+
+    def follow() -> None:
+        with (
+            httpx.Client(base_url=embedded.base, headers=headers, timeout=120) as c,
+            c.stream(
+                "GET", f"/v1/jobs/{parked_id}/events", headers={"Accept": "text/event-stream"}
+            ) as stream,
+        ):
+            for _line in stream.iter_lines():
+                opened.set()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    assert opened.wait(30), "the event stream did not open"
     workers = _children(proc.pid)
     assert workers, "serve started no worker process"
+    t0 = time.monotonic()
     proc.popen.send_signal(signal.SIGTERM)
     assert proc.popen.wait(timeout=60) == 0, proc.log_tail()
+    assert time.monotonic() - t0 < 30  # grace 2 s, then the stream was cut
     assert not any(_alive(pid) for pid in workers)
+
+
+def _owner(settings: Any, job_id: str) -> str:
+    from core.db.models import Job
+    from core.db.session import session_scope
+
+    with session_scope(settings) as session:
+        row = session.get(Job, job_id)
+        assert row is not None
+        return row.owner_id
 
 
 def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
