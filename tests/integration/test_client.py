@@ -304,3 +304,20 @@ def test_async_client_does_the_same(stack: Stack, inputs: dict[str, Path], tmp_p
     assert seqs == list(range(1, len(seqs) + 1)) and seqs
     assert hashlib.sha256(path.read_bytes()).hexdigest() == done.artifact().sha256
     assert done.id in listed and listed[-1] == "404"
+
+
+def test_a_pykan_checkpoint_goes_up_as_its_two_files(stack: Stack, tmp_path: Path) -> None:
+    import contextlib as ctx
+    import io as io_
+
+    kan = pytest.importorskip("kan", reason="pykan is not installed")
+    with ctx.redirect_stdout(io_.StringIO()):
+        model = kan.KAN(
+            width=[8, 4, 3], grid=3, k=3, seed=0, auto_save=False, ckpt_path=str(tmp_path)
+        )
+        model.saveckpt(str(tmp_path / "m"))
+    with _client(stack) as mc:
+        for name in ("m", "m_state", "m_config.yml"):  # the prefix or either file
+            uploaded = mc.upload_model(tmp_path / name)
+            assert uploaded.format == "pykan" and uploaded.filename == "m_state", uploaded
+            assert uploaded.raw["edges"] == 8 * 4 + 4 * 3
