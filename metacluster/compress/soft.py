@@ -55,9 +55,16 @@ class SoftQuantizer(nn.Module):
         self.frac = 0.0
 
     def _distances(self, gi: int, v: Tensor) -> Tensor:
-        c: Tensor = self.centroids[gi]
-        diff = (v[:, None, :] - c[None, :, :]) / self.scales[gi]
-        out: Tensor = (diff**2).mean(-1)  # (n, K)
+        """Mean squared scaled distance of every vector to every centroid, (n, K).
+
+        Expanded as |v|^2 - 2 v.c + |c|^2, so memory is n x K, not n x K x L (a million
+        edges with K = 16 and L = 9 would need half a gigabyte per step otherwise).
+        """
+        scale = self.scales[gi]
+        vs = v / scale
+        cs = self.centroids[gi] / scale
+        sq = (vs * vs).sum(1, keepdim=True) - 2.0 * vs @ cs.T + (cs * cs).sum(1)[None, :]
+        out: Tensor = sq.clamp_min(0.0) / v.shape[1]
         return out
 
     def forward(self, gen: dict[str, Tensor], hard: bool = False) -> dict[str, Tensor]:

@@ -307,6 +307,26 @@ class TestDryRun:
         assert body["config"]["k"] == 4
         assert enqueuer.calls == [] and n_jobs(settings) == before
 
+    def test_a_byte_budget_is_planned_with_k_per_layer(
+        self, client: TestClient, auth: dict[str, str], inputs: dict[str, str]
+    ) -> None:
+        model = client.get(f"/v1/models/{inputs['model_id']}", headers=auth).json()
+        config = {"target_ratio": 3, "meta_epochs": 1}
+        r = client.post("/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": config})
+        assert r.status_code == 200, r.text
+        plan = r.json()["plan"]
+        assert plan["budget_bytes"] == model["bytes"] // 3
+        assert all(layer["mode"] in ("codebook", "uniform", "dense") for layer in plan["layers"])
+        assert 0 < plan["expected_bytes"]["0"] <= plan["budget_bytes"]
+        assert "allocate" in [s["name"] for s in plan["stages"]]
+        assert {c["name"] for c in r.json()["checks"]} >= {"budget", "input_size", "outputs"}
+        # a budget no storage can meet is refused before anything runs
+        config = {"max_bytes": 100}
+        r = client.post("/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": config})
+        body = assert_problem(r, 422, "incompatible")
+        assert [c["name"] for c in body["checks"] if not c["ok"]] == ["budget"]
+        assert "cannot be met" in body["detail"]
+
     def test_input_size_mismatch(
         self,
         client: TestClient,
