@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
 
 from core import webhooks
-from core.settings import Settings
+from core.db.base import utcnow
 from service.deps import CurrentKey, SessionDep, SettingsDep
 from service.problems import problem_responses
 from service.schemas import WebhookSecretOut
@@ -15,19 +13,14 @@ from service.schemas import WebhookSecretOut
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
 
-def _out(secrets: webhooks.Secrets, now: datetime) -> WebhookSecretOut:
-    active = secrets.previous_until is not None and now < secrets.previous_until
+def _out(secrets: webhooks.Secrets) -> WebhookSecretOut:
+    until = secrets.previous_until
+    active = until is not None and utcnow() < until
     return WebhookSecretOut(
         secret=secrets.current,
         previous=secrets.previous if active else None,
-        previous_expires_at=secrets.previous_until if active else None,
+        previous_expires_at=until if active else None,
     )
-
-
-def _now() -> datetime:
-    from core.db.base import utcnow
-
-    return utcnow()
 
 
 @router.get(
@@ -37,7 +30,7 @@ def _now() -> datetime:
     summary="The secret that signs this key's webhooks (made on first use)",
 )
 def get_secret(session: SessionDep, owner: CurrentKey, settings: SettingsDep) -> WebhookSecretOut:
-    return _out(webhooks.secrets_of(session, owner.id, _grace(settings)), _now())
+    return _out(webhooks.secrets_of(session, owner.id, settings.webhook_secret_grace_s))
 
 
 @router.post(
@@ -49,8 +42,4 @@ def get_secret(session: SessionDep, owner: CurrentKey, settings: SettingsDep) ->
 def rotate_secret(
     session: SessionDep, owner: CurrentKey, settings: SettingsDep
 ) -> WebhookSecretOut:
-    return _out(webhooks.rotate_secret(session, owner.id, _grace(settings)), _now())
-
-
-def _grace(settings: Settings) -> float:
-    return settings.webhook_secret_grace_s
+    return _out(webhooks.rotate_secret(session, owner.id, settings.webhook_secret_grace_s))

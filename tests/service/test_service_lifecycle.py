@@ -204,3 +204,41 @@ def test_report_is_served_as_html_and_404_until_there_is_one(
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["report_url"] == (
         f"/v1/jobs/{job_id}/report"
     )
+
+
+# -- the workers' background duties -------------------------------------------------------
+def test_a_periodic_duty_survives_a_failing_tick_and_stops_on_request(settings: Settings) -> None:
+    import threading
+
+    from worker.maintenance import Periodic
+
+    calls: list[object] = []
+    enough = threading.Event()
+
+    def tick(engine: object) -> None:
+        calls.append(engine)
+        if len(calls) == 1:
+            raise RuntimeError("a database outage")
+        if len(calls) >= 3:
+            enough.set()
+
+    duty = Periodic("test", settings, 0.01, tick)
+    duty.start()
+    assert enough.wait(10)
+    duty.stop()
+    assert not duty.is_alive() and len({id(e) for e in calls}) == 1  # one engine of its own
+
+
+def test_workers_start_the_webhook_sender_and_with_retention_the_sweep(settings: Settings) -> None:
+    from worker import maintenance
+
+    for days, names in (
+        (0.0, ["metacluster-webhooks"]),
+        (30.0, ["metacluster-webhooks", "metacluster-retention"]),
+    ):
+        threads = maintenance.start(settings.model_copy(update={"retention_days": days}))
+        try:
+            assert [t.name for t in threads] == names and all(t.is_alive() for t in threads)
+        finally:
+            for t in threads:
+                t.stop()
