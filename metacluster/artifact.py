@@ -86,13 +86,14 @@ class _Payload:
     )
 
     def add(self, data: bytes, kind: str, shares: dict[str, float] | None = None) -> list[int]:
-        """Append `data` (of `kind`), attributed to layers by `shares` (fractions)."""
+        """Append `data` (of `kind`), attributed to layers by `shares` (fractions); returns
+        its size (pieces lie in manifest order: codebooks, uniform layers, others)."""
         self.parts.append(data)
         self.size += len(data)
         self.kinds[kind] += len(data)
         for layer, share in (shares or {}).items():
             self.layers[layer][kind] += share * len(data)
-        return [self.size - len(data), len(data)]
+        return [len(data)]
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)
@@ -391,7 +392,7 @@ def _np_dtype(dtype: torch.dtype) -> Any:
 def _other_tensor(entry: list[Any], body: bytes, like: Tensor, order: int | None) -> Tensor:
     if len(entry) == 5:  # version 1: [name, dtype, shape, offset, size]
         _, code, shape, off, size = entry
-    else:
+    else:  # version 2: the shape is the model's
         _, code, off, size = entry
         shape = list(like.shape)
     raw = _segment(body, off, size)
@@ -404,7 +405,31 @@ def _other_tensor(entry: list[Any], body: bytes, like: Tensor, order: int | None
     return t.bool() if dtype == torch.bool else t
 
 
+def _with_offsets(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A version-2 manifest (sizes only; pieces in manifest order) with explicit offsets,
+    as version 1 wrote them: cb/uq "o" = [offset, size, offset, size], other entries
+    [name, code, offset, size]."""
+    if manifest.get("v") == 1:
+        return manifest
+    pos = 0
+
+    def place(sizes: list[int]) -> list[int]:
+        nonlocal pos
+        out = []
+        for size in sizes:
+            out += [pos, int(size)]
+            pos += int(size)
+        return out
+
+    m = dict(manifest)
+    m["cb"] = [{**e, "o": place(e["o"])} for e in manifest["cb"]]
+    m["uq"] = [{**e, "o": place(e["o"])} for e in manifest["uq"]]
+    m["other"] = [[e[0], e[1], *place(e[2:])] for e in manifest["other"]]
+    return m
+
+
 def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
+    manifest = _with_offsets(manifest)
     model = KANModel.from_config(manifest["model"]).float()
     state = model.state_dict()
     grids = grid_entries(model)

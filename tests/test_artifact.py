@@ -28,6 +28,7 @@ from metacluster.workflow import ArtifactSizer
 
 def _config(**kw: Any) -> MetaClusterConfig:
     base: dict[str, Any] = {
+        "method": "metacluster",
         "k": 8,
         "regress_steps": 30,
         "meta_epochs": 1,

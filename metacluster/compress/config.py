@@ -55,9 +55,11 @@ class MetaClusterConfig:
     """One compression run. Defaults are the recipe measured in docs/compression.md."""
 
     method: str = knob(
-        "metacluster",
-        "A registered compression method (`metacluster methods`): the MetaCluster "
-        "pipeline, plain K-means, or a baseline (scalar, pq, int8, int4).",
+        "dkm",
+        "A registered compression method (`metacluster methods`): dkm (clustering-aware "
+        "training of the coefficients, the default: it won the ablation in "
+        "docs/compression.md), metacluster (the paper's meta-learner first), plain "
+        "kmeans, or a baseline (scalar, pq, int8, int4).",
     )
     method_options: dict[str, Any] = knob(
         {}, "Options of that method, checked by the options class it registered."
@@ -128,7 +130,7 @@ class MetaClusterConfig:
         hi=1000.0,
     )
     soft_epochs: int = knob(
-        30,
+        100,
         "Clustering-aware epochs: the KAN runs on soft (annealed) assignments of the "
         "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
         lo=0,
@@ -142,7 +144,7 @@ class MetaClusterConfig:
         choices=("meta", "free"),
     )
     finetune_epochs: int = knob(
-        5,
+        30,
         "Codebook fine-tuning: centroids + other params, indices frozen.",
         lo=0,
         hi=MAX_EPOCHS,

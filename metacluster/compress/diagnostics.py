@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # Edge vectors per layer in a projection (a seeded subsample of larger layers).
 PROJECTION_POINTS = 400
 CURVE_POINTS = 48
+# Baselines placed on a report's byte axis are fine-tuned this many epochs at most.
+BASELINE_FINETUNE_EPOCHS = 5
 
 
 def baseline_settings(coef_dim: int, k: int) -> list[tuple[str, dict[str, int]]]:
@@ -51,7 +53,12 @@ def baseline_points(ctx: Context, k: int) -> list[dict[str, Any]]:
             continue
         ctx.hooks.check("baselines")
         work = copy.deepcopy(ctx.source).to(ctx.device)
-        config = ctx.config.replace(method=name, method_options=options, baselines=False)
+        config = ctx.config.replace(
+            method=name,
+            method_options=options,
+            baselines=False,
+            finetune_epochs=min(ctx.config.finetune_epochs, BASELINE_FINETUNE_EPOCHS),
+        )
         stages = ResumableStages(None, "", work, lambda *_: None)
         base = dataclasses.replace(ctx, work=work, config=config, stages=stages)
         try:

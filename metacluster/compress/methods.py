@@ -120,8 +120,8 @@ def get_method(name: str) -> Method:
 
 
 def method_names() -> list[str]:
-    """Registered methods, MetaCluster first."""
-    return sorted(_METHODS, key=lambda n: (n != "metacluster", n))
+    """Registered methods, the default (dkm) and MetaCluster first."""
+    return sorted(_METHODS, key=lambda n: (n not in ("dkm", "metacluster"), n))
 
 
 __all__ = [

@@ -300,7 +300,7 @@ def pareto(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
         rows, key=lambda r: (r["bytes_after"], -r["after"] if metric == "accuracy" else r["after"])
     ):
         if not out or _better(metric, row["after"], out[-1]["after"]):
-            out.append(row)
+            out.append({k: row[k] for k in ("k", "bytes_after", "after", "val_after", "ratio")})
     return out
 
 

@@ -412,7 +412,7 @@ class TestCompressEvalExport:
         assert ev["kind"] == "artifact" and ev["value"] == pytest.approx(report["after"], abs=1e-6)
         info = run_json("inspect", str(artifact))
         assert info["format"] == "artifact" and info["bytes"] == artifact.stat().st_size
-        assert info["method"] == "metacluster" and info["edges"] == 592
+        assert info["method"] == "dkm" and info["edges"] == 592  # the default method
         assert sum(cb["edges"] for cb in info["codebooks"]) == 592
         assert {cb["k"] for cb in info["codebooks"]} == {8}
         assert_one_line_error(

@@ -45,6 +45,9 @@ def train_quick(
 
 def fast_config(**overrides: Any) -> MetaClusterConfig:
     base: dict[str, Any] = {
+        # These tests exercise the whole pipeline, meta-learner included (the default
+        # method, dkm, is that pipeline without stage 1; tests/compress/test_budget.py).
+        "method": "metacluster",
         "k": 8,
         "regress_steps": 40,
         "meta_epochs": 2,

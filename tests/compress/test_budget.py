@@ -189,3 +189,25 @@ def test_the_report_has_baselines_codebook_curves_and_projections(
         assert n == min(400, dict(small_model.kan_layers())[name].n_edges)
         assert len(proj["before"]) == len(proj["after"]) == n and max(proj["cluster"]) < 4
     assert report.pareto and report.pareto[0]["bytes_after"] == report.bytes_after
+
+
+def test_dkm_resumes_from_its_stage_checkpoints(small_model: KANModel, digits: Dataset) -> None:
+    from metacluster.artifact import artifact_bytes
+    from metacluster.compress import MemoryCheckpoint
+
+    ckpt = MemoryCheckpoint()
+    cfg = fast_config(method="dkm", k=[4, 8])
+    first, r1 = compress(small_model, cfg, digits, checkpoint=ckpt)
+    assert sorted(ckpt.stages) == [
+        "finetune_k4", "finetune_k8", "kmeans_k4", "kmeans_k8", "soft_k4", "soft_k8"
+    ]  # fmt: skip
+    calls: list[tuple[str, int, int]] = []
+    again, r2 = compress(
+        small_model,
+        cfg,
+        digits,
+        checkpoint=ckpt,
+        progress=lambda s, i, n, loss: calls.append((s, i, n)),
+    )
+    assert calls == [(s, 1, 1) for s in ("soft", "kmeans", "finetune") * 2]  # all restored
+    assert artifact_bytes(first, r1) == artifact_bytes(again, r2)
