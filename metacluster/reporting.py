@@ -12,7 +12,8 @@
 - ``codebooks.png``: the K shared edge functions of each codebook, drawn on the
   layer's input range (the functions a KAN user reads);
 - ``projection.png``: each layer's edge vectors in 2D (PCA) before and after the
-  meta-learner, coloured by the cluster each edge joined;
+  meta-learner (or the method's own training stage), coloured by the cluster each
+  edge joined;
 - ``report.html``: the numbers and all of the above, self-contained (images inline).
 
 The report is `CompressionReport.to_dict()` (``metacluster compress --json``, a job's
@@ -288,7 +289,12 @@ def _projection(plt: Any, r: Mapping[str, Any]) -> Any | None:
             xs, ys = [q[0] for q in points], [q[1] for q in points]
             colours = clusters if len(clusters) == len(points) else None
             ax.scatter(xs, ys, c=colours, cmap="tab20", s=9, alpha=0.8, linewidths=0)
-            what = "original vectors" if key == "before" else "after the meta-learner"
+            trained = (
+                "after the meta-learner"
+                if _method(r) == "metacluster"
+                else f"after {_method(r)}'s training"
+            )
+            what = "original vectors" if key == "before" else trained
             ax.set_title(f"{name}: {what}", fontsize=9)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
@@ -342,8 +348,9 @@ _CAPTIONS = {
     "bytes": "Bytes of each KAN layer by kind, and the file's own manifest and container.",
     "errors": "Relative error of each layer's coefficients and of its edge functions.",
     "codebooks": "The K shared edge functions of each layer's codebook, on its input range.",
-    "projection": "Edge vectors before and after the meta-learner in the original's principal "
-    "plane, coloured by the codebook entry each edge took.",
+    "projection": "Edge vectors before and after the method's training stage (the "
+    "meta-learner for metacluster) in the original's principal plane, coloured by the "
+    "codebook entry each edge took.",
 }
 
 

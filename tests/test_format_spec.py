@@ -76,9 +76,16 @@ def layer_vectors(path: Path, edges: dict[str, int]) -> dict[str, np.ndarray]:
     manifest, payload = read_blob(path)
     assert manifest["v"] == 2 and manifest["scope"] == "per_layer"
     out: dict[str, np.ndarray] = {}
+    # Pieces lie back to back in manifest order: codebooks, uniform layers, others.
+    sizes = [n for e in manifest["cb"] + manifest["uq"] for n in e["o"]]
+    sizes += [e[2] for e in manifest["other"]]
+    assert sum(sizes) == len(payload)
+    pos = 0
     for cb in manifest["cb"]:
         name = manifest["layers"][cb["g"]]
-        c_off, c_len, i_off, i_len = cb["o"]
+        c_len, i_len = cb["o"]
+        c_off, i_off = pos, pos + c_len
+        pos += c_len + i_len
         dtype = {"f4": "<f4", "f2": "<f2"}[cb["dt"]]
         cent = np.frombuffer(payload[c_off : c_off + c_len], dtype=dtype).reshape(cb["k"], cb["s"])
         data = payload[i_off : i_off + i_len]

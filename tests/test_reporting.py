@@ -69,7 +69,7 @@ def test_every_picture_is_drawn_and_inlined(compressed: dict[str, Any], tmp_path
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert f"{report['ratio']:.3g}×" in page and report["metric"] in page
     for row in report["sweep"]:
-        assert f"<td>metacluster</td><td>{row['k']}</td>" in page
+        assert f"<td>{report['method']}</td><td>{row['k']}</td>" in page
     for base in report["baselines"]:
         assert f"<td>{base['method']}" in page
     for layer in report["layers"]:

@@ -19,7 +19,10 @@ from .conftest import Stack
 pytestmark = pytest.mark.integration
 
 # Seconds, not minutes: a tiny model, few steps. Stage names follow metacluster.compress.
+# The method is pinned: these tests follow the meta-learner's stages (meta, kmeans,
+# finetune) whatever the engine's default method is.
 QUICK: dict[str, Any] = {
+    "method": "metacluster",
     "k": 4,
     "d_emb": 2,
     "hidden": 16,
