@@ -326,16 +326,14 @@ def train(
     model = build_model_for(data, family, widths, **options)
     bars = _Bars(progress)
     try:
+        schedule: dict[str, Any] = {
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
         result = train_model(
-            model,
-            data,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            weight_decay=weight_decay,
-            seed=seed,
-            progress=bars,
-            device=device,
+            model, data, weight_decay=weight_decay, progress=bars, device=device, **schedule
         )
     finally:
         bars.close()

@@ -53,15 +53,7 @@ def scalar_codebooks(ctx: Context, bits: int) -> QuantizedCoefficients:
             restarts=1,
             device=ctx.device.type,
         )
-        cbs.append(
-            Codebook(
-                gi,
-                torch.from_numpy(res.centroids.copy()),
-                torch.from_numpy(res.assignment.copy()),
-                0,
-                g.coef_dim,
-            )
-        )
+        cbs.append(Codebook.from_kmeans(gi, res, g.coef_dim))
     return QuantizedCoefficients(
         ctx.config.scope, list(ctx.layers), ctx.groups, cbs, method="scalar"
     )
@@ -179,69 +171,68 @@ def _value_bits(config: MetaClusterConfig) -> int:
     return 16 if config.codebook_dtype == "float16" else 32
 
 
-@register_method(
+def _register_codebook_baseline(
+    name: str,
+    summary: str,
+    options: type[ScalarOptions] | type[PQOptions],
+    quantize: Callable[[Context, Any], QuantizedCoefficients],
+    payload_bits: Callable[[LayerPlan, int, MetaClusterConfig, Any], int],
+) -> None:
+    """A codebook baseline: quantize, then fine-tune like the pipeline's stage 3."""
+
+    def run(ctx: Context, opts: Any) -> tuple[CompressedKAN, CompressionReport]:
+        return _run_baseline(ctx, lambda c: quantize(c, opts), 1 << opts.bits)
+
+    register_method(
+        name,
+        summary=summary,
+        options=options,
+        stages=_stages(finetune=True),
+        payload_bits=payload_bits,
+        uses_k=False,
+    )(run)
+
+
+_register_codebook_baseline(
     "scalar",
-    summary="scalar weight clustering: 2^bits shared values per group, fine-tuned",
-    options=ScalarOptions,
-    stages=_stages(finetune=True),
-    payload_bits=lambda layer, _k, config, o: (
+    "scalar weight clustering: 2^bits shared values per group, fine-tuned",
+    ScalarOptions,
+    lambda ctx, o: scalar_codebooks(ctx, o.bits),
+    lambda layer, _k, config, o: (
         (1 << o.bits) * _value_bits(config) + layer.edges * layer.coef_dim * o.bits
     ),
-    uses_k=False,
 )
-def run_scalar(ctx: Context, options: ScalarOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return _run_baseline(ctx, lambda c: scalar_codebooks(c, options.bits), 1 << options.bits)
-
-
-@register_method(
+_register_codebook_baseline(
     "pq",
-    summary="product quantization (faiss): m sub-vectors, 2^bits centroids each, fine-tuned",
-    options=PQOptions,
-    stages=_stages(finetune=True),
-    payload_bits=lambda layer, _k, config, o: (
+    "product quantization (faiss): m sub-vectors, 2^bits centroids each, fine-tuned",
+    PQOptions,
+    lambda ctx, o: pq_codebooks(ctx, o.m, o.bits),
+    lambda layer, _k, config, o: (
         (1 << o.bits) * layer.coef_dim * _value_bits(config) + layer.edges * o.m * o.bits
     ),
-    uses_k=False,
 )
-def run_pq(ctx: Context, options: PQOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return _run_baseline(ctx, lambda c: pq_codebooks(c, options.m, options.bits), 1 << options.bits)
 
 
-def _uniform_bits(bits: int) -> Callable[[LayerPlan, int, MetaClusterConfig, Any], int]:
-    # codes plus one fp32 scale per output channel
-    return lambda layer, _k, _c, _o: layer.edges * layer.coef_dim * bits + 32 * layer.outputs
+def _register_uniform(bits: int) -> Callable[[Context, NoOptions], Any]:
+    """Method int<bits>: uniform symmetric quantization, post-training."""
+
+    def run(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+        return _run_baseline(ctx, lambda c: uniform_quantization(c, bits), 0)
+
+    return register_method(
+        f"int{bits}",
+        summary=f"uniform symmetric int{bits} per output channel",
+        stages=_stages(finetune=False),
+        # codes plus one fp32 scale per output channel
+        payload_bits=lambda layer, _k, _c, _o: (
+            layer.edges * layer.coef_dim * bits + 32 * layer.outputs
+        ),
+        uses_k=False,
+    )(run)
 
 
-@register_method(
-    "int8",
-    summary="uniform symmetric int8 per output channel",
-    stages=_stages(finetune=False),
-    payload_bits=_uniform_bits(8),
-    uses_k=False,
-)
-def run_int8(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return _run_baseline(ctx, lambda c: uniform_quantization(c, 8), 0)
+_register_uniform(8)
+_register_uniform(4)
 
 
-@register_method(
-    "int4",
-    summary="uniform symmetric int4 per output channel",
-    stages=_stages(finetune=False),
-    payload_bits=_uniform_bits(4),
-    uses_k=False,
-)
-def run_int4(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return _run_baseline(ctx, lambda c: uniform_quantization(c, 4), 0)
-
-
-__all__ = [
-    "PQOptions",
-    "ScalarOptions",
-    "pq_codebooks",
-    "run_int4",
-    "run_int8",
-    "run_pq",
-    "run_scalar",
-    "scalar_codebooks",
-    "uniform_quantization",
-]
+__all__ = ["PQOptions", "ScalarOptions", "pq_codebooks", "scalar_codebooks", "uniform_quantization"]

@@ -5,6 +5,7 @@ centroids + indices (or uniform codes) rebuild every layer's coefficient vectors
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -105,6 +106,20 @@ class Codebook:
     # A second-stage codebook: its vectors add to those of the codebooks before it
     # over the same group and columns (residual vector quantization).
     residual: bool = False
+
+    @classmethod
+    def from_kmeans(
+        cls, group: int, result: Any, width: int, *, residual: bool = False
+    ) -> Codebook:
+        """The codebook of a `kmeans` result over whole `width`-column vectors (or scalars)."""
+        return cls(
+            group,
+            torch.from_numpy(result.centroids.copy()),
+            torch.from_numpy(result.assignment.copy()),
+            0,
+            width,
+            residual=residual,
+        )
 
     @property
     def k(self) -> int:

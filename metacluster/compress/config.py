@@ -26,6 +26,16 @@ MAX_K = 65536
 MAX_EPOCHS = 10_000
 
 
+def epochs(default: int, doc: str) -> Any:
+    """A knob counting epochs: 0..MAX_EPOCHS (0 skips the stage)."""
+    return knob(default, doc, lo=0, hi=MAX_EPOCHS, integer=True)
+
+
+def rate(default: float, doc: str) -> Any:
+    """A learning-rate knob."""
+    return knob(default, doc, lo=1e-8, hi=10.0)
+
+
 def knob(
     default: Any,
     doc: str,
@@ -107,15 +117,11 @@ class MetaClusterConfig:
         hi=100_000,
         integer=True,
     )
-    regress_lr: float = knob(1e-2, "Learning rate of that regression.", lo=1e-8, hi=10.0)
-    meta_epochs: int = knob(
-        30,
-        "Joint training of meta-learner and other parameters on task + distillation loss.",
-        lo=0,
-        hi=MAX_EPOCHS,
-        integer=True,
+    regress_lr: float = rate(1e-2, "Learning rate of that regression.")
+    meta_epochs: int = epochs(
+        30, "Joint training of meta-learner and other parameters on task + distillation loss."
     )
-    meta_lr: float = knob(3e-3, "Learning rate of the meta and soft stages.", lo=1e-8, hi=10.0)
+    meta_lr: float = rate(3e-3, "Learning rate of the meta and soft stages.")
     distill: float = knob(
         1.0, "Weight of the distillation loss towards the source model.", lo=0.0, hi=1000.0
     )
@@ -129,13 +135,10 @@ class MetaClusterConfig:
         lo=0.0,
         hi=1000.0,
     )
-    soft_epochs: int = knob(
+    soft_epochs: int = epochs(
         100,
         "Clustering-aware epochs: the KAN runs on soft (annealed) assignments of the "
         "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
-        lo=0,
-        hi=MAX_EPOCHS,
-        integer=True,
     )
     soft_from: str = knob(
         "meta",
@@ -143,14 +146,10 @@ class MetaClusterConfig:
         "manifold) or free vectors started from what the meta-learner generated.",
         choices=("meta", "free"),
     )
-    finetune_epochs: int = knob(
-        30,
-        "Codebook fine-tuning: centroids + other params, indices frozen.",
-        lo=0,
-        hi=MAX_EPOCHS,
-        integer=True,
+    finetune_epochs: int = epochs(
+        30, "Codebook fine-tuning: centroids + other params, indices frozen."
     )
-    finetune_lr: float = knob(1e-3, "Learning rate of fine-tuning.", lo=1e-8, hi=10.0)
+    finetune_lr: float = rate(1e-3, "Learning rate of fine-tuning.")
     batch_size: int = knob(256, "Minibatch size of every stage.", lo=1, hi=1 << 20, integer=True)
     val_fraction: float = knob(
         0.1,
@@ -160,13 +159,10 @@ class MetaClusterConfig:
         lo=0.0,
         hi=0.5,
     )
-    patience: int = knob(
+    patience: int = epochs(
         0,
         "Early stopping: a stage stops after this many epochs without a better validation "
         "loss and keeps its best epoch; 0 keeps the best epoch without stopping early.",
-        lo=0,
-        hi=MAX_EPOCHS,
-        integer=True,
     )
     augment: str = knob(
         "none",

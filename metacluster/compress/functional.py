@@ -22,6 +22,7 @@ from metacluster.compress.hooks import StageHooks
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
 from metacluster.training import (
+    Schedule,
     distill_loss,
     metric_value,
     predict,
@@ -151,19 +152,28 @@ class _Best:
     bad: int = 0
 
 
+@dataclass(frozen=True)
+class StageEnv:
+    """What every stage runs with: the config, the device and the caller's hooks."""
+
+    config: MetaClusterConfig
+    device: torch.device
+    hooks: StageHooks
+
+    def schedule(self, epochs: int, lr: float, seed: int) -> Schedule:
+        """A stage's training schedule (cosine to 0, the config's batch size)."""
+        return Schedule(epochs, lr, self.config.batch_size, seed)
+
+
 def train_functional(
     stage: str,
     model: KANModel,
     fit: TrainingSet,
     params: list[Tensor],
     coef_fn: Callable[[], dict[str, Tensor]],
+    schedule: Schedule,
+    env: StageEnv,
     *,
-    epochs: int,
-    lr: float,
-    config: MetaClusterConfig,
-    device: torch.device,
-    hooks: StageHooks,
-    seed: int,
     extra_loss: Callable[[int], Tensor | None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
     val_coef_fn: Callable[[], dict[str, Tensor]] | None = None,
@@ -177,13 +187,15 @@ def train_functional(
     parameters are kept, and with config.patience the stage stops after that many
     epochs without improvement. Returns the last epoch's mean training loss.
     """
+    config, device, hooks = env.config, env.device, env.hooks
+    epochs = schedule.epochs
     if epochs == 0 or not params:
         return float("nan")
     epoch_now = {"epoch": 0}
     distill = fit.teacher is not None and config.distill > 0
     extra = distill and fit.extra_x is not None
     n_extra = int(fit.extra_x.shape[0]) if extra and fit.extra_x is not None else 0
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(schedule.seed + 1)
 
     def batch_loss(idx: Tensor) -> Tensor:
         coefs = coef_fn()
@@ -237,11 +249,8 @@ def train_functional(
             params,
             fit.n,
             batch_loss,
+            schedule,
             stage=stage,
-            epochs=epochs,
-            lr=lr,
-            batch_size=config.batch_size,
-            seed=seed,
             device=device,
             progress=hooks.report,
             check=lambda: hooks.check(stage),
@@ -257,6 +266,7 @@ def train_functional(
 
 
 __all__ = [
+    "StageEnv",
     "TrainingSet",
     "evaluate_model",
     "make_training_set",

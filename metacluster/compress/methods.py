@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from metacluster.errors import ConfigError
+from metacluster.registry import Registry
 
 if TYPE_CHECKING:
     from metacluster.compress.codebook import CompressedKAN
@@ -86,7 +87,7 @@ class Method:
         return self.options.from_dict(dict(data))
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS: Registry[Method] = Registry("compression method", ConfigError)
 R = TypeVar("R", bound=Runner)
 
 
@@ -102,21 +103,15 @@ def register_method(
     """Decorator of a runner `run(ctx, options) -> (CompressedKAN, CompressionReport)`."""
 
     def deco(run: R) -> R:
-        if name in _METHODS and _METHODS[name].run is not run:
-            raise ValueError(f"compression method {name!r} registered twice")
-        _METHODS[name] = Method(name, summary, run, options, stages, payload_bits, uses_k)
+        method = Method(name, summary, run, options, stages, payload_bits, uses_k)
+        _METHODS.add(name, method, same=lambda old, new: old.run is new.run)
         return run
 
     return deco
 
 
 def get_method(name: str) -> Method:
-    method = _METHODS.get(name) if isinstance(name, str) else None
-    if method is None:
-        raise ConfigError(
-            f"unknown compression method {name!r}; expected one of {', '.join(method_names())}"
-        )
-    return method
+    return _METHODS.get_or_raise(name)
 
 
 def method_names() -> list[str]:

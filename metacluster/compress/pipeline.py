@@ -406,67 +406,56 @@ def _per_k_stages(config: MetaClusterConfig, ks: list[int], soft: bool) -> list[
     return out
 
 
-def _metacluster_stages(
-    config: MetaClusterConfig, _options: NoOptions, ks: list[int]
-) -> list[StagePlan]:
-    # Weights are epochs (one pass over the training set each); the regression is
-    # full-batch on the edge vectors alone, about an epoch per 100 steps.
-    out: list[StagePlan] = []
-    if config.mode == "post_hoc" and config.regress_steps > 0:
-        out.append(StagePlan("regress", max(0.5, config.regress_steps / 100)))
-    out.append(StagePlan("meta", max(0.5, float(config.meta_epochs))))
-    if config.budgeted:
-        out.append(StagePlan("allocate", 1.0))
-    return out + _per_k_stages(config, ks, soft=True)
-
-
 def _codebook_payload(layer: LayerPlan, k: int, config: MetaClusterConfig, _o: Any) -> int:
     return codebook_bits(layer, k, config)
 
 
-@register_method(
-    "metacluster",
-    summary="meta-learner manifold, then K-means codebooks and fine-tuning (the paper's method)",
-    stages=_metacluster_stages,
-    payload_bits=_codebook_payload,
-)
-def run_metacluster(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return run_pipeline(ctx, "meta")
+def _stages_of(generator: str) -> Any:
+    """The stage list of a pipeline method, by its generator."""
+
+    def stages(config: MetaClusterConfig, _options: NoOptions, ks: list[int]) -> list[StagePlan]:
+        out: list[StagePlan] = []
+        if generator == "meta":
+            # Weights are epochs (one pass over the training set each); the regression
+            # is full-batch on the edge vectors alone, about an epoch per 100 steps.
+            if config.mode == "post_hoc" and config.regress_steps > 0:
+                out.append(StagePlan("regress", max(0.5, config.regress_steps / 100)))
+            out.append(StagePlan("meta", max(0.5, float(config.meta_epochs))))
+        if config.budgeted:
+            out.append(StagePlan("allocate", 1.0))
+        return out + _per_k_stages(config, ks, soft=generator != "none")
+
+    return stages
 
 
-@register_method(
-    "kmeans",
-    summary="plain K-means over the trained edge vectors, then codebook fine-tuning",
-    stages=lambda config, _o, ks: (
-        ([StagePlan("allocate", 1.0)] if config.budgeted else [])
-        + _per_k_stages(config, ks, soft=False)
+# The pipeline's methods differ only in what generates the vectors the per-K stages
+# cluster (see run_pipeline).
+PIPELINE_METHODS = {
+    "metacluster": (
+        "meta",
+        "meta-learner manifold, then K-means codebooks and fine-tuning (the paper's method)",
     ),
-    payload_bits=_codebook_payload,
-)
-def run_kmeans(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return run_pipeline(ctx, "none")
-
-
-@register_method(
-    "dkm",
-    summary="clustering-aware training of the coefficients themselves (soft K-means, DKM), "
-    "no meta-learner, then K-means codebooks and fine-tuning",
-    stages=lambda config, _o, ks: (
-        ([StagePlan("allocate", 1.0)] if config.budgeted else [])
-        + _per_k_stages(config, ks, soft=True)
+    "kmeans": ("none", "plain K-means over the trained edge vectors, then codebook fine-tuning"),
+    "dkm": (
+        "free",
+        "clustering-aware training of the coefficients themselves (soft K-means, DKM), "
+        "no meta-learner, then K-means codebooks and fine-tuning",
     ),
-    payload_bits=_codebook_payload,
-)
-def run_dkm(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
-    return run_pipeline(ctx, "free")
+}
 
 
-__all__ = [
-    "Candidate",
-    "pareto",
-    "run_candidate",
-    "run_dkm",
-    "run_kmeans",
-    "run_metacluster",
-    "run_pipeline",
-]
+def _register(name: str, generator: str, summary: str) -> Any:
+    def run(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
+        return run_pipeline(ctx, generator)
+
+    run.__name__ = f"run_{name}"
+    return register_method(
+        name, summary=summary, stages=_stages_of(generator), payload_bits=_codebook_payload
+    )(run)
+
+
+for _name, (_generator, _summary) in PIPELINE_METHODS.items():
+    _register(_name, _generator, _summary)
+
+
+__all__ = ["PIPELINE_METHODS", "Candidate", "pareto", "run_candidate", "run_pipeline"]

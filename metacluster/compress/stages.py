@@ -24,7 +24,12 @@ from metacluster.compress.codebook import (
     coefficient_names,
 )
 from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.functional import TrainingSet, other_parameters, train_functional
+from metacluster.compress.functional import (
+    StageEnv,
+    TrainingSet,
+    other_parameters,
+    train_functional,
+)
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.kmeans import kmeans
 from metacluster.compress.meta import (
@@ -74,20 +79,9 @@ def run_meta_stage(
         extra = cluster_pull(groups, learners, base, cluster_groups, config, device)
     params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
     params += other_parameters(model, layers)
-    train_functional(
-        "meta",
-        model,
-        fit,
-        params,
-        coef_fn,
-        epochs=config.meta_epochs,
-        lr=config.meta_lr,
-        config=config,
-        device=device,
-        hooks=hooks,
-        seed=config.seed * 1000 + SEED_META,
-        extra_loss=extra,
-    )
+    env = StageEnv(config, device, hooks)
+    schedule = env.schedule(config.meta_epochs, config.meta_lr, config.seed * 1000 + SEED_META)
+    train_functional("meta", model, fit, params, coef_fn, schedule, env, extra_loss=extra)
     with torch.no_grad():
         gen = generated_coefficients(groups, learners, base)
     return MetaResult({n: gen[n].detach().clone() for n in layers}, learners, groups, base)
@@ -133,18 +127,16 @@ def run_soft_stage(
         q = soft(generated_coefficients(groups, learners, base), hard=True)
         return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
 
+    env = StageEnv(config, device, hooks)
+    schedule = env.schedule(epochs, config.meta_lr, config.seed * 1000 + SEED_META + seed_of(k))
     train_functional(
         "soft",
         model,
         fit,
         params,
         coef_fn,
-        epochs=epochs,
-        lr=config.meta_lr,
-        config=config,
-        device=device,
-        hooks=hooks,
-        seed=config.seed * 1000 + SEED_META + seed_of(k),
+        schedule,
+        env,
         on_epoch=on_epoch,
         val_coef_fn=hard_coef_fn,
     )
@@ -183,16 +175,7 @@ def run_kmeans_stage(
                 restarts=config.kmeans_restarts,
                 device=device,
             )
-            codebooks.append(
-                Codebook(
-                    gi,
-                    torch.from_numpy(res.centroids.copy()),
-                    torch.from_numpy(res.assignment.copy()),
-                    0,
-                    g.coef_dim,
-                    residual=level > 0,
-                )
-            )
+            codebooks.append(Codebook.from_kmeans(gi, res, g.coef_dim, residual=level > 0))
             vecs = vecs - res.centroids[res.assignment]
         hooks.report("kmeans", gi + 1, len(groups), res.inertia / max(1, vecs.shape[0]))
     return QuantizedCoefficients(scope, list(layers), groups, codebooks)
@@ -225,19 +208,10 @@ def run_finetune_stage(
         return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
 
     params: list[Tensor] = [*cents, *other_parameters(model, quant.layers)]
-    train_functional(
-        "finetune",
-        model,
-        fit,
-        params,
-        coef_fn,
-        epochs=config.finetune_epochs,
-        lr=config.finetune_lr,
-        config=config,
-        device=device,
-        hooks=hooks,
-        seed=config.seed * 1000 + SEED_FINETUNE,
-    )
+    env = StageEnv(config, device, hooks)
+    seed = config.seed * 1000 + SEED_FINETUNE
+    schedule = env.schedule(config.finetune_epochs, config.finetune_lr, seed)
+    train_functional("finetune", model, fit, params, coef_fn, schedule, env)
     dtype = torch.float16 if config.codebook_dtype == "float16" else torch.float32
     for cb, c in zip(quant.codebooks, cents, strict=True):
         # Round to the stored dtype now, so the model we return equals the artifact.

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats._checkpoint import Checkpoint
 from metacluster.kan import Affine, KANLayer, KANModel
+from metacluster.registry import Registry
 
 
 class FormatHandler(ABC):
@@ -57,21 +58,17 @@ class FormatHandler(ABC):
         return KANModel(list(layers), meta={"family": family, "format": self.name, **meta})
 
 
-HANDLERS: dict[str, FormatHandler] = {}
+HANDLERS: Registry[FormatHandler] = Registry(
+    "format", FormatError, lambda names: f"supported: {', '.join(names)}"
+)
 
 
 def register(handler: FormatHandler) -> FormatHandler:
-    if handler.name in HANDLERS:
-        raise ValueError(f"format {handler.name!r} registered twice")
-    HANDLERS[handler.name] = handler
-    return handler
+    return HANDLERS.add(handler.name, handler)
 
 
 def get_handler(name: str) -> FormatHandler:
-    handler = HANDLERS.get(name)
-    if handler is None:
-        raise FormatError(f"unknown format {name!r}; supported: {', '.join(HANDLERS)}")
-    return handler
+    return HANDLERS.get_or_raise(name)
 
 
 def detect(ckpt: Checkpoint) -> FormatHandler:

@@ -53,36 +53,38 @@ UNIFORM_RTOL = {torch.float64: 1e-12}
 DEFAULT_UNIFORM_RTOL = 1e-5
 
 
-def efficient_kan_grid(
+def default_knots(
     in_features: int,
     grid_size: int,
     order: int,
     grid_range: tuple[float, float],
     dtype: torch.dtype | None = None,
+    *,
+    layout: str = "efficient-kan",
 ) -> Tensor:
-    """efficient-kan's default knots: uniform on grid_range, extended by `order` steps."""
-    lo, hi = grid_range
-    h = (hi - lo) / grid_size
-    row = torch.arange(-order, grid_size + order + 1, dtype=torch.float64) * h + lo
-    return row.to(dtype or torch.get_default_dtype()).expand(in_features, -1).contiguous()
+    """A library's default knots, (in_features, G + 2k + 1), with its own arithmetic:
 
-
-def pykan_grid(
-    in_features: int,
-    grid_size: int,
-    order: int,
-    grid_range: tuple[float, float],
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """pykan's default knots: linspace(grid_range, G+1) extended by `order` steps of h."""
+    - efficient-kan: ``arange(-k, G+k+1) * h + lo`` in the default float dtype (float32
+      unless set), so an imported checkpoint's grid equals a fresh build bit for bit;
+    - pykan: ``linspace(lo, hi, G+1)`` extended by `order` steps of h each side, in the
+      order pykan's ``extend_grid`` does it, for identical floats.
+    """
     lo, hi = grid_range
+    if layout == "efficient-kan":
+        h = (hi - lo) / grid_size
+        row = torch.arange(-order, grid_size + order + 1) * h + lo
+        return row.to(dtype or torch.get_default_dtype()).expand(in_features, -1).contiguous()
     grid = torch.linspace(lo, hi, steps=grid_size + 1, dtype=dtype)
     grid = grid[None, :].expand(in_features, -1)
-    h = (grid[:, [-1]] - grid[:, [0]]) / (grid.shape[1] - 1)
-    for _ in range(order):  # same operation order as pykan's extend_grid, for identical floats
-        grid = torch.cat([grid[:, [0]] - h, grid], dim=1)
-        grid = torch.cat([grid, grid[:, [-1]] + h], dim=1)
+    step = (grid[:, [-1]] - grid[:, [0]]) / (grid.shape[1] - 1)
+    for _ in range(order):
+        grid = torch.cat([grid[:, [0]] - step, grid], dim=1)
+        grid = torch.cat([grid, grid[:, [-1]] + step], dim=1)
     return grid.contiguous()
+
+
+efficient_kan_grid = functools.partial(default_knots, layout="efficient-kan")
+pykan_grid = functools.partial(default_knots, layout="pykan")
 
 
 def cox_de_boor_bases(x: Tensor, grid: Tensor, order: int) -> Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan.model import register_module
+from metacluster.registry import Registry
 
 Kind = Literal["dense", "conv"]
 KINDS: tuple[Kind, ...] = ("dense", "conv")
@@ -39,7 +40,9 @@ class Family:
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: Registry[Family] = Registry(
+    "KAN family", ConfigError, lambda names: f"expected one of {sorted(names)}"
+)
 
 
 def register_family(
@@ -54,23 +57,16 @@ def register_family(
         raise ValueError(f"family kind must be one of {KINDS}, got {kind!r}")
 
     def deco(cls: L) -> L:
-        existing = _FAMILIES.get(name)
-        if existing is not None and existing.layer is not cls:
-            raise ValueError(f"KAN family {name!r} registered twice")
+        family = Family(name, cls, kind, data_grid, MappingProxyType(dict(train_defaults or {})))
+        _FAMILIES.add(name, family, same=lambda old, new: old.layer is new.layer)
         register_module(name)(cls)
-        _FAMILIES[name] = Family(
-            name, cls, kind, data_grid, MappingProxyType(dict(train_defaults or {}))
-        )
         return cls
 
     return deco
 
 
 def get_family(name: str) -> Family:
-    family = _FAMILIES.get(name)
-    if family is None:
-        raise ConfigError(f"unknown KAN family {name!r}; expected one of {family_names()}")
-    return family
+    return _FAMILIES.get_or_raise(name)
 
 
 def family_names(kind: Kind | None = None) -> list[str]:

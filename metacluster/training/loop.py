@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -42,26 +43,34 @@ def cosine_annealing(final_fraction: float) -> SchedulerFactory:
     return make
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast a loop trains: epochs, AdamW's learning rate and weight
+    decay, minibatch size, the seed of the batch order, the learning-rate schedule."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    weight_decay: float = 0.0
+    scheduler: SchedulerFactory = cosine_to_zero
+
+
 def run_epochs(
     params: Iterable[Tensor],
     n: int,
     batch_loss: Callable[[Tensor], Tensor],
+    schedule: Schedule,
     *,
     stage: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
     device: torch.device,
-    weight_decay: float = 0.0,
-    scheduler: SchedulerFactory = cosine_to_zero,
     progress: ProgressFn | None = None,
     check: Callable[[], None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
     after_epoch: Callable[[int, float], bool] | None = None,
     fail_on_divergence: bool = False,
 ) -> float:
-    """Minibatch AdamW over `params` for `epochs` passes over `n` rows.
+    """Minibatch AdamW over `params` for `schedule.epochs` passes over `n` rows.
 
     `batch_loss(idx)` returns the loss of the rows `idx` (a long tensor on `device`).
     Batch order comes from a generator seeded with `seed`; `check()` runs before every
@@ -72,13 +81,14 @@ def run_epochs(
     ConfigError (a user-facing "lower the learning rate").
     """
     params = list(params)
+    epochs = schedule.epochs
     if epochs == 0 or not params or n == 0:
         return float("nan")
-    bs = min(batch_size, n)
+    bs = min(schedule.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    sched = scheduler(opt, epochs * steps_per_epoch)
-    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    sched = schedule.scheduler(opt, epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(schedule.seed)
     last = float("nan")
     for epoch in range(epochs):
         if on_epoch is not None:
@@ -109,6 +119,7 @@ def run_epochs(
 
 __all__ = [
     "ProgressFn",
+    "Schedule",
     "SchedulerFactory",
     "StopFn",
     "cosine_annealing",

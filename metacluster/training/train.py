@@ -18,7 +18,7 @@ from metacluster.data import Dataset
 from metacluster.device import resolve_device
 from metacluster.errors import CancelledError, ConfigError
 from metacluster.training.evaluation import check_compatible, evaluate, prepare_inputs
-from metacluster.training.loop import ProgressFn, StopFn, cosine_annealing, run_epochs
+from metacluster.training.loop import ProgressFn, Schedule, StopFn, cosine_annealing, run_epochs
 from metacluster.training.losses import task_loss
 
 
@@ -83,19 +83,15 @@ def train_model(
 
     start = time.perf_counter()
     model.train()
+    # no warm-up: KAN layers start as small splines and take a large first step well
+    schedule = Schedule(epochs, lr, batch_size, seed, weight_decay, cosine_annealing(0.01))
     epoch_loss = run_epochs(
         model.parameters(),
         n,
         batch_loss,
+        schedule,
         stage="train",
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
         device=dev,
-        weight_decay=weight_decay,
-        # no warm-up: KAN layers start as small splines and take a large first step well
-        scheduler=cosine_annealing(0.01),
         progress=progress,
         check=check,
         on_epoch=on_epoch,
