@@ -27,7 +27,7 @@ from torch import Tensor
 from metacluster.compress.codebook import build_groups, coefficient_names, uniform_quant
 from metacluster.compress.functional import probe_loss
 from metacluster.compress.kmeans import kmeans
-from metacluster.compress.packing import bits_for
+from metacluster.compress.packing import bits_for, encode_indices
 from metacluster.errors import ConfigError
 from metacluster.kan.grids import encode_grid, grid_entries
 from metacluster.kan.model import KANModel
@@ -76,11 +76,7 @@ class Option:
 
 def _codebook_bytes(edges: int, dim: int, k: int, ctx: Context) -> int:
     value = 2 if ctx.config.codebook_dtype == "float16" else 4
-    total = min(k, edges) * dim * value + math.ceil(edges * bits_for(min(k, edges)) / 8)
-    r = ctx.config.residual_k
-    if r:
-        total += min(r, edges) * dim * value + math.ceil(edges * bits_for(min(r, edges)) / 8)
-    return total
+    return min(k, edges) * dim * value + math.ceil(edges * bits_for(min(k, edges)) / 8)
 
 
 def fixed_bytes(ctx: Context, layers: list[str]) -> int:
@@ -124,12 +120,15 @@ def _options(
     layer = modules[name]
     edges, dim = int(vectors.shape[0]), int(vectors.shape[1])
     dense_bytes = 2 if ctx.config.other_dtype == "float16" else 4
+    value = 2 if ctx.config.codebook_dtype == "float16" else 4
+    coding = ctx.config.entropy
     out = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
     uq = uniform_quant(name, layer, vectors.detach().cpu(), 8)
+    codes = (uq.codes + 127).numpy()
     out.append(
         Option(
             LayerChoice("uniform", bits=8),
-            edges * dim + 4 * int(uq.scales.numel()),
+            len(encode_indices(codes, 256, coding)[1]) + 4 * int(uq.scales.numel()),
             loss_with(name, uq.vectors()) - base,
         )
     )
@@ -137,18 +136,18 @@ def _options(
     k = 2
     while k <= min(MAX_BUDGET_K, edges):
         approx = vectors.detach().clone().cpu()
+        size = 0
         for gi, g in enumerate(groups):
             rows = g.members[0][1]
             data = approx[rows].numpy()
-            res = kmeans(data, min(k, len(data)), seed=ctx.config.seed + gi, iters=20, restarts=1)
+            kk = min(k, len(data))
+            res = kmeans(data, kk, seed=ctx.config.seed + gi, iters=20, restarts=1)
             approx[rows] = torch.from_numpy(res.centroids[res.assignment]).to(approx.dtype)
-        out.append(
-            Option(
-                LayerChoice("codebook", k),
-                _codebook_bytes(edges, dim, k, ctx),
-                loss_with(name, approx) - base,
-            )
-        )
+            # the index stream as the artifact will code it (packed or rANS, smaller)
+            size += kk * dim * value + len(encode_indices(res.assignment, kk, coding)[1])
+        if ctx.config.residual_k:
+            size += _codebook_bytes(edges, dim, ctx.config.residual_k, ctx)
+        out.append(Option(LayerChoice("codebook", k), size, loss_with(name, approx) - base))
         k *= 2
     return out
 
