@@ -115,6 +115,7 @@ def _options(
     vectors: Tensor,
     loss_with: Callable[[str, Tensor], float],
     base: float,
+    limit: int,
 ) -> list[Option]:
     modules = dict(ctx.work.kan_layers())
     layer = modules[name]
@@ -133,8 +134,8 @@ def _options(
         )
     )
     groups = build_groups(ctx.work, [name], "per_layer", ctx.config.grid_policy)
-    k = 2
-    while k <= min(MAX_BUDGET_K, edges):
+    best_delta = math.inf
+    for k in k_steps(min(MAX_BUDGET_K, edges)):
         approx = vectors.detach().clone().cpu()
         size = 0
         for gi, g in enumerate(groups):
@@ -147,9 +148,57 @@ def _options(
             size += kk * dim * value + len(encode_indices(res.assignment, kk, coding)[1])
         if ctx.config.residual_k:
             size += _codebook_bytes(edges, dim, ctx.config.residual_k, ctx)
-        out.append(Option(LayerChoice("codebook", k), size, loss_with(name, approx) - base))
+        if size > limit and any(o.choice.mode == "codebook" for o in out):
+            break  # larger codebooks only cost more: none of them fits
+        # A larger codebook of the same vectors is never worse once fine-tuned: the
+        # estimate's k-means noise must not make the allocation prefer a smaller one.
+        best_delta = min(best_delta, loss_with(name, approx) - base)
+        out.append(Option(LayerChoice("codebook", k), size, best_delta))
+    return out
+
+
+def k_steps(largest: int) -> list[int]:
+    """Codebook sizes the allocation tries: 2, 3, 4, 6, 8, 12, ... up to `largest`
+    (half-steps between powers of two: rANS-coded indices make them worth having)."""
+    out: list[int] = []
+    k = 2
+    while k <= largest:
+        out.append(k)
+        if k + k // 2 <= largest:
+            out.append(k + k // 2)
         k *= 2
     return out
+
+
+def spend_leftover(
+    options: dict[str, list[Option]], chosen: dict[str, Option], budget: int
+) -> dict[str, Option]:
+    """Grow codebooks into the bytes the knapsack left unused (its deltas are estimates
+    and often tie): repeatedly move the layer with the best estimated gain per byte
+    (ties: the most sensitive layer) to its next larger codebook, while it fits."""
+    chosen = dict(chosen)
+    while True:
+        left = budget - sum(o.bytes for o in chosen.values())
+        best: tuple[float, float, str, Option] | None = None
+        for name, cur in chosen.items():
+            if cur.choice.mode != "codebook":
+                continue
+            larger = [
+                o
+                for o in options[name]
+                if o.choice.mode == "codebook"
+                and o.bytes > cur.bytes
+                and o.bytes - cur.bytes <= left
+            ]
+            if not larger:
+                continue
+            nxt = min(larger, key=lambda o: o.bytes)
+            key = ((cur.delta - nxt.delta) / (nxt.bytes - cur.bytes), cur.delta, name, nxt)
+            if best is None or key[:2] > best[:2]:
+                best = key
+        if best is None:
+            return chosen
+        chosen[best[2]] = best[3]
 
 
 def solve(options: dict[str, list[Option]], budget: int) -> dict[str, Option] | None:
@@ -213,12 +262,12 @@ def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
         def loss_with(name: str, approx: Tensor) -> float:
             return probe_loss(ctx.work, ctx.fit, coefs_of({**vectors, name: approx}), temperature)
 
+        payload = budget - fixed_bytes(ctx, names)
         options: dict[str, list[Option]] = {}
         for i, name in enumerate(names):
             ctx.hooks.check("allocate")
-            options[name] = _options(ctx, name, vectors[name], loss_with, base)
+            options[name] = _options(ctx, name, vectors[name], loss_with, base, payload)
             ctx.hooks.report("allocate", i + 1, len(names), None)
-    payload = budget - fixed_bytes(ctx, names)
     chosen = solve(options, payload)
     if chosen is None:
         smallest = sum(min(o.bytes for o in opts) for opts in options.values())
@@ -226,7 +275,17 @@ def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
             f"the byte budget of {budget} bytes cannot be met: the smallest codebooks need "
             f"about {smallest + budget - payload} bytes"
         )
+    chosen = spend_leftover(options, chosen, payload)
     return {name: opt.choice for name, opt in chosen.items()}
 
 
-__all__ = ["Assignment", "LayerChoice", "Option", "allocate", "fixed_bytes", "solve"]
+__all__ = [
+    "Assignment",
+    "LayerChoice",
+    "Option",
+    "allocate",
+    "fixed_bytes",
+    "k_steps",
+    "solve",
+    "spend_leftover",
+]

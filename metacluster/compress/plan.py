@@ -274,7 +274,14 @@ def _plan_budget(
     proportional to its coefficients over K (the engine measures the real one).
     Returns (budget, layers with their K and mode, expected payload bytes) - the payload
     of the smallest storage when even that exceeds the budget."""
-    from metacluster.compress.allocation import MAX_BUDGET_K, LayerChoice, Option, solve
+    from metacluster.compress.allocation import (
+        MAX_BUDGET_K,
+        LayerChoice,
+        Option,
+        k_steps,
+        solve,
+        spend_leftover,
+    )
 
     if config.max_bytes is not None:
         budget = int(config.max_bytes)
@@ -291,15 +298,15 @@ def _plan_budget(
             Option(LayerChoice("dense"), size * dense, 0.0),
             Option(LayerChoice("uniform", bits=8), size + 4 * la.outputs, size / MAX_BUDGET_K),
         ]
-        k = 2
-        while k <= min(MAX_BUDGET_K, la.edges):
+        for k in k_steps(min(MAX_BUDGET_K, la.edges)):
             bits = codebook_bits(la, k, config)
             if config.residual_k:
                 bits += codebook_bits(la, config.residual_k, config)
             opts.append(Option(LayerChoice("codebook", k), math.ceil(bits / 8), size / k))
-            k *= 2
         options[la.name] = opts
     chosen = solve(options, budget - fixed)
+    if chosen is not None:
+        chosen = spend_leftover(options, chosen, budget - fixed)
     if chosen is None:
         return budget, layers, sum(min(o.bytes for o in opts) for opts in options.values())
     planned = [

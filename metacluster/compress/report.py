@@ -59,6 +59,7 @@ class CompressionReport:
     val_after: float | None = None
     # A byte budget's bytes (target_ratio / max_bytes), and the non-dominated results.
     budget_bytes: int | None = None
+    budget_attempts: int | None = None  # allocations run (more than one: an overshoot)
     pareto: list[dict[str, Any]] = field(default_factory=list)
     # Baselines on the same byte axis ({method, options, k, bytes_after, after}), the K
     # shared edge functions of each codebook layer ({x, curves}), and its edge vectors in

@@ -13,7 +13,7 @@ import torch
 from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, read_manifest, write_artifact
 from metacluster.compress import compress, plan
-from metacluster.compress.allocation import LayerChoice, Option, solve
+from metacluster.compress.allocation import LayerChoice, Option, k_steps, solve, spend_leftover
 from metacluster.compress.functional import make_training_set
 from metacluster.data import Dataset
 from metacluster.errors import ConfigError
@@ -53,6 +53,61 @@ def test_knapsack_finds_the_least_loss_within_the_budget(seed: int) -> None:
     assert sum(o.bytes for o in chosen.values()) <= budget
     # the byte axis is discretised into BINS steps: optimal up to that rounding
     assert sum(o.delta for o in chosen.values()) <= expected + 1e-9 or budget > 4000
+
+
+def test_leftover_bytes_grow_the_codebooks_that_gain_most() -> None:
+    """The knapsack's ties leave bytes unused; the leftover pass spends them on the
+    next larger codebook with the best gain per byte, then stops when none fits."""
+
+    def opts(deltas: list[float]) -> list[Option]:
+        return [Option(LayerChoice("dense"), 10_000, 0.0)] + [
+            Option(LayerChoice("codebook", k), 100 * k, d)
+            for k, d in zip(k_steps(16), deltas, strict=False)
+        ]
+
+    options = {"a": opts([5, 4, 4, 4, 4, 4, 4]), "b": opts([9, 3, 3, 1, 1, 1, 1])}
+    chosen = {"a": options["a"][1], "b": options["b"][1]}  # K=2 each: 400 bytes
+    out = spend_leftover(options, chosen, 1300)
+    # b gains 6 for 100 bytes (K=3), then a 1 (K=3); then the ties go to the more
+    # sensitive layer (a: 4 > 3) up to K=8, and b takes the last 100 bytes (K=4)
+    assert {n: o.choice.k for n, o in out.items()} == {"a": 8, "b": 4}
+    assert sum(o.bytes for o in out.values()) == 1200
+    assert spend_leftover(options, chosen, 400) == chosen
+    assert k_steps(16) == [2, 3, 4, 6, 8, 12, 16] and k_steps(2) == [2]
+
+
+def test_an_allocation_that_overshoots_is_run_again_lower(
+    small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the file comes out over the budget (the allocation's estimate was short),
+    the engine allocates again for a smaller aim until the real bytes fit."""
+    import metacluster.compress.pipeline as pipeline
+    from metacluster.compress.allocation import allocate
+
+    aims: list[int] = []
+
+    def optimistic(ctx, meta, budget):  # type: ignore[no-untyped-def]
+        aims.append(budget)
+        # the first estimate is off by 2x: it allocates for twice the bytes
+        return allocate(ctx, meta, budget * 2 if len(aims) == 1 else budget)
+
+    monkeypatch.setattr(pipeline, "allocate", optimistic)
+    _, report = compress(small_model, fast_config(max_bytes=2600), digits, sizer=ArtifactSizer())
+    assert len(aims) >= 2 and aims[1] < aims[0] == 2600
+    assert report.bytes_after <= 2600 and report.budget_bytes == 2600
+    assert report.budget_attempts == len(aims) and report.stages["allocate"] > 0
+
+
+def test_a_budget_never_met_is_an_error_not_a_larger_file(
+    small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metacluster.compress.pipeline as pipeline
+    from metacluster.compress.allocation import allocate
+
+    # every allocation ignores its aim and spends a megabyte: the file never fits
+    monkeypatch.setattr(pipeline, "allocate", lambda c, m, b: allocate(c, m, 1 << 20))
+    with pytest.raises(ConfigError, match="2600 bytes was not met after 3 allocations"):
+        compress(small_model, fast_config(max_bytes=2600), digits, sizer=ArtifactSizer())
 
 
 def test_a_budget_is_met_in_real_bytes_with_k_per_layer(
