@@ -55,6 +55,7 @@ class Row:
 
 
 EQ = {"grid_size": 10}
+SEEDS = 3  # target runs per row (seeds 0..SEEDS-1)
 # Equation models are small (50-400 KB): at 40-80x the codebooks' values weigh, so they
 # are stored as float16 (the engine rounds to them before fine-tuning ends).
 SMALL = {"codebook_dtype": "float16"}
@@ -81,9 +82,9 @@ FULL = [
         {"k": 8},
         "param ratio >= 8, drop <= 1 pt",
         ks=[2, 4, 8, 16],
-        # 96 edges of 6 coefficients: the codebooks and pykan's per-edge scales weigh as
-        # much as the indices, so all of them are float16 and one codebook spans the model
-        config={"scope": "global", "codebook_dtype": "float16", "other_dtype": "float16"},
+        # 96 edges of 7 numbers: the codebooks and the dense parameters weigh as much as
+        # the indices, so both are float16
+        config={"codebook_dtype": "float16", "other_dtype": "float16"},
         max_drop=0.01,
         min_param_ratio=8,
     ),
@@ -124,6 +125,7 @@ QUICK_RECIPE = {
     "regress_steps": 30,
     "meta_epochs": 1,
     "soft_epochs": 1,
+    "soft_min_steps": 0,
     "finetune_epochs": 1,
     "kmeans_iters": 5,
     "kmeans_restarts": 1,
@@ -179,7 +181,20 @@ def covered(metric: str, mc: list[dict[str, Any]], point: dict[str, Any]) -> boo
 def run_row(row: Row, tmp: Path) -> dict[str, Any]:
     path, data = build(row.source)
     print(f"[{row.name}] {path}", file=sys.stderr, flush=True)
-    target = _run(path, data, {**row.config, **row.target}, tmp / "target.mcz")
+    # The target setting with SEEDS seeds: the test sets are small (360 digits, 54 wines:
+    # one sample is 0.28 / 1.85 points), so one seed's result is mostly its noise. The
+    # check reads the mean; the table shows the range; seed 0's report is the one shown.
+    runs = [
+        _run(
+            path,
+            data,
+            {**row.config, **row.target, "seed": seed, "baselines": seed == 0},
+            tmp / "target.mcz",
+        )
+        for seed in range(SEEDS)
+    ]
+    target = {**runs[0], "after_seeds": [r["after"] for r in runs]}
+    target["after_mean"] = sum(target["after_seeds"]) / len(runs)
     sweep_cfg = {**row.config, "k": row.ks, "baselines": False, "max_drop": row.max_drop}
     mc = _run(path, data, sweep_cfg, tmp / "mc.mcz")
     km = _run(path, data, {**sweep_cfg, "method": "kmeans"}, tmp / "km.mcz")
@@ -203,7 +218,7 @@ def run_row(row: Row, tmp: Path) -> dict[str, Any]:
             {"bytes_after": r["bytes_after"], "after": r["after"], "k": f"<={b['bytes_after']} B"}
         )
     checks = {
-        "drop": _drop(metric, target["before"], target["after"]) <= row.max_drop + 1e-12,
+        "drop": _drop(metric, target["before"], target["after_mean"]) <= row.max_drop + 1e-12,
         "frontier": all(covered(metric, mc_points, b) for b in baselines),
     }
     if row.min_file_vs_param is not None:
@@ -213,7 +228,7 @@ def run_row(row: Row, tmp: Path) -> dict[str, Any]:
     if row.min_param_ratio is not None:
         checks["param_ratio"] = target["param_ratio"] >= row.min_param_ratio
     print(
-        f"[{row.name}] {metric} {target['before']:.4f} -> {target['after']:.4f}, "
+        f"[{row.name}] {metric} {target['before']:.4f} -> {target['after_seeds']}, "
         f"ratio {target['ratio']:.1f}, checks {checks}",
         file=sys.stderr,
         flush=True,
@@ -236,10 +251,20 @@ def run_ablation(row: Row, k: int, tmp: Path) -> list[dict[str, Any]]:
     path, data = build(row.source)
     out = []
     for label, change in ABLATION.items():
-        cfg = {**row.config, "k": k, "baselines": False, **change}
-        r = _run(path, data, cfg, tmp / "ablation.mcz")
+        runs = [
+            _run(
+                path,
+                data,
+                {**row.config, "k": k, "baselines": False, **change, "seed": seed},
+                tmp / "ablation.mcz",
+            )
+            for seed in range(SEEDS)
+        ]
+        seeds = [r["after"] for r in runs]
+        r = {**runs[0], "after_seeds": seeds, "after_mean": sum(seeds) / len(seeds)}
+        r["total_s_mean"] = sum(x["stages"]["total"] for x in runs) / len(runs)
         out.append({"row": row.name, "variant": label, **r})
-        print(f"[ablation {row.name}] {label}: {r['after']:.4f}", file=sys.stderr, flush=True)
+        print(f"[ablation {row.name}] {label}: {seeds}", file=sys.stderr, flush=True)
     return out
 
 
@@ -261,7 +286,7 @@ def _setting(s: dict[str, Any]) -> str:
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
     headers = [
-        "row", "setting", "metric before -> after", "drop", "bytes before -> after",
+        "row", "setting", "metric before -> after (mean of seeds; range)", "drop", "bytes before -> after",
         "file ratio", "param ratio", "bytes: codebooks/indices/grids/dense/manifest/container",
         "K per layer", "meta s", "soft s", "kmeans s", "finetune s", "baselines s", "goal",
         "met", "frontier >= baselines",
@@ -270,14 +295,16 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         t = r["target"]
         metric = t["metric"]
-        drop = _drop(metric, t["before"], t["after"])
+        drop = _drop(metric, t["before"], t["after_mean"])
+        seeds = t["after_seeds"]
         b = t["bytes_breakdown"]
         st = t["stages"]
         met = all(v for k, v in r["checks"].items() if k != "frontier")
         out.append(
             [
                 r["row"], _setting(r["target_setting"]),
-                f"{_fmt(metric, t['before'])} -> {_fmt(metric, t['after'])}",
+                f"{_fmt(metric, t['before'])} -> {_fmt(metric, t['after_mean'])} "
+                f"({_fmt(metric, min(seeds))}..{_fmt(metric, max(seeds))})",
                 f"{100 * drop:+.2f} pt" if metric == "accuracy" else f"x{1 + drop:.3f}",
                 f"{t['bytes_before']:,} -> {t['bytes_after']:,}",
                 round(t["ratio"], 1), round(t["param_ratio"], 1),
@@ -335,12 +362,16 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:
-    headers = ["row", "variant", "K", "metric before -> after", "bytes", "ratio", "total s"]
+    headers = [
+        "row", "variant", "K", "metric before -> after (mean of seeds)", "per seed", "bytes",
+        "ratio", "total s (mean)",
+    ]  # fmt: skip
     out = [
         [
             r["row"], r["variant"], r["k"],
-            f"{_fmt(r['metric'], r['before'])} -> {_fmt(r['metric'], r['after'])}",
-            r["bytes_after"], round(r["ratio"], 1), r["stages"].get("total", ""),
+            f"{_fmt(r['metric'], r['before'])} -> {_fmt(r['metric'], r['after_mean'])}",
+            " / ".join(_fmt(r["metric"], a) for a in r["after_seeds"]),
+            r["bytes_after"], round(r["ratio"], 1), round(r["total_s_mean"], 1),
         ]
         for r in rows
     ]  # fmt: skip
@@ -355,7 +386,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="rows whose name contains this")
     parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per target (3; quick 1)")
     args = parser.parse_args(argv)
+    global SEEDS
+    SEEDS = args.seeds or (1 if args.quick else SEEDS)
     torch.set_num_threads(args.threads)
     rows = [r for r in (QUICK if args.quick else FULL) if args.only in r.name]
     t0 = time.perf_counter()
@@ -419,8 +453,8 @@ def _write(
     if ablation:
         write_section(
             "compression_ablation",
-            f"Ablation at equal K ({run}): does the meta-learner earn its time?\n\n"
-            + ablation_table(ablation),
+            f"Ablation at equal K, {SEEDS} seeds each ({run}): does the meta-learner earn its "
+            "time?\n\n" + ablation_table(ablation),
             path=args.results,
         )
     if timing:

@@ -35,6 +35,7 @@ RECIPE = {
     "regress_steps": 50,
     "meta_epochs": 2,
     "soft_epochs": 2,
+    "soft_min_steps": 0,  # a few epochs, as the issue asks
     "finetune_epochs": 1,
     "kmeans_restarts": 1,
     "kmeans_iters": 20,

@@ -32,8 +32,20 @@ WIDTHS = "64,32,10"
 TRAIN_EPOCHS = 20
 K = 16
 # Moderate settings: the meta-learner dominates, as it does for real jobs.
-CONFIG: dict[str, Any] = {"meta_epochs": 10, "finetune_epochs": 5, "seed": 0, "device": "cpu"}
-QUICK_CONFIG: dict[str, Any] = {"meta_epochs": 2, "finetune_epochs": 1, "seed": 0, "device": "cpu"}
+CONFIG: dict[str, Any] = {
+    "meta_epochs": 10,
+    "finetune_epochs": 5,
+    "soft_min_steps": 0,
+    "seed": 0,
+    "device": "cpu",
+}
+QUICK_CONFIG: dict[str, Any] = {
+    "meta_epochs": 2,
+    "finetune_epochs": 1,
+    "soft_min_steps": 0,
+    "seed": 0,
+    "device": "cpu",
+}
 POLL_S = 0.2
 
 

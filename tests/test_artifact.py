@@ -33,6 +33,7 @@ def _config(**kw: Any) -> MetaClusterConfig:
         "regress_steps": 30,
         "meta_epochs": 1,
         "soft_epochs": 1,
+        "soft_min_steps": 0,
         "finetune_epochs": 1,
         "kmeans_iters": 5,
         "kmeans_restarts": 1,

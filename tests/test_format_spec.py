@@ -116,6 +116,7 @@ def test_a_reader_written_from_the_spec_gets_the_same_vectors(
         regress_steps=20,
         meta_epochs=1,
         soft_epochs=1,
+        soft_min_steps=0,
         finetune_epochs=1,
         kmeans_iters=5,
         kmeans_restarts=1,

@@ -111,7 +111,7 @@ def run_soft_stage(
     with torch.no_grad():
         gen0 = generated_coefficients(groups, learners, base)
     soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META).to(device)
-    epochs = config.soft_epochs
+    epochs = config.soft_epochs_for(fit.n)
 
     def on_epoch(epoch: int) -> None:
         soft.frac = epoch / max(1, epochs - 1)

@@ -445,6 +445,7 @@ class TestCompressEvalExport:
     ) -> None:
         path, _ = trained
         fast = {"regress_steps": 40, "meta_epochs": 1, "soft_epochs": 1, "finetune_epochs": 1}
+        fast["soft_min_steps"] = 0
         cfg = _write(tmp_path / "fast.json", {**fast, "baselines": False})
         art = tmp_path / "b.mcz"
         report = run_json(

@@ -52,6 +52,7 @@ def fast_config(**overrides: Any) -> MetaClusterConfig:
         "regress_steps": 40,
         "meta_epochs": 2,
         "soft_epochs": 1,
+        "soft_min_steps": 0,
         "finetune_epochs": 2,
         "kmeans_iters": 10,
         "kmeans_restarts": 1,

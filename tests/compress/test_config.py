@@ -104,3 +104,14 @@ def test_a_version_1_config_keeps_its_grid_policy() -> None:
     old = {"k": 8, "version": 1}
     assert MetaClusterConfig.from_dict(old).grid_policy == "separate"
     assert MetaClusterConfig.from_dict({"k": 8}).grid_policy == "shared"
+
+
+def test_small_data_sets_get_enough_soft_steps() -> None:
+    assert MetaClusterConfig().soft_min_steps == 1000
+    cfg = MetaClusterConfig(soft_epochs=100, soft_min_steps=1500, batch_size=256)
+    assert cfg.soft_epochs_for(3600) == 100  # 15 batches an epoch: 1500 steps already
+    assert cfg.soft_epochs_for(900) == 375  # 4 batches an epoch
+    assert cfg.soft_epochs_for(10) == 1500  # one batch an epoch
+    assert cfg.replace(soft_epochs=0).soft_epochs_for(10) == 0  # 0 still skips the stage
+    assert cfg.replace(soft_min_steps=0).soft_epochs_for(10) == 100
+    assert cfg.replace(soft_min_steps=10**6).soft_epochs_for(10) == 10_000  # capped

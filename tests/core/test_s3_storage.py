@@ -201,7 +201,13 @@ def test_the_service_stores_runs_and_serves_jobs_through_s3(
                 files={"file": ("d.npz", npz_bytes(n_train=48), octet)},
             ).json()
             assert storage.list(f"models/{model['id']}/") == [f"models/{model['id']}/m.pt"]
-            config = {"k": 4, "meta_epochs": 1, "finetune_epochs": 1, "device": "cpu"}
+            config = {
+                "k": 4,
+                "meta_epochs": 1,
+                "finetune_epochs": 1,
+                "soft_min_steps": 0,
+                "device": "cpu",
+            }
             job = client.post(
                 "/v1/jobs",
                 headers=auth,

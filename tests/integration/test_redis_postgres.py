@@ -29,6 +29,7 @@ QUICK: dict[str, Any] = {
     "regress_steps": 60,
     "meta_epochs": 3,
     "finetune_epochs": 3,
+    "soft_min_steps": 0,
     "kmeans_restarts": 1,
     "kmeans_iters": 10,
     "device": "cpu",

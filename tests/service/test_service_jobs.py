@@ -311,7 +311,7 @@ class TestDryRun:
         self, client: TestClient, auth: dict[str, str], inputs: dict[str, str]
     ) -> None:
         model = client.get(f"/v1/models/{inputs['model_id']}", headers=auth).json()
-        config = {"target_ratio": 3, "meta_epochs": 1}
+        config = {"target_ratio": 3, "meta_epochs": 1, "soft_min_steps": 0}
         r = client.post("/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": config})
         assert r.status_code == 200, r.text
         plan = r.json()["plan"]
