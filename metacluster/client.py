@@ -38,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
@@ -507,9 +507,238 @@ def _safe_to_retry(request: httpx.Request) -> bool:
     )
 
 
-# -- the synchronous client -----------------------------------------------------------------
-class Client:
-    """A synchronous client of one MetaCluster service; use it as a context manager."""
+def _check_deadline(deadline: float | None, job_id: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise WaitTimeout(f"job {job_id} did not finish in time")
+
+
+# -- what both clients share: all but the I/O ("sans-I/O") ----------------------------------
+# `Client` and `AsyncClient` differ only where they send, read, close and sleep; how a
+# request is built, when it is retried, what an answer means and how a download is checked
+# is decided here, once.
+def _checked(response: httpx.Response) -> httpx.Response:
+    """The response, or the typed error of a 4xx/5xx answer (the caller reads a streamed
+    one's body first)."""
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    return response
+
+
+def _json_body(response: httpx.Response) -> Any:
+    return None if response.status_code == 204 else response.json()
+
+
+def _next_page(body: Mapping[str, Any], params: dict[str, Any]) -> dict[str, Any] | None:
+    """The query of the page after `body`, or None after the last one."""
+    return {**params, "after": body["next"]} if body.get("next") else None
+
+
+def _file_parts(files: Sequence[Path], contents: Sequence[Any]) -> list[tuple[str, Any]]:
+    """The multipart ``file`` fields of an upload (contents: open files or bytes)."""
+    return [
+        ("file", (f.name, c, "application/octet-stream"))
+        for f, c in zip(files, contents, strict=True)
+    ]
+
+
+def _dataset_file(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise ClientError(f"dataset file not found: {p}")
+    return p
+
+
+def _create_job_kwargs(
+    body: dict[str, Any], idempotency_key: str | None, dry_run: bool
+) -> dict[str, Any]:
+    """The request arguments of ``POST /v1/jobs`` (`body` from `job_request`): a dry run,
+    or with an Idempotency-Key."""
+    if dry_run:
+        return {"json": body, "params": {"dry_run": "true"}}
+    return {"json": body, "headers": {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}}
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _stream_kwargs(after: int, deadline: float | None) -> dict[str, Any]:
+    """The request arguments of an event stream: resume after `after`; the read timeout
+    (the heartbeats' silence allowed) ends by the deadline."""
+    read = STREAM_READ_TIMEOUT_S
+    if deadline is not None:
+        read = max(0.1, min(read, deadline - time.monotonic()))
+    headers = {"Accept": "text/event-stream"}
+    if after:
+        headers["Last-Event-ID"] = str(after)
+    return {"headers": headers, "timeout": httpx.Timeout(DEFAULT_TIMEOUT_S, read=read)}
+
+
+def _redirect_location(response: httpx.Response) -> str | None:
+    """Where a download is redirected (the object store's presigned URL), if it is."""
+    if response.status_code in (301, 302, 303, 307, 308):
+        return str(response.headers["location"])
+    return None
+
+
+def _destination(path: PathLike | None, artifact: Artifact) -> Path:
+    """The file a download goes to: `path`, or the artifact's name in the folder `path`
+    (default the current folder); its folder is made."""
+    dest = Path(path) if path is not None else Path.cwd()
+    if dest.is_dir():
+        dest = dest / artifact.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+class _Retry:
+    """When one request is sent again, and after how long: 429 and 503 answers (as long
+    as ``Retry-After`` says, else an exponential backoff) and connection failures of
+    requests safe to repeat, `max_retries` times at most. The client sends, reports what
+    happened, and sleeps `wait` seconds when told to send again."""
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self.attempt = 0
+        self.wait = 0.0
+
+    def after_failure(self, request: httpx.Request) -> bool:
+        """A connection failure: whether to send `request` again (after `wait`)."""
+        if self.attempt >= self.max_retries or not _safe_to_retry(request):
+            return False
+        return self._again(backoff_s(self.attempt))
+
+    def after_answer(self, response: httpx.Response) -> bool:
+        """An answer: whether it is a 429 or 503 to send again (after `wait`)."""
+        if response.status_code not in (429, 503) or self.attempt >= self.max_retries:
+            return False
+        return self._again(retry_after_s(response, backoff_s(self.attempt)))
+
+    def _again(self, wait: float) -> bool:
+        self.wait = wait
+        self.attempt += 1
+        return True
+
+
+class _Follow:
+    """A followed event stream's bookkeeping: the last seq seen (where the next connection
+    resumes), the deadline, the connection failures in a row. The client connects (``with``
+    it), asks for the job and sleeps."""
+
+    def __init__(self, job_id: str, after: int, timeout: float | None, max_retries: int) -> None:
+        self.job_id = job_id
+        self.deadline = _deadline(timeout)
+        self.last = after
+        self.max_retries = max_retries
+        self.failures = 0
+        self.got_any = False
+
+    def __enter__(self) -> _Follow:
+        """A connection, resuming after `last`."""
+        self.got_any = False
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> bool:
+        """A connection failure is swallowed, unless it is one too many in a row."""
+        if exc_type is None or not issubclass(exc_type, httpx.TransportError):
+            return False
+        self.failures += 1
+        return self.failures <= self.max_retries
+
+    def seen(self, event: Event) -> bool:
+        """An event came: whether it is the job's final one."""
+        self.got_any = True
+        self.failures = 0
+        self.last = event.seq
+        return event.final
+
+    def quiet(self) -> bool:
+        """After a connection (`WaitTimeout` when past the deadline): whether it brought
+        no event; then the client asks whether the job finished, and waits `pause` before
+        the next one."""
+        _check_deadline(self.deadline, self.job_id)
+        return not self.got_any
+
+    @property
+    def pause(self) -> float:
+        return backoff_s(self.failures, base=0.25, cap=5.0)
+
+
+class _NewEvents:
+    """The events of one event-stream answer that come after `after`, fed its lines;
+    `StreamUnavailable` when the answer is no event stream."""
+
+    def __init__(self, response: httpx.Response, after: int) -> None:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            raise StreamUnavailable("the server did not answer with an event stream")
+        self.parser = SSEParser()
+        self.after = after
+
+    def feed(self, line: str) -> Event | None:
+        event = self.parser.feed(line)
+        return event if event is not None and event.seq > self.after else None
+
+
+class _Poll:
+    """Polling a job: a growing interval (up to 10 s), none past the deadline."""
+
+    def __init__(self, deadline: float | None, interval: float) -> None:
+        self.deadline = deadline
+        self.interval = interval
+
+    def pause(self, current: Job) -> float:
+        """Seconds to sleep before asking again about `current` (not finished);
+        `WaitTimeout` when that would pass the deadline."""
+        if self.deadline is not None and time.monotonic() + self.interval > self.deadline:
+            raise WaitTimeout(f"job {current.id} did not finish in time", current)
+        interval, self.interval = self.interval, min(10.0, self.interval * 1.5)
+        return interval
+
+
+class _ArtifactFile:
+    """A download's temporary file beside `dest`: `write` the body into it, then `commit`
+    checks its sha256 and renames it to `dest`; any failure removes it."""
+
+    def __init__(self, dest: Path, artifact: Artifact) -> None:
+        self.dest = dest
+        self.artifact = artifact
+        self.digest = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        self.tmp = Path(tmp_name)
+        self.file = os.fdopen(fd, "wb")
+
+    def __enter__(self) -> _ArtifactFile:
+        return self
+
+    def write(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.file.write(chunk)
+
+    def commit(self, response: httpx.Response) -> Path:
+        self.file.close()
+        got = self.digest.hexdigest()
+        announced = response.headers.get("x-checksum-sha256")
+        for expected in filter(None, (self.artifact.sha256, announced)):
+            if got != expected:
+                raise ChecksumError(
+                    f"download of {self.artifact.name} has sha256 {got}, expected {expected}; "
+                    "nothing was written"
+                )
+        os.replace(self.tmp, self.dest)
+        return self.dest
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.file.close()
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+
+
+_Transport = TypeVar("_Transport", httpx.BaseTransport, httpx.AsyncBaseTransport)
+_HTTP = TypeVar("_HTTP", httpx.Client, httpx.AsyncClient)
+
+
+class _BaseClient(Generic[_Transport, _HTTP]):
+    """The settings and the request building of both clients (none of it I/O)."""
 
     def __init__(
         self,
@@ -518,19 +747,37 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         max_retries: int = 5,
-        transport: httpx.BaseTransport | None = None,
+        transport: _Transport | None = None,
     ) -> None:
         self.base_url = _env("METACLUSTER_URL", base_url).rstrip("/")
         self.api_key = _env("METACLUSTER_API_KEY", api_key)
         self.max_retries = max_retries
-        self._http = httpx.Client(
+        self._http: _HTTP = self._open(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": USER_AGENT},
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
         )
-        self._sleep: Callable[[float], None] = time.sleep
+
+    def _open(self, **options: Any) -> _HTTP:
+        """The httpx client: `httpx.Client` or `httpx.AsyncClient`."""
+        raise NotImplementedError
+
+    def _builder(self, method: str, path: str, **kw: Any) -> Callable[[], httpx.Request]:
+        """Builds the request afresh for each try."""
+        return lambda: self._http.build_request(method, path, **kw)
+
+
+# -- the synchronous client -----------------------------------------------------------------
+class Client(_BaseClient[httpx.BaseTransport, httpx.Client]):
+    """A synchronous client of one MetaCluster service; use it as a context manager."""
+
+    # How it waits between retries and polls (a test may put its own here).
+    _sleep: Callable[[float], None] = time.sleep
+
+    def _open(self, **options: Any) -> httpx.Client:
+        return httpx.Client(**options)
 
     def __enter__(self) -> Client:
         return self
@@ -545,41 +792,32 @@ class Client:
     def _send(self, build: Callable[[], httpx.Request], *, stream: bool = False) -> httpx.Response:
         """Send with retries (429/503 honouring Retry-After; connection errors when safe);
         raise the typed error of any other 4xx/5xx."""
-        attempt = 0
+        retry = _Retry(self.max_retries)
         while True:
             request = build()
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError:
-                if attempt >= self.max_retries or not _safe_to_retry(request):
+                if not retry.after_failure(request):
                     raise
-                self._sleep(backoff_s(attempt))
-                attempt += 1
+                self._sleep(retry.wait)
                 continue
-            if response.status_code in (429, 503) and attempt < self.max_retries:
-                wait = retry_after_s(response, backoff_s(attempt))
-                response.close()
-                self._sleep(wait)
-                attempt += 1
-                continue
-            if response.status_code >= 400:
-                if stream:
+            if not retry.after_answer(response):
+                if stream and response.is_error:
                     response.read()
-                raise error_from_response(response)
-            return response
+                return _checked(response)
+            response.close()
+            self._sleep(retry.wait)
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = self._send(lambda: self._http.build_request(method, path, **kw))
-        return None if response.status_code == 204 else response.json()
+        return _json_body(self._send(self._builder(method, path, **kw)))
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        params = {k: v for k, v in params.items() if v is not None}
-        while True:
-            body = self._json("GET", path, params=params)
+        query: dict[str, Any] | None = {k: v for k, v in params.items() if v is not None}
+        while query is not None:
+            body = self._json("GET", path, params=query)
             yield from body["items"]
-            if not body.get("next"):
-                return
-            params["after"] = body["next"]
+            query = _next_page(body, query)
 
     # -- uploads ---------------------------------------------------------------------
     def upload_model(self, path: PathLike | Sequence[PathLike], *, format: str = "auto") -> Model:
@@ -590,10 +828,7 @@ class Client:
 
     def upload_dataset(self, path: PathLike) -> Dataset:
         """Upload an ``.npz`` dataset (x_train, y_train, x_test, y_test)."""
-        p = Path(path)
-        if not p.is_file():
-            raise ClientError(f"dataset file not found: {p}")
-        return Dataset.from_dict(self._upload("/v1/datasets", [p], None))
+        return Dataset.from_dict(self._upload("/v1/datasets", [_dataset_file(path)], None))
 
     def _upload(self, path: str, files: list[Path], data: dict[str, str] | None) -> dict[str, Any]:
         """A multipart upload streamed from the files (reopened for each retry)."""
@@ -604,10 +839,7 @@ class Client:
                 handle.close()
             handles.clear()
             handles.extend(f.open("rb") for f in files)
-            parts = [
-                ("file", (f.name, h, "application/octet-stream"))
-                for f, h in zip(files, handles, strict=True)
-            ]
+            parts = _file_parts(files, handles)
             return self._http.build_request("POST", path, files=parts, data=data)
 
         try:
@@ -663,11 +895,8 @@ class Client:
         jobs. `dry_run`: check model, dataset and config together and queue nothing;
         returns the checks and the plan (layers with K, expected bytes, stages)."""
         body = job_request(model, dataset, config, overrides, webhook_url, webhook_events)
-        if dry_run:
-            return dict(self._json("POST", "/v1/jobs", json=body, params={"dry_run": "true"}))
-        key = idempotency_key or str(uuid.uuid4())
-        data = self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
-        return Job.from_dict(data)
+        data = self._json("POST", "/v1/jobs", **_create_job_kwargs(body, idempotency_key, dry_run))
+        return dict(data) if dry_run else Job.from_dict(data)
 
     def get_job(self, job: JobRef) -> Job:
         return Job.from_dict(self._json("GET", f"/v1/jobs/{_job_id(job)}"))
@@ -731,52 +960,27 @@ class Client:
                 if int(d["seq"]) > after:
                     yield Event.from_dict(d)
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = after
-        failures = 0
+        state = _Follow(job_id, after, timeout, self.max_retries)
         while True:
-            got_any = False
-            try:
-                for event in self._stream_once(job_id, last, deadline):
-                    got_any = True
-                    failures = 0
-                    last = event.seq
+            with state:  # a connection: its failures are counted, too many raised
+                for event in self._stream_once(job_id, state.last, state.deadline):
                     yield event
-                    if event.final:
+                    if state.seen(event):
                         return
-            except httpx.TransportError:
-                failures += 1
-                if failures > self.max_retries:
-                    raise
-            _check_deadline(deadline, job_id)
-            if not got_any:
-                current = self.get_job(job_id)
-                if current.finished:
+            if state.quiet():
+                if self.get_job(job_id).finished:
                     return
-                self._sleep(backoff_s(failures, base=0.25, cap=5.0))
+                self._sleep(state.pause)
 
     def _stream_once(self, job_id: str, after: int, deadline: float | None) -> Iterator[Event]:
-        read = STREAM_READ_TIMEOUT_S
-        if deadline is not None:
-            read = max(0.1, min(read, deadline - time.monotonic()))
-        headers = {"Accept": "text/event-stream"}
-        if after:
-            headers["Last-Event-ID"] = str(after)
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT_S, read=read)
-        response = self._send(
-            lambda: self._http.build_request(
-                "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
-            ),
-            stream=True,
-        )
+        path = f"/v1/jobs/{job_id}/events"
+        build = self._builder("GET", path, **_stream_kwargs(after, deadline))
+        response = self._send(build, stream=True)
         with contextlib.closing(response):
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                raise StreamUnavailable("the server did not answer with an event stream")
-            parser = SSEParser()
+            new = _NewEvents(response, after)
             try:
                 for line in response.iter_lines():
-                    event = parser.feed(line)
-                    if event is not None and event.seq > after:
+                    if (event := new.feed(line)) is not None:
                         yield event
                     _check_deadline(deadline, job_id)
             except httpx.ReadTimeout:
@@ -802,7 +1006,7 @@ class Client:
         log a succeeded job as an MLflow run (tracking URI from MLFLOW_TRACKING_URI).
         """
         job_id = _job_id(job)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         current = self.get_job(job_id)
         bar = _Progress(progress and not current.finished, job_id)
         bar.job(current)
@@ -825,15 +1029,13 @@ class Client:
         return current
 
     def _poll(self, job_id: str, deadline: float | None, interval: float, bar: _Progress) -> None:
+        poll = _Poll(deadline, interval)
         while True:
             current = self.get_job(job_id)
             bar.job(current)
             if current.finished:
                 return
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise WaitTimeout(f"job {job_id} did not finish in time", current)
-            self._sleep(interval)
-            interval = min(10.0, interval * 1.5)
+            self._sleep(poll.pause(current))
 
     # -- artifacts -------------------------------------------------------------------
     def download(
@@ -843,22 +1045,18 @@ class Client:
         folder; default the current folder), checking its sha256; returns the path.
         A redirect to the object store's presigned URL is followed without the API key."""
         artifact = target if isinstance(target, Artifact) else self._artifact(target, name)
-        dest = Path(path) if path is not None else Path.cwd()
-        if dest.is_dir():
-            dest = dest / artifact.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        response = self._send(lambda: self._http.build_request("GET", artifact.url), stream=True)
-        if response.status_code in (301, 302, 303, 307, 308):
-            location = response.headers["location"]
+        dest = _destination(path, artifact)
+        response = self._send(self._builder("GET", artifact.url), stream=True)
+        location = _redirect_location(response)
+        if location is not None:
             response.close()
             with (
                 httpx.Client(timeout=self._http.timeout) as plain,
                 plain.stream("GET", location) as redirected,
             ):
-                if redirected.status_code >= 400:
+                if redirected.is_error:
                     redirected.read()
-                    raise error_from_response(redirected)
-                return _save(redirected, dest, artifact)
+                return _save(_checked(redirected), dest, artifact)
         with contextlib.closing(response):
             return _save(response, dest, artifact)
 
@@ -868,9 +1066,7 @@ class Client:
 
     def report_html(self, job: JobRef) -> str:
         """The job's HTML report (self-contained, plots inline)."""
-        response = self._send(
-            lambda: self._http.build_request("GET", f"/v1/jobs/{_job_id(job)}/report")
-        )
+        response = self._send(self._builder("GET", f"/v1/jobs/{_job_id(job)}/report"))
         return str(response.text)
 
     def log_to_mlflow(
@@ -896,59 +1092,28 @@ class Client:
             )
 
 
-def _check_deadline(deadline: float | None, job_id: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise WaitTimeout(f"job {job_id} did not finish in time")
-
-
 def _save(response: httpx.Response, dest: Path, artifact: Artifact) -> Path:
     """Stream the body into a temporary file beside `dest`, check, then rename."""
-    digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in response.iter_bytes(CHUNK):
-                digest.update(chunk)
-                fh.write(chunk)
-        got = digest.hexdigest()
-        announced = response.headers.get("x-checksum-sha256")
-        for expected in filter(None, (artifact.sha256, announced)):
-            if got != expected:
-                raise ChecksumError(
-                    f"download of {artifact.name} has sha256 {got}, expected {expected}; "
-                    "nothing was written"
-                )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+    with _ArtifactFile(dest, artifact) as out:
+        for chunk in response.iter_bytes(CHUNK):
+            out.write(chunk)
+        return out.commit(response)
+
+
+async def _asave(response: httpx.Response, dest: Path, artifact: Artifact) -> Path:
+    """`_save` for an asyncio response."""
+    with _ArtifactFile(dest, artifact) as out:
+        async for chunk in response.aiter_bytes(CHUNK):
+            out.write(chunk)
+        return out.commit(response)
 
 
 # -- the asyncio client -----------------------------------------------------------------------
-class AsyncClient:
+class AsyncClient(_BaseClient[httpx.AsyncBaseTransport, httpx.AsyncClient]):
     """`Client` for asyncio: the same methods, awaited (iterators are async)."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        max_retries: int = 5,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.base_url = _env("METACLUSTER_URL", base_url).rstrip("/")
-        self.api_key = _env("METACLUSTER_API_KEY", api_key)
-        self.max_retries = max_retries
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.api_key}", "User-Agent": USER_AGENT},
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
+    def _open(self, **options: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**options)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -962,57 +1127,46 @@ class AsyncClient:
     async def _send(
         self, build: Callable[[], httpx.Request], *, stream: bool = False
     ) -> httpx.Response:
-        attempt = 0
+        retry = _Retry(self.max_retries)
         while True:
             request = build()
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError:
-                if attempt >= self.max_retries or not _safe_to_retry(request):
+                if not retry.after_failure(request):
                     raise
-                await asyncio.sleep(backoff_s(attempt))
-                attempt += 1
+                await asyncio.sleep(retry.wait)
                 continue
-            if response.status_code in (429, 503) and attempt < self.max_retries:
-                wait = retry_after_s(response, backoff_s(attempt))
-                await response.aclose()
-                await asyncio.sleep(wait)
-                attempt += 1
-                continue
-            if response.status_code >= 400:
-                if stream:
+            if not retry.after_answer(response):
+                if stream and response.is_error:
                     await response.aread()
-                raise error_from_response(response)
-            return response
+                return _checked(response)
+            await response.aclose()
+            await asyncio.sleep(retry.wait)
 
     async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        response = await self._send(lambda: self._http.build_request(method, path, **kw))
-        return None if response.status_code == 204 else response.json()
+        return _json_body(await self._send(self._builder(method, path, **kw)))
 
     async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        params = {k: v for k, v in params.items() if v is not None}
-        while True:
-            body = await self._json("GET", path, params=params)
+        query: dict[str, Any] | None = {k: v for k, v in params.items() if v is not None}
+        while query is not None:
+            body = await self._json("GET", path, params=query)
             for item in body["items"]:
                 yield item
-            if not body.get("next"):
-                return
-            params["after"] = body["next"]
+            query = _next_page(body, query)
 
     async def upload_model(
         self, path: PathLike | Sequence[PathLike], *, format: str = "auto"
     ) -> Model:
         files = model_files(path)
-        parts = [("file", (f.name, f.read_bytes(), "application/octet-stream")) for f in files]
+        parts = _file_parts(files, [f.read_bytes() for f in files])
         data = await self._json("POST", "/v1/models", files=parts, data={"format": format})
         return Model.from_dict(data)
 
     async def upload_dataset(self, path: PathLike) -> Dataset:
-        p = Path(path)
-        if not p.is_file():
-            raise ClientError(f"dataset file not found: {p}")
-        files = {"file": (p.name, p.read_bytes(), "application/octet-stream")}
-        return Dataset.from_dict(await self._json("POST", "/v1/datasets", files=files))
+        p = _dataset_file(path)
+        parts = _file_parts([p], [p.read_bytes()])
+        return Dataset.from_dict(await self._json("POST", "/v1/datasets", files=parts))
 
     async def create_job(
         self,
@@ -1026,9 +1180,8 @@ class AsyncClient:
         **overrides: Any,
     ) -> Job:
         body = job_request(model, dataset, config, overrides, webhook_url, webhook_events)
-        key = idempotency_key or str(uuid.uuid4())
-        data = await self._json("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
-        return Job.from_dict(data)
+        kw = _create_job_kwargs(body, idempotency_key, dry_run=False)
+        return Job.from_dict(await self._json("POST", "/v1/jobs", **kw))
 
     async def get_job(self, job: JobRef) -> Job:
         return Job.from_dict(await self._json("GET", f"/v1/jobs/{_job_id(job)}"))
@@ -1051,49 +1204,28 @@ class AsyncClient:
     ) -> AsyncIterator[Event]:
         """The job's live events after `after`, until its final one (reconnecting)."""
         job_id = _job_id(job)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last, failures = after, 0
+        state = _Follow(job_id, after, timeout, self.max_retries)
         while True:
-            got_any = False
-            try:
-                async for event in self._stream_once(job_id, last, deadline):
-                    got_any, failures, last = True, 0, event.seq
+            with state:  # a connection: its failures are counted, too many raised
+                async for event in self._stream_once(job_id, state.last, state.deadline):
                     yield event
-                    if event.final:
+                    if state.seen(event):
                         return
-            except httpx.TransportError:
-                failures += 1
-                if failures > self.max_retries:
-                    raise
-            _check_deadline(deadline, job_id)
-            if not got_any:
+            if state.quiet():
                 if (await self.get_job(job_id)).finished:
                     return
-                await asyncio.sleep(backoff_s(failures, base=0.25, cap=5.0))
+                await asyncio.sleep(state.pause)
 
     async def _stream_once(
         self, job_id: str, after: int, deadline: float | None
     ) -> AsyncIterator[Event]:
-        read = STREAM_READ_TIMEOUT_S
-        if deadline is not None:
-            read = max(0.1, min(read, deadline - time.monotonic()))
-        headers = {"Accept": "text/event-stream"}
-        if after:
-            headers["Last-Event-ID"] = str(after)
-        timeout = httpx.Timeout(DEFAULT_TIMEOUT_S, read=read)
-        response = await self._send(
-            lambda: self._http.build_request(
-                "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
-            ),
-            stream=True,
-        )
+        path = f"/v1/jobs/{job_id}/events"
+        build = self._builder("GET", path, **_stream_kwargs(after, deadline))
+        response = await self._send(build, stream=True)
         try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                raise StreamUnavailable("the server did not answer with an event stream")
-            parser = SSEParser()
+            new = _NewEvents(response, after)
             async for line in response.aiter_lines():
-                event = parser.feed(line)
-                if event is not None and event.seq > after:
+                if (event := new.feed(line)) is not None:
                     yield event
                 _check_deadline(deadline, job_id)
         finally:
@@ -1104,20 +1236,20 @@ class AsyncClient:
     ) -> Job:
         """Wait until the job finished (event stream, else polling); returns it."""
         job_id = _job_id(job)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         current = await self.get_job(job_id)
         if current.finished:
             return current
+        streamed = True
         try:
             async for _event in self.events(job_id, timeout=timeout):
                 pass
         except StreamUnavailable:
-            interval = poll_interval
+            streamed = False
+        if not streamed:  # polled outside the `except`: its WaitTimeout chains nothing
+            poll = _Poll(deadline, poll_interval)
             while not (current := await self.get_job(job_id)).finished:
-                if deadline is not None and time.monotonic() + interval > deadline:
-                    raise WaitTimeout(f"job {job_id} did not finish in time", current) from None
-                await asyncio.sleep(interval)
-                interval = min(10.0, interval * 1.5)
+                await asyncio.sleep(poll.pause(current))
         return await self.get_job(job_id)
 
     async def download(
@@ -1128,40 +1260,21 @@ class AsyncClient:
         else:
             current = target if isinstance(target, Job) else await self.get_job(target)
             artifact = current.artifact(name)
-        dest = Path(path) if path is not None else Path.cwd()
-        if dest.is_dir():
-            dest = dest / artifact.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        response = await self._send(
-            lambda: self._http.build_request("GET", artifact.url), stream=True
-        )
+        dest = _destination(path, artifact)
+        response = await self._send(self._builder("GET", artifact.url), stream=True)
         try:
-            if response.status_code in (301, 302, 303, 307, 308):
-                location = response.headers["location"]
-                async with (
-                    httpx.AsyncClient(timeout=self._http.timeout) as plain,
-                    plain.stream("GET", location) as redirected,
-                ):
-                    if redirected.status_code >= 400:
-                        await redirected.aread()
-                        raise error_from_response(redirected)
-                    body = b"".join([c async for c in redirected.aiter_bytes(CHUNK)])
-                    checksum = redirected.headers.get("x-checksum-sha256")
-            else:
-                body = b"".join([c async for c in response.aiter_bytes(CHUNK)])
-                checksum = response.headers.get("x-checksum-sha256")
+            location = _redirect_location(response)
+            if location is None:
+                return await _asave(response, dest, artifact)
+            async with (
+                httpx.AsyncClient(timeout=self._http.timeout) as plain,
+                plain.stream("GET", location) as redirected,
+            ):
+                if redirected.is_error:
+                    await redirected.aread()
+                return await _asave(_checked(redirected), dest, artifact)
         finally:
             await response.aclose()
-        got = hashlib.sha256(body).hexdigest()
-        for expected in filter(None, (artifact.sha256, checksum)):
-            if got != expected:
-                raise ChecksumError(
-                    f"download of {artifact.name} has sha256 {got}, expected {expected}"
-                )
-        tmp = dest.with_name(f".{dest.name}.part")
-        tmp.write_bytes(body)
-        os.replace(tmp, dest)
-        return dest
 
 
 __all__ = [

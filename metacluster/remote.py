@@ -25,6 +25,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -152,21 +153,38 @@ def _summary(job: Job) -> str:
     return line
 
 
+def _show_job(job: Job, as_json: bool) -> None:
+    if as_json:
+        _print_json({"job": job.raw})
+    else:
+        click.echo(_summary(job))
+
+
+@dataclass(frozen=True)
+class _WaitOptions:
+    """What `gate_options` reads: how to wait, where to save, which gates to check."""
+
+    progress: bool | None
+    timeout: float | None
+    download: str | None
+    min_ratio: float | None
+    max_drop: float | None
+
+
 def _finish(
     client: Client,
-    job: Job,
+    job: Job | str,
+    wait: _WaitOptions,
     *,
-    min_ratio: float | None,
-    max_drop: float | None,
-    download: str | None,
     as_json: bool,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Print the finished job, the gates and the download; exit with the pipeline code."""
-    gate = check_gates(job, min_ratio, max_drop) if job.succeeded else None
+    """Wait for the job; print it, the gates and the download; exit with the pipeline code."""
+    job = _wait(client, job, wait.timeout, wait.progress)
+    gate = check_gates(job, wait.min_ratio, wait.max_drop) if job.succeeded else None
     saved = None
-    if download is not None and job.succeeded:
-        saved = str(client.download(job, download))
+    if wait.download is not None and job.succeeded:
+        saved = str(client.download(job, wait.download))
     code = exit_code(job, gate)
     if as_json:
         _print_json(
@@ -192,14 +210,30 @@ def _wait(client: Client, job: Job | str, timeout: float | None, progress: bool 
         sys.exit(EXIT_TIMEOUT)
 
 
-def gate_options(fn: F) -> F:
+def gate_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--progress, --timeout, --download, --min-ratio and --max-drop; the command gets
+    them as one argument, ``wait`` (a `_WaitOptions`)."""
+
+    @functools.wraps(command)
+    def with_wait_options(
+        *args: Any,
+        progress: bool | None,
+        timeout: float | None,
+        download: str | None,
+        min_ratio: float | None,
+        max_drop: float | None,
+        **kwargs: Any,
+    ) -> Any:
+        wait = _WaitOptions(progress, timeout, download, min_ratio, max_drop)
+        return command(*args, wait=wait, **kwargs)
+
     fn = click.option(
         "--max-drop",
         type=float,
         default=None,
         help="Gate: largest metric drop (accuracy as a fraction, RMSE relative); "
         "exit 5 when missed.",
-    )(fn)
+    )(with_wait_options)
     fn = click.option(
         "--min-ratio", type=float, default=None, help="Gate: smallest ratio; exit 5 when missed."
     )(fn)
@@ -322,11 +356,7 @@ def submit(
     webhook_events: tuple[str, ...],
     dry_run: bool,
     wait_: bool,
-    progress: bool | None,
-    timeout: float | None,
-    download: str | None,
-    min_ratio: float | None,
-    max_drop: float | None,
+    wait: _WaitOptions,
     as_json: bool,
 ) -> None:
     """Upload MODEL (and DATA when it is a file), start a job, optionally wait and gate.
@@ -337,7 +367,7 @@ def submit(
     k = _parse_k(k_text)
     if k is not None and (target_ratio is not None or max_bytes is not None):
         raise click.UsageError("give --k or a byte budget (--target-ratio / --max-bytes), not both")
-    if (min_ratio is not None or max_drop is not None or download) and not wait_:
+    if (wait.min_ratio is not None or wait.max_drop is not None or wait.download) and not wait_:
         raise click.UsageError("--min-ratio, --max-drop and --download need --wait")
     config: dict[str, Any] = {}
     if config_file is not None:
@@ -358,8 +388,8 @@ def submit(
     ):
         if value is not None:
             config[key] = value
-    if isinstance(k, list) and max_drop is not None:
-        config["max_drop"] = max_drop  # the sweep picks the smallest K within the same gate
+    if isinstance(k, list) and wait.max_drop is not None:
+        config["max_drop"] = wait.max_drop  # the sweep picks the smallest K within the same gate
     client = _client(ctx)
     if len(model) == 1 and model[0].startswith("mdl_") and not Path(model[0]).exists():
         model_id = model[0]
@@ -410,15 +440,7 @@ def submit(
         else:
             click.echo(job.id)
         return
-    job = _wait(client, job, timeout, progress)
-    _finish(
-        client,
-        job,
-        min_ratio=min_ratio,
-        max_drop=max_drop,
-        download=download,
-        as_json=as_json,
-    )
+    _finish(client, job, wait, as_json=as_json)
 
 
 @remote.command()
@@ -428,11 +450,7 @@ def submit(
 @_network_errors
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show a job: status, stage, progress, metrics, error."""
-    job = _client(ctx).get_job(job_id)
-    if as_json:
-        _print_json({"job": job.raw})
-    else:
-        click.echo(_summary(job))
+    _show_job(_client(ctx).get_job(job_id), as_json)
 
 
 @remote.command("wait")
@@ -441,27 +459,9 @@ def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 @_network_errors
-def wait_cmd(
-    ctx: click.Context,
-    job_id: str,
-    progress: bool | None,
-    timeout: float | None,
-    download: str | None,
-    min_ratio: float | None,
-    max_drop: float | None,
-    as_json: bool,
-) -> None:
+def wait_cmd(ctx: click.Context, job_id: str, wait: _WaitOptions, as_json: bool) -> None:
     """Follow a job until it finishes; exit with the pipeline code (see `remote --help`)."""
-    client = _client(ctx)
-    job = _wait(client, job_id, timeout, progress)
-    _finish(
-        client,
-        job,
-        min_ratio=min_ratio,
-        max_drop=max_drop,
-        download=download,
-        as_json=as_json,
-    )
+    _finish(_client(ctx), job_id, wait, as_json=as_json)
 
 
 @remote.command()
@@ -524,11 +524,7 @@ def download_cmd(
 @_network_errors
 def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Cancel a job (queued: at once; running: between two steps)."""
-    job = _client(ctx).cancel(job_id)
-    if as_json:
-        _print_json({"job": job.raw})
-    else:
-        click.echo(_summary(job))
+    _show_job(_client(ctx).cancel(job_id), as_json)
 
 
 @remote.command()
