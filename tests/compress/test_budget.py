@@ -146,6 +146,21 @@ def test_the_plan_of_a_budget_has_k_per_layer_and_expected_bytes(small_model: KA
     assert not tight.ok and "cannot be met" in tight.checks[-1].detail
 
 
+@pytest.mark.parametrize("k", [2, 16])
+def test_the_plans_expected_bytes_track_the_real_file(
+    small_model: KANModel, digits: Dataset, k: int
+) -> None:
+    """The dry run's estimate is within 15% of the written artifact, and a budget the
+    smallest real artifact meets is never refused by the plan."""
+    cfg = fast_config(k=k, soft_epochs=0, finetune_epochs=0)
+    _, report = compress(small_model, cfg, digits, sizer=ArtifactSizer())
+    info = {**describe_model(small_model), "bytes": report.bytes_before}
+    expected = plan(info, None, cfg).expected_bytes[k]
+    assert abs(expected - report.bytes_after) <= 0.15 * report.bytes_after
+    if k == 2:
+        assert plan(info, None, cfg.replace(max_bytes=report.bytes_after + 16)).ok
+
+
 def test_residual_codebooks_round_trip_and_cut_the_error(
     small_model: KANModel, digits: Dataset, tmp_path: Path
 ) -> None:
