@@ -107,7 +107,7 @@ def test_a_version_1_config_keeps_its_grid_policy() -> None:
 
 
 def test_small_data_sets_get_enough_soft_steps() -> None:
-    assert MetaClusterConfig().soft_min_steps == 1000
+    assert MetaClusterConfig().soft_min_steps == 1500
     cfg = MetaClusterConfig(soft_epochs=100, soft_min_steps=1500, batch_size=256)
     assert cfg.soft_epochs_for(3600) == 100  # 15 batches an epoch: 1500 steps already
     assert cfg.soft_epochs_for(900) == 375  # 4 batches an epoch
