@@ -103,6 +103,35 @@ class JobRepository(_OwnedRepository[Job]):
         ).all()
         return [(str(i), str(q)) for i, q in rows]
 
+    def expired_leases(self, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+        """(id, queue) of running jobs whose lease ended before `cutoff` with no event
+        since: their owner died and nobody took them over. SKIP LOCKED, as above."""
+        recent_event = exists().where(JobEvent.job_id == Job.id, JobEvent.at >= cutoff)
+        rows = self.session.execute(
+            select(Job.id, Job.queue)
+            .where(
+                Job.status == "running",
+                Job.lease_expires_at.is_not(None),
+                Job.lease_expires_at < cutoff,
+                ~recent_event,
+            )
+            .order_by(Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(str(i), str(q)) for i, q in rows]
+
+    def active_count(self, owner_id: str) -> int:
+        """The owner's queued and running jobs (the per-key quota)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.owner_id == owner_id, Job.status.in_(("queued", "running")))
+            )
+            or 0
+        )
+
     def unfinished(self) -> list[tuple[str, str]]:
         """(id, queue) of every queued or running job, oldest first."""
         rows = self.session.execute(

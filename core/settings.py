@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -58,6 +58,45 @@ class Settings(BaseSettings):
     max_builtin_samples: int = Field(default=200_000, ge=1)
     # Upper bound of `limit` on list endpoints.
     max_page_size: int = Field(default=100, ge=1)
+    # -- bounded resources (docs/reliability.md) --------------------------------------
+    # A multipart request: its non-file form fields (count, each one's bytes) and its
+    # whole body (files + fields + part headers) are bounded as it streams in.
+    max_form_fields: int = Field(default=16, ge=1)
+    max_form_field_bytes: int = Field(default=4096, ge=1)
+    # Uncompressed size of an uploaded .npz (from its array headers, read before any
+    # array is loaded): a small zip of zeros must not become gigabytes in memory.
+    max_dataset_bytes: int = Field(default=1024 * MIB, gt=0)
+    # A job still running this long after its first delivery started ends `failed`
+    # with code `timeout`.
+    job_timeout_s: float = Field(default=4 * 3600.0, gt=0)
+    # Queued + running jobs one API key may have at once; more -> 429 with Retry-After.
+    max_active_jobs_per_key: int = Field(default=20, ge=1)
+    # Requests per second per API key (token bucket per API process), and its burst.
+    rate_limit_per_s: float = Field(default=50.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # Devices the workers have: a job asking for one that is not listed ("cuda" on a
+    # CPU-only deployment) is refused by the dry run and by job creation. None: what
+    # this process sees (cpu, plus cuda when torch finds a GPU): right for `serve`,
+    # where API and worker share the machine; a deployment whose API runs without
+    # the workers' GPUs sets METACLUSTER_WORKER_DEVICES=cpu,cuda.
+    worker_devices: Annotated[list[str] | None, NoDecode] = None
+    # -- one owner per job ---------------------------------------------------------------
+    # A running job's lease: its worker renews it every lease_ttl_s / 4; another
+    # delivery may take the job over only once it has expired.
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("worker_devices", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # METACLUSTER_WORKER_DEVICES=cpu,cuda (a JSON list is accepted too)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -109,6 +148,20 @@ class Settings(BaseSettings):
         """The scratch directory (always set after validation)."""
         assert self.scratch_dir is not None
         return self.scratch_dir
+
+    def available_devices(self) -> list[str]:
+        """The devices a job may ask for (``worker_devices``, or what this process sees)."""
+        if self.worker_devices is not None:
+            return [d.strip() for d in self.worker_devices if d.strip()]
+        devices = ["cpu"]
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                devices.append("cuda")
+        except Exception:  # no torch, or a broken CUDA install: CPU only
+            pass
+        return devices
 
     def queue_for(self, device: str | None) -> str:
         """Queue a job goes to, from its config's ``device``."""

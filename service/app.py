@@ -13,9 +13,10 @@ from fastapi.openapi.utils import get_openapi
 import metacluster
 from core.settings import Settings, get_settings
 from core.storage import get_storage
+from service.auth import RateLimiter
 from service.metrics import Metrics
 from service.problems import install_problem_handlers, problem_responses
-from service.routes import health, jobs, uploads
+from service.routes import health, jobs, keys, uploads
 
 DESCRIPTION = """Compress Kolmogorov-Arnold Networks with MetaCluster.
 
@@ -36,10 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.storage = get_storage(settings)
     app.state.metrics = Metrics(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.middleware("http")(app.state.metrics.middleware)
     install_problem_handlers(app)
     app.include_router(uploads.router)
     app.include_router(jobs.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

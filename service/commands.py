@@ -54,4 +54,29 @@ def keys_create(name: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def keys_list(as_json: bool) -> None:
+    """List API keys (id, name, prefix, created, revoked); secrets are never stored."""
+    rows = _embedded().list_keys()
+    if as_json:
+        click.echo(json.dumps({"keys": rows}))
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(f"{row['id']}  {row['prefix']}...  {row['name']}  {row['created_at']}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def keys_revoke(key_id: str, as_json: bool) -> None:
+    """Revoke the API key KEY_ID (its id from `keys list`, or a unique prefix of it)."""
+    row = _embedded().revoke_key(key_id)
+    if as_json:
+        click.echo(json.dumps(row))
+    else:
+        click.echo(f"revoked {row['id']} ({row['name']})")
+
+
 __all__ = ["keys", "serve"]

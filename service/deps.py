@@ -81,6 +81,9 @@ def current_key(
     with get_sessionmaker(settings)() as session:
         key = authenticate(session, header)
         session.expunge(key)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(key.id)
     return key
 
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from core.migrations import upgrade_database
 from core.producer import is_embedded_broker
@@ -39,6 +40,38 @@ def create_key(name: str, settings: Settings | None = None) -> dict[str, str]:
     with session_scope(settings) as session:
         row, plaintext = create_api_key(session, name)
         return {"id": row.id, "name": row.name, "key": plaintext}
+
+
+def list_keys(settings: Settings | None = None) -> list[dict[str, str | None]]:
+    """Every API key: id, name, prefix, created_at, revoked_at (no secret)."""
+    from core.db.session import session_scope
+    from service.auth import list_api_keys
+
+    settings = settings or get_settings()
+    upgrade_database(settings)
+    with session_scope(settings) as session:
+        return [_key_row(row) for row in list_api_keys(session)]
+
+
+def revoke_key(key_id: str, settings: Settings | None = None) -> dict[str, str | None]:
+    """Revoke the key with this id (or a unique id prefix); returns its row."""
+    from core.db.session import session_scope
+    from service.auth import revoke_api_key
+
+    settings = settings or get_settings()
+    upgrade_database(settings)
+    with session_scope(settings) as session:
+        return _key_row(revoke_api_key(session, key_id))
+
+
+def _key_row(row: Any) -> dict[str, str | None]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
 
 
 def _resolved_env(settings: Settings) -> dict[str, str]:

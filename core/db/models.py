@@ -49,6 +49,8 @@ def _uuid() -> str:
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    # Keys are found by their (indexed) prefix, then compared in constant time.
+    __table_args__ = (Index("ix_api_keys_prefix", "prefix"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(200))
@@ -102,6 +104,8 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key"),
         # Keyset pagination of one owner's jobs, newest first.
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
+        # The per-key quota counts an owner's queued and running jobs.
+        Index("ix_jobs_owner_id_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -125,6 +129,12 @@ class Job(Base):
     # sha256 of the canonical request body, to tell a replay from a conflicting reuse.
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     queue: Mapped[str] = mapped_column(String(40), default="cpu")
+    # One owner at a time: each claim that runs the job takes a new fencing token
+    # (`fence` + 1) and a lease; every state write and the artifact registration of a
+    # delivery check its token, so a delivery that lost the job writes nothing.
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="job", order_by="Artifact.name", lazy="selectin"

@@ -33,6 +33,9 @@ from service.schemas import (
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+# Event ids are 64-bit database integers: a larger cursor is a 422, not an overflow.
+MAX_EVENT_ID = 2**63 - 1
+
 
 def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
@@ -160,7 +163,9 @@ def list_events(
     session: SessionDep,
     owner: CurrentKey,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, description="`next` of the previous page")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="`next` of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobEventPage:
     rows, next_cursor = job_service.list_events(

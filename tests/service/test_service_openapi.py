@@ -17,6 +17,7 @@ EXPECTED_PATHS = {
     "/v1/jobs/{job_id}/events",
     "/v1/jobs/{job_id}/cancel",
     "/v1/jobs/{job_id}/artifacts/{name}",
+    "/v1/keys/self",
     *PUBLIC,
 }
 
