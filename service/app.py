@@ -60,7 +60,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     problem_422 = problem_responses(422)[422]
-    for path_item in schema["paths"].values():
+    # Every authenticated operation may answer 429 (the key's rate limit) and 503 (the
+    # database is away); they are documented once here rather than on every route.
+    shared = {status: problem_responses(status)[status] for status in (429, 503)}
+    for path, path_item in schema["paths"].items():
         for op in path_item.values():
             responses = op.get("responses", {})
             if "422" in responses:
@@ -68,6 +71,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     "description": problem_422["description"],
                     "content": problem_422["content"],
                 }
+            if path.startswith("/v1/"):
+                for status, doc in shared.items():
+                    responses.setdefault(
+                        str(status),
+                        {"description": doc["description"], "content": doc["content"]},
+                    )
     components = schema.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
