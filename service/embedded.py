@@ -93,12 +93,16 @@ def _resolved_env(settings: Settings) -> dict[str, str]:
 
 
 def _die_with_parent() -> None:
-    # Linux only: the embedded worker must not outlive a `serve` that was killed.
+    # Linux only: the embedded worker must not outlive a `serve` that was killed. SIGKILL,
+    # not SIGTERM: Celery's answer to SIGTERM is a warm shutdown that finishes the
+    # current job first, so an orphan would go on running it (for minutes) while the
+    # next `serve` takes the job over. The job resumes from its checkpoints instead,
+    # once its lease has expired.
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def worker_command(

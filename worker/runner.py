@@ -395,7 +395,7 @@ def _claim(
         # lease (killed with its `serve`); wait once for the lease to run out.
         wait_s = (claim.lease_expires_at - utcnow()).total_seconds() + 0.5
         wait_s = min(max(wait_s, 0.0), settings.lease_ttl_s + 1.0)
-        log.info("job %s: leased by a live owner; waiting %.1f s to take over", job_id, wait_s)
+        log.warning("job %s: leased by a live owner; waiting %.1f s to take over", job_id, wait_s)
         time.sleep(wait_s)
     return claim
 

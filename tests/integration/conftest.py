@@ -33,6 +33,7 @@ REDIS_HOST = os.environ.get("METACLUSTER_TEST_REDIS_HOST", "127.0.0.1")
 # A worker killed mid-job gets its message back after this many seconds (Redis
 # visibility timeout); short so the kill test runs in seconds, longer than any step.
 VISIBILITY_TIMEOUT_S = 4
+LEASE_TTL_S = 2
 
 
 def _pg_admin_url() -> str:
@@ -154,6 +155,8 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
             "METACLUSTER_DEFAULT_QUEUE": queue,
             "METACLUSTER_MAX_DELIVERIES": "3",
             "METACLUSTER_BROKER_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
+            # A killed worker's lease runs out before its message comes back.
+            "METACLUSTER_LEASE_TTL_S": str(LEASE_TTL_S),
         }
     )
     settings = Settings(data_dir=data_dir, database_url=pg_url, broker_url=redis_url)
