@@ -1,11 +1,13 @@
 """One settings object for the API, the workers and the embedded mode, read from
 ``METACLUSTER_*`` environment variables.
 
-Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``.
+Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``,
+which every command finds the same way (`discover_data_dir`).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,6 +16,46 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+DATABASE_FILE = "metacluster.db"
+
+
+def state_file() -> Path:
+    """Where `metacluster serve` records the data directory it used (per user)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "metacluster" / "data_dir"
+
+
+def discover_data_dir(cwd: Path | None = None) -> Path:
+    """The data directory when ``METACLUSTER_DATA_DIR`` is not set, found the same way
+    by `serve`, `keys` and every other command, wherever they are run from:
+
+    1. ``data/`` holding a database in the current directory or the nearest parent
+       (a checkout's ``make run`` data, seen from any of its subfolders);
+    2. the data directory the last `metacluster serve` of this user recorded, when it
+       still holds a database (so `keys create` run elsewhere reaches that server);
+    3. ``./data`` (a new one).
+    """
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "data" / DATABASE_FILE).is_file():
+            return folder / "data"
+    try:
+        recorded = Path(state_file().read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is not None and recorded.is_absolute() and (recorded / DATABASE_FILE).is_file():
+        return recorded
+    return here / "data"
+
+
+def remember_data_dir(data_dir: Path) -> None:
+    """Record `serve`'s data directory for `discover_data_dir` (best effort)."""
+    try:
+        path = state_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(data_dir.resolve()), encoding="utf-8")
+    except OSError:
+        pass
 
 
 class Settings(BaseSettings):
@@ -22,7 +64,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METACLUSTER_", extra="ignore")
 
     env: Literal["development", "production"] = "development"
-    data_dir: Path = Path("./data")
+    # Unset: `discover_data_dir` (nearest data/ with a database, else the last serve's,
+    # else ./data), the same in every command.
+    data_dir: Path = Field(default_factory=discover_data_dir)
     # None -> derived from data_dir in `_fill_defaults`, so one DATA_DIR moves everything.
     database_url: str | None = None
     broker_url: str | None = None

@@ -45,7 +45,14 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def keys_create(name: str, as_json: bool) -> None:
     """Create an API key; the key is shown only once."""
-    result = _embedded().create_key(name)
+    embedded = _embedded()
+    where, exists = embedded.describe_database()
+    click.echo(
+        f"{'using' if exists else 'creating a new'} key database {where} "
+        "(set METACLUSTER_DATA_DIR to choose another)",
+        err=True,
+    )
+    result = embedded.create_key(name)
     out = {k: result[k] for k in ("id", "name", "key") if k in result}
     if as_json:
         click.echo(json.dumps(out))
