@@ -128,12 +128,36 @@ _HTTP_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path (FastAPI has a route per method, and
+    Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    path = request.url.path
+
+    def walk(routes: Any) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # an included router
+            if inner is not None:
+                walk(inner.routes)
+                continue
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods.update(getattr(route, "methods", None) or ())
+
+    walk(request.app.router.routes)
+    return sorted(methods)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    headers = dict(exc.headers) if exc.headers else None
-    return problem(request, exc.status_code, code, detail, headers=headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        methods = allowed_methods(request)
+        if methods:
+            headers["Allow"] = ", ".join(methods)
+    return problem(request, exc.status_code, code, detail, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
