@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # Requests per second per API key (token bucket per API process), and its burst.
     rate_limit_per_s: float = Field(default=50.0, gt=0)
     rate_limit_burst: int = Field(default=200, ge=1)
+    # An API process remembers a verified key this long (0: never), sparing a database
+    # round trip per request; a key revoked elsewhere stops working within this time.
+    auth_cache_s: float = Field(default=2.0, ge=0)
     # Devices the workers have: a job asking for one that is not listed ("cuda" on a
     # CPU-only deployment) is refused by the dry run and by job creation. None: what
     # this process sees (cpu, plus cuda when torch finds a GPU): right for `serve`,

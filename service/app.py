@@ -13,8 +13,8 @@ from fastapi.openapi.utils import get_openapi
 import metacluster
 from core.settings import Settings, get_settings
 from core.storage import get_storage
-from service.auth import RateLimiter
-from service.metrics import Metrics
+from service.auth import KeyCache, RateLimiter
+from service.metrics import Metrics, MetricsMiddleware
 from service.problems import install_problem_handlers, problem_responses
 from service.routes import health, jobs, keys, uploads
 
@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = get_storage(settings)
     app.state.metrics = Metrics(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    app.middleware("http")(app.state.metrics.middleware)
+    app.state.key_cache = KeyCache(settings.auth_cache_s)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_problem_handlers(app)
     app.include_router(uploads.router)
     app.include_router(jobs.router)

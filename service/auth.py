@@ -96,6 +96,42 @@ def revoke_api_key(session: Session, key_id: str) -> ApiKey:
     return row
 
 
+class KeyCache:
+    """Verified keys by the sha256 of their plaintext, for `ttl_s` (per API process).
+
+    Only successes are kept (a wrong key always reaches the database and the constant-
+    time comparison); a key revoked through this process is dropped at once, through
+    another one (the CLI, another replica) it stops working within `ttl_s`."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._rows: dict[str, tuple[float, ApiKey]] = {}
+
+    def get(self, digest: str) -> ApiKey | None:
+        if self.ttl_s <= 0:
+            return None
+        with self._lock:
+            hit = self._rows.get(digest)
+            if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+                self._rows.pop(digest, None)
+                return None
+            return hit[1]
+
+    def put(self, digest: str, row: ApiKey) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._rows) > 10_000:
+                self._rows.clear()
+            self._rows[digest] = (time.monotonic(), row)
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, (_, row) in self._rows.items() if row.id == key_id]:
+                del self._rows[digest]
+
+
 class RateLimiter:
     """A token bucket per API key (in this process): `rate` requests per second on
     average, bursts of up to `burst`; past that `RateLimitedError` (429, Retry-After)."""

@@ -6,7 +6,7 @@ key holder can see which key it uses and revoke it (a leaked key, a finished CI 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from service.auth import revoke_api_key
 from service.deps import CurrentKey, SessionDep
@@ -40,6 +40,9 @@ def get_own_key(owner: CurrentKey) -> KeyOut:
     },
     summary="Revoke the API key of this request",
 )
-def revoke_own_key(owner: CurrentKey, session: SessionDep) -> Response:
+def revoke_own_key(owner: CurrentKey, session: SessionDep, request: Request) -> Response:
     revoke_api_key(session, owner.id)
+    cache = getattr(request.app.state, "key_cache", None)
+    if cache is not None:
+        cache.forget(owner.id)
     return Response(status_code=204)

@@ -288,19 +288,59 @@ class TestKeys:
         try:
             made = runner.invoke(keys, ["create", "--name", "ci", "--json"], env=env)
             assert made.exit_code == 0, made.output
-            key = json.loads(made.output)
+            key = json.loads(made.stdout)
             listed = runner.invoke(keys, ["list", "--json"], env=env)
-            rows = json.loads(listed.output)["keys"]
+            rows = json.loads(listed.stdout)["keys"]
             assert [(r["id"], r["name"], r["revoked_at"]) for r in rows] == [
                 (key["id"], "ci", None)
             ]
             assert "key" not in rows[0] and key["key"].startswith(rows[0]["prefix"])
             revoked = runner.invoke(keys, ["revoke", key["id"][:8], "--json"], env=env)
-            assert revoked.exit_code == 0 and json.loads(revoked.output)["revoked_at"]
+            assert revoked.exit_code == 0 and json.loads(revoked.stdout)["revoked_at"]
             missing = runner.invoke(keys, ["revoke", "no-such-key"], env=env)
             assert missing.exit_code != 0
         finally:
             get_settings.cache_clear()
+
+
+class TestKeyCache:
+    def test_only_verified_keys_are_kept_and_only_for_the_ttl(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import service.auth as auth_module
+
+        now = [100.0]
+        monkeypatch.setattr(auth_module.time, "monotonic", lambda: now[0])
+        cache = auth_module.KeyCache(2.0)
+        row = ApiKey(id="k1", name="n", key_hash="h", prefix="p")
+        assert cache.get("d") is None
+        cache.put("d", row)
+        assert cache.get("d") is row
+        now[0] += 2.5
+        assert cache.get("d") is None  # expired: the next request asks the database
+        cache.put("d", row)
+        cache.forget("k1")
+        assert cache.get("d") is None
+        off = auth_module.KeyCache(0.0)
+        off.put("d", row)
+        assert off.get("d") is None
+
+    def test_a_key_revoked_in_the_database_is_refused_once_the_cache_expired(
+        self, settings: Settings, enqueuer: RecordingEnqueuer, auth: dict[str, str]
+    ) -> None:
+        from sqlalchemy import select
+
+        from core.db import utcnow
+        from service.auth import hash_key
+
+        with _client(settings, enqueuer, auth_cache_s=0) as c:
+            assert c.get("/v1/jobs", headers=auth).status_code == 200
+            with session_scope(settings) as s:
+                token = auth["Authorization"][7:]
+                s.scalars(
+                    select(ApiKey).where(ApiKey.key_hash == hash_key(token))
+                ).one().revoked_at = utcnow()
+            assert_problem(c.get("/v1/jobs", headers=auth), 401, "unauthorized")
 
 
 class TestDatabaseOutage:
