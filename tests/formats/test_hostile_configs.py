@@ -164,3 +164,26 @@ def test_pykan_grid_range_must_be_two_finite_numbers(tmp_path: Path) -> None:
     cfg_file.write_text(yaml.safe_dump(data))
     with pytest.raises(FormatError, match="grid_range"):
         load_model(tmp_path / "m")
+
+
+def test_a_deflated_torch_zip_bomb_is_refused_before_loading(tmp_path: Path) -> None:
+    """torch.load inflates deflated zip members: 5 KB could become gigabytes."""
+    import io
+    import zipfile
+
+    from reference.efficient_kan import KAN
+
+    buf = io.BytesIO()
+    sd = KAN([3, 2]).state_dict()
+    sd["layers.0.padding"] = torch.zeros(8_000_000)  # 32 MB of zeros: deflates to ~30 KB
+    torch.save(sd, buf)
+    plain = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for info in plain.infolist():
+            out.writestr(info.filename, plain.read(info.filename))
+    assert (tmp_path / "bomb.pt").stat().st_size < 200_000
+    with pytest.raises(FormatError, match="expands to"):
+        load_model(tmp_path / "bomb.pt")
+    # an ordinary (stored) torch.save checkpoint is unaffected
+    torch.save(KAN([3, 2]).state_dict(), tmp_path / "ok.pt")
+    assert load_model(tmp_path / "ok.pt").n_params() > 0
