@@ -293,10 +293,11 @@ def claim(
 def _owned(session: Session, job_id: str, fence: int) -> Job:
     """The job row, locked, when the delivery holding `fence` still owns it; else
     LeaseLostError (another delivery took it over, or it already finished)."""
-    job = JobRepository(session).lock(job_id)
-    if job is None or job.status != "running" or job.fence != fence:
-        state = "gone" if job is None else f"{job.status}, fence {job.fence}"
-        raise LeaseLostError(f"job {job_id} is no longer owned by fence {fence} ({state})")
+    job = JobRepository(session).lock_if_owned(job_id, fence)
+    if job is None:
+        raise LeaseLostError(f"job {job_id} is no longer running under fence {fence}")
+    # the row may have been loaded by this session before: read what the lock guards
+    session.refresh(job)
     return job
 
 
@@ -364,10 +365,9 @@ def fail(
     With `fence`: only while that delivery owns the job. Without (a delivery that
     never got to own it, e.g. its model vanished): only when no live lease holds it.
     """
-    job = JobRepository(session).lock(job_id)
+    repo = JobRepository(session)
+    job = repo.lock(job_id) if fence is None else repo.lock_if_owned(job_id, fence)
     if job is None or job.status in FINISHED_STATUSES:
-        return False
-    if fence is not None and (job.status != "running" or job.fence != fence):
         return False
     if fence is None and job.status == "running" and _lease_live(job, utcnow()):
         return False

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
@@ -81,6 +81,23 @@ class JobRepository(_OwnedRepository[Job]):
         """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises
         writers anyway): every state transition starts here."""
         return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+    def lock_if_owned(self, job_id: str, fence: int) -> Job | None:
+        """The running job row when `fence` still owns it, write-locked; else None.
+
+        One conditional UPDATE checks and locks at once: on PostgreSQL it takes the row
+        lock, on SQLite the database write lock, so no other writer (a delivery that
+        took the job over, the API's cancel) can interleave before this transaction
+        ends; a plain SELECT then UPDATE would let SQLite lose an update."""
+        touched = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.fence == fence, Job.status == "running")
+            .values(fence=Job.fence)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(touched, "rowcount", 0) != 1:
+            return None
+        return self.lock(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
