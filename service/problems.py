@@ -151,6 +151,8 @@ def allowed_methods(request: Request) -> list[str]:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 400:  # the body could not be parsed (e.g. not UTF-8 JSON)
+        code = "invalid_json"
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     headers = dict(exc.headers) if exc.headers else {}
     if exc.status_code == 405:

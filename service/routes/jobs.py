@@ -80,7 +80,7 @@ def event_out(event: JobEvent) -> JobEventOut:
     response_model=JobOut,
     responses={
         200: {"model": DryRunOut, "description": "`?dry_run=true`: every check passed"},
-        **problem_responses(401, 404, 409, 422, 503),
+        **problem_responses(400, 401, 404, 409, 422, 503),
     },
     summary="Create a compression job (or validate one with ?dry_run=true)",
 )

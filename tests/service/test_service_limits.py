@@ -369,3 +369,13 @@ def test_openapi_documents_429_and_the_new_codes(client: TestClient) -> None:
     assert (
         "device_unavailable" in spec["paths"]["/v1/jobs"]["post"]["responses"]["422"]["description"]
     )
+
+
+def test_a_body_that_is_not_utf8_json_is_a_documented_400(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    headers = {**auth, "Content-Type": "application/json"}
+    r = client.post("/v1/jobs?dry_run=true", headers=headers, content=b"\xff")
+    assert_problem(r, 400, "invalid_json")
+    spec = client.get("/openapi.json").json()
+    assert "400" in spec["paths"]["/v1/jobs"]["post"]["responses"]
