@@ -274,3 +274,47 @@ def test_a_manifest_that_is_not_an_object_or_claims_too_much_is_refused(
     _rewrap(written["path"], tmp_path / "long.mcz", manifest, header="2:99999999")
     with pytest.raises(ArtifactError):
         read_manifest(tmp_path / "long.mcz")
+
+
+# -- k-means ----------------------------------------------------------------------------------
+def test_kmeans_accepts_k_from_one_to_n_and_refuses_bad_input() -> None:
+    from metacluster.compress.kmeans import kmeans
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    one = kmeans(x, 1, seed=0, iters=5, restarts=1)
+    np.testing.assert_allclose(one.centroids[0], x.mean(0), atol=1e-5)
+    full = kmeans(x, 40, seed=0, iters=5, restarts=1)
+    assert sorted(full.assignment.tolist()) == list(range(40)) and full.inertia < 1e-6
+    with pytest.raises(ConfigError, match="k=41"):
+        kmeans(x, 41)
+    with pytest.raises(ConfigError, match="k=0"):
+        kmeans(x, 0)
+    with pytest.raises(ConfigError, match="non-empty"):
+        kmeans(x[:, 0], 2)  # 1-D
+    with pytest.raises(ConfigError, match="non-empty"):
+        kmeans(x[:0], 1)
+
+
+def test_kmeans_with_fewer_distinct_points_than_k() -> None:
+    from metacluster.compress.kmeans import kmeans, kmeans_plus_plus
+
+    x = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 3 distinct points
+    seeds = kmeans_plus_plus(x, 5, np.random.default_rng(0))
+    assert seeds.shape == (5, 3) and np.isfinite(seeds).all()
+    assert {tuple(r) for r in seeds.tolist()} == {tuple(r) for r in np.eye(3).tolist()}
+    res = kmeans(x, 5, seed=0, iters=5, restarts=2)
+    # (faiss splits duplicate centroids by a hair: inertia stays ~0)
+    assert np.isfinite(res.centroids).all() and res.inertia < 1e-3
+
+
+def test_every_row_is_assigned_when_the_assignment_runs_in_chunks() -> None:
+    """Many centroids in a wide space: the nearest-centroid search goes block by block
+    (a few MB at a time); every row of every block must get its nearest centroid."""
+    from metacluster.compress.kmeans import kmeans
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 64)).astype(np.float32)
+    res = kmeans(x, 300, seed=0, iters=2, restarts=1)
+    d = ((x[:, None, :].astype(np.float64) - res.centroids[None].astype(np.float64)) ** 2).sum(2)
+    assert np.array_equal(res.assignment, d.argmin(1))
+    assert res.inertia == pytest.approx(float(d.min(1).sum()), rel=1e-4)
