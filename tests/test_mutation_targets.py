@@ -318,3 +318,61 @@ def test_every_row_is_assigned_when_the_assignment_runs_in_chunks() -> None:
     d = ((x[:, None, :].astype(np.float64) - res.centroids[None].astype(np.float64)) ** 2).sum(2)
     assert np.array_equal(res.assignment, d.argmin(1))
     assert res.inertia == pytest.approx(float(d.min(1).sum()), rel=1e-4)
+
+
+def test_an_artifact_keeps_moved_grids_dense_params_and_residual_codebooks(
+    tmp_path: Path,
+) -> None:
+    """The parts of a model the default test models lack: per-input knots moved by a
+    grid update (stored as grids), node affines and a LayerNorm (dense "other"
+    parameters, here in float16), and a residual codebook. The artifact must give the
+    compressed model's outputs, and float16 must store the dense parts smaller."""
+    from metacluster.artifact import load_artifact, read_manifest, write_artifact
+    from metacluster.compress import MetaClusterConfig, compress
+    from metacluster.data import load_dataset
+    from metacluster.kan import KANModel, LayerNorm, PyKANLayer
+
+    torch.manual_seed(1)
+    torch.set_num_threads(1)
+    first = PyKANLayer(64, 8, 5, 3, (-1.0, 1.0), "silu")
+    grid = first.grid.detach().clone()
+    grid += torch.linspace(-0.3, 0.3, 64)[:, None]  # every input its own knots
+    first.set_grid(grid)
+    with torch.no_grad():
+        first.node_bias.normal_(0, 0.1)
+        first.node_scale.uniform_(0.8, 1.2)
+    norm = LayerNorm(8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.normal_(0, 0.1)
+    model = KANModel([first, norm, PyKANLayer(8, 10, 5, 3, (-1.0, 1.0), "silu")]).eval()
+    data = load_dataset("digits")
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        cfg = MetaClusterConfig(
+            k=4,
+            residual_k=2,
+            regress_steps=10,
+            meta_epochs=1,
+            soft_epochs=0,
+            finetune_epochs=1,
+            kmeans_iters=3,
+            kmeans_restarts=1,
+            device="cpu",
+            other_dtype=dtype,
+        )
+        compressed, report = compress(model, cfg, data)
+        path = tmp_path / f"{dtype}.mcz"
+        sizes[dtype] = write_artifact(compressed, path, report).bytes
+        manifest, _ = read_manifest(path)
+        assert manifest["other"], "dense parameters and grids are stored"
+        assert any(cb.get("r") for cb in manifest["cb"]), "a residual codebook is stored"
+        loaded = load_artifact(path)
+        x = data.x_test[:64]
+        with torch.no_grad():
+            want, got = compressed(x), loaded(x)
+        tol = 1e-5 if dtype == "float32" else 5e-2
+        assert (want - got).abs().max().item() <= tol, dtype
+        if dtype == "float32":
+            torch.testing.assert_close(loaded.layers[0].grid, compressed.layers[0].grid)
+    assert sizes["float16"] < sizes["float32"]

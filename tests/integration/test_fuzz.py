@@ -180,7 +180,9 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp_path:
             "--report-dir",
             str(report),
         ]
-        run = subprocess.run(cmd, env=child_env({}), capture_output=True, text=True, timeout=900)
+        run = subprocess.run(
+            cmd, env=child_env({}), cwd=tmp_path, capture_output=True, text=True, timeout=900
+        )
         out = run.stdout + run.stderr
         assert run.returncode == 0, out[-6000:]
         assert "failures" not in out.splitlines()[-1] or " 0 failures" in out.splitlines()[-1], out[
