@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -35,7 +35,7 @@ from core.repositories import (
     JobRepository,
     ModelRepository,
 )
-from core.service_errors import IdempotencyConflictError, JobStateError
+from core.service_errors import IdempotencyConflictError, JobStateError, LeaseLostError
 from core.webhooks import job_changed
 from metacluster.errors import DatasetError, InputError
 
@@ -57,6 +57,8 @@ def _settle(
     """Put a locked job into a final status, with its status event."""
     job.status = status
     job.finished_at = utcnow()
+    job.lease_owner = None
+    job.lease_expires_at = None
     if metrics is not None:
         job.metrics = metrics
         job.progress = 1.0
@@ -194,8 +196,11 @@ class Claim:
     """The outcome of a delivery, and what a running job needs, read while claiming."""
 
     status: str  # the job's status after the claim ("running" to go on)
-    duplicate: bool = False  # another message owns the running job: do nothing
+    duplicate: bool = False  # another delivery holds the job's live lease: do nothing
     delivery: int = 0
+    fence: int = 0  # this delivery's fencing token: every later write of it checks it
+    lease_expires_at: datetime | None = None  # a duplicate: when the holder's lease ends
+    started_at: datetime | None = None  # the first delivery's start (the wall-time limit)
     model_id: str = ""
     model_key: str = ""  # storage key of the checkpoint file
     model_format: str = "auto"
@@ -209,6 +214,10 @@ class Claim:
         return self.status == "running" and not self.duplicate
 
 
+def _lease_live(job: Job, now: datetime) -> bool:
+    return job.lease_expires_at is not None and job.lease_expires_at > now
+
+
 def claim(
     session: Session,
     job_id: str,
@@ -216,17 +225,27 @@ def claim(
     max_deliveries: int,
     message_id: str | None = None,
     takeover: bool = False,
+    worker: str | None = None,
+    lease_ttl_s: float = 60.0,
 ) -> Claim:
     """queued|running -> running for this delivery, or settle the job without running.
 
-    The message that claims a job owns it (its id in the status event): a second
-    message delivered while it runs is a duplicate, while a re-delivery of the owner
-    (same id: worker lost, or a retry) resumes it. `takeover` resumes a running job
-    under a new message whatever owned it (a message sent because the owner's was
-    lost). A job cancelled before it started, or delivered more than `max_deliveries`
+    One owner at a time: a running job whose lease is live belongs to the delivery
+    that holds it, and any other delivery (a re-sent message, a broker re-delivery
+    of a slow job, a second `serve`) is a duplicate that does nothing. Once the
+    lease expired (its worker stopped renewing it: dead, or cut off) the next
+    delivery takes the job over and resumes it from its checkpoints. Each claim that
+    runs the job takes a new fencing token (`Job.fence`) and a lease of
+    `lease_ttl_s`; the worker renews it (`renew_lease`) and every later write passes
+    the token (`record_progress`, `log_event`, `succeed`, `fail`), so a delivery that
+    lost the job can no longer change it. `takeover` (a message sent because another
+    was lost) changes nothing here: the caller may wait for a live lease to end.
+
+    A job cancelled before it started, or delivered more than `max_deliveries`
     times, is settled here. Raises InputError / DatasetError when the model or dataset
     is gone (the caller rolls back and fails the job).
     """
+    del takeover  # the lease alone decides (kept for the callers' signature)
     job = JobRepository(session).lock(job_id)
     if job is None:
         log.warning("job %s not found; dropping the message", job_id)
@@ -235,16 +254,16 @@ def claim(
         # A re-delivery of a job that already finished (e.g. the worker died after the
         # final commit but before the ack): nothing to do.
         return Claim(status=job.status)
-    if job.status == "running" and message_id is not None and not takeover:
-        owner = (JobEventRepository(session).last_status_data(job.id) or {}).get("message_id")
-        if isinstance(owner, str) and owner != message_id:
-            log.info(
-                "job %s is running under message %s; dropping duplicate message %s",
-                job_id,
-                owner,
-                message_id,
-            )
-            return Claim(status="running", duplicate=True)
+    now = utcnow()
+    if job.status == "running" and _lease_live(job, now):
+        log.info(
+            "job %s is leased by %s until %s; dropping delivery %s",
+            job_id,
+            job.lease_owner,
+            job.lease_expires_at,
+            message_id,
+        )
+        return Claim(status="running", duplicate=True, lease_expires_at=job.lease_expires_at)
     job.deliveries += 1
     if job.cancel_requested:
         _settle(
@@ -265,13 +284,16 @@ def claim(
     job.status = "running"
     first_start = job.started_at is None
     if first_start:
-        job.started_at = utcnow()
+        job.started_at = now
+    job.fence = (job.fence or 0) + 1
+    job.lease_owner = (worker or message_id or "worker")[:200]
+    job.lease_expires_at = now + timedelta(seconds=lease_ttl_s)
     message = f"delivery {job.deliveries}" + (
-        " (re-delivered after a worker loss)" if resumed else ""
+        " (taken over after its lease expired)" if resumed else ""
     )
-    data: dict[str, Any] = {"status": "running", "delivery": job.deliveries}
+    data: dict[str, Any] = {"status": "running", "delivery": job.deliveries, "fence": job.fence}
     if message_id is not None:
-        data["message_id"] = message_id  # this message now owns the job
+        data["message_id"] = message_id
     _event(session, job.id, "status", message=message, data=data)
     if first_start:
         job_changed(session, job, "started")
@@ -281,6 +303,9 @@ def claim(
     out = Claim(
         status="running",
         delivery=job.deliveries,
+        fence=job.fence,
+        lease_expires_at=job.lease_expires_at,
+        started_at=job.started_at,
         model_id=model.id,
         model_key=model.storage_key,
         model_format=model.format or "auto",
@@ -296,10 +321,32 @@ def claim(
     return out
 
 
+def _owned(session: Session, job_id: str, fence: int) -> Job:
+    """The job row, locked, when the delivery holding `fence` still owns it; else
+    LeaseLostError (another delivery took it over, or it already finished)."""
+    job = JobRepository(session).lock_if_owned(job_id, fence)
+    if job is None:
+        raise LeaseLostError(f"job {job_id} is no longer running under fence {fence}")
+    # the row may have been loaded by this session before: read what the lock guards
+    session.refresh(job)
+    return job
+
+
+def renew_lease(session: Session, job_id: str, fence: int, ttl_s: float) -> bool:
+    """Extend the owner's lease by `ttl_s` from now; False when `fence` lost the job."""
+    try:
+        job = _owned(session, job_id, fence)
+    except LeaseLostError:
+        return False
+    job.lease_expires_at = utcnow() + timedelta(seconds=ttl_s)
+    return True
+
+
 def record_progress(
     session: Session,
     job_id: str,
     *,
+    fence: int,
     kind: str,
     stage: str | None,
     progress: float,
@@ -307,10 +354,9 @@ def record_progress(
     message: str,
     data: dict[str, Any] | None = None,
 ) -> None:
-    """A running job's stage and overall fraction, with a ``stage`` or ``progress`` event."""
-    job = JobRepository(session).lock(job_id)
-    if job is None or job.status != "running":
-        return
+    """A running job's stage and overall fraction, with a ``stage`` or ``progress`` event
+    (LeaseLostError when `fence` no longer owns the job)."""
+    job = _owned(session, job_id, fence)
     job.stage = stage
     job.progress = progress
     _event(
@@ -321,9 +367,17 @@ def record_progress(
 
 
 def log_event(
-    session: Session, job_id: str, message: str, *, stage: str | None, **data: Any
+    session: Session, job_id: str, message: str, *, fence: int, stage: str | None, **data: Any
 ) -> None:
+    """A ``log`` event of the delivery holding `fence` (LeaseLostError otherwise)."""
+    _owned(session, job_id, fence)
     _event(session, job_id, "log", stage=stage, message=message, data=data or None)
+
+
+def note(session: Session, job_id: str, message: str, **data: Any) -> None:
+    """A ``log`` event on a job whatever its state (what its delivery learned after the
+    job finished, e.g. the MLflow run it was logged as); never changes the job."""
+    _event(session, job_id, "log", message=message, data=data or None)
 
 
 def succeed(
@@ -331,32 +385,53 @@ def succeed(
     job_id: str,
     metrics: dict[str, Any],
     artifacts: list[tuple[str, int, str, str]],
+    *,
+    fence: int,
 ) -> None:
-    """running -> succeeded with exactly these artifacts ((name, bytes, sha256, key))."""
-    job = JobRepository(session).lock(job_id)
-    if job is None:
-        return
+    """running -> succeeded with exactly these artifacts ((name, bytes, sha256, key)), when
+    `fence` still owns the job; LeaseLostError (nothing written) otherwise."""
+    job = _owned(session, job_id, fence)
     ArtifactRepository(session).replace(job_id, artifacts)
     job.stage = None
     _settle(session, job, "succeeded", metrics=metrics)
 
 
-def fail(session: Session, job_id: str, status: str, error: dict[str, str]) -> bool:
-    """-> failed | cancelled (an unfinished job only); True when it changed the job."""
-    job = JobRepository(session).lock(job_id)
+def fail(
+    session: Session, job_id: str, status: str, error: dict[str, str], *, fence: int | None = None
+) -> bool:
+    """-> failed | cancelled (an unfinished job only); True when it changed the job.
+
+    With `fence`: only while that delivery owns the job. Without (a delivery that
+    never got to own it, e.g. its model vanished): only when no live lease holds it.
+    """
+    repo = JobRepository(session)
+    job = repo.lock(job_id) if fence is None else repo.lock_if_owned(job_id, fence)
     if job is None or job.status in FINISHED_STATUSES:
+        return False
+    if fence is None and job.status == "running" and _lease_live(job, utcnow()):
         return False
     _settle(session, job, status, error=error)
     return True
 
 
 # -- recovery ------------------------------------------------------------------------------
-def requeue_stale(session: Session, older_than_s: float, limit: int) -> list[tuple[str, str]]:
-    """Jobs whose enqueue was lost: queued longer than `older_than_s`, never delivered,
-    no event since. Each gets a "re-enqueued" event (so the next sweep waits another
-    period); returns their (id, queue) for the caller to send once committed."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    jobs = JobRepository(session).stale_queued(cutoff, limit)
+def requeue_stale(
+    session: Session, older_than_s: float, limit: int, *, lease_grace_s: float = 0.0
+) -> list[tuple[str, str]]:
+    """Jobs whose message was lost, for the caller to send again once committed:
+
+    - queued longer than `older_than_s`, never delivered, no event since (the API
+      died between its commit and the send);
+    - running with a lease expired more than `lease_grace_s` ago and no event for as
+      long (the owner died and its message is gone: acknowledged as a duplicate, or
+      a server-less broker that does not re-deliver).
+
+    Each gets a "re-enqueued" event (so the next sweep waits another period); returns
+    their (id, queue)."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than_s)
+    repo = JobRepository(session)
+    jobs = repo.stale_queued(cutoff, limit)
     for job_id, _queue in jobs:
         _event(
             session,
@@ -365,7 +440,16 @@ def requeue_stale(session: Session, older_than_s: float, limit: int) -> list[tup
             message=f"re-enqueued: no worker took the job within {older_than_s:.0f} s",
             data={"requeued": True},
         )
-    return jobs
+    orphans = repo.expired_leases(now - timedelta(seconds=lease_grace_s), limit)
+    for job_id, _queue in orphans:
+        _event(
+            session,
+            job_id,
+            "log",
+            message="re-enqueued: the job's lease expired and nobody took it over",
+            data={"requeued": True, "takeover": True},
+        )
+    return jobs + orphans
 
 
 def unfinished(session: Session) -> list[tuple[str, str]]:
@@ -382,7 +466,9 @@ __all__ = [
     "find_replay",
     "log_event",
     "mark_enqueue_failed",
+    "note",
     "record_progress",
+    "renew_lease",
     "request_cancel",
     "requeue_stale",
     "succeed",

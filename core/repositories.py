@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
@@ -108,6 +108,23 @@ class JobRepository(_OwnedRepository[Job]):
         writers anyway): every state transition starts here."""
         return self.session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
+    def lock_if_owned(self, job_id: str, fence: int) -> Job | None:
+        """The running job row when `fence` still owns it, write-locked; else None.
+
+        One conditional UPDATE checks and locks at once: on PostgreSQL it takes the row
+        lock, on SQLite the database write lock, so no other writer (a delivery that
+        took the job over, the API's cancel) can interleave before this transaction
+        ends; a plain SELECT then UPDATE would let SQLite lose an update."""
+        touched = self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.fence == fence, Job.status == "running")
+            .values(fence=Job.fence)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(touched, "rowcount", 0) != 1:
+            return None
+        return self.lock(job_id)
+
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
@@ -128,6 +145,35 @@ class JobRepository(_OwnedRepository[Job]):
             .with_for_update(skip_locked=True)
         ).all()
         return [(str(i), str(q)) for i, q in rows]
+
+    def expired_leases(self, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+        """(id, queue) of running jobs whose lease ended before `cutoff` with no event
+        since: their owner died and nobody took them over. SKIP LOCKED, as above."""
+        recent_event = exists().where(JobEvent.job_id == Job.id, JobEvent.at >= cutoff)
+        rows = self.session.execute(
+            select(Job.id, Job.queue)
+            .where(
+                Job.status == "running",
+                Job.lease_expires_at.is_not(None),
+                Job.lease_expires_at < cutoff,
+                ~recent_event,
+            )
+            .order_by(Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(str(i), str(q)) for i, q in rows]
+
+    def active_count(self, owner_id: str) -> int:
+        """The owner's queued and running jobs (the per-key quota)."""
+        return int(
+            self.session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.owner_id == owner_id, Job.status.in_(("queued", "running")))
+            )
+            or 0
+        )
 
     def unfinished(self) -> list[tuple[str, str]]:
         """(id, queue) of every queued or running job, oldest first."""

@@ -1,19 +1,61 @@
 """One settings object for the API, the workers and the embedded mode, read from
 ``METACLUSTER_*`` environment variables.
 
-Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``.
+Defaults give the embedded mode: everything (SQLite, broker, storage) under ``data_dir``,
+which every command finds the same way (`discover_data_dir`).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+DATABASE_FILE = "metacluster.db"
+
+
+def state_file() -> Path:
+    """Where `metacluster serve` records the data directory it used (per user)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "metacluster" / "data_dir"
+
+
+def discover_data_dir(cwd: Path | None = None) -> Path:
+    """The data directory when ``METACLUSTER_DATA_DIR`` is not set, found the same way
+    by `serve`, `keys` and every other command, wherever they are run from:
+
+    1. ``data/`` holding a database in the current directory or the nearest parent
+       (a checkout's ``make run`` data, seen from any of its subfolders);
+    2. the data directory the last `metacluster serve` of this user recorded, when it
+       still holds a database (so `keys create` run elsewhere reaches that server);
+    3. ``./data`` (a new one).
+    """
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "data" / DATABASE_FILE).is_file():
+            return folder / "data"
+    try:
+        recorded = Path(state_file().read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is not None and recorded.is_absolute() and (recorded / DATABASE_FILE).is_file():
+        return recorded
+    return here / "data"
+
+
+def remember_data_dir(data_dir: Path) -> None:
+    """Record `serve`'s data directory for `discover_data_dir` (best effort)."""
+    try:
+        path = state_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(data_dir.resolve()), encoding="utf-8")
+    except OSError:
+        pass
 
 
 class Settings(BaseSettings):
@@ -26,8 +68,10 @@ class Settings(BaseSettings):
         description="`production` refuses a SQLite database (several processes share it).",
     )
     data_dir: Path = Field(
-        default=Path("./data"),
-        description="Where the embedded mode keeps everything: SQLite file, broker, storage.",
+        default_factory=discover_data_dir,
+        description="Where the embedded mode keeps everything: SQLite file, broker, storage; "
+        "unset: the nearest `data/` with a database, else the last `serve`'s, else `./data` "
+        "(the same in every command).",
     )
     # None -> derived from data_dir in `_fill_defaults`, so one DATA_DIR moves everything.
     database_url: str | None = Field(
@@ -99,6 +143,53 @@ class Settings(BaseSettings):
         "the API generates it to learn its shape.",
     )
     max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on lists.")
+    # -- bounded resources (docs/reliability.md) --------------------------------------
+    max_form_fields: int = Field(
+        default=16, ge=1, description="Non-file form fields one multipart request may have."
+    )
+    max_form_field_bytes: int = Field(
+        default=4096, ge=1, description="Bytes of one non-file form field."
+    )
+    max_dataset_bytes: int = Field(
+        default=1024 * MIB,
+        gt=0,
+        description="Uncompressed size of an uploaded .npz, from its array headers (read "
+        "before any array is loaded): a small zip of zeros must not become gigabytes.",
+    )
+    job_timeout_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        description="A job still running this long after its first delivery started ends "
+        "`failed` with code `timeout`.",
+    )
+    max_active_jobs_per_key: int = Field(
+        default=20,
+        ge=1,
+        description="Queued + running jobs one API key may have at once; more: 429 with "
+        "Retry-After.",
+    )
+    rate_limit_per_s: float = Field(
+        default=50.0, gt=0, description="Requests per second per API key (per API process)."
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="Burst of that rate limit.")
+    auth_cache_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="An API process remembers a verified key this long (0: never); a key "
+        "revoked elsewhere stops working within this time.",
+    )
+    worker_devices: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Devices the workers have (`cpu,cuda`): a job asking for one not listed "
+        "is refused by the dry run and job creation; unset: what this process sees (right "
+        "for `serve`; a deployment whose API has no GPU sets `cpu,cuda`).",
+    )
+    lease_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job's lease: its worker renews it every LEASE_TTL_S / 4; "
+        "another delivery takes the job over only once it expired.",
+    )
     public_url: str | None = Field(
         default=None,
         description="The API's address as clients reach it (`https://kan.example.com`), "
@@ -205,6 +296,19 @@ class Settings(BaseSettings):
         default="metacluster", description="MLflow experiment of those runs."
     )
 
+    @field_validator("worker_devices", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # METACLUSTER_WORKER_DEVICES=cpu,cuda (a JSON list is accepted too)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if self.database_url is None:
@@ -256,6 +360,20 @@ class Settings(BaseSettings):
         assert self.scratch_dir is not None
         return self.scratch_dir
 
+    def available_devices(self) -> list[str]:
+        """The devices a job may ask for (``worker_devices``, or what this process sees)."""
+        if self.worker_devices is not None:
+            return [d.strip() for d in self.worker_devices if d.strip()]
+        devices = ["cpu"]
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                devices.append("cuda")
+        except Exception:  # no torch, or a broken CUDA install: CPU only
+            pass
+        return devices
+
     def queue_for(self, device: str | None) -> str:
         """Queue a job goes to, from its config's ``device``."""
         if device is not None and device.startswith("cuda"):
@@ -275,7 +393,9 @@ def reference_markdown() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default
-        if default is None:
+        if info.default_factory is not None:
+            shown = "(found)"  # computed at start; the description says how
+        elif default is None:
             shown = "(unset)"
         elif isinstance(default, bool):
             shown = "`1`" if default else "`0`"

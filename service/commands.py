@@ -45,13 +45,45 @@ def keys() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def keys_create(name: str, as_json: bool) -> None:
     """Create an API key; the key is shown only once."""
-    result = _embedded().create_key(name)
+    embedded = _embedded()
+    where, exists = embedded.describe_database()
+    click.echo(
+        f"{'using' if exists else 'creating a new'} key database {where} "
+        "(set METACLUSTER_DATA_DIR to choose another)",
+        err=True,
+    )
+    result = embedded.create_key(name)
     out = {k: result[k] for k in ("id", "name", "key") if k in result}
     if as_json:
         click.echo(json.dumps(out))
     else:
         for key, value in out.items():
             click.echo(f"{key}: {value}")
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def keys_list(as_json: bool) -> None:
+    """List API keys (id, name, prefix, created, revoked); secrets are never stored."""
+    rows = _embedded().list_keys()
+    if as_json:
+        click.echo(json.dumps({"keys": rows}))
+        return
+    for row in rows:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        click.echo(f"{row['id']}  {row['prefix']}...  {row['name']}  {row['created_at']}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def keys_revoke(key_id: str, as_json: bool) -> None:
+    """Revoke the API key KEY_ID (its id from `keys list`, or a unique prefix of it)."""
+    row = _embedded().revoke_key(key_id)
+    if as_json:
+        click.echo(json.dumps(row))
+    else:
+        click.echo(f"revoked {row['id']} ({row['name']})")
 
 
 __all__ = ["keys", "serve"]

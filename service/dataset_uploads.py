@@ -22,42 +22,39 @@ from service.multipart import SpooledFile, SpooledUpload
 
 log = logging.getLogger(__name__)
 
-NPZ_CONTENT_TYPES = frozenset(
-    {
-        "application/octet-stream",
-        "binary/octet-stream",
-        "application/zip",
-        "application/x-zip-compressed",
-        "application/x-npz",
-    }
-)
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive
 
 
 def check_dataset_upload(upload: SpooledUpload) -> SpooledFile:
-    """The one ``.npz`` file of a dataset upload (415 for other file types)."""
+    """The one ``.npz`` file of a dataset upload, judged by its content (a zip archive),
+    not by the part's content type, which clients guess from their own mime tables
+    (415 for anything else)."""
     if len(upload.files) != 1 or upload.files[0].field != "file":
         raise RequestValidationProblem("send exactly one .npz file as form field 'file'")
     f = upload.files[0]
-    if not f.filename.lower().endswith(".npz") or f.content_type not in NPZ_CONTENT_TYPES:
+    with open(f.path, "rb") as fh:
+        head = fh.read(4)
+    if head not in ZIP_MAGIC:
         raise UnsupportedMediaTypeError(
-            f"{f.filename} ({f.content_type}): datasets are uploaded as .npz files "
-            "(x_train, y_train, x_test, y_test) sent as application/octet-stream"
+            f"{f.original_filename or f.filename} is not an .npz file (a zip archive of "
+            "x_train, y_train, x_test, y_test)"
         )
     return f
 
 
-def read_npz_meta(f: SpooledFile) -> DatasetMeta:
-    """Load the ``.npz`` with `metacluster.data` (no pickle) and summarise it. CPU-bound."""
-    from metacluster.data.files import load_npz
+def read_npz_meta(f: SpooledFile, max_bytes: int) -> DatasetMeta:
+    """Summarise the ``.npz`` in bounded memory (`metacluster.data.files.npz_meta`):
+    the arrays' uncompressed size is checked from their headers before anything is
+    read, and their values are streamed; the API never holds a whole data set."""
+    from metacluster.data.files import npz_meta
 
     try:
-        data = load_npz(f.path)
+        return npz_meta(f.path, max_bytes=max_bytes)
     except MetaClusterError:
         raise
     except Exception as exc:
-        log.warning("load_npz failed on %s: %r", f.filename, exc)
+        log.warning("npz_meta failed on %s: %r", f.filename, exc)
         raise DatasetError(f"{f.filename}: not a valid .npz dataset ({exc})") from None
-    return data.meta()
 
 
 def create_dataset(
@@ -72,7 +69,7 @@ def create_dataset(
     record = DatasetRecord(
         id=dataset_id,
         owner_id=owner.id,
-        filename=f.filename,
+        filename=f.original_filename or f.filename,
         task=meta.task,
         n_train=meta.n_train,
         n_test=meta.n_test,

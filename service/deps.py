@@ -17,7 +17,7 @@ from core.db.session import get_sessionmaker
 from core.db.transaction import commit, rollback
 from core.settings import Settings
 from core.storage import Storage
-from service.auth import authenticate
+from service.auth import KeyCache, authenticate, hash_key
 from service.job_requests import BrokerEnqueuer, Enqueue
 
 
@@ -78,9 +78,18 @@ def current_key(
     header = request.headers.get("authorization")
     if credentials is not None:
         header = f"Bearer {credentials.credentials}"
-    with get_sessionmaker(settings)() as session:
-        key = authenticate(session, header)
-        session.expunge(key)
+    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    digest = hash_key(credentials.credentials.strip()) if credentials is not None else ""
+    key = cache.get(digest) if cache is not None and digest else None
+    if key is None:
+        with get_sessionmaker(settings)() as session:
+            key = authenticate(session, header)
+            session.expunge(key)
+        if cache is not None and digest:
+            cache.put(digest, key)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(key.id)
     return key
 
 

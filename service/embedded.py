@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 from core.migrations import upgrade_database
 from core.producer import is_embedded_broker
-from core.settings import Settings, get_settings
+from core.settings import DATABASE_FILE, Settings, get_settings, remember_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,49 @@ def create_key(name: str, settings: Settings | None = None) -> dict[str, str]:
         return {"id": row.id, "name": row.name, "key": plaintext}
 
 
+def describe_database(settings: Settings | None = None) -> tuple[str, bool]:
+    """(where the key database is, whether it exists yet), for the `keys` commands to
+    say which server their keys are for."""
+    settings = settings or get_settings()
+    url = settings.db_url
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        return str(path.resolve()), path.is_file()
+    return url.split("@")[-1], True
+
+
+def list_keys(settings: Settings | None = None) -> list[dict[str, str | None]]:
+    """Every API key: id, name, prefix, created_at, revoked_at (no secret)."""
+    from core.db.session import session_scope
+    from service.auth import list_api_keys
+
+    settings = settings or get_settings()
+    upgrade_database(settings)
+    with session_scope(settings) as session:
+        return [_key_row(row) for row in list_api_keys(session)]
+
+
+def revoke_key(key_id: str, settings: Settings | None = None) -> dict[str, str | None]:
+    """Revoke the key with this id (or a unique id prefix); returns its row."""
+    from core.db.session import session_scope
+    from service.auth import revoke_api_key
+
+    settings = settings or get_settings()
+    upgrade_database(settings)
+    with session_scope(settings) as session:
+        return _key_row(revoke_api_key(session, key_id))
+
+
+def _key_row(row: Any) -> dict[str, str | None]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
 def _resolved_env(settings: Settings) -> dict[str, str]:
     """The environment of a child process that must see exactly these settings."""
     env = dict(os.environ)
@@ -60,12 +105,16 @@ def _resolved_env(settings: Settings) -> dict[str, str]:
 
 
 def _die_with_parent() -> None:
-    # Linux only: the embedded worker must not outlive a `serve` that was killed.
+    # Linux only: the embedded worker must not outlive a `serve` that was killed. SIGKILL,
+    # not SIGTERM: Celery's answer to SIGTERM is a warm shutdown that finishes the
+    # current job first, so an orphan would go on running it (for minutes) while the
+    # next `serve` takes the job over. The job resumes from its checkpoints instead,
+    # once its lease has expired.
     with contextlib.suppress(Exception):
         import ctypes
 
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def worker_command(
@@ -76,6 +125,7 @@ def worker_command(
         sys.executable,
         "-m",
         "celery",
+        *(["--quiet"] if loglevel.upper() in ("WARNING", "ERROR") else []),  # no banner
         "-A",
         "worker.celery_app:app",
         "worker",
@@ -91,11 +141,13 @@ def worker_command(
     ]
 
 
-def start_worker(settings: Settings, queues: list[str] | None = None) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, queues: list[str] | None = None, *, loglevel: str = "INFO"
+) -> subprocess.Popen[bytes]:
     """Start one solo-pool Celery worker process on the settings' broker."""
     queues = queues or [settings.cpu_queue, settings.gpu_queue]
     return subprocess.Popen(
-        worker_command(queues),
+        worker_command(queues, loglevel=loglevel),
         env=_resolved_env(settings),
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
@@ -138,12 +190,15 @@ def recover_jobs(settings: Settings) -> list[str]:
     return [job_id for job_id, _ in rows]
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
     """Run the API and one embedded worker until SIGINT/SIGTERM; then stop both."""
     import uvicorn
 
     settings = get_settings()
     upgrade_database(settings)
+    if "METACLUSTER_DATA_DIR" not in os.environ:
+        # `keys create` run from another folder finds this server's database.
+        remember_data_dir(settings.data_dir)
     # uvicorn re-raises the signal that stopped it once it has shut down; with this
     # handler in place that lands here instead of killing the process, so the worker
     # is stopped too and `serve` exits 0.
@@ -152,7 +207,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
         sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    worker = start_worker(settings)
+    worker = start_worker(settings, loglevel="WARNING" if log_level == "warning" else "INFO")
     try:
         if is_embedded_broker(settings.broker):
             recover_jobs(settings)
@@ -167,7 +222,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
             factory=True,
             host=host,
             port=port,
-            log_level="info",
+            log_level=log_level,
             # An open event stream would otherwise hold the shutdown until its job ends.
             timeout_graceful_shutdown=settings.shutdown_grace_s,
         )
@@ -180,7 +235,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 __all__ = [
+    "DATABASE_FILE",
     "create_key",
+    "describe_database",
     "recover_jobs",
     "serve",
     "start_worker",

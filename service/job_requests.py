@@ -24,7 +24,13 @@ from core.db.session import session_scope
 from core.db.transaction import after_commit
 from core.producer import TaskProducer
 from core.repositories import ArtifactRepository, JobEventRepository, JobRepository
-from core.service_errors import DatasetTooLargeError, NotFoundError, ServiceUnavailableError
+from core.service_errors import (
+    DatasetTooLargeError,
+    DeviceUnavailableError,
+    NotFoundError,
+    QuotaExceededError,
+    ServiceUnavailableError,
+)
 from core.settings import Settings
 from core.storage import Storage
 from metacluster.data import DatasetMeta, builtin_sample_count, is_builtin
@@ -150,12 +156,41 @@ def validate_job(
     meta = dataset_meta(
         session, owner, request.dataset, max_builtin_samples=settings.max_builtin_samples
     )
+    check_device(settings, parsed.device)
     the_plan = plan(model.info, meta, parsed)
     if not the_plan.ok:
         raise IncompatibleJobError(the_plan.checks)
     full = parsed.to_dict()
     queue = settings.queue_for(full.get("device"))
     return Validated(model, full, queue, the_plan, webhook_url, webhook_events)
+
+
+def check_device(settings: Settings, device: str) -> None:
+    """422 `device_unavailable` for a device no worker of this deployment has."""
+    if device == "auto":
+        return
+    available = settings.available_devices()
+    family = "cuda" if device.startswith("cuda") else device
+    if device not in available and family not in available:
+        raise DeviceUnavailableError(device, available)
+
+
+def check_quota(session: Session, owner: ApiKey, settings: Settings) -> None:
+    """429 `quota_exceeded` (with Retry-After) when the key already has as many queued
+    and running jobs as it may. The key's row is locked first (PostgreSQL), so two
+    concurrent requests of one key cannot both take the last slot."""
+    from sqlalchemy import select
+
+    session.execute(select(ApiKey.id).where(ApiKey.id == owner.id).with_for_update())
+    active = JobRepository(session).active_count(owner.id)
+    limit = settings.max_active_jobs_per_key
+    if active >= limit:
+        raise QuotaExceededError(
+            f"this API key has {active} queued or running jobs, the most it may have "
+            f"(METACLUSTER_MAX_ACTIVE_JOBS_PER_KEY={limit}); retry when one has finished",
+            retry_after_s=30,
+            extra={"active": active, "limit": limit},
+        )
 
 
 def request_hash(request: JobCreate) -> str:
@@ -190,6 +225,7 @@ def create_job(
     if existing is not None:  # a replay (or a 409) needs no validation work
         return existing, True
     valid = validate_job(session, owner, settings, request)
+    check_quota(session, owner, settings)
     job, replayed = jobs.create(
         session,
         owner_id=owner.id,

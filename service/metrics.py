@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.db.models import JOB_STATUSES
 from core.db.session import session_scope
@@ -87,22 +86,34 @@ class Metrics:
         )
         self.registry.register(JobCollector(settings))
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.latency.labels(method, route).observe(seconds)
+        self.requests.labels(method, route, str(status)).inc()
+
+
+class MetricsMiddleware:
+    """Plain ASGI middleware (no per-request task or body stream, unlike
+    `BaseHTTPMiddleware`): counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
         status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, send_status)
         finally:
-            route = _route_template(request)
-            self.latency.labels(request.method, route).observe(time.perf_counter() - start)
-            self.requests.labels(request.method, route, str(status)).inc()
-
-
-def _route_template(request: Request) -> str:
-    """The matched route's path template (set by the router), so ids stay out of labels."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - start)

@@ -23,22 +23,18 @@ from service.multipart import SpooledFile, SpooledUpload
 
 log = logging.getLogger(__name__)
 
-# Clients label checkpoint files many ways; these are all the plausible ones. Anything
-# else (images, HTML, ...) is certainly not a KAN checkpoint -> 415.
-MODEL_CONTENT_TYPES = frozenset(
-    {
-        "application/octet-stream",
-        "application/zip",
-        "application/x-zip-compressed",
-        "application/x-pytorch",
-        "application/json",
-        "application/yaml",
-        "application/x-yaml",
-        "text/yaml",
-        "text/x-yaml",
-        "text/plain",
-        "binary/octet-stream",
-    }
+# Checkpoints are judged by their content, not by the part's content type (clients
+# guess it from their own mime tables: httpx labels `.pt` a SNES page table). Files
+# whose first bytes say they are certainly something else get 415 at once; anything
+# else is for the format readers to accept or refuse (422).
+NOT_CHECKPOINTS: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"<!DOCTYPE", "an HTML page"),
+    (b"<html", "an HTML page"),
+    (b"\x1f\x8b", "a gzip archive"),
 )
 # Multipart field names accepted for model files; all travel together.
 MODEL_FIELDS = frozenset({"file", "config", "state", "spec"})
@@ -83,13 +79,15 @@ def check_model_upload(upload: SpooledUpload) -> tuple[SpooledFile, str]:
             raise RequestValidationProblem(
                 f"unexpected file field {f.field!r}; use 'file' (repeatable), 'config', 'state' or 'spec'"
             )
-        if f.content_type not in MODEL_CONTENT_TYPES:
-            raise UnsupportedMediaTypeError(
-                f"{f.filename}: content type {f.content_type} is not a checkpoint; "
-                "send application/octet-stream"
-            )
         if f.bytes == 0:
             raise FormatError(f"{f.filename} is empty")
+        with open(f.path, "rb") as fh:
+            head = fh.read(16)
+        for magic, kind in NOT_CHECKPOINTS:
+            if head[: len(magic)].lower() == magic.lower():
+                raise UnsupportedMediaTypeError(
+                    f"{f.original_filename or f.filename} is {kind}, not a KAN checkpoint"
+                )
     fmt = upload.fields.get("format", "auto").strip() or "auto"
     return _primary_file(upload.files), fmt
 
@@ -127,7 +125,7 @@ def create_model(
     record = ModelRecord(
         id=model_id,
         owner_id=owner.id,
-        filename=primary.filename,
+        filename=primary.original_filename or primary.filename,
         family=str(info["family"]),
         format=str(info["format"]),
         edges=int(info["edges"]),

@@ -205,6 +205,16 @@ class DryRunOut(BaseModel):
     )
 
 
+class KeyOut(BaseModel):
+    """An API key as the server keeps it: never the secret (only its hash is stored)."""
+
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
 

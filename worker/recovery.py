@@ -42,15 +42,19 @@ def requeue_stale_jobs(
     The API sends a job's message only after the creating transaction commits; if
     it dies in between, the job would stay queued forever. `core.jobs.requeue_stale`
     picks the jobs (queued, never delivered, no event for ``older_than_s``, default
-    ``settings.requeue_after_s``) and records a "re-enqueued" event, so a job waiting
-    in a long backlog gets at most one extra message per period. Returns the ids sent.
+    ``settings.requeue_after_s``; or running with a lease expired for two lease
+    periods: an owner that died with no message left to re-deliver) and records a
+    "re-enqueued" event, so a job waiting in a long backlog gets at most one extra
+    message per period. Returns the ids sent.
     """
     send = send or producer_send(settings)
     older_than_s = settings.requeue_after_s if older_than_s is None else older_than_s
     # SKIP LOCKED: several workers sweep at once; on PostgreSQL each job goes to one
     # of them (the event written keeps the others off it after the commit).
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        stale = jobs.requeue_stale(session, older_than_s, BATCH)
+        stale = jobs.requeue_stale(
+            session, older_than_s, BATCH, lease_grace_s=2 * settings.lease_ttl_s
+        )
     sent: list[str] = []
     for job_id, queue in stale:
         try:

@@ -11,18 +11,24 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from core import jobs
+from core.db.base import utcnow
 from core.db.session import session_scope
 from core.repositories import JobRepository
+from core.service_errors import JobTimeoutError, LeaseLostError, StorageWriteError
 from core.settings import Settings, get_settings
-from core.storage import Storage, artifact_key, checkpoints_key, get_storage
+from core.storage import Storage, artifact_key, artifacts_prefix, checkpoints_key, get_storage
 from metacluster import errors
 from worker.checkpoints import BlobCheckpoint
 
@@ -39,23 +45,96 @@ EVENT_INTERVAL_S = 0.5
 CANCEL_POLL_S = 0.5
 
 
-class JobReporter:
-    """Progress callback, cancel check and event log bound to one job row.
+def worker_name() -> str:
+    """Who holds a lease: host and process id (shown in logs and the job row)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
-    The overall fraction comes from the run's plan (`metacluster.compress.plan`):
-    each stage visit weighs what the plan says it costs.
+
+class LeaseKeeper(threading.Thread):
+    """Renews the delivery's lease every ``ttl / 4`` while the job runs.
+
+    `lost` is set when the row says another delivery owns the job (its fence moved
+    on) or when the lease could not be renewed for a whole ``ttl`` (database
+    unreachable: by then another worker may have taken the job over); the reporter
+    then stops the run at its next step, and nothing more is written.
     """
 
-    def __init__(self, job_id: str, settings: Settings, stages: list[Any]) -> None:
+    def __init__(self, job_id: str, fence: int, settings: Settings) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.job_id = job_id
+        self.fence = fence
+        self.settings = settings
+        self.ttl_s = settings.lease_ttl_s
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop_event.wait(self.ttl_s / 4):
+            try:
+                with session_scope(self.settings) as session:
+                    owned = jobs.renew_lease(session, self.job_id, self.fence, self.ttl_s)
+            except Exception as exc:  # database unreachable: retry until the lease runs out
+                log.warning("job %s: lease renewal failed: %r", self.job_id, exc)
+                if time.monotonic() - last_ok > self.ttl_s:
+                    log.error("job %s: lease expired while the database was away", self.job_id)
+                    self.lost.set()
+                    return
+                continue
+            if not owned:
+                log.error("job %s: fence %d lost the job; stopping", self.job_id, self.fence)
+                self.lost.set()
+                return
+            last_ok = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)
+
+
+class JobReporter:
+    """Progress callback, cancel check and event log bound to one job row and delivery.
+
+    The overall fraction comes from the run's plan (`metacluster.compress.plan`):
+    each stage visit weighs what the plan says it costs. Every write carries the
+    delivery's fencing token; `should_stop` also ends the run when the lease is lost
+    (`LeaseLostError`) or the job's wall-time limit passed (`JobTimeoutError`).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        settings: Settings,
+        stages: list[Any],
+        *,
+        fence: int = 0,
+        deadline: float | None = None,
+        lease: LeaseKeeper | None = None,
+    ) -> None:
         from metacluster.compress import StageProgress
 
         self.job_id = job_id
         self.settings = settings
+        self.fence = fence
+        self._deadline = deadline  # time.time() after which the job fails with `timeout`
+        self._lease = lease
         self._tracker = StageProgress(stages)
         self._stage: str | None = None
         self._last_event = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+
+    def check_owner(self) -> None:
+        """Raise when this delivery may not go on: lease lost, or past the time limit."""
+        if self._lease is not None and self._lease.lost.is_set():
+            raise LeaseLostError(f"job {self.job_id}: this delivery lost its lease")
+        if self._deadline is not None and time.time() > self._deadline:
+            limit = self.settings.job_timeout_s
+            raise JobTimeoutError(
+                f"job ran longer than its wall-time limit of {limit:.0f} s "
+                "(METACLUSTER_JOB_TIMEOUT_S)"
+            )
 
     def progress(self, stage: str, step: int, total: int, loss: float | None) -> None:
         stage_changed = stage != self._stage
@@ -65,10 +144,12 @@ class JobReporter:
         if not stage_changed and step < total and now - self._last_event < EVENT_INTERVAL_S:
             return
         self._last_event = now
+        self.check_owner()
         with session_scope(self.settings) as session:
             jobs.record_progress(
                 session,
                 self.job_id,
+                fence=self.fence,
                 kind="stage" if stage_changed else "progress",
                 stage=stage,
                 progress=fraction,
@@ -78,6 +159,7 @@ class JobReporter:
             )
 
     def should_stop(self) -> bool:
+        self.check_owner()
         if self._cancelled:
             return True
         now = time.monotonic()
@@ -90,7 +172,9 @@ class JobReporter:
 
     def log(self, message: str, **data: Any) -> None:
         with session_scope(self.settings) as session:
-            jobs.log_event(session, self.job_id, message, stage=self._stage, **data)
+            jobs.log_event(
+                session, self.job_id, message, fence=self.fence, stage=self._stage, **data
+            )
 
 
 class _RecordingCheckpoint:
@@ -109,6 +193,7 @@ class _RecordingCheckpoint:
         return state
 
     def save(self, stage: str, state: dict[str, Any]) -> None:
+        self._reporter.check_owner()  # a delivery that lost the job must not overwrite them
         self._inner.save(stage, state)
 
 
@@ -192,15 +277,37 @@ def _execute(
             REPORT_NAME,
             *_draw_report(job_id, report_dict, Path(tmp), reporter),
         ]
-        stored = []
-        for name in names:
-            key = artifact_key(job_id, name)
-            blob = storage.put(key, Path(tmp) / name)
-            stored.append((name, blob.bytes, str(blob.sha256), key))
-        with session_scope(settings) as session:
-            jobs.succeed(session, job_id, report_dict, stored)
+        reporter.check_owner()
+        stored = _store_artifacts(job_id, claim.fence, storage, Path(tmp), names)
+        try:
+            with session_scope(settings) as session:
+                jobs.succeed(session, job_id, report_dict, stored, fence=claim.fence)
+        except BaseException:
+            # Not registered (fenced out, or the database failed): the blobs of this
+            # delivery must not linger where nothing points at them.
+            _delete_quietly(storage, artifacts_prefix(job_id, claim.fence))
+            raise
         if settings.mlflow_uri:
-            _log_to_mlflow(job_id, settings, [Path(tmp) / n for n in names], reporter)
+            _log_to_mlflow(job_id, settings, [Path(tmp) / n for n in names])
+
+
+def _store_artifacts(
+    job_id: str, fence: int, storage: Storage, folder: Path, names: list[str]
+) -> list[tuple[str, int, str, str]]:
+    """Put the artifact, the report and its pictures under this delivery's prefix; on a
+    storage failure (disk full, I/O error) remove what was written and raise
+    StorageWriteError."""
+    stored: list[tuple[str, int, str, str]] = []
+    try:
+        for name in names:
+            key = artifact_key(job_id, name, fence)
+            blob = storage.put(key, folder / name)
+            stored.append((name, blob.bytes, str(blob.sha256), key))
+    except OSError as exc:
+        _delete_quietly(storage, artifacts_prefix(job_id, fence))
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StorageWriteError(f"storing the artifact failed: {reason}") from exc
+    return stored
 
 
 def _draw_report(
@@ -219,10 +326,9 @@ def _draw_report(
     return [p.name for p in rendered.files()]
 
 
-def _log_to_mlflow(
-    job_id: str, settings: Settings, files: list[Path], reporter: JobReporter
-) -> None:
-    """Log the succeeded job as an MLflow run; a failure is a job event, not a failed job."""
+def _log_to_mlflow(job_id: str, settings: Settings, files: list[Path]) -> None:
+    """Log the succeeded job as an MLflow run; a failure is a job event, not a failed job
+    (written with `jobs.note`: the job has finished, so no delivery owns it any more)."""
     from metacluster.tracking import log_job
 
     with session_scope(settings) as session:
@@ -248,14 +354,38 @@ def _log_to_mlflow(
         )
     except Exception as exc:
         log.warning("job %s: MLflow logging failed", job_id, exc_info=True)
-        reporter.log(f"MLflow logging failed: {type(exc).__name__}: {exc}", mlflow_error=str(exc))
+        _note(
+            settings,
+            job_id,
+            f"MLflow logging failed: {type(exc).__name__}: {exc}",
+            mlflow_error=str(exc),
+        )
         return
-    reporter.log(f"logged to MLflow as run {run_id}", mlflow_run_id=run_id)
+    _note(settings, job_id, f"logged to MLflow as run {run_id}", mlflow_run_id=run_id)
 
 
-def _fail(settings: Settings, job_id: str, status: str, error: dict[str, str]) -> None:
+def _note(settings: Settings, job_id: str, message: str, **data: Any) -> None:
     with session_scope(settings) as session:
-        jobs.fail(session, job_id, status, error)
+        jobs.note(session, job_id, message, **data)
+
+
+def _delete_quietly(storage: Storage, prefix: str) -> None:
+    try:
+        storage.delete_prefix(prefix)
+    except Exception:
+        log.warning("could not delete %s", prefix, exc_info=True)
+
+
+def _fail(
+    settings: Settings,
+    job_id: str,
+    status: str,
+    error: dict[str, str],
+    *,
+    fence: int | None = None,
+) -> bool:
+    with session_scope(settings) as session:
+        return jobs.fail(session, job_id, status, error, fence=fence)
 
 
 def _stages(claim: jobs.Claim) -> list[Any]:
@@ -278,56 +408,120 @@ def run_job(
 ) -> str:
     """Run job ``job_id`` to a final status and return it (idempotent per delivery).
 
-    ``message_id`` (the broker message's task id) makes the message that claims a job
-    its owner; ``takeover`` resumes a running job under a new message (see
-    `core.jobs.claim`).
+    The claim gives this delivery the job's lease and fencing token (see
+    `core.jobs.claim`); a `LeaseKeeper` renews the lease while the job runs, and a
+    delivery that finds the lease held by a live owner does nothing ("running").
+    ``takeover`` (a message sent because another was lost, e.g. by `serve` at start)
+    waits for a live lease to run out once, then claims. Returns "lost" when the
+    job was taken over while this delivery ran (it then wrote nothing more).
     """
     settings = settings or get_settings()
     storage = storage or get_storage(settings)
-    try:
-        with session_scope(settings) as session:
-            claim = jobs.claim(
-                session,
-                job_id,
-                max_deliveries=settings.max_deliveries,
-                message_id=message_id,
-                takeover=takeover,
-            )
-    except errors.MetaClusterError as exc:
-        _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
+    claim = _claim(job_id, settings, message_id=message_id, takeover=takeover)
+    if claim is None:
         return "failed"
+    if claim.status in ("failed", "cancelled"):
+        _drop_checkpoints(storage, job_id)  # settled by the claim (delivery limit, cancel)
     if not claim.runs:
         return claim.status
-    log.info("job %s: delivery %d", job_id, claim.delivery)
-    reporter = JobReporter(job_id, settings, _stages(claim))
+    log.info("job %s: delivery %d (fence %d)", job_id, claim.delivery, claim.fence)
+    deadline = None
+    if claim.started_at is not None:
+        deadline = (claim.started_at + timedelta(seconds=settings.job_timeout_s)).timestamp()
+    lease = LeaseKeeper(job_id, claim.fence, settings)
+    reporter = JobReporter(
+        job_id, settings, _stages(claim), fence=claim.fence, deadline=deadline, lease=lease
+    )
+    lease.start()
     try:
+        return _run_claimed(job_id, claim, settings, storage, reporter)
+    finally:
+        lease.stop()
+
+
+def _claim(
+    job_id: str, settings: Settings, *, message_id: str | None, takeover: bool
+) -> jobs.Claim | None:
+    """The claim of this delivery (None: the job could not even start and was failed)."""
+    for attempt in range(2):
+        try:
+            with session_scope(settings) as session:
+                claim = jobs.claim(
+                    session,
+                    job_id,
+                    max_deliveries=settings.max_deliveries,
+                    message_id=message_id,
+                    takeover=takeover,
+                    worker=worker_name(),
+                    lease_ttl_s=settings.lease_ttl_s,
+                )
+        except errors.MetaClusterError as exc:
+            _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
+            return None
+        if not (claim.duplicate and takeover and attempt == 0 and claim.lease_expires_at):
+            return claim
+        # A takeover message: the old owner may be gone without having released its
+        # lease (killed with its `serve`); wait once for the lease to run out.
+        wait_s = (claim.lease_expires_at - utcnow()).total_seconds() + 0.5
+        wait_s = min(max(wait_s, 0.0), settings.lease_ttl_s + 1.0)
+        log.warning("job %s: leased by a live owner; waiting %.1f s to take over", job_id, wait_s)
+        time.sleep(wait_s)
+    return claim
+
+
+def _run_claimed(
+    job_id: str, claim: jobs.Claim, settings: Settings, storage: Storage, reporter: JobReporter
+) -> str:
+    fence = claim.fence
+    try:
+        reporter.check_owner()  # a re-delivery after the time limit fails at once
         _execute(job_id, claim, settings, storage, reporter)
+    except LeaseLostError as exc:
+        # Another delivery owns the job now: write nothing, keep its checkpoints.
+        log.warning("job %s: %s", job_id, exc)
+        return "lost"
     except errors.CancelledError:
-        _fail(settings, job_id, "cancelled", {"code": "cancelled", "message": "job was cancelled"})
-        _drop_checkpoints(storage, job_id)
+        if _fail(
+            settings,
+            job_id,
+            "cancelled",
+            {"code": "cancelled", "message": "job was cancelled"},
+            fence=fence,
+        ):
+            _drop_checkpoints(storage, job_id)
         return "cancelled"
     except errors.MetaClusterError as exc:
-        _fail(settings, job_id, "failed", {"code": exc.code, "message": exc.message})
+        # JobTimeoutError ("timeout") and StorageWriteError ("storage_error") land here.
+        if _fail(
+            settings, job_id, "failed", {"code": exc.code, "message": exc.message}, fence=fence
+        ):
+            _drop_checkpoints(storage, job_id)
         return "failed"
     except Exception as exc:
         log.exception("job %s failed with an unexpected error", job_id)
-        _fail(
-            settings,
-            job_id,
-            "failed",
-            {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"},
-        )
+        error = {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"}
+        if _fail(settings, job_id, "failed", error, fence=fence):
+            _drop_checkpoints(storage, job_id)
         return "failed"
     _drop_checkpoints(storage, job_id)
     return "succeeded"
 
 
 def _drop_checkpoints(storage: Storage, job_id: str) -> None:
-    # Checkpoints exist only to resume an unfinished job; a finished one frees the space.
+    # Checkpoints exist only to resume an unfinished job; a finished one (succeeded,
+    # failed or cancelled) frees the space, and no empty folder stays behind.
     try:
         storage.delete_prefix(checkpoints_key(job_id))
     except OSError:
         log.warning("could not delete the checkpoints of job %s", job_id, exc_info=True)
 
 
-__all__ = ["ARTIFACT_NAME", "REPORT_HTML", "REPORT_NAME", "JobReporter", "run_job", "warm_up"]
+__all__ = [
+    "ARTIFACT_NAME",
+    "REPORT_HTML",
+    "REPORT_NAME",
+    "JobReporter",
+    "LeaseKeeper",
+    "run_job",
+    "warm_up",
+]

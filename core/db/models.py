@@ -50,6 +50,8 @@ def _uuid() -> str:
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    # Keys are found by their (indexed) prefix, then compared in constant time.
+    __table_args__ = (Index("ix_api_keys_prefix", "prefix"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=_uuid)
     name: Mapped[str] = mapped_column(String(200))
@@ -108,6 +110,8 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key"),
         # Keyset pagination of one owner's jobs, newest first.
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
+        # The per-key quota counts an owner's queued and running jobs.
+        Index("ix_jobs_owner_id_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -134,6 +138,12 @@ class Job(Base):
     # Where job events are POSTed (Standard Webhooks), and which ones.
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # One owner at a time: each claim that runs the job takes a new fencing token
+    # (`fence` + 1) and a lease; every state write and the artifact registration of a
+    # delivery check its token, so a delivery that lost the job writes nothing.
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     # A deleted job takes its artifact rows along (the database's ON DELETE CASCADE
     # removes those not loaded).

@@ -186,8 +186,17 @@ def dataset_key(dataset_id: str) -> str:
     return f"datasets/{dataset_id}.npz"
 
 
-def artifact_key(job_id: str, name: str) -> str:
-    return f"jobs/{job_id}/artifacts/{name}"
+def artifact_key(job_id: str, name: str, fence: int | None = None) -> str:
+    """Where a job's artifact lives; a worker writes under its delivery's fencing
+    token (``jobs/{id}/artifacts/{fence}/{name}``), so a delivery that lost the job
+    never overwrites the blobs of the one that owns it."""
+    if fence is None:
+        return f"jobs/{job_id}/artifacts/{name}"
+    return f"jobs/{job_id}/artifacts/{fence}/{name}"
+
+
+def artifacts_prefix(job_id: str, fence: int) -> str:
+    return f"jobs/{job_id}/artifacts/{fence}/"
 
 
 def checkpoints_key(job_id: str) -> str:
@@ -206,6 +215,7 @@ __all__ = [
     "Source",
     "Storage",
     "artifact_key",
+    "artifacts_prefix",
     "checkpoints_key",
     "dataset_key",
     "get_storage",

@@ -8,28 +8,228 @@ file raises `DatasetError` with one line saying what is wrong.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from metacluster.data.dataset import Dataset, dataset_from_arrays
+from metacluster.data.dataset import Dataset, DatasetMeta, dataset_from_arrays, infer_task
 from metacluster.data.safe_pickle import load_restricted_pickle
 from metacluster.errors import DatasetError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# The arrays of an .npz may not add up to more than this once uncompressed (read from
+# their headers before anything is loaded): a 1 MB zip of zeros can declare gigabytes.
+MAX_NPZ_BYTES = 8 << 30
+# Streamed validation reads at most this many bytes of one array at a time.
+_CHUNK_BYTES = 8 << 20
 
 
 # -- .npz ----------------------------------------------------------------------
-def load_npz(path: Path) -> Dataset:
+@dataclass(frozen=True)
+class NpyHeader:
+    """What an array's .npy header declares: enough to size it without loading it."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    fortran: bool
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _read_npy_header(fh: IO[bytes], where: str) -> NpyHeader:
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    except ValueError as exc:
+        raise DatasetError(f"{where}: not a numpy array ({exc})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{where}: object arrays are not allowed (they need pickle)")
+    if any(d < 0 for d in shape):
+        raise DatasetError(f"{where}: negative dimension in {shape}")
+    return NpyHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
+
+
+def npz_headers(path: Path) -> dict[str, NpyHeader]:
+    """Every array's header, read from the zip without loading any array."""
+    out: dict[str, NpyHeader] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as fh:
+                    out[info.filename[: -len(".npy")]] = _read_npy_header(fh, path.name)
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise DatasetError(f"{path.name}: not a valid .npz file ({exc})") from None
+    return out
+
+
+def check_npz_size(path: Path, max_bytes: int = MAX_NPZ_BYTES) -> dict[str, NpyHeader]:
+    """The headers, after checking that the arrays fit in `max_bytes` uncompressed
+    (DatasetError code `dataset_too_large` otherwise); nothing is loaded."""
+    headers = npz_headers(path)
+    total = sum(h.nbytes for h in headers.values())
+    if total > max_bytes:
+        raise DatasetError(
+            f"{path.name}: its arrays hold {total} bytes uncompressed; at most {max_bytes} "
+            "are allowed",
+            code="dataset_too_large",
+        )
+    return headers
+
+
+def _npz_chunks(
+    archive: zipfile.ZipFile, key: str, header: NpyHeader
+) -> Iterator[np.ndarray[Any, Any]]:
+    """The flat elements of one array, `_CHUNK_BYTES` at a time (order irrelevant)."""
+    with archive.open(key + ".npy") as fh:
+        _read_npy_header(fh, key)
+        left = header.nbytes
+        step = max(
+            header.dtype.itemsize, _CHUNK_BYTES // header.dtype.itemsize * header.dtype.itemsize
+        )
+        while left > 0:
+            raw = fh.read(min(step, left))
+            if not raw:
+                raise DatasetError(f"{key}: array data is truncated")
+            left -= len(raw)
+            yield np.frombuffer(raw, dtype=header.dtype)
+
+
+def npz_meta(path: Path, max_bytes: int = MAX_NPZ_BYTES) -> DatasetMeta:
+    """What `load_npz(path).meta()` says, with the same checks, in bounded memory:
+    shapes and dtypes come from the headers, values are checked chunk by chunk (finite
+    inputs and targets, labels >= 0 and within n_classes). For the API process, which
+    must never hold a whole uploaded data set."""
+    headers = check_npz_size(path, max_bytes)
+    name = path.stem
+    missing = [k for k in NPZ_KEYS if k not in headers]
+    if missing:
+        raise DatasetError(
+            f"{path.name}: missing array(s) {', '.join(missing)}; "
+            f"an .npz data set needs {', '.join(NPZ_KEYS)}"
+        )
+    hx = {k: headers[f"x_{k}"] for k in ("train", "test")}
+    hy = {k: headers[f"y_{k}"] for k in ("train", "test")}
+    for which, h in hx.items():
+        dt = h.dtype
+        if not (np.issubdtype(dt, np.number) or dt == np.bool_):
+            raise DatasetError(f"{name}: x_{which} must be a numeric array, got dtype {dt}")
+        if len(h.shape) < 2:
+            raise DatasetError(f"{name}: x_{which} must have shape (n, features...), got {h.shape}")
+    if hx["train"].shape[1:] != hx["test"].shape[1:]:
+        raise DatasetError(
+            f"{name}: x_train and x_test differ in shape: "
+            f"{hx['train'].shape[1:]} vs {hx['test'].shape[1:]}"
+        )
+    for which in ("train", "test"):
+        x, y = hx[which], hy[which]
+        if not y.shape or x.shape[0] != y.shape[0]:
+            raise DatasetError(
+                f"{name}: x_{which} has {x.shape[0]} rows but y_{which} has "
+                f"{y.shape[0] if y.shape else 0}"
+            )
+    if hx["train"].shape[0] == 0 or hx["test"].shape[0] == 0:
+        raise DatasetError(f"{name}: train and test splits must both be non-empty")
+    task = infer_task(np.empty(0, dtype=hy["train"].dtype))
+    if infer_task(np.empty(0, dtype=hy["test"].dtype)) != task:
+        raise DatasetError(
+            f"{name}: y_train and y_test have different kinds "
+            f"({hy['train'].dtype} vs {hy['test'].dtype})"
+        )
+    n_classes: int | None = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for which, h in hx.items():
+                if np.issubdtype(h.dtype, np.floating) or np.issubdtype(
+                    h.dtype, np.complexfloating
+                ):
+                    for chunk in _npz_chunks(archive, f"x_{which}", h):
+                        if not np.isfinite(chunk.astype(np.float32)).all():
+                            raise DatasetError(f"{name}: x_{which} contains NaN or infinite values")
+            if task == "classification":
+                seen = 0
+                for which, h in hy.items():
+                    if not (len(h.shape) == 1 or (len(h.shape) == 2 and h.shape[1] == 1)):
+                        raise DatasetError(
+                            f"{name}: class labels y_{which} must have shape (n,), got {h.shape}"
+                        )
+                    for chunk in _npz_chunks(archive, f"y_{which}", h):
+                        labels = chunk.astype(np.int64)
+                        if labels.size and labels.min() < 0:
+                            raise DatasetError(
+                                f"{name}: class labels y_{which} must be >= 0, "
+                                f"found {int(labels.min())}"
+                            )
+                        if labels.size:
+                            seen = max(seen, int(labels.max()) + 1)
+                n_classes = seen
+                if "n_classes" in headers:
+                    given_h = headers["n_classes"]
+                    if given_h.nbytes > 64:
+                        raise DatasetError(f"{name}: n_classes must be a scalar")
+                    given = int(next(iter(_npz_chunks(archive, "n_classes", given_h)))[0])
+                    if seen > given:
+                        raise DatasetError(
+                            f"{name}: label {seen - 1} is out of range for {given} classes"
+                        )
+                    n_classes = given
+                n_outputs = n_classes
+            else:
+                outs = []
+                for which, h in hy.items():
+                    if len(h.shape) not in (1, 2):
+                        raise DatasetError(
+                            f"{name}: targets y_{which} must have shape (n,) or (n, outputs), "
+                            f"got {h.shape}"
+                        )
+                    outs.append(1 if len(h.shape) == 1 else h.shape[1])
+                    for chunk in _npz_chunks(archive, f"y_{which}", h):
+                        if not np.isfinite(chunk.astype(np.float32)).all():
+                            raise DatasetError(
+                                f"{name}: targets y_{which} contain NaN or infinite values"
+                            )
+                if outs[0] != outs[1]:
+                    raise DatasetError(
+                        f"{name}: y_train has {outs[0]} outputs but y_test has {outs[1]}"
+                    )
+                n_outputs = outs[0]
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+        raise DatasetError(f"{path.name}: not a valid .npz file ({exc})") from None
+    return DatasetMeta(
+        task,
+        int(hx["train"].shape[0]),
+        int(hx["test"].shape[0]),
+        tuple(int(d) for d in hx["train"].shape[1:]),
+        n_classes,
+        int(n_outputs),
+    )
+
+
+def load_npz(path: Path, max_bytes: int = MAX_NPZ_BYTES) -> Dataset:
     """`.npz` with x_train, y_train, x_test, y_test (optional scalar n_classes).
 
-    Inputs are used as stored (cast to float32): the user owns their scaling.
+    Inputs are used as stored (cast to float32): the user owns their scaling. The
+    arrays' uncompressed size is checked against `max_bytes` from their headers first.
     """
+    check_npz_size(path, max_bytes)
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]

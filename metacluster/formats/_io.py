@@ -102,8 +102,33 @@ def _pickle_names_global(path: Path) -> bool | None:
         return _scan_pickles(fh)
 
 
+# torch.save writes its zip members uncompressed; torch.load also inflates deflated
+# ones, so a small crafted file could expand ~1000x in memory. A checkpoint may not
+# expand to more than this many times its size (and 16 MB) when loaded.
+MAX_ZIP_EXPANSION = 4
+_ZIP_SLACK_BYTES = 16 << 20
+
+
+def check_zip_expansion(path: Path) -> None:
+    """FormatError when a zip checkpoint's members inflate far beyond the file's size."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path.name} is not a readable PyTorch checkpoint ({exc})") from exc
+    size = path.stat().st_size
+    if inflated > max(MAX_ZIP_EXPANSION * size, size + _ZIP_SLACK_BYTES):
+        raise FormatError(
+            f"{path.name} expands to {inflated} bytes from {size} (a compressed archive); "
+            "torch.save writes checkpoints uncompressed"
+        )
+
+
 def torch_load_safe(path: Path) -> Any:
     """torch.load restricted to tensors and plain containers (never runs pickled code)."""
+    check_zip_expansion(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

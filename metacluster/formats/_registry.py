@@ -6,10 +6,11 @@ A handler recognises its layout from key names and shapes only, rebuilds a
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +93,60 @@ def detect(ckpt: Checkpoint) -> FormatHandler:
 
 
 # -- helpers for handlers --------------------------------------------------------
+
+# Values a module built from a checkpoint's config may hold beyond the tensors the
+# checkpoint itself brings (knot grids of a few layers, masks): small next to any
+# real model, and far below what a hostile config could ask for.
+MAX_EXTRA_ELEMENTS = 1 << 20
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_bounded(
+    build: Callable[[], M],
+    what: str,
+    *,
+    expect: Mapping[str, Tensor] | None = None,
+    budget: int = MAX_EXTRA_ELEMENTS,
+) -> M:
+    """`build()`, once a dry build on the meta device (no memory) showed that it fits.
+
+    A config read from a file (our metadata, a spec, config.json, a pykan YAML) names
+    sizes; the tensors in the same file are what is real. The dry build must hold at
+    most `budget` values (parameters and buffers), and when `expect` is given (the
+    tensors the module will load) exactly their names and shapes; otherwise the config
+    is refused with a FormatError before anything is allocated.
+    """
+    with torch.device("meta"):
+        probe = build()
+    elements = sum(int(t.numel()) for t in itertools.chain(probe.parameters(), probe.buffers()))
+    if elements > budget:
+        raise FormatError(
+            f"{what}: its config asks for {elements} values, but the checkpoint holds "
+            f"{budget} at most; the config does not fit its tensors"
+        )
+    if expect is not None:
+        want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in expect.items()}
+        if want != have:
+            missing = sorted(set(want) - set(have))[:3]
+            extra = sorted(set(have) - set(want))[:3]
+            wrong = [k for k in want if k in have and want[k] != have[k]][:3]
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {missing}" if missing else "",
+                    f"unexpected {extra}" if extra else "",
+                    ", ".join(f"{k} is {have[k]}, config says {want[k]}" for k in wrong),
+                )
+                if part
+            )
+            raise FormatError(f"{what}: the config does not fit the tensors ({detail})")
+    return build()
+
+
+def tensor_elements(tensors: Iterable[Tensor]) -> int:
+    return sum(int(t.numel()) for t in tensors)
 
 
 class KeyTracker:

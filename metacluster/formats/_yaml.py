@@ -117,10 +117,50 @@ for _tag in _ARRAY_TAGS:
     PykanConfigLoader.add_constructor(_APPLY + _tag, _construct_array)
 
 
+# A pykan config has a few hundred nodes (one symbolic function name per edge): this
+# bounds what aliases may expand to ("billion laughs") before anything is constructed.
+MAX_CONFIG_NODES = 1_000_000
+MAX_CONFIG_DEPTH = 64
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+    """How many nodes `node` stands for once its aliases are expanded."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if depth > MAX_CONFIG_DEPTH:
+        raise FormatError(f"the pykan config nests deeper than {MAX_CONFIG_DEPTH} levels")
+    memo[key] = MAX_CONFIG_NODES + 1  # a node that contains itself expands without end
+    if isinstance(node, yaml.SequenceNode):
+        n = 1 + sum(_expanded_nodes(child, memo, depth + 1) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        n = 1 + sum(
+            _expanded_nodes(k, memo, depth + 1) + _expanded_nodes(v, memo, depth + 1)
+            for k, v in node.value
+        )
+    else:
+        n = 1
+    memo[key] = min(n, MAX_CONFIG_NODES + 1)
+    return memo[key]
+
+
 def load_pykan_config(text: str, name: str = "config") -> dict[str, Any]:
-    """Parse a pykan `_config.yml`; numpy values come back as Python numbers and lists."""
+    """Parse a pykan `_config.yml`; numpy values come back as Python numbers and lists.
+
+    The node graph is composed first and refused when its aliases would expand to
+    more than `MAX_CONFIG_NODES` nodes; only then are values constructed."""
     try:
-        data = yaml.load(text, Loader=PykanConfigLoader)
+        loader = PykanConfigLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_nodes(node, {}) > MAX_CONFIG_NODES:
+                raise FormatError(
+                    f"{name}: the pykan config expands to more than {MAX_CONFIG_NODES} "
+                    "values (aliases); refused"
+                )
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         where = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark else ""
         raise FormatError(

@@ -14,7 +14,14 @@ from safetensors.torch import save as safetensors_bytes
 from metacluster.errors import FormatError
 from metacluster.formats._checkpoint import Checkpoint
 from metacluster.formats._io import write_safetensors
-from metacluster.formats._registry import FormatHandler, float_dtype, register
+from metacluster.formats._registry import (
+    MAX_EXTRA_ELEMENTS,
+    FormatHandler,
+    build_bounded,
+    float_dtype,
+    register,
+    tensor_elements,
+)
 from metacluster.kan import KANModel
 
 FORMAT_NAME = "metacluster"
@@ -55,7 +62,14 @@ class MetaclusterFormat(FormatHandler):
             raise FormatError(f"metacluster checkpoint version {version!r} is not supported")
         try:
             config: Any = json.loads(ckpt.metadata["config"])
-            model = KANModel.from_config(config)
+            # The config names every size; the tensors beside it are what is real: a
+            # dry build must match them before the model is built (no 80 GB grids).
+            model = build_bounded(
+                lambda: KANModel.from_config(config),
+                f"metacluster checkpoint {ckpt.path.name}",
+                expect=ckpt.tensors,
+                budget=tensor_elements(ckpt.tensors.values()) + MAX_EXTRA_ELEMENTS,
+            )
         except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
             raise FormatError(f"metacluster checkpoint has an invalid model config: {exc}") from exc
         model.to(float_dtype(*ckpt.tensors.values()))

@@ -27,7 +27,15 @@ from torch import nn
 
 from metacluster.errors import FormatError
 from metacluster.formats._checkpoint import Checkpoint
-from metacluster.formats._registry import HANDLERS, FormatHandler, float_dtype, register
+from metacluster.formats._registry import (
+    HANDLERS,
+    MAX_EXTRA_ELEMENTS,
+    FormatHandler,
+    build_bounded,
+    float_dtype,
+    register,
+    tensor_elements,
+)
 from metacluster.kan import MODULE_TYPES, KANLayer, KANModel, build_module
 
 KAN_KINDS = ("efficient-kan", "fastkan", "chebykan", "fourierkan", "torch-conv-kan")
@@ -66,7 +74,14 @@ def _glue(
         args.setdefault("in_features", int(local["weight"].shape[1]))
         args.setdefault("bias", "bias" in local)
     try:
-        module = build_module({"type": kind, **args})
+        # Options come from the spec file: a dry build must fit the tensors under the
+        # prefix (or hold nothing to speak of) before the module is built for real.
+        module = build_bounded(
+            lambda: build_module({"type": kind, **args}),
+            f"spec layer {pos} ({kind})",
+            expect=local or None,
+            budget=tensor_elements(local.values()) + MAX_EXTRA_ELEMENTS,
+        )
     except (TypeError, ValueError) as exc:
         raise FormatError(f"spec layer {pos} ({kind}): {exc}") from exc
     if local:

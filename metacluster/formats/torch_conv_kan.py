@@ -9,6 +9,7 @@ level, or a per-layer `layers` list) and default to KANConv2DLayer's own.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,45 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
     if act is None:
         raise FormatError(f"base_activation {opts['base_activation']!r} is not supported")
     opts["base_activation"] = act
+    _check_bounds(opts, pos)
     return opts
+
+
+# Sane bounds of the config.json values (inclusive): a config names sizes the weights
+# do not, and an unbounded one would allocate (or convolve) whatever it asks for.
+_INT_BOUNDS = {
+    "spline_order": (0, 16),
+    "stride": (1, 64),
+    "padding": (0, 256),
+    "dilation": (1, 64),
+}
+
+
+def _check_bounds(opts: dict[str, Any], pos: int) -> None:
+    where = f"config.json (conv layer {pos})"
+    for name, (lo, hi) in _INT_BOUNDS.items():
+        value = opts[name]
+        values = value if isinstance(value, list | tuple) else [value]
+        if not 1 <= len(values) <= 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in values
+        ):
+            raise FormatError(f"{where}: {name} must be an integer in {lo}..{hi} (or two)")
+    rng = opts["grid_range"]
+    if not (
+        isinstance(rng, list | tuple)
+        and len(rng) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in rng)
+        and all(math.isfinite(float(v)) and abs(float(v)) <= 1e6 for v in rng)
+        and float(rng[0]) < float(rng[1])
+    ):
+        raise FormatError(f"{where}: grid_range must be two finite numbers lo < hi")
+    dropout = opts["dropout"]
+    if not (
+        isinstance(dropout, int | float)
+        and not isinstance(dropout, bool)
+        and 0.0 <= float(dropout) <= 1.0
+    ):
+        raise FormatError(f"{where}: dropout must be a number in [0, 1]")
 
 
 def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:

@@ -36,6 +36,9 @@ from service.schemas import (
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
+# Event ids are 64-bit database integers: a larger cursor is a 422, not an overflow.
+MAX_EVENT_ID = 2**63 - 1
+
 
 def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
@@ -87,7 +90,7 @@ def event_out(event: JobEvent) -> JobEventOut:
     response_model=JobOut,
     responses={
         200: {"model": DryRunOut, "description": "`?dry_run=true`: every check passed"},
-        **problem_responses(401, 404, 409, 422, 503),
+        **problem_responses(400, 401, 404, 409, 422, 503),
     },
     summary="Create a compression job (or validate one with ?dry_run=true)",
 )
@@ -185,7 +188,9 @@ def list_events(
     session: SessionDep,
     owner: CurrentKey,
     settings: SettingsDep,
-    after: Annotated[int | None, Query(ge=0, description="`next` of the previous page")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="`next` of the previous page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     last_event_id: Annotated[
         str | None,

@@ -88,7 +88,11 @@ async def upload_model(
     storage: StorageDep,
 ) -> ModelOut:
     upload = await spool_multipart(
-        request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes
+        request,
+        settings.scratch / "uploads",
+        max_bytes=settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
     )
     with upload:
         primary, fmt = model_service.check_model_upload(upload)
@@ -153,11 +157,16 @@ async def upload_dataset(
     storage: StorageDep,
 ) -> DatasetOut:
     upload = await spool_multipart(
-        request, settings.scratch / "uploads", max_bytes=settings.max_upload_bytes, max_files=1
+        request,
+        settings.scratch / "uploads",
+        max_bytes=settings.max_upload_bytes,
+        max_files=1,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
     )
     with upload:
         f = dataset_service.check_dataset_upload(upload)
-        meta = await run_in_threadpool(dataset_service.read_npz_meta, f)
+        meta = await run_in_threadpool(dataset_service.read_npz_meta, f, settings.max_dataset_bytes)
         record = await run_in_threadpool(
             dataset_service.create_dataset, session, storage, owner, f, meta
         )

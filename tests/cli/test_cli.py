@@ -351,9 +351,13 @@ class TestServiceDelegation:
             return {"id": "k1", "name": name, "key": "mc_secret", "extra": "hidden"}
 
         fake.create_key = create_key  # type: ignore[attr-defined]
+        fake.describe_database = lambda: ("/srv/mc/metacluster.db", False)  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "service.embedded", fake)
         out = run_json("keys", "create", "--name", "ci")
         assert out == {"id": "k1", "name": "ci", "key": "mc_secret"} and calls == ["ci"]
+        # which database the key is for goes to stderr, never into the JSON
+        result = run("keys", "create", "--name", "ci", "--json")
+        assert "creating a new key database /srv/mc/metacluster.db" in result.stderr
 
     def test_serve_passes_host_and_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import types

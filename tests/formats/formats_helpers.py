@@ -7,7 +7,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-TOL = 1e-5
+# The largest output difference each importer may leave against the source library
+# (fp32 inputs), about 3x the largest measured over this suite: a regression (or an
+# importer off by a scale factor) fails here instead of hiding under one loose bound.
+# Measured: efficient-kan 2.4e-7 (LKAN), pykan 3.6e-7 (legacy), fastkan 3.6e-7,
+# chebykan 3.5e-6 (with LayerNorms), fourierkan 2.9e-6, torch-conv-kan 1.9e-6,
+# our format / spec 6e-8.
+TOL = {
+    "efficient-kan": 1e-6,
+    "pykan": 1e-6,
+    "fastkan": 1e-6,
+    "chebykan": 1e-5,
+    "fourierkan": 1e-5,
+    "torch-conv-kan": 5e-6,
+    "spec": 1e-6,
+}
 
 
 def max_diff(a: Tensor, b: Tensor) -> float:
@@ -24,9 +38,9 @@ def inputs(
 
 
 def assert_same_outputs(
-    ref: Callable[[Tensor], Tensor], ours: Callable[[Tensor], Tensor], x: Tensor
+    ref: Callable[[Tensor], Tensor], ours: Callable[[Tensor], Tensor], x: Tensor, *, fmt: str
 ) -> float:
     with torch.no_grad():
         diff = max_diff(ref(x), ours(x))
-    assert diff <= TOL, diff
+    assert diff <= TOL[fmt], (fmt, diff)
     return diff

@@ -47,7 +47,7 @@ def test_fastkan_import(tmp_path: Path, suffix: str, base: bool) -> None:
     assert detect_format(path) == "fastkan"
     model = load_model(path)
     assert model.layers[0].coef_dim == 6 + int(base)
-    assert_same_outputs(ref, model, inputs(64, 3, scale=2.0))
+    assert_same_outputs(ref, model, inputs(64, 3, scale=2.0), fmt="fastkan")
 
 
 def test_fastkan_export_and_inspect(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_fastkan_export_and_inspect(tmp_path: Path) -> None:
     out = export_model(model, "fastkan", tmp_path / "fast.pt")[0]
     ref = FastKAN([4, 3, 2])
     ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
-    assert_same_outputs(ref, model.eval(), inputs(32, 4))
+    assert_same_outputs(ref, model.eval(), inputs(32, 4), fmt="fastkan")
     info = inspect_model(out)
     assert info["edges"] == 4 * 3 + 3 * 2
     assert [ly["coef_dim"] for ly in info["layers"]] == [9, 9]
@@ -81,7 +81,7 @@ def test_chebykan_readme_model_with_layernorms(
     model = load_model(path)
     kinds = [type(m).__name__ for m in model.layers]
     assert kinds == ["ChebyKANLayer", "LayerNorm", "ChebyKANLayer", "LayerNorm", "ChebyKANLayer"]
-    assert_same_outputs(ref, model, inputs(64, 6, scale=2.0))
+    assert_same_outputs(ref, model, inputs(64, 6, scale=2.0), fmt="chebykan")
 
 
 def test_chebykan_export_and_inspect(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_chebykan_export_and_inspect(tmp_path: Path) -> None:
 
     ref = Stack()
     ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
-    assert_same_outputs(ref, model.eval(), inputs(32, 4, scale=2.0))
+    assert_same_outputs(ref, model.eval(), inputs(32, 4, scale=2.0), fmt="chebykan")
     info = inspect_model(out)
     assert info["family"] == "chebyshev"
     assert info["edges"] == sum(m.n_edges for _, m in model.kan_layers())
@@ -120,7 +120,7 @@ def test_fourierkan_import(tmp_path: Path, addbias: bool) -> None:
     assert detect_format(path) == "fourierkan"
     model = load_model(path)
     assert model.layers[0].coef_dim == 10
-    assert_same_outputs(ref, model, inputs(64, 3, scale=3.0))
+    assert_same_outputs(ref, model, inputs(64, 3, scale=3.0), fmt="fourierkan")
 
 
 def test_fourierkan_export_and_inspect(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_fourierkan_export_and_inspect(tmp_path: Path) -> None:
     g = first.grid_size
     ref = FourierKAN([3, 4, 2], gridsize=g)
     ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
-    assert_same_outputs(ref, model.eval(), inputs(32, 3, scale=3.0))
+    assert_same_outputs(ref, model.eval(), inputs(32, 3, scale=3.0), fmt="fourierkan")
     info = inspect_model(out)
     assert info["params"] == sum(p.numel() for p in ref.parameters())
     assert info["layers"][0] == {

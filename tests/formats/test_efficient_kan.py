@@ -35,7 +35,7 @@ def test_import_reproduces_outputs(tmp_path: Path, scaler: bool) -> None:
     assert detect_format(path) == "efficient-kan"
     model = load_model(path)
     assert model.meta["format"] == "efficient-kan"
-    assert_same_outputs(ref, model, inputs(64, 3))
+    assert_same_outputs(ref, model, inputs(64, 3), fmt="efficient-kan")
 
 
 def test_custom_grid_and_order_and_safetensors(tmp_path: Path) -> None:
@@ -47,14 +47,14 @@ def test_custom_grid_and_order_and_safetensors(tmp_path: Path) -> None:
     layer = next(model.kan_layers())[1]
     assert isinstance(layer, BSplineKANLayer)
     assert (layer.grid_size, layer.spline_order, layer.coef_dim) == (7, 2, 10)
-    assert_same_outputs(ref, model, inputs(64, 2, scale=2.5))
+    assert_same_outputs(ref, model, inputs(64, 2, scale=2.5), fmt="efficient-kan")
 
 
 def test_single_layer_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(2)
     ref = KANLinear(4, 2)
     torch.save(ref.state_dict(), tmp_path / "layer.pth")
-    assert_same_outputs(ref, load_model(tmp_path / "layer.pth"), inputs(32, 4))
+    assert_same_outputs(ref, load_model(tmp_path / "layer.pth"), inputs(32, 4), fmt="efficient-kan")
 
 
 def test_many_layers_keep_numeric_order(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_many_layers_keep_numeric_order(tmp_path: Path) -> None:
     ref = _trained_like(widths)
     path = tmp_path / "deep.safetensors"  # safetensors stores keys sorted as strings
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
-    assert_same_outputs(ref, load_model(path), inputs(16, 2))
+    assert_same_outputs(ref, load_model(path), inputs(16, 2), fmt="efficient-kan")
 
 
 def test_unknown_extra_module_is_reported(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_export_loads_in_reference_with_same_outputs(tmp_path: Path) -> None:
     export_model(model, "efficient-kan", out)
     ref = KAN([3, 5, 2])
     ref.load_state_dict(torch.load(out, weights_only=True), strict=True)
-    assert_same_outputs(ref, model.eval(), inputs(64, 3))
+    assert_same_outputs(ref, model.eval(), inputs(64, 3), fmt="efficient-kan")
     again = load_model(out)
     assert torch.equal(
         next(again.kan_layers())[1].coef_param, next(model.kan_layers())[1].coef_param
@@ -123,4 +123,4 @@ def test_lkan_variant(tmp_path: Path, scale_spline: float | None, bias: bool) ->
     model = load_model(tmp_path / "lkan.pt")
     kinds = [type(m).__name__ for m in model.layers]
     assert kinds == (["BSplineKANLayer", "Affine"] * 2 if bias else ["BSplineKANLayer"] * 2)
-    assert_same_outputs(ref, model, inputs(64, 3))
+    assert_same_outputs(ref, model, inputs(64, 3), fmt="efficient-kan")

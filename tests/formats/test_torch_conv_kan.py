@@ -37,7 +37,7 @@ def test_state_dict_with_groups(tmp_path: Path) -> None:
     model = load_model(tmp_path / "conv.pt")
     layer = model.layers[0]
     assert layer.n_edges == 4 * 1 * 3 * 3  # O * I/g * kh * kw
-    assert_same_outputs(ref, model, _images())
+    assert_same_outputs(ref, model, _images(), fmt="torch-conv-kan")
 
 
 def test_hf_folder_with_config(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_hf_folder_with_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     model = load_model(tmp_path)  # the folder
     assert model.layers[0].spline_order == 2 and model.layers[0].grid_size == 4
-    assert_same_outputs(ref, model, _images())
+    assert_same_outputs(ref, model, _images(), fmt="torch-conv-kan")
     info = inspect_model(tmp_path / "model.safetensors")
     files = ("model.safetensors", "config.json")
     assert info["bytes"] == sum((tmp_path / f).stat().st_size for f in files)
@@ -85,10 +85,10 @@ def test_export_loads_in_reference(tmp_path: Path, name: str) -> None:
         assert json.loads((out_dir / "config.json").read_text())["layers"][0]["padding"] == [1, 1]
     else:
         fresh.load_state_dict(torch.load(files[0], weights_only=True), strict=True)
-    assert_same_outputs(ref, fresh, _images(1))
-    assert_same_outputs(ref, model, _images(1))
+    assert_same_outputs(ref, fresh, _images(1), fmt="torch-conv-kan")
+    assert_same_outputs(ref, model, _images(1), fmt="torch-conv-kan")
     if name.endswith(".safetensors"):  # config.json travels with it, so padding survives
-        assert_same_outputs(ref, reloaded, _images(1))
+        assert_same_outputs(ref, reloaded, _images(1), fmt="torch-conv-kan")
 
 
 def test_kacn_chebyshev_conv_layers(tmp_path: Path) -> None:
@@ -108,11 +108,41 @@ def test_kacn_chebyshev_conv_layers(tmp_path: Path) -> None:
     torch.save(ref.state_dict(), src / "pytorch_model.bin")
     (src / "config.json").write_text(json.dumps(cfg))
     model = load_model(src)
-    assert_same_outputs(ref, model, _images(2))
+    assert_same_outputs(ref, model, _images(2), fmt="torch-conv-kan")
     out = export_model(model, "torch-conv-kan", tmp_path / "out" / "model.safetensors")
     fresh = MixedStack().eval()
     from safetensors.torch import load_file
 
     fresh.load_state_dict(load_file(str(out[0])), strict=True)
-    assert_same_outputs(ref, fresh, _images(3))
-    assert_same_outputs(ref, load_model(tmp_path / "out"), _images(3))
+    assert_same_outputs(ref, fresh, _images(3), fmt="torch-conv-kan")
+    assert_same_outputs(ref, load_model(tmp_path / "out"), _images(3), fmt="torch-conv-kan")
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_weights_are_imported_and_exported_exactly(tmp_path: Path, groups: int) -> None:
+    """Tensors, not outputs: every torch-conv-kan layer ends in an InstanceNorm, which
+    cancels a common scale of its inputs, so outputs alone cannot see an importer that
+    scales the coefficients. Each spline and base weight must be the layer's own
+    coefficient, bit for bit, and survive the export unchanged."""
+    ref = _trained_like(groups=groups)
+    sd = {k: v.clone() for k, v in ref.state_dict().items()}
+    torch.save(sd, tmp_path / "conv.pt")
+    model = load_model(tmp_path / "conv.pt")
+    for pos, layer in enumerate(model.layers):
+        out_g = layer.out_channels // groups
+        in_g = layer.in_channels // groups
+        n_basis = layer.n_basis
+        kh, kw = layer.kernel_size
+        coef = layer.coef.detach()  # (O, I/g, kh, kw, G+k+1)
+        for g in range(groups):
+            block = coef[g * out_g : (g + 1) * out_g]
+            spline = sd[f"layers.{pos}.spline_conv.{g}.weight"].reshape(
+                out_g, in_g, n_basis, kh, kw
+            )
+            assert torch.equal(block[..., :n_basis], spline.permute(0, 1, 3, 4, 2))
+            assert torch.equal(block[..., -1], sd[f"layers.{pos}.base_conv.{g}.weight"])
+    exported = export_model(model, "torch-conv-kan", tmp_path / "out.pt")
+    back = torch.load(exported[0], weights_only=True)
+    assert set(back) == set(sd)
+    for key, value in sd.items():
+        assert torch.equal(back[key], value), key

@@ -144,14 +144,21 @@ def child_env(overrides: dict[str, str]) -> dict[str, str]:
 class Proc:
     """A child process whose combined output goes to a log file (shown when a test fails)."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.popen = subprocess.Popen(
             args,
             env=env,
-            cwd=REPO,
+            cwd=cwd or REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

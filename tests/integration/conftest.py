@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ._runner import Env
 from ._stack import (
     Proc,
     child_env,
@@ -33,6 +34,7 @@ REDIS_HOST = os.environ.get("METACLUSTER_TEST_REDIS_HOST", "127.0.0.1")
 # visibility timeout); short so the kill test runs in seconds, longer than any step.
 VISIBILITY_TIMEOUT_S = 4
 SSE_HEARTBEAT_S = 1
+LEASE_TTL_S = 2
 
 
 def _pg_admin_url() -> str:
@@ -161,6 +163,8 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
             "METACLUSTER_WEBHOOK_ALLOW_PRIVATE": "1",
             "METACLUSTER_WEBHOOK_RETRY_BASE_S": "0.5",
             "METACLUSTER_WEBHOOK_POLL_S": "0.2",
+            # A killed worker's lease runs out before its message comes back.
+            "METACLUSTER_LEASE_TTL_S": str(LEASE_TTL_S),
         }
     )
     settings = Settings(data_dir=data_dir, database_url=pg_url, broker_url=redis_url)
@@ -182,6 +186,73 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
         for proc in st.workers:
             proc.stop()
         api.stop()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runner-inputs")
+    data = make_npz_dataset(root / "blobs.npz")
+    return {
+        "data": data,
+        "model": make_efficient_kan_checkpoint(root / "m.pt", data, [8, 16, 3], steps=60),
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path, files: dict[str, Path]) -> Iterator[Env]:
+    """A runner environment: one key, a model and a dataset stored and recorded."""
+    from core.db.models import DatasetRecord, ModelRecord, new_id
+    from core.db.session import session_scope
+    from core.settings import Settings
+    from core.storage import LocalStorage
+    from metacluster.formats import inspect_model
+    from service.embedded import create_key
+
+    settings = Settings(data_dir=tmp_path)
+    key = create_key("runner", settings=settings)
+    storage = LocalStorage(settings.storage_root)
+    model_id, dataset_id = new_id("mdl"), new_id("ds")
+    model_key, data_key = f"models/{model_id}/m.pt", f"datasets/{dataset_id}.npz"
+    m_blob = storage.put(model_key, files["model"])
+    d_blob = storage.put(data_key, files["data"])
+    m_bytes, m_sha, d_bytes, d_sha = m_blob.bytes, m_blob.sha256, d_blob.bytes, d_blob.sha256
+    info = inspect_model(files["model"])
+    with session_scope(settings) as session:
+        session.add(
+            ModelRecord(
+                id=model_id,
+                owner_id=key["id"],
+                filename="m.pt",
+                family="bspline",
+                format="efficient-kan",
+                edges=176,
+                params=0,
+                bytes=m_bytes,
+                sha256=m_sha,
+                storage_key=model_key,
+                info=info,
+            )
+        )
+        session.add(
+            DatasetRecord(
+                id=dataset_id,
+                owner_id=key["id"],
+                filename="blobs.npz",
+                task="classification",
+                n_train=480,
+                n_test=120,
+                input_shape=[8],
+                n_classes=3,
+                n_outputs=3,
+                sha256=d_sha,
+                bytes=d_bytes,
+                storage_key=data_key,
+            )
+        )
+    yield Env(settings, storage, key["id"], model_id, dataset_id)
+    from core.db.session import dispose_engines
+
+    dispose_engines()
 
 
 @pytest.fixture(scope="session")

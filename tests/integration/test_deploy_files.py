@@ -171,3 +171,11 @@ def test_gpu_workers_get_faiss_gpu_and_cpu_workers_do_not() -> None:
     assert "gpu" in gpu and "gpu" not in cpu
     assert all(name in extras for name in gpu + cpu)
     assert any(dep.startswith("faiss-gpu") for dep in extras["gpu"])
+
+
+def test_ci_entry_point_is_valid_bash_that_ends_in_make_test() -> None:
+    """CI runs `bash .ci/run` in a fresh clone: a syntax error there fails every run."""
+    script = REPO / ".ci" / "run"
+    subprocess.run(["bash", "-n", str(script)], check=True, capture_output=True)
+    lines = [x for x in script.read_text().splitlines() if x.strip() and not x.startswith("#")]
+    assert lines[0] == "set -euo pipefail" and lines[-1] == "make test"

@@ -34,6 +34,7 @@ from ._stack import (
     upload_dataset,
     upload_model,
     wait_healthy,
+    wait_until,
 )
 from .test_redis_postgres import LONG_FINETUNE, QUICK
 
@@ -50,7 +51,13 @@ class Embedded:
 
     def __init__(self, data_dir: Path, log_dir: Path) -> None:
         self.env = child_env(
-            {"METACLUSTER_DATA_DIR": str(data_dir), "METACLUSTER_SHUTDOWN_GRACE_S": "2"}
+            {
+                "METACLUSTER_DATA_DIR": str(data_dir),
+                "METACLUSTER_SHUTDOWN_GRACE_S": "2",
+                # a crashed serve's job is taken over a few seconds after the crash
+                "METACLUSTER_LEASE_TTL_S": "3",
+                "METACLUSTER_REQUEUE_INTERVAL_S": "2",
+            }
         )
         self.log_dir = log_dir
         self.port = free_port()
@@ -70,11 +77,14 @@ class Embedded:
         assert set(body) == {"id", "name", "key"} and body["name"] == name
         return str(body["key"])
 
-    def start(self) -> Proc:
-        args = [*_metacluster(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = Proc("serve", args, self.env, self.log_dir)
-        wait_healthy(self.base, self.proc, timeout_s=90)
-        return self.proc
+    def start(self, port: int | None = None) -> Proc:
+        port = port or self.port
+        args = [*_metacluster(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        proc = Proc("serve", args, self.env, self.log_dir)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout_s=90)
+        if port == self.port:
+            self.proc = proc
+        return proc
 
 
 @pytest.fixture
@@ -225,3 +235,61 @@ def test_embedded_job_interrupted_by_a_crash_resumes_on_restart(
             2,
         ]
         assert any((e.get("data") or {}).get("resumed_stage") == "meta" for e in evts)
+
+
+def test_two_serves_never_run_one_job_and_a_killed_serve_takes_its_worker(
+    embedded: Embedded, inputs: dict[str, Path]
+) -> None:
+    """Issue 9, item 6: a second `serve` on the same data directory while a job runs,
+    then `kill -9` of the first serve's process alone (not its group)."""
+    key = embedded.create_key("owners")
+    first = embedded.start()
+    headers = {"Authorization": f"Bearer {key}"}
+    second: Proc | None = None
+    with httpx.Client(base_url=embedded.base, headers=headers, timeout=30) as client:
+        model = upload_model(client, inputs["model"])
+        dataset = upload_dataset(client, inputs["data"])
+        # fine-tuning long enough (~30 s here) to start a second serve and kill the first
+        job = create_job(
+            client, model["id"], dataset["id"], {**LONG_FINETUNE, "finetune_epochs": 400}
+        )
+        poll(client, job["id"], lambda j: j["status"] == "running", 120, (first,))
+        try:
+            # The second serve re-sends the running job as a takeover: its worker waits
+            # for the lease, which the first worker keeps renewing, and gives up.
+            second_port = free_port()
+            second = embedded.start(second_port)
+            wait_until(
+                lambda: "leased by a live owner" in second.log_path.read_text(),
+                60,
+                "the takeover to wait",
+                second,
+            )
+            poll(client, job["id"], lambda j: j["stage"] == "finetune", 240, (first,))
+            time.sleep(5)  # past the takeover's wait (lease 3 s): it must have given up
+            assert get_running_deliveries(client, job["id"]) == [1]
+
+            # kill -9 the first serve alone: its worker must die with it.
+            workers = _children(first.pid)
+            assert workers
+            first.popen.send_signal(signal.SIGKILL)
+            first.popen.wait(timeout=10)
+            wait_until(lambda: not any(_alive(pid) for pid in workers), 15, "orphan worker gone")
+
+            # The second serve's worker takes the job over once the lease expired.
+            client.base_url = httpx.URL(f"http://127.0.0.1:{second_port}")
+            job = poll(client, job["id"], lambda j: j["status"] in FINAL, 300, (second,))
+            assert job["status"] == "succeeded", job
+            assert get_running_deliveries(client, job["id"]) == [1, 2]
+            assert sorted(a["name"] for a in job["artifacts"]) == JOB_ARTIFACTS
+        finally:
+            if second is not None:
+                second.stop(grace_s=45)
+
+
+def get_running_deliveries(client: httpx.Client, job_id: str) -> list[int]:
+    return [
+        int(e["data"]["delivery"])
+        for e in events(client, job_id)
+        if (e.get("data") or {}).get("status") == "running"
+    ]

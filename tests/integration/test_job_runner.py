@@ -7,132 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from core.db.models import Artifact, DatasetRecord, Job, JobEvent, ModelRecord, new_id
-from core.db.session import dispose_engines, session_scope
-from core.settings import Settings
-from core.storage import LocalStorage, checkpoints_key
+from core.db.models import Job, ModelRecord
+from core.db.session import session_scope
+from core.storage import checkpoints_key
 from metacluster import errors
-from metacluster.formats import inspect_model
 from worker.runner import run_job
 
-from ._stack import JOB_ARTIFACTS, make_efficient_kan_checkpoint, make_npz_dataset
+from ._runner import Env, _fake_compress, expire_lease
+from ._stack import JOB_ARTIFACTS
 from .test_redis_postgres import QUICK
-
-
-@dataclass
-class Env:
-    settings: Settings
-    storage: LocalStorage
-    owner_id: str
-    model_id: str
-    dataset_id: str
-
-    def job(self, config: dict[str, Any], **fields: Any) -> str:
-        job_id = new_id("job")
-        with session_scope(self.settings) as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    owner_id=self.owner_id,
-                    model_id=self.model_id,
-                    dataset=self.dataset_id,
-                    config=config,
-                    queue="cpu",
-                    **fields,
-                )
-            )
-        return job_id
-
-    def row(self, job_id: str) -> Job:
-        with session_scope(self.settings) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            session.expunge(job)
-            return job
-
-    def events(self, job_id: str) -> list[JobEvent]:
-        with session_scope(self.settings) as session:
-            rows = list(
-                session.scalars(
-                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.seq)
-                )
-            )
-            session.expunge_all()
-            return rows
-
-    def artifacts(self, job_id: str) -> list[str]:
-        with session_scope(self.settings) as session:
-            return sorted(session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)))
-
-    def run(self, job_id: str) -> str:
-        return run_job(job_id, settings=self.settings, storage=self.storage)
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runner-inputs")
-    data = make_npz_dataset(root / "blobs.npz")
-    return {
-        "data": data,
-        "model": make_efficient_kan_checkpoint(root / "m.pt", data, [8, 16, 3], steps=60),
-    }
-
-
-@pytest.fixture
-def env(tmp_path: Path, files: dict[str, Path]) -> Iterator[Env]:
-    from service.embedded import create_key
-
-    settings = Settings(data_dir=tmp_path)
-    key = create_key("runner", settings=settings)
-    storage = LocalStorage(settings.storage_root)
-    model_id, dataset_id = new_id("mdl"), new_id("ds")
-    model_key, data_key = f"models/{model_id}/m.pt", f"datasets/{dataset_id}.npz"
-    m_blob = storage.put(model_key, files["model"])
-    d_blob = storage.put(data_key, files["data"])
-    m_bytes, m_sha, d_bytes, d_sha = m_blob.bytes, m_blob.sha256, d_blob.bytes, d_blob.sha256
-    info = inspect_model(files["model"])
-    with session_scope(settings) as session:
-        session.add(
-            ModelRecord(
-                id=model_id,
-                owner_id=key["id"],
-                filename="m.pt",
-                family="bspline",
-                format="efficient-kan",
-                edges=176,
-                params=0,
-                bytes=m_bytes,
-                sha256=m_sha,
-                storage_key=model_key,
-                info=info,
-            )
-        )
-        session.add(
-            DatasetRecord(
-                id=dataset_id,
-                owner_id=key["id"],
-                filename="blobs.npz",
-                task="classification",
-                n_train=480,
-                n_test=120,
-                input_shape=[8],
-                n_classes=3,
-                n_outputs=3,
-                sha256=d_sha,
-                bytes=d_bytes,
-                storage_key=data_key,
-            )
-        )
-    yield Env(settings, storage, key["id"], model_id, dataset_id)
-    dispose_engines()
 
 
 def test_success_stores_artifacts_and_a_redelivery_is_a_no_op(env: Env) -> None:
@@ -148,7 +35,7 @@ def test_success_stores_artifacts_and_a_redelivery_is_a_no_op(env: Env) -> None:
     )
     assert job.metrics is not None and job.metrics["k"] == QUICK["k"]
     assert env.artifacts(job_id) == JOB_ARTIFACTS
-    artifact = env.storage.stat(f"jobs/{job_id}/artifacts/model.mcz")
+    artifact = env.storage.stat(f"jobs/{job_id}/artifacts/1/model.mcz")
     assert artifact is not None and job.metrics["bytes_after"] == artifact.bytes
     # Stage checkpoints only serve an unfinished job.
     assert env.storage.list(checkpoints_key(job_id)) == []
@@ -199,22 +86,6 @@ def test_unreadable_model_is_an_input_error(env: Env) -> None:
     # Whichever reader refused it, the user gets the formats layer's code, not "internal".
     assert error["code"] in (errors.FormatError.code, errors.UnsafeCheckpointError.code), error
     assert "m.pt" in error["message"]
-
-
-def _fake_compress(body: Callable[..., Any]) -> Callable[..., Any]:
-    def fake(
-        model: Any,
-        config: Any,
-        data: Any,
-        *,
-        progress: Any,
-        should_stop: Any,
-        checkpoint: Any,
-        sizer: Any,
-    ) -> Any:
-        return body(progress, should_stop, checkpoint)
-
-    return fake
 
 
 def test_unexpected_errors_are_internal_and_logged(
@@ -355,39 +226,49 @@ def _running_events(env: Env, job_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_second_message_never_runs_a_claimed_job(
+def test_a_live_lease_keeps_every_other_delivery_out(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = env.job(QUICK)
     _claim_then_die(env, monkeypatch, job_id, "msg-1")
     assert _running_events(env, job_id) == [
-        {"status": "running", "delivery": 1, "message_id": "msg-1"}
+        {"status": "running", "delivery": 1, "fence": 1, "message_id": "msg-1"}
     ]
     n_events = len(env.events(job_id))
 
     def run(message: str) -> str:
         return run_job(job_id, settings=env.settings, storage=env.storage, message_id=message)
 
-    # A re-enqueued copy of the job's message arrives while msg-1's job "runs": dropped,
-    # not counted as a delivery, nothing written.
+    # While msg-1's lease is live, any other delivery (a re-sent copy, the broker's
+    # re-delivery of a slow job, even msg-1 itself) is dropped: not counted, nothing written.
     assert run("msg-2") == "running"
+    assert run("msg-1") == "running"
     assert env.row(job_id).deliveries == 1 and len(env.events(job_id)) == n_events
-    # The broker re-delivers the owner's message (same task id): it resumes and finishes.
-    assert run("msg-1") == "succeeded"
+    # Once the lease expired (its owner stopped renewing it), the next delivery takes
+    # the job over with a new fencing token and finishes it.
+    expire_lease(env, job_id)
+    assert run("msg-2") == "succeeded"
     job = env.row(job_id)
-    assert (job.status, job.deliveries) == ("succeeded", 2)
-    assert [d["message_id"] for d in _running_events(env, job_id)] == ["msg-1", "msg-1"]
+    assert (job.status, job.deliveries, job.fence) == ("succeeded", 2, 2)
+    assert job.lease_expires_at is None and job.lease_owner is None
+    assert [(d["message_id"], d["fence"]) for d in _running_events(env, job_id)] == [
+        ("msg-1", 1),
+        ("msg-2", 2),
+    ]
     assert env.artifacts(job_id) == JOB_ARTIFACTS
-    # The copy delivered once more, after the end: a no-op.
-    assert run("msg-2") == "succeeded" and env.row(job_id).deliveries == 2
+    # A copy delivered once more, after the end: a no-op.
+    assert run("msg-1") == "succeeded" and env.row(job_id).deliveries == 2
 
 
-def test_takeover_resumes_a_job_whose_message_was_lost(
+def test_takeover_waits_for_the_lease_then_resumes(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    env.settings = env.settings.model_copy(update={"lease_ttl_s": 1.0})
     job_id = env.job(QUICK)
     _claim_then_die(env, monkeypatch, job_id, "msg-1")
-    # The embedded mode's restart re-sends unfinished jobs as takeover messages.
+    assert env.row(job_id).lease_expires_at is not None
+    # The embedded mode's restart re-sends unfinished jobs as takeover messages: the
+    # dead owner's lease is still live, so the takeover waits for it to run out.
     status = run_job(
         job_id, settings=env.settings, storage=env.storage, message_id="msg-3", takeover=True
     )

@@ -68,15 +68,37 @@ def test_outside_extended_grid_gives_zero_spline() -> None:
     assert torch.equal(layer(x), torch.zeros(4, 1, dtype=F64))
 
 
+def _count_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count calls of the closed-form and the Cox-de Boor basis functions."""
+    import metacluster.kan.bspline as bspline
+
+    calls = {"fast": 0, "general": 0}
+    for name, key in (("uniform_bspline_bases", "fast"), ("cox_de_boor_bases", "general")):
+        real = getattr(bspline, name)
+
+        def counted(*args: object, _real: object = real, _key: str = key, **kw: object) -> object:
+            calls[_key] += 1
+            return _real(*args, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(bspline, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("order", [0, 1, 2, 3, 4])
-def test_fast_path_equals_cox_de_boor_values_and_grads(order: int) -> None:
+def test_fast_path_equals_cox_de_boor_values_and_grads(
+    order: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layer = BSplineKANLayer(5, 4, grid_size=6, spline_order=order, grid_range=(-1.5, 0.5))
     random_coef_(layer, seed=order)
     x = inputs(64, 5, -3.0, 2.0).float().requires_grad_(True)
+    calls = _count_paths(monkeypatch)
     y_fast = layer(x)
+    # the comparison means something only if each side took its own path
+    assert calls == {"fast": 1, "general": 0}
     gx_fast, gc_fast = torch.autograd.grad(y_fast.square().sum(), (x, layer.coef))
     layer.use_fast_path = False
     y_gen = layer(x)
+    assert calls == {"fast": 1, "general": 1}
     gx_gen, gc_gen = torch.autograd.grad(y_gen.square().sum(), (x, layer.coef))
     assert (y_fast - y_gen).detach().abs().max() <= 1e-6 * max(
         1.0, float(y_gen.detach().abs().max())

@@ -71,13 +71,40 @@ class TestCreate:
         client: TestClient,
         auth: dict[str, str],
         inputs: dict[str, str],
+        settings: Settings,
         enqueuer: RecordingEnqueuer,
     ) -> None:
+        app: Any = client.app
+        app.state.settings = settings.model_copy(update={"worker_devices": ["cpu", "cuda"]})
         r = client.post(
             "/v1/jobs", headers=auth, json={**inputs, "config": {**CONFIG, "device": "cuda"}}
         )
         assert r.status_code == 202 and r.json()["queue"] == "gpu"
         assert enqueuer.calls[-1][1] == "gpu"
+
+    @pytest.mark.parametrize("dry_run", [False, True])
+    @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+    def test_a_device_no_worker_has_is_refused(
+        self,
+        client: TestClient,
+        auth: dict[str, str],
+        inputs: dict[str, str],
+        settings: Settings,
+        enqueuer: RecordingEnqueuer,
+        device: str,
+        dry_run: bool,
+    ) -> None:
+        app: Any = client.app
+        app.state.settings = settings.model_copy(update={"worker_devices": ["cpu"]})
+        before = n_jobs(settings)
+        r = client.post(
+            f"/v1/jobs?dry_run={str(dry_run).lower()}",
+            headers=auth,
+            json={**inputs, "config": {**CONFIG, "device": device}},
+        )
+        assert_problem(r, 422, "device_unavailable")
+        assert r.json()["available"] == ["cpu"] and enqueuer.calls == []
+        assert n_jobs(settings) == before
 
     def test_builtin_dataset(
         self, client: TestClient, auth: dict[str, str], enqueuer: RecordingEnqueuer

@@ -20,6 +20,7 @@ EXPECTED_PATHS = {
     "/v1/jobs/{job_id}/report",
     "/v1/webhooks/secret",
     "/v1/webhooks/secret/rotate",
+    "/v1/keys/self",
     *PUBLIC,
 }
 

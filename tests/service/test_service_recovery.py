@@ -131,6 +131,44 @@ def test_a_job_is_sent_again_at_most_once_per_period(
     assert [e["seq"] for e in requeue_events(settings, stale)] == [2, 3]
 
 
+def test_a_running_job_whose_lease_expired_is_sent_again_once(
+    make_job: Any, settings: Settings, engine: Engine
+) -> None:
+    """Its owner died and no message is left (acknowledged as a duplicate, or a broker
+    that does not re-deliver): the sweep sends one; a live lease is left alone."""
+    now = utcnow()
+    grace = 2 * settings.lease_ttl_s
+    orphan = make_job(
+        2 * HOUR,
+        status="running",
+        deliveries=1,
+        fence=1,
+        lease_expires_at=now - timedelta(seconds=grace + 60),
+    )
+    alive = make_job(
+        2 * HOUR,
+        status="running",
+        deliveries=1,
+        fence=1,
+        lease_expires_at=now + timedelta(seconds=30),
+    )
+    just_expired = make_job(
+        2 * HOUR,
+        status="running",
+        deliveries=1,
+        fence=1,
+        lease_expires_at=now - timedelta(seconds=1),
+    )
+    sent = Sent()
+    assert requeue_stale_jobs(settings, engine, send=sent) == [orphan]
+    (event,) = requeue_events(settings, orphan)
+    assert event["data"] == {"requeued": True, "takeover": True}
+    for job_id in (alive, just_expired):
+        assert requeue_events(settings, job_id) == []
+    # The event holds it back for another period.
+    assert requeue_stale_jobs(settings, engine, send=sent) == []
+
+
 def test_threshold_is_a_setting(make_job: Any, settings: Settings, engine: Engine) -> None:
     job_id = make_job(timedelta(seconds=90))
     sent = Sent()

@@ -53,3 +53,30 @@ def test_invalid_values_are_refused() -> None:
         Settings(max_upload_bytes=0)
     with pytest.raises(ValidationError):
         Settings(env="staging")  # type: ignore[arg-type]
+
+
+def test_the_data_dir_is_found_the_same_way_everywhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from core.settings import discover_data_dir, remember_data_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    checkout = tmp_path / "checkout"
+    (checkout / "sub" / "deeper").mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # nothing anywhere: ./data of the current folder
+    assert discover_data_dir(elsewhere) == elsewhere.resolve() / "data"
+    # a data/ with a database in a parent folder wins
+    (checkout / "data").mkdir()
+    (checkout / "data" / "metacluster.db").write_bytes(b"")
+    assert discover_data_dir(checkout / "sub" / "deeper") == checkout.resolve() / "data"
+    # from elsewhere: the data directory the last `serve` recorded
+    remember_data_dir(checkout / "data")
+    assert discover_data_dir(elsewhere) == checkout.resolve() / "data"
+    # a recorded directory whose database is gone is ignored
+    (checkout / "data" / "metacluster.db").unlink()
+    assert discover_data_dir(elsewhere) == elsewhere.resolve() / "data"
+    # and METACLUSTER_DATA_DIR always wins
+    monkeypatch.setenv("METACLUSTER_DATA_DIR", str(tmp_path / "explicit"))
+    assert Settings().data_dir == tmp_path / "explicit"
