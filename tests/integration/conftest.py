@@ -163,6 +163,9 @@ def stack(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory)
             "METACLUSTER_WEBHOOK_ALLOW_PRIVATE": "1",
             "METACLUSTER_WEBHOOK_RETRY_BASE_S": "0.5",
             "METACLUSTER_WEBHOOK_POLL_S": "0.2",
+            # As in a deployment whose API has no GPU: jobs may ask for cuda (their GPU
+            # queue has no worker here, so such a job waits as long as a test likes).
+            "METACLUSTER_WORKER_DEVICES": "cpu,cuda",
             # A killed worker's lease runs out before its message comes back.
             "METACLUSTER_LEASE_TTL_S": str(LEASE_TTL_S),
         }

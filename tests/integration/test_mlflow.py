@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from ._runner import Env
 from .conftest import Stack
-from .test_job_runner import Env, env, files  # noqa: F401  (fixtures)
 from .test_redis_postgres import QUICK
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ def _check_run(client: Any, run: Any, job_id: str, metrics: dict[str, Any]) -> N
 
 
 def test_the_worker_logs_a_succeeded_job_as_a_run(
-    env: Env,  # noqa: F811
+    env: Env,
     tracking_uri: str,
 ) -> None:
     env.settings = env.settings.model_copy(
@@ -62,7 +62,7 @@ def test_the_worker_logs_a_succeeded_job_as_a_run(
     assert logged == [{"mlflow_run_id": run.info.run_id}]
 
 
-def test_a_broken_tracking_server_does_not_fail_the_job(env: Env) -> None:  # noqa: F811
+def test_a_broken_tracking_server_does_not_fail_the_job(env: Env) -> None:
     env.settings = env.settings.model_copy(update={"mlflow_uri": "nosuchstore://tracking"})
     job_id = env.job(QUICK)
     assert env.run(job_id) == "succeeded"

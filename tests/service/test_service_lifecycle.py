@@ -36,9 +36,9 @@ def _job(client: TestClient, auth: dict[str, str], model: str, dataset: str) -> 
 
 def _finish(settings: Settings, job_id: str, **extra: Any) -> None:
     with session_scope(settings) as s:
-        jobs.claim(s, job_id, max_deliveries=3)
+        fence = jobs.claim(s, job_id, max_deliveries=3).fence
     with session_scope(settings) as s:
-        jobs.succeed(s, job_id, {"metric": "accuracy", "ratio": 3.0}, [])
+        jobs.succeed(s, job_id, {"metric": "accuracy", "ratio": 3.0}, [], fence=fence)
     if extra:
         set_job(settings, job_id, **extra)
 

@@ -190,14 +190,23 @@ def test_each_subscribed_change_writes_one_message_in_its_transaction(
     job_id = _job_with_webhook(client, auth, inputs, ["started", "stage", "succeeded"])
     assert _deliveries(settings, job_id) == []  # "queued" is no subscribed event
     with session_scope(settings) as s:
-        jobs.claim(s, job_id, max_deliveries=3)
+        fence = jobs.claim(s, job_id, max_deliveries=3).fence
     with session_scope(settings) as s:
         for kind, stage in (("stage", "meta"), ("progress", "meta"), ("stage", "kmeans")):
             jobs.record_progress(
-                s, job_id, kind=kind, stage=stage, progress=0.5, loss=None, message="m"
+                s,
+                job_id,
+                fence=fence,
+                kind=kind,
+                stage=stage,
+                progress=0.5,
+                loss=None,
+                message="m",
             )
     with session_scope(settings) as s:
-        jobs.succeed(s, job_id, {"metric": "accuracy", "ratio": 9.5, "layers": []}, [])
+        jobs.succeed(
+            s, job_id, {"metric": "accuracy", "ratio": 9.5, "layers": []}, [], fence=fence
+        )
     rows = _deliveries(settings, job_id)
     assert [r.event for r in rows] == ["job.started", "job.stage", "job.stage", "job.succeeded"]
     assert len({r.id for r in rows}) == 4 and all(r.status == "pending" for r in rows)
