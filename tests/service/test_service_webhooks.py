@@ -204,9 +204,7 @@ def test_each_subscribed_change_writes_one_message_in_its_transaction(
                 message="m",
             )
     with session_scope(settings) as s:
-        jobs.succeed(
-            s, job_id, {"metric": "accuracy", "ratio": 9.5, "layers": []}, [], fence=fence
-        )
+        jobs.succeed(s, job_id, {"metric": "accuracy", "ratio": 9.5, "layers": []}, [], fence=fence)
     rows = _deliveries(settings, job_id)
     assert [r.event for r in rows] == ["job.started", "job.stage", "job.stage", "job.succeeded"]
     assert len({r.id for r in rows}) == 4 and all(r.status == "pending" for r in rows)
