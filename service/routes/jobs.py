@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from core.db.models import Artifact, Job, JobEvent
@@ -20,7 +20,7 @@ from service import event_stream
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
 from service.problems import problem_responses
-from service.routes import read_route
+from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import (
     ArtifactOut,
     DryRunCheck,
@@ -133,24 +133,21 @@ def create_job(
     return job_out(job)
 
 
-@router.get(
-    "",
-    response_model=JobPage,
-    responses=problem_responses(401, 422),
-    summary="List jobs, newest first (cursor pagination)",
-)
+def _status_filter(status: JobStatus | None = None) -> JobStatus | None:
+    # A dependency, not a parameter of `list_jobs`, so that it comes after the cursor
+    # (`PageDep`) among the documented query parameters: FastAPI lists a route's own first.
+    return status
+
+
+@list_route(router, "", JobPage, "List jobs, newest first (cursor pagination)")
 def list_jobs(
     session: SessionDep,
     owner: CurrentKey,
-    settings: SettingsDep,
-    after: Annotated[
-        str | None, Query(max_length=40, description="`next` of the previous page")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-    status: JobStatus | None = None,
+    page: PageDep,
+    status: Annotated[JobStatus | None, Depends(_status_filter)],
 ) -> JobPage:
     rows, next_cursor = job_service.list_jobs(
-        session, owner, after=after, limit=min(limit, settings.max_page_size), status=status
+        session, owner, after=page.after, limit=page.limit, status=status
     )
     return JobPage(items=[job_out(j) for j in rows], next=next_cursor)
 
@@ -236,13 +233,7 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
     return job_out(job_service.cancel_job(session, owner, job_id))
 
 
-@router.delete(
-    "/{job_id}",
-    status_code=204,
-    response_class=Response,
-    responses=problem_responses(401, 404, 409),
-    summary="Delete a finished job with its events and artifacts",
-)
+@delete_route(router, "/{job_id}", "Delete a finished job with its events and artifacts")
 def delete_job(
     job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
 ) -> Response:

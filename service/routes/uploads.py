@@ -5,9 +5,9 @@ The body is spooled to disk with the size limit, inspected in a worker thread, t
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.db.models import DatasetRecord, ModelRecord
@@ -16,14 +16,12 @@ from service import model_uploads as model_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
 from service.multipart import spool_multipart
 from service.problems import problem_responses
-from service.routes import read_route
+from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import DatasetOut, DatasetPage, LayerInfo, ModelOut, ModelPage
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
 _UPLOAD_ERRORS = problem_responses(401, 413, 415, 422)
-AfterQuery = Annotated[str | None, Query(max_length=40, description="`next` of the previous page")]
-LimitQuery = Annotated[int, Query(ge=1, le=1000)]
 
 
 def _multipart_body(description: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -108,31 +106,14 @@ def get_model(model_id: str, session: SessionDep, owner: CurrentKey) -> ModelOut
     return model_out(model_service.get_model(session, owner, model_id))
 
 
-@router.get(
-    "/models",
-    response_model=ModelPage,
-    responses=problem_responses(401, 422),
-    summary="List uploaded models, newest first (cursor pagination)",
-)
-def list_models(
-    session: SessionDep,
-    owner: CurrentKey,
-    settings: SettingsDep,
-    after: AfterQuery = None,
-    limit: LimitQuery = 20,
-) -> ModelPage:
-    rows, nxt = model_service.list_models(
-        session, owner, after=after, limit=min(limit, settings.max_page_size)
-    )
+@list_route(router, "/models", ModelPage, "List uploaded models, newest first (cursor pagination)")
+def list_models(session: SessionDep, owner: CurrentKey, page: PageDep) -> ModelPage:
+    rows, nxt = model_service.list_models(session, owner, after=page.after, limit=page.limit)
     return ModelPage(items=[model_out(r) for r in rows], next=nxt)
 
 
-@router.delete(
-    "/models/{model_id}",
-    status_code=204,
-    response_class=Response,
-    responses=problem_responses(401, 404, 409),
-    summary="Delete a model, its files and the finished jobs made from it",
+@delete_route(
+    router, "/models/{model_id}", "Delete a model, its files and the finished jobs made from it"
 )
 def delete_model(
     model_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
@@ -178,32 +159,15 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: CurrentKey) -> Data
     return dataset_out(dataset_service.get_dataset(session, owner, dataset_id))
 
 
-@router.get(
-    "/datasets",
-    response_model=DatasetPage,
-    responses=problem_responses(401, 422),
-    summary="List uploaded datasets, newest first (cursor pagination)",
+@list_route(
+    router, "/datasets", DatasetPage, "List uploaded datasets, newest first (cursor pagination)"
 )
-def list_datasets(
-    session: SessionDep,
-    owner: CurrentKey,
-    settings: SettingsDep,
-    after: AfterQuery = None,
-    limit: LimitQuery = 20,
-) -> DatasetPage:
-    rows, nxt = dataset_service.list_datasets(
-        session, owner, after=after, limit=min(limit, settings.max_page_size)
-    )
+def list_datasets(session: SessionDep, owner: CurrentKey, page: PageDep) -> DatasetPage:
+    rows, nxt = dataset_service.list_datasets(session, owner, after=page.after, limit=page.limit)
     return DatasetPage(items=[dataset_out(r) for r in rows], next=nxt)
 
 
-@router.delete(
-    "/datasets/{dataset_id}",
-    status_code=204,
-    response_class=Response,
-    responses=problem_responses(401, 404, 409),
-    summary="Delete a dataset and its file",
-)
+@delete_route(router, "/datasets/{dataset_id}", "Delete a dataset and its file")
 def delete_dataset(
     dataset_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
 ) -> Response:
