@@ -7,6 +7,8 @@ on Celery's ``worker_ready`` (no Celery beat needed) and stopped on shutdown:
 - the retention sweep (`core.retention.sweep`) every ``retention_interval_s`` when
   ``retention_days`` > 0.
 
+(The stale-job sweep, `worker.recovery.RequeueTimer`, is a `Periodic` too.)
+
 Several workers do this at once without stepping on each other: due rows are taken
 with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
 """
@@ -31,12 +33,26 @@ Tick = Callable[[Engine], object]
 
 class Periodic(threading.Thread):
     """Runs `tick(engine)` now and then every `interval_s` until `stop`; a failing tick
-    is logged and tried again at the next interval."""
+    (a database or broker outage) is logged as ``what`` (default: the thread's name)
+    and tried again at the next interval.
 
-    def __init__(self, name: str, settings: Settings, interval_s: float, tick: Tick) -> None:
+    The engine is its own, so the thread shares no pooled connection with the tasks
+    (or with pool processes forked after it started).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        interval_s: float,
+        tick: Tick,
+        *,
+        what: str | None = None,
+    ) -> None:
         super().__init__(name=f"metacluster-{name}", daemon=True)
         self.settings = settings
         self.interval_s = interval_s
+        self.what = what or self.name
         self._tick = tick
         self._stop_event = threading.Event()
 
@@ -49,7 +65,10 @@ class Periodic(threading.Thread):
                 try:
                     self._tick(engine)
                 except Exception:
-                    log.exception("%s failed; trying again in %.1f s", self.name, self.interval_s)
+                    # On the logger of the subclass's module (worker.recovery for the requeue).
+                    logging.getLogger(type(self).__module__).exception(
+                        "%s failed; trying again in %.1f s", self.what, self.interval_s
+                    )
                 if self._stop_event.wait(self.interval_s):
                     return
         finally:

@@ -6,7 +6,6 @@ Run by every worker (`RequeueTimer`, started on ``worker_ready``); duplicates ar
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from core import jobs
 from core.producer import TaskProducer
 from core.settings import Settings
+from worker.maintenance import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +69,18 @@ def requeue_stale_jobs(
     return sent
 
 
-class RequeueTimer(threading.Thread):
-    """Daemon thread of a worker process: `requeue_stale_jobs` now and every interval.
-
-    It uses an engine of its own, so it shares no pooled connection with the tasks
-    (or with pool processes forked after it started).
-    """
+class RequeueTimer(Periodic):
+    """Daemon thread of a worker process: `requeue_stale_jobs` now and every
+    ``requeue_interval_s`` (a `Periodic`, so a failed sweep is retried next time)."""
 
     def __init__(self, settings: Settings, *, send: Send | None = None) -> None:
-        super().__init__(name="metacluster-requeue", daemon=True)
-        self.settings = settings
-        self.interval_s = settings.requeue_interval_s
+        super().__init__(
+            "requeue", settings, settings.requeue_interval_s, self._sweep, what="stale-job sweep"
+        )
         self._send = send
-        self._stop_event = threading.Event()
 
-    def run(self) -> None:
-        from core.db.session import make_engine
-
-        engine = make_engine(self.settings.db_url)
-        try:
-            while True:
-                try:
-                    requeue_stale_jobs(self.settings, engine, send=self._send)
-                except Exception:
-                    # A database or broker outage must not end the timer; retry next time.
-                    log.exception("stale-job sweep failed")
-                if self._stop_event.wait(self.interval_s):
-                    return
-        finally:
-            engine.dispose()
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
+    def _sweep(self, engine: Engine) -> None:
+        requeue_stale_jobs(self.settings, engine, send=self._send)
 
 
 __all__ = ["RequeueTimer", "producer_send", "requeue_stale_jobs"]
