@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from metacluster._output import finite
 from metacluster.errors import CancelledError, ConfigError, MetaClusterError
 
 if TYPE_CHECKING:
@@ -128,20 +129,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _finite(value: Any) -> Any:
-    """NaN / inf -> None: strict JSON parsers (jq, JavaScript) reject them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(_finite(result), default=_json_default, allow_nan=False))
+        click.echo(json.dumps(finite(result), default=_json_default, allow_nan=False))
         return
     for key, value in result.items():
         if isinstance(value, dict | list):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from metacluster._output import finite
 from metacluster.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -123,18 +123,8 @@ def _network_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _print_json(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(_finite(obj), allow_nan=False, default=str))
+    click.echo(json.dumps(finite(obj), allow_nan=False, default=str))
 
 
 def _summary(job: Job) -> str:
