@@ -386,6 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="", help="rows whose name contains this")
     parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only the four-K sweep's wall time (its section alone is rewritten)",
+    )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per target (3; quick 1)")
     args = parser.parse_args(argv)
     global SEEDS
@@ -397,10 +402,10 @@ def main(argv: list[str] | None = None) -> None:
     ablation: list[dict[str, Any]] = []
     timing: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
-        for row in rows:
+        for row in [] if args.speed_only else rows:
             results.append(run_row(row, Path(tmp)))
             _write(args, results, ablation, timing, time.perf_counter() - t0)
-        if not args.skip_ablation:
+        if not (args.skip_ablation or args.speed_only):
             pick = (
                 rows
                 if args.quick
@@ -427,6 +432,9 @@ def _write(
     elapsed: float,
 ) -> None:
     run = f"{'quick' if args.quick else 'full'} run, CPU, {args.threads} torch threads, {elapsed / 60:.1f} min"
+    if not results:  # --speed-only: the other sections stay as they are
+        _write_speed(args, timing, run)
+        return
     if args.json is not None:
         args.json.write_text(
             json.dumps(
@@ -457,6 +465,10 @@ def _write(
             "time?\n\n" + ablation_table(ablation),
             path=args.results,
         )
+    _write_speed(args, timing, run)
+
+
+def _write_speed(args: argparse.Namespace, timing: list[dict[str, Any]], run: str) -> None:
     if timing:
         t = timing[0]
         write_section(

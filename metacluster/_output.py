@@ -1,9 +1,24 @@
-"""What the command line prints: shared by `metacluster ...` and `metacluster remote ...`."""
+"""What the command line reads and prints: shared by `metacluster ...` and `metacluster remote ...`."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
+
+from metacluster.errors import ConfigError
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A `--config` file: a JSON object, or a one-line ConfigError."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"config {path} must hold a JSON object")
+    return config
 
 
 def finite(value: Any) -> Any:

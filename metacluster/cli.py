@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from metacluster._output import finite
+from metacluster._output import finite, read_config_file
 from metacluster.errors import CancelledError, ConfigError, MetaClusterError
 
 if TYPE_CHECKING:
@@ -419,14 +419,7 @@ def _compress_config(
 ) -> Any:  # MetaClusterConfig; Any keeps torch out of import time
     from metacluster.compress import MetaClusterConfig
 
-    base: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            base = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read config {config_file}: {exc}") from None
-        if not isinstance(base, dict):
-            raise ConfigError(f"config {config_file} must hold a JSON object")
+    base = read_config_file(config_file) if config_file is not None else {}
     base.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return MetaClusterConfig.from_dict(base)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from metacluster._output import finite
+from metacluster._output import finite, read_config_file
 from metacluster.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -359,14 +359,7 @@ def submit(
         raise click.UsageError("give --k or a byte budget (--target-ratio / --max-bytes), not both")
     if (wait.min_ratio is not None or wait.max_drop is not None or wait.download) and not wait_:
         raise click.UsageError("--min-ratio, --max-drop and --download need --wait")
-    config: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            config = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"cannot read config {config_file}: {exc}") from None
-        if not isinstance(config, dict):
-            raise ConfigError(f"config {config_file} must hold a JSON object")
+    config = read_config_file(config_file) if config_file is not None else {}
     config.update(_options(settings, "--set"))
     if method_option:
         config["method_options"] = _options(method_option, "--method-option")

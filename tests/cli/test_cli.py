@@ -377,6 +377,30 @@ def test_json_output_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(capsys.readouterr().out) == {"a": None, "b": [1.0, None], "c": {"d": "x"}}
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read config"),  # no such file
+        ("{not json", "cannot read config"),
+        ("[1, 2]", "must hold a JSON object"),
+    ],
+)
+def test_config_file_errors_are_config_errors(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    """`compress --config` and `remote compress --config` read the file the same way."""
+    from metacluster._output import read_config_file
+    from metacluster.errors import ConfigError
+
+    path = tmp_path / "cfg.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read_config_file(str(path))
+    path.write_text('{"k": 8}')
+    assert read_config_file(str(path)) == {"k": 8}
+
+
 def test_data_list_shows_equations() -> None:
     out = run_json("data", "list")
     assert "digits" in out["builtin"]
