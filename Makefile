@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/kan_layers.py
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/service_overhead.py
+	$(PY) benchmarks/scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

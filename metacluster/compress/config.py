@@ -164,8 +164,8 @@ class MetaClusterConfig:
     val_fraction: float = knob(
         0.1,
         "Share of the training data held out as a validation split (never the test set): "
-        "early stopping, the K recommendation and the budget allocation read it; 0 uses "
-        "the training data itself.",
+        "early stopping, the K recommendation and the budget allocation read it; 0, or a "
+        "split of fewer than 64 samples, uses the training data itself.",
         lo=0.0,
         hi=0.5,
     )

@@ -54,3 +54,14 @@ def test_quick_benchmark_writes_its_sections(tmp_path: Path) -> None:
     assert text.count("| efficient-kan 2-8-1, eq x*y |") == len(row["mc_points"]) + len(
         row["kmeans_sweep"]
     ) + len(row["baselines"]) + 1 + len(bench.ABLATION)
+
+    # --merge re-runs the chosen rows and keeps the rest of the earlier run
+    data["rows"].append({**row, "row": "a row of the run before"})
+    dump.write_text(json.dumps(data))
+    bench.main(["--quick", "--merge", "--threads", "1", "--results", str(out), "--json", str(dump)])
+    merged = json.loads(dump.read_text())
+    assert [r["row"] for r in merged["rows"]] == [row["row"], "a row of the run before"]
+    assert merged["ablation"] == data["ablation"] and merged["speed"] == data["speed"]
+    text = out.read_text()
+    assert "| a row of the run before |" in text
+    assert "re-running efficient-kan 2-8-1, eq x*y, the other rows from the run before" in text

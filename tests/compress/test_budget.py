@@ -14,8 +14,8 @@ from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, read_manifest, write_artifact
 from metacluster.compress import compress, plan
 from metacluster.compress.allocation import LayerChoice, Option, k_steps, solve, spend_leftover
-from metacluster.compress.functional import make_training_set
-from metacluster.data import Dataset
+from metacluster.compress.functional import MIN_VAL_SAMPLES, make_training_set
+from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ConfigError
 from metacluster.kan import describe_model
 from metacluster.kan.model import KANModel
@@ -202,6 +202,15 @@ def test_the_validation_split_is_carved_from_training_data(digits: Dataset) -> N
     assert not any(tuple(r.tolist()) in rows for r in fit.val_x[:50])
     same = make_training_set(digits, fast_config(val_fraction=0.0), CPU, None)
     assert same.n == digits.n_train and torch.equal(same.val_x, same.x)
+
+
+def test_a_split_too_small_to_judge_on_is_not_carved() -> None:
+    small = load_dataset(f"eq:xy?n_train={10 * MIN_VAL_SAMPLES - 10}&n_test=20")
+    fit = make_training_set(small, fast_config(val_fraction=0.1), CPU, None)
+    assert fit.n == small.n_train and torch.equal(fit.val_x, fit.x)
+    enough = load_dataset(f"eq:xy?n_train={10 * MIN_VAL_SAMPLES}&n_test=20")
+    fit = make_training_set(enough, fast_config(val_fraction=0.1), CPU, None)
+    assert int(fit.val_x.shape[0]) == MIN_VAL_SAMPLES and fit.n == enough.n_train - MIN_VAL_SAMPLES
 
 
 @pytest.mark.parametrize("kind", ["mixup", "noise"])
