@@ -462,13 +462,15 @@ def _stages_of(generator: str) -> Any:
 PIPELINE_METHODS = {
     "metacluster": (
         "meta",
-        "meta-learner manifold, then K-means codebooks and fine-tuning (the paper's method)",
+        "meta-learner manifold, then K-means codebooks and fine-tuning (the paper's method); "
+        "best on regressions with many inputs and small smooth models",
     ),
     "kmeans": ("none", "plain K-means over the trained edge vectors, then codebook fine-tuning"),
     "dkm": (
         "free",
         "clustering-aware training of the coefficients themselves (soft K-means, DKM), "
-        "no meta-learner, then K-means codebooks and fine-tuning",
+        "no meta-learner, then K-means codebooks and fine-tuning; the default, best on "
+        "classifiers",
     ),
 }
 
