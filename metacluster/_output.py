@@ -7,7 +7,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+import click
+
 from metacluster.errors import ConfigError
+
+
+def key_values(values: tuple[str, ...], flag: str) -> dict[str, Any]:
+    """Repeated ``FLAG KEY=VALUE`` options; values parse as JSON (bits=2), else strings."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=flag)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
 
 
 def read_config_file(path: str) -> dict[str, Any]:

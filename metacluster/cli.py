@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from metacluster._output import finite, read_config_file
+from metacluster._output import finite, key_values, read_config_file
 from metacluster.errors import CancelledError, ConfigError, MetaClusterError
 
 if TYPE_CHECKING:
@@ -447,24 +447,6 @@ class _MethodChoice(click.Choice):  # type: ignore[type-arg]
         return "[" + "|".join(_method_names()) + "]"
 
 
-def _method_options(values: tuple[str, ...]) -> dict[str, Any] | None:
-    """--method-option KEY=VALUE (repeatable); values parse as JSON (bits=2), else strings."""
-    if not values:
-        return None
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(
-                f"expected KEY=VALUE, got {item!r}", param_hint="--method-option"
-            )
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 @cli.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
@@ -556,7 +538,7 @@ def compress(
             "target_ratio": target_ratio,
             "max_bytes": max_bytes,
             "method": method,
-            "method_options": _method_options(method_option),
+            "method_options": key_values(method_option, "--method-option") or None,
             "d_emb": d_emb,
             "mode": mode,
             "scope": scope,

@@ -36,9 +36,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, Generic, Literal, TypeVar, overload
+from typing import IO, Any, Generic, Literal, Self, TypeVar, overload
 
 import httpx
 
@@ -249,8 +249,29 @@ class Job:
         raise ClientError(f"job {self.id} has no artifact {name!r} (it has: {have})")
 
 
+_CASTS: dict[str, type] = {"str": str, "int": int}
+
+
+class _Record:
+    """A record from the API's JSON (a frozen dataclass): the first field is required;
+    other `str` / `int` fields default to "" / 0, the rest to None; `raw` keeps the
+    whole object."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Self:
+        values: dict[str, Any] = {}
+        for i, f in enumerate(fields(cls)):  # type: ignore[arg-type]
+            if f.name == "raw":
+                values["raw"] = dict(d)
+                continue
+            value = d[f.name] if i == 0 else d.get(f.name)
+            cast = _CASTS.get(str(f.type))
+            values[f.name] = value if cast is None else cast(cast() if value is None else value)
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class Model:
+class Model(_Record):
     id: str
     filename: str
     family: str
@@ -261,23 +282,9 @@ class Model:
     sha256: str
     raw: dict[str, Any] = field(repr=False)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Model:
-        return cls(
-            str(d["id"]),
-            str(d.get("filename", "")),
-            str(d.get("family", "")),
-            str(d.get("format", "")),
-            int(d.get("edges", 0)),
-            int(d.get("params", 0)),
-            int(d.get("bytes", 0)),
-            str(d.get("sha256", "")),
-            dict(d),
-        )
-
 
 @dataclass(frozen=True)
-class Dataset:
+class Dataset(_Record):
     id: str
     filename: str
     task: str
@@ -285,20 +292,9 @@ class Dataset:
     n_test: int
     raw: dict[str, Any] = field(repr=False)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Dataset:
-        return cls(
-            str(d["id"]),
-            str(d.get("filename", "")),
-            str(d.get("task", "")),
-            int(d.get("n_train", 0)),
-            int(d.get("n_test", 0)),
-            dict(d),
-        )
-
 
 @dataclass(frozen=True)
-class Event:
+class Event(_Record):
     """A job event: ``kind`` status, stage, progress, log or webhook; ``seq`` 1, 2, ..."""
 
     seq: int
@@ -310,20 +306,6 @@ class Event:
     data: dict[str, Any] | None
     at: str
     raw: dict[str, Any] = field(repr=False)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Event:
-        return cls(
-            int(d["seq"]),
-            str(d.get("kind", "")),
-            d.get("stage"),
-            d.get("progress"),
-            d.get("loss"),
-            d.get("message"),
-            d.get("data"),
-            str(d.get("at", "")),
-            dict(d),
-        )
 
     @property
     def final(self) -> bool:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from metacluster._output import finite, read_config_file
+from metacluster._output import finite, key_values, read_config_file
 from metacluster.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -284,19 +284,6 @@ def _parse_k(text: str | None) -> int | list[int] | None:
     return ks[0] if len(ks) == 1 else ks
 
 
-def _options(values: tuple[str, ...], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=flag)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 @remote.command()
 @click.argument("model", nargs=-1, required=True)
 @click.option(
@@ -360,9 +347,9 @@ def submit(
     if (wait.min_ratio is not None or wait.max_drop is not None or wait.download) and not wait_:
         raise click.UsageError("--min-ratio, --max-drop and --download need --wait")
     config = read_config_file(config_file) if config_file is not None else {}
-    config.update(_options(settings, "--set"))
+    config.update(key_values(settings, "--set"))
     if method_option:
-        config["method_options"] = _options(method_option, "--method-option")
+        config["method_options"] = key_values(method_option, "--method-option")
     for key, value in (
         ("k", k),
         ("target_ratio", target_ratio),
@@ -426,34 +413,45 @@ def submit(
     _finish(client, job, wait, as_json=as_json)
 
 
-@remote.command()
-@click.argument("job_id", metavar="JOB")
-@json_option
-@click.pass_context
-@_network_errors
+def _job_command(
+    name: str | None = None, *options: Callable[[Any], Any]
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """A `remote` command on one job: the JOB argument, `options`, --json, network errors."""
+
+    def wrap(fn: Callable[..., Any]) -> click.Command:
+        stack: list[Callable[[Any], Any]] = [
+            click.argument("job_id", metavar="JOB"),
+            *options,
+            json_option,
+            click.pass_context,
+            _network_errors,
+        ]
+        for decorate in reversed(stack):
+            fn = decorate(fn)
+        return remote.command(name)(fn)
+
+    return wrap
+
+
+@_job_command()
 def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Show a job: status, stage, progress, metrics, error."""
     _show_job(_client(ctx).get_job(job_id), as_json)
 
 
-@remote.command("wait")
-@click.argument("job_id", metavar="JOB")
-@gate_options
-@json_option
-@click.pass_context
-@_network_errors
+@_job_command("wait", gate_options)
 def wait_cmd(ctx: click.Context, job_id: str, wait: _WaitOptions, as_json: bool) -> None:
     """Follow a job until it finishes; exit with the pipeline code (see `remote --help`)."""
     _finish(_client(ctx), job_id, wait, as_json=as_json)
 
 
-@remote.command()
-@click.argument("job_id", metavar="JOB")
-@click.option("--follow/--no-follow", default=True, help="Live until the final event (default).")
-@click.option("--after", type=int, default=0, help="Only events with a higher seq.")
-@json_option
-@click.pass_context
-@_network_errors
+@_job_command(
+    None,
+    click.option(
+        "--follow/--no-follow", default=True, help="Live until the final event (default)."
+    ),
+    click.option("--after", type=int, default=0, help="Only events with a higher seq."),
+)
 def events(ctx: click.Context, job_id: str, follow: bool, after: int, as_json: bool) -> None:
     """Print a job's events (status, stage, progress, log, webhook) as they come."""
     seen = []
@@ -472,13 +470,11 @@ def events(ctx: click.Context, job_id: str, follow: bool, after: int, as_json: b
         _print_json({"job": job_id, "events": seen})
 
 
-@remote.command("download")
-@click.argument("job_id", metavar="JOB")
-@click.option("--name", default="model.mcz", show_default=True, help="Which artifact.")
-@click.option("--out", type=click.Path(), default=None, help="File or folder (default: here).")
-@json_option
-@click.pass_context
-@_network_errors
+@_job_command(
+    "download",
+    click.option("--name", default="model.mcz", show_default=True, help="Which artifact."),
+    click.option("--out", type=click.Path(), default=None, help="File or folder (default: here)."),
+)
 def download_cmd(
     ctx: click.Context, job_id: str, name: str, out: str | None, as_json: bool
 ) -> None:
@@ -500,11 +496,7 @@ def download_cmd(
         click.echo(str(path))
 
 
-@remote.command()
-@click.argument("job_id", metavar="JOB")
-@json_option
-@click.pass_context
-@_network_errors
+@_job_command()
 def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Cancel a job (queued: at once; running: between two steps)."""
     _show_job(_client(ctx).cancel(job_id), as_json)

@@ -84,6 +84,11 @@ class ModelRecord(Base):
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        """The compressible layers as `inspect_model` saw them (kept in `info`)."""
+        return list(self.info.get("layers", []))
+
 
 class DatasetRecord(Base):
     __tablename__ = "datasets"

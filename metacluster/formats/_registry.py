@@ -107,16 +107,20 @@ def build_bounded(
     what: str,
     *,
     expect: Mapping[str, Tensor] | None = None,
-    budget: int = MAX_EXTRA_ELEMENTS,
+    budget: int | None = None,
 ) -> M:
-    """`build()`, once a dry build on the meta device (no memory) showed that it fits.
+    """`build()`, once a dry build on the meta device (no memory) showed that it fits,
+    in the floating dtype of the `expect`ed tensors.
 
     A config read from a file (our metadata, a spec, config.json, a pykan YAML) names
     sizes; the tensors in the same file are what is real. The dry build must hold at
-    most `budget` values (parameters and buffers), and when `expect` is given (the
-    tensors the module will load) exactly their names and shapes; otherwise the config
-    is refused with a FormatError before anything is allocated.
+    most `budget` values (parameters and buffers; by default the expected tensors' count
+    plus MAX_EXTRA_ELEMENTS), and when `expect` is given (the tensors the module will
+    load) exactly their names and shapes; otherwise the config is refused with a
+    FormatError before anything is allocated.
     """
+    if budget is None:
+        budget = tensor_elements((expect or {}).values()) + MAX_EXTRA_ELEMENTS
     with torch.device("meta"):
         probe = build()
     elements = sum(int(t.numel()) for t in itertools.chain(probe.parameters(), probe.buffers()))
@@ -142,7 +146,10 @@ def build_bounded(
                 if part
             )
             raise FormatError(f"{what}: the config does not fit the tensors ({detail})")
-    return build()
+    module = build()
+    if expect:
+        module.to(float_dtype(*expect.values()))
+    return module
 
 
 def tensor_elements(tensors: Iterable[Tensor]) -> int:

@@ -15,12 +15,9 @@ from metacluster.errors import FormatError
 from metacluster.formats._checkpoint import Checkpoint
 from metacluster.formats._io import write_safetensors
 from metacluster.formats._registry import (
-    MAX_EXTRA_ELEMENTS,
     FormatHandler,
     build_bounded,
-    float_dtype,
     register,
-    tensor_elements,
 )
 from metacluster.kan import KANModel
 
@@ -68,11 +65,9 @@ class MetaclusterFormat(FormatHandler):
                 lambda: KANModel.from_config(config),
                 f"metacluster checkpoint {ckpt.path.name}",
                 expect=ckpt.tensors,
-                budget=tensor_elements(ckpt.tensors.values()) + MAX_EXTRA_ELEMENTS,
             )
         except (KeyError, json.JSONDecodeError, TypeError, ValueError) as exc:
             raise FormatError(f"metacluster checkpoint has an invalid model config: {exc}") from exc
-        model.to(float_dtype(*ckpt.tensors.values()))
         try:
             model.load_state_dict(ckpt.tensors, strict=True)
         except RuntimeError as exc:

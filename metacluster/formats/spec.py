@@ -29,12 +29,9 @@ from metacluster.errors import FormatError
 from metacluster.formats._checkpoint import Checkpoint
 from metacluster.formats._registry import (
     HANDLERS,
-    MAX_EXTRA_ELEMENTS,
     FormatHandler,
     build_bounded,
-    float_dtype,
     register,
-    tensor_elements,
 )
 from metacluster.kan import MODULE_TYPES, KANLayer, KANModel, build_module
 
@@ -80,12 +77,10 @@ def _glue(
             lambda: build_module({"type": kind, **args}),
             f"spec layer {pos} ({kind})",
             expect=local or None,
-            budget=tensor_elements(local.values()) + MAX_EXTRA_ELEMENTS,
         )
     except (TypeError, ValueError) as exc:
         raise FormatError(f"spec layer {pos} ({kind}): {exc}") from exc
     if local:
-        module.to(float_dtype(*local.values()))
         try:
             module.load_state_dict(local, strict=True)
         except RuntimeError as exc:

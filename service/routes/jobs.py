@@ -234,11 +234,8 @@ def cancel_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
 
 
 @delete_route(router, "/{job_id}", "Delete a finished job with its events and artifacts")
-def delete_job(
-    job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
-) -> Response:
+def delete_job(job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep) -> None:
     job_service.delete_job(session, storage, owner, job_id)
-    return Response(status_code=204)
 
 
 @router.get(

@@ -5,19 +5,23 @@ The body is spooled to disk with the size limit, inspected in a worker thread, t
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from core.db.models import DatasetRecord, ModelRecord
+from core.db.models import ApiKey, DatasetRecord, ModelRecord
+from core.settings import Settings
+from core.storage import Storage
 from service import dataset_uploads as dataset_service
 from service import model_uploads as model_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StorageDep
-from service.multipart import spool_multipart
+from service.multipart import SpooledUpload, spool_multipart
 from service.problems import problem_responses
 from service.routes import PageDep, delete_route, list_route, read_route
-from service.schemas import DatasetOut, DatasetPage, LayerInfo, ModelOut, ModelPage
+from service.schemas import DatasetOut, DatasetPage, ModelOut, ModelPage
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
@@ -46,23 +50,46 @@ def _multipart_body(description: str, extra: dict[str, Any] | None = None) -> di
 
 
 def model_out(record: ModelRecord) -> ModelOut:
-    layers = [LayerInfo.model_validate(layer) for layer in record.info.get("layers", [])]
-    return ModelOut(
-        id=record.id,
-        filename=record.filename,
-        family=record.family,
-        format=record.format,
-        edges=record.edges,
-        params=record.params,
-        bytes=record.bytes,
-        sha256=record.sha256,
-        layers=layers,
-        created_at=record.created_at,
-    )
+    return ModelOut.model_validate(record, from_attributes=True)
 
 
 def dataset_out(record: DatasetRecord) -> DatasetOut:
     return DatasetOut.model_validate(record, from_attributes=True)
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """What an upload route needs: the caller's key is checked before the body is read."""
+
+    request: Request
+    session: Session
+    owner: ApiKey
+    settings: Settings
+    storage: Storage
+
+    async def spool(self, *, max_files: int) -> SpooledUpload:
+        """The multipart body spooled to scratch files, within the upload limits."""
+        return await spool_multipart(
+            self.request,
+            self.settings.scratch / "uploads",
+            max_bytes=self.settings.max_upload_bytes,
+            max_files=max_files,
+            max_fields=self.settings.max_form_fields,
+            max_field_bytes=self.settings.max_form_field_bytes,
+        )
+
+
+def _upload_context(
+    request: Request,
+    session: SessionDep,
+    owner: CurrentKey,
+    settings: SettingsDep,
+    storage: StorageDep,
+) -> _Upload:
+    return _Upload(request, session, owner, settings, storage)
+
+
+UploadContext = Annotated[_Upload, Depends(_upload_context)]
 
 
 @router.post(
@@ -78,25 +105,12 @@ def dataset_out(record: DatasetRecord) -> DatasetOut:
         {"format": {"type": "string", "default": "auto", "description": "Checkpoint format"}},
     ),
 )
-async def upload_model(
-    request: Request,
-    session: SessionDep,
-    owner: CurrentKey,
-    settings: SettingsDep,
-    storage: StorageDep,
-) -> ModelOut:
-    upload = await spool_multipart(
-        request,
-        settings.scratch / "uploads",
-        max_bytes=settings.max_upload_bytes,
-        max_fields=settings.max_form_fields,
-        max_field_bytes=settings.max_form_field_bytes,
-    )
-    with upload:
+async def upload_model(ctx: UploadContext) -> ModelOut:
+    with await ctx.spool(max_files=4) as upload:
         primary, fmt = model_service.check_model_upload(upload)
         info = await run_in_threadpool(model_service.inspect_upload, primary, fmt)
         record = await run_in_threadpool(
-            model_service.create_model, session, storage, owner, upload, primary, info
+            model_service.create_model, ctx.session, ctx.storage, ctx.owner, upload, primary, info
         )
     return model_out(record)
 
@@ -117,9 +131,8 @@ def list_models(session: SessionDep, owner: CurrentKey, page: PageDep) -> ModelP
 )
 def delete_model(
     model_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
-) -> Response:
+) -> None:
     model_service.delete_model(session, storage, owner, model_id)
-    return Response(status_code=204)
 
 
 @router.post(
@@ -130,26 +143,13 @@ def delete_model(
     summary="Upload an .npz dataset (x_train, y_train, x_test, y_test)",
     openapi_extra=_multipart_body("One .npz file"),
 )
-async def upload_dataset(
-    request: Request,
-    session: SessionDep,
-    owner: CurrentKey,
-    settings: SettingsDep,
-    storage: StorageDep,
-) -> DatasetOut:
-    upload = await spool_multipart(
-        request,
-        settings.scratch / "uploads",
-        max_bytes=settings.max_upload_bytes,
-        max_files=1,
-        max_fields=settings.max_form_fields,
-        max_field_bytes=settings.max_form_field_bytes,
-    )
-    with upload:
+async def upload_dataset(ctx: UploadContext) -> DatasetOut:
+    with await ctx.spool(max_files=1) as upload:
         f = dataset_service.check_dataset_upload(upload)
-        meta = await run_in_threadpool(dataset_service.read_npz_meta, f, settings.max_dataset_bytes)
+        limit = ctx.settings.max_dataset_bytes
+        meta = await run_in_threadpool(dataset_service.read_npz_meta, f, limit)
         record = await run_in_threadpool(
-            dataset_service.create_dataset, session, storage, owner, f, meta
+            dataset_service.create_dataset, ctx.session, ctx.storage, ctx.owner, f, meta
         )
     return dataset_out(record)
 
@@ -170,6 +170,5 @@ def list_datasets(session: SessionDep, owner: CurrentKey, page: PageDep) -> Data
 @delete_route(router, "/datasets/{dataset_id}", "Delete a dataset and its file")
 def delete_dataset(
     dataset_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
-) -> Response:
+) -> None:
     dataset_service.delete_dataset(session, storage, owner, dataset_id)
-    return Response(status_code=204)

@@ -114,3 +114,20 @@ def test_gates_and_exit_codes() -> None:
     rmse = _job("succeeded", metric="rmse", before=0.10, after=0.12, ratio=20.0)
     assert metric_drop(rmse.metrics or {}) == pytest.approx(0.2)  # relative increase
     assert exit_code(_job("failed"), None) == 3 and exit_code(_job("cancelled"), None) == 4
+
+
+def test_records_from_the_api_json() -> None:
+    """Model, Dataset and Event: the first field is required, str/int fields default to
+    "" / 0 and are cast, the others default to None, and `raw` keeps the object."""
+    from metacluster.client import Dataset, Event, Model
+
+    model = Model.from_dict({"id": "mdl_1", "edges": "96", "family": "pykan", "extra": 1})
+    assert (model.id, model.edges, model.params, model.family, model.sha256) == (
+        "mdl_1", 96, 0, "pykan", ""
+    )  # fmt: skip
+    assert model.raw["extra"] == 1
+    assert Dataset.from_dict({"id": "ds_1", "n_train": 124}).n_test == 0
+    event = Event.from_dict({"seq": 3, "kind": "status", "data": {"status": "failed"}})
+    assert event.stage is None and event.progress is None and event.at == "" and event.final
+    with pytest.raises(KeyError):
+        Model.from_dict({"filename": "m.pt"})
