@@ -143,10 +143,18 @@ async def _timed(rec: Recorder, endpoint: str, call: Any) -> httpx.Response | No
     return r
 
 
+def _think(mean_s: float) -> float:
+    """A think time uniform in [0.5, 1.5] x the mean (Locust's `between`): clients that
+    sleep exactly the same time stay in phase and arrive as one burst, which no real
+    population of pollers does."""
+    return mean_s * random.uniform(0.5, 1.5)
+
+
 async def _poller(
     rec: Recorder, client: httpx.AsyncClient, job_ids: list[str], stop: float, think_s: float
 ) -> None:
     n = 0
+    await asyncio.sleep(random.uniform(0, think_s))  # clients start out of phase
     while time.monotonic() < stop:
         n += 1
         if n % 5 == 0:
@@ -154,7 +162,7 @@ async def _poller(
         else:
             job = random.choice(job_ids)
             await _timed(rec, "GET /v1/jobs/{id}", client.get(f"/v1/jobs/{job}"))
-        await asyncio.sleep(think_s)
+        await asyncio.sleep(_think(think_s))
 
 
 async def _uploader(
@@ -166,6 +174,7 @@ async def _uploader(
 ) -> None:
     n = 0
     model, data = _model_bytes(index), _npz_bytes(index)
+    await asyncio.sleep(random.uniform(0, UPLOAD_THINK_S))
     while time.monotonic() < stop:
         n += 1
         kind, payload, name = ("models", model, "m.pt") if n % 2 else ("datasets", data, "d.npz")
@@ -183,7 +192,7 @@ async def _uploader(
                     client.headers["authorization"],
                 )
             )
-        await asyncio.sleep(UPLOAD_THINK_S)
+        await asyncio.sleep(_think(UPLOAD_THINK_S))
 
 
 def _server_percentile(bases: list[str], route: str, q: float) -> float:
@@ -472,7 +481,8 @@ def main() -> None:
     text = (
         "## Load: Redis + PostgreSQL, two API processes\n\n"
         f"`python benchmarks/load.py`: {POLLERS} clients polling jobs (every 5th request a list) "
-        f"{args.poll_interval:g} s apart, {args.uploaders} uploading a checkpoint or an .npz {UPLOAD_THINK_S:g} s apart, "
+        f"{args.poll_interval:g} s apart on average, {args.uploaders} uploading a checkpoint or an .npz {UPLOAD_THINK_S:g} s apart "
+        "(think times uniform in 0.5-1.5x, clients out of phase), "
         f"{duration:.0f} s, against 2 uvicorn processes; one worker at nice 19 compresses "
         f"{TENANTS * JOBS_PER_TENANT} jobs meanwhile. {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores shared with other work (load average {load_before:.1f} "
