@@ -454,6 +454,9 @@ def _write(
     if getattr(args, "rerun", None):
         run = f"{run} re-running {'; '.join(args.rerun)}, the other rows from the run before"
     if not results:  # --speed-only: the other sections stay as they are
+        if args.json is not None and args.json.exists() and timing:
+            dump = json.loads(args.json.read_text())
+            args.json.write_text(json.dumps({**dump, "speed": timing}, indent=1, default=str))
         _write_speed(args, timing, run)
         return
     if args.json is not None:

@@ -265,7 +265,8 @@ class _Record:
                 values["raw"] = dict(d)
                 continue
             value = d[f.name] if i == 0 else d.get(f.name)
-            cast = _CASTS.get(str(f.type))
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            cast = _CASTS.get(kind)
             values[f.name] = value if cast is None else cast(cast() if value is None else value)
         return cls(**values)
 

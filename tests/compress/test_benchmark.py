@@ -65,3 +65,12 @@ def test_quick_benchmark_writes_its_sections(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| a row of the run before |" in text
     assert "re-running efficient-kan 2-8-1, eq x*y, the other rows from the run before" in text
+
+    # --speed-only re-times the sweep alone: rows and ablation stay, speed is new
+    bench.main(
+        ["--quick", "--speed-only", "--threads", "1", "--results", str(out), "--json", str(dump)]
+    )
+    timed = json.loads(dump.read_text())
+    assert timed["rows"] == merged["rows"] and timed["ablation"] == merged["ablation"]
+    assert timed["speed"][0]["wall_s"] > 0 and timed["speed"] != merged["speed"]
+    assert "| a row of the run before |" in out.read_text()
