@@ -9,8 +9,13 @@ meta-learner; meta-learner without the soft stage, the paper's recipe; the full
 pipeline; the full pipeline with the soft stage on free vectors) and the wall time of
 a four-K sweep of the digits row.
 
-    python benchmarks/compression.py            # full, about an hour on 2 cores
+    python benchmarks/compression.py --json benchmarks/compression_results.json
+                                                # full, about 40 minutes on 2 cores
     python benchmarks/compression.py --quick    # tiny smoke run (the test suite runs it)
+    ... --only pykan --merge --json benchmarks/compression_results.json
+                                                # re-run one row into the last run's tables
+    ... --speed-only --json benchmarks/compression_results.json
+                                                # re-time the four-K sweep on a quiet machine
 
 Tables go into benchmarks/RESULTS.md (sections compression, compression_frontier,
 compression_ablation, compression_speed); --json dumps every report.
