@@ -457,7 +457,11 @@ def _write(
 ) -> None:
     run = f"{'quick' if args.quick else 'full'} run, CPU, {args.threads} torch threads, {elapsed / 60:.1f} min"
     if getattr(args, "rerun", None):
-        run = f"{run} re-running {'; '.join(args.rerun)}, the other rows from the run before"
+        run = (
+            f"{'quick' if args.quick else 'full'} run, CPU, {args.threads} torch threads; "
+            f"{'; '.join(args.rerun)} re-run alone in {elapsed / 60:.1f} min (--merge), "
+            "the other rows and sections from the run before"
+        )
     if not results:  # --speed-only: the other sections stay as they are
         if args.json is not None and args.json.exists() and timing:
             dump = json.loads(args.json.read_text())

@@ -64,7 +64,8 @@ def test_quick_benchmark_writes_its_sections(tmp_path: Path) -> None:
     assert merged["ablation"] == data["ablation"] and merged["speed"] == data["speed"]
     text = out.read_text()
     assert "| a row of the run before |" in text
-    assert "re-running efficient-kan 2-8-1, eq x*y, the other rows from the run before" in text
+    assert "efficient-kan 2-8-1, eq x*y re-run alone in" in text
+    assert "(--merge), the other rows and sections from the run before" in text
 
     # --speed-only re-times the sweep alone: rows and ablation stay, speed is new
     bench.main(
