@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
@@ -33,6 +33,15 @@ class _Repository:
 
 
 R = TypeVar("R", ModelRecord, DatasetRecord, Job)
+P = TypeVar("P", ModelRecord, DatasetRecord, Job, JobEvent)
+
+
+def _page(session: Session, stmt: Select[P], limit: int) -> tuple[Sequence[P], Any]:
+    """At most `limit` rows of the ordered `stmt`, and the cursor of the next page: the
+    last row's id when more rows follow, else None."""
+    rows = session.scalars(stmt.limit(limit + 1)).all()
+    page = rows[:limit]
+    return page, (page[-1].id if len(rows) > limit and page else None)
 
 
 class _OwnedRepository(_Repository, Generic[R]):
@@ -61,14 +70,15 @@ class _OwnedRepository(_Repository, Generic[R]):
             raise NotFoundError(f"{self.noun} {record_id} not found")
         return record
 
-    def page(self, owner_id: str, *, after: str | None, limit: int) -> tuple[Sequence[R], bool]:
+    def page(
+        self, owner_id: str, *, after: str | None, limit: int, where: Sequence[Any] = ()
+    ) -> tuple[Sequence[R], str | None]:
         """The owner's rows newest first (ids are time-ordered), strictly older than
-        ``after``; returns the page and whether more rows follow."""
-        stmt = select(self.model).where(self.model.owner_id == owner_id)
+        ``after`` and matching ``where``; returns the page and the next page's cursor."""
+        stmt = select(self.model).where(self.model.owner_id == owner_id, *where)
         if after is not None:
             stmt = stmt.where(self.model.id < after)
-        rows = self.session.scalars(stmt.order_by(self.model.id.desc()).limit(limit + 1)).all()
-        return rows[:limit], len(rows) > limit
+        return _page(self.session, stmt.order_by(self.model.id.desc()), limit)
 
     def delete(self, record: R) -> None:
         self.session.delete(record)
@@ -219,21 +229,6 @@ class JobRepository(_OwnedRepository[Job]):
         )
         return list(self.session.scalars(stmt))
 
-    def page(  # type: ignore[override]  # jobs also filter by status
-        self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
-    ) -> tuple[Sequence[Job], bool]:
-        """Jobs newest first (ids are time-ordered), strictly older than ``after``.
-
-        Returns the page and whether more rows follow.
-        """
-        stmt = select(Job).where(Job.owner_id == owner_id)
-        if after is not None:
-            stmt = stmt.where(Job.id < after)
-        if status is not None:
-            stmt = stmt.where(Job.status == status)
-        rows = self.session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)).all()
-        return rows[:limit], len(rows) > limit
-
     def count_by_status(self) -> dict[str, int]:
         rows = self.session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         return {str(status): int(n) for status, n in rows}
@@ -293,12 +288,12 @@ class JobEventRepository(_Repository):
 
     def page(
         self, job_id: str, *, after: int | None, limit: int
-    ) -> tuple[Sequence[JobEvent], bool]:
+    ) -> tuple[Sequence[JobEvent], int | None]:
+        """The job's events oldest first, after ``after``; the page and the next cursor."""
         stmt = select(JobEvent).where(JobEvent.job_id == job_id)
         if after is not None:
             stmt = stmt.where(JobEvent.id > after)
-        rows = self.session.scalars(stmt.order_by(JobEvent.id).limit(limit + 1)).all()
-        return rows[:limit], len(rows) > limit
+        return _page(self.session, stmt.order_by(JobEvent.id), limit)
 
 
 class ApiKeyRepository(_Repository):

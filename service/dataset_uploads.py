@@ -91,8 +91,7 @@ def list_datasets(
     session: Session, owner: ApiKey, *, after: str | None, limit: int
 ) -> tuple[Sequence[DatasetRecord], str | None]:
     """A page of the owner's datasets, newest first, and the cursor of the next page."""
-    rows, more = DatasetRepository(session).page(owner.id, after=after, limit=limit)
-    return rows, (rows[-1].id if more and rows else None)
+    return DatasetRepository(session).page(owner.id, after=after, limit=limit)
 
 
 def delete_dataset(session: Session, storage: Storage, owner: ApiKey, dataset_id: str) -> None:

@@ -253,16 +253,15 @@ def list_jobs(
     session: Session, owner: ApiKey, *, after: str | None, limit: int, status: str | None
 ) -> tuple[Sequence[Job], str | None]:
     """A page of the owner's jobs, newest first, and the cursor of the next page."""
-    rows, more = JobRepository(session).page(owner.id, after=after, limit=limit, status=status)
-    return rows, (rows[-1].id if more and rows else None)
+    where = [] if status is None else [Job.status == status]
+    return JobRepository(session).page(owner.id, after=after, limit=limit, where=where)
 
 
 def list_events(
     session: Session, owner: ApiKey, job_id: str, *, after: int | None, limit: int
 ) -> tuple[Sequence[JobEvent], int | None]:
     get_job(session, owner, job_id)
-    rows, more = JobEventRepository(session).page(job_id, after=after, limit=limit)
-    return rows, (rows[-1].id if more and rows else None)
+    return JobEventRepository(session).page(job_id, after=after, limit=limit)
 
 
 def cancel_job(session: Session, owner: ApiKey, job_id: str) -> Job:

@@ -146,8 +146,7 @@ def list_models(
     session: Session, owner: ApiKey, *, after: str | None, limit: int
 ) -> tuple[Sequence[ModelRecord], str | None]:
     """A page of the owner's models, newest first, and the cursor of the next page."""
-    rows, more = ModelRepository(session).page(owner.id, after=after, limit=limit)
-    return rows, (rows[-1].id if more and rows else None)
+    return ModelRepository(session).page(owner.id, after=after, limit=limit)
 
 
 def delete_model(session: Session, storage: Storage, owner: ApiKey, model_id: str) -> None:
