@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
-from core.db.models import Job, WebhookDelivery, new_id
+from core.db.models import REPORT_HTML, Job, WebhookDelivery, new_id
 from core.repositories import (
     ApiKeyRepository,
     ArtifactRepository,
@@ -190,9 +190,7 @@ def job_payload(session: Session, job: Job) -> dict[str, Any]:
         "metrics": ({k: metrics[k] for k in HEADLINE_METRICS if k in metrics} if metrics else None),
         "artifacts": artifacts,
         "url": url,
-        "report_url": f"{url}/report"
-        if any(a["name"] == "report.html" for a in artifacts)
-        else None,
+        "report_url": f"{url}/report" if any(a["name"] == REPORT_HTML for a in artifacts) else None,
     }
 
 

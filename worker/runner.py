@@ -24,6 +24,7 @@ from typing import Any
 
 from core import jobs
 from core.db.base import utcnow
+from core.db.models import REPORT_HTML
 from core.db.session import session_scope
 from core.repositories import JobRepository
 from core.service_errors import JobTimeoutError, LeaseLostError, StorageWriteError
@@ -36,8 +37,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model.mcz"
 REPORT_NAME = "report.json"
-# Beside them: report.html (self-contained) and its PNGs (metacluster.reporting.PLOTS).
-REPORT_HTML = "report.html"
+# Beside them: REPORT_HTML (self-contained) and its PNGs (metacluster.reporting.PLOTS).
 
 # Progress events are written at most this often (plus on every stage change), and
 # the cancel flag is read at most this often: both are database round trips.

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from core.db.models import Artifact, Job, JobEvent
+from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
 from core.service_errors import NotFoundError, RequestValidationProblem
 from core.settings import Settings
 from core.storage import CHUNK, Storage
@@ -44,11 +44,8 @@ def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-REPORT_NAME = "report.html"
-
-
 def job_out(job: Job) -> JobOut:
-    has_report = any(a.name == REPORT_NAME for a in job.artifacts)
+    has_report = any(a.name == REPORT_HTML for a in job.artifacts)
     return JobOut(
         id=job.id,
         status=job.status,  # type: ignore[arg-type]  # a str column holding JobStatus values
@@ -250,7 +247,7 @@ def delete_job(job_id: str, session: SessionDep, owner: CurrentKey, storage: Sto
 def get_report(
     job_id: str, session: SessionDep, owner: CurrentKey, storage: StorageDep
 ) -> Response:
-    artifact = job_service.get_artifact(session, owner, job_id, REPORT_NAME)
+    artifact = job_service.get_artifact(session, owner, job_id, REPORT_HTML)
     return _stream(storage, artifact, "text/html; charset=utf-8", inline=True)
 
 
