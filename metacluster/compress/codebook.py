@@ -4,6 +4,7 @@ centroids + indices (or uniform codes) rebuild every layer's coefficient vectors
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,15 @@ class EdgeGroup:
     def gather(self, coefs: dict[str, Tensor]) -> Tensor:
         """(n_edges, L) vectors of this group from per-layer (n, L) tensors."""
         return torch.cat([coefs[name][rows] for name, rows in self.members], dim=0)
+
+    def split(self, values: Tensor) -> Iterator[tuple[str, Tensor, Tensor]]:
+        """The inverse of `gather`: (layer name, rows, that layer's slice of `values`)
+        for every member, `values` having one row (or entry) per edge of the group."""
+        offset = 0
+        for name, rows in self.members:
+            n = int(rows.numel())
+            yield name, rows, values[offset : offset + n]
+            offset += n
 
 
 def select_layers(
@@ -187,16 +197,12 @@ class QuantizedCoefficients:
         parts: dict[str, list[tuple[Tensor, int, int, Tensor]]] = {}
         for i, cb in enumerate(self.codebooks):
             vecs = cb.vectors(None if centroids is None else centroids[i])
-            offset = 0
-            for name, rows in self.groups[cb.group].members:
-                n = int(rows.numel())
-                piece = vecs[offset : offset + n]
+            for name, rows, piece in self.groups[cb.group].split(vecs):
                 if cb.residual:  # adds to the previous piece over the same rows and columns
                     prev_rows, c0, c1, prev = parts[name][-1]
                     parts[name][-1] = (prev_rows, c0, c1, prev + piece)
                 else:
                     parts.setdefault(name, []).append((rows, cb.col0, cb.col1, piece))
-                offset += n
         for name, pieces in parts.items():
             layer = modules[name]
             full_rows = pieces[0][0].numel() == layer.n_edges

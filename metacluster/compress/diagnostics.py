@@ -97,14 +97,11 @@ def projection(
     for cb in quant.codebooks:
         if cb.residual or cb.sub != cb.col1 - cb.col0:
             continue
-        offset = 0
-        for name, rows in quant.groups[cb.group].members:
-            n = int(rows.numel())
+        for name, rows, indices in quant.groups[cb.group].split(cb.indices):
             labels = assignment.setdefault(
                 name, torch.zeros(int(source[name].shape[0]), dtype=torch.long)
             )
-            labels[rows] = cb.indices[offset : offset + n].cpu()
-            offset += n
+            labels[rows] = indices.cpu()
     out: dict[str, dict[str, list[Any]]] = {}
     gen = torch.Generator().manual_seed(seed)
     for name, labels in assignment.items():

@@ -91,15 +91,10 @@ def generated_coefficients(
     touched: dict[str, Tensor] = {}
     for g, ml in zip(groups, learners, strict=True):
         vecs = ml()
-        offset = 0
-        for name, rows in g.members:
-            n = int(rows.numel())
+        for name, rows, piece in g.split(vecs):
             if name not in touched:
                 touched[name] = torch.zeros_like(base[name])
-            touched[name] = touched[name].index_copy(
-                0, rows.to(vecs.device), vecs[offset : offset + n]
-            )
-            offset += n
+            touched[name] = touched[name].index_copy(0, rows.to(vecs.device), piece)
     out.update(touched)
     return out
 

@@ -78,11 +78,8 @@ class SoftQuantizer(nn.Module):
             else:
                 tau = self.tau0[gi] * (1e-3**self.frac)
                 w = torch.softmax(-d / tau, dim=1) @ c
-            offset = 0
-            for name, rows in g.members:
-                n = int(rows.numel())
-                out[name] = out[name].index_copy(0, rows.to(w.device), w[offset : offset + n])
-                offset += n
+            for name, rows, piece in g.split(w):
+                out[name] = out[name].index_copy(0, rows.to(w.device), piece)
         return out
 
 
