@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from core.db.base import utcnow
 from core.db.models import (
@@ -112,6 +112,20 @@ class DatasetRepository(_OwnedRepository[DatasetRecord]):
 class JobRepository(_OwnedRepository[Job]):
     model = Job
     noun = "job"
+
+    def get(self, owner_id: str, job_id: str, *, for_update: bool = False) -> Job | None:
+        """The owner's job with its artifacts in one statement (an outer join, instead of
+        the relationship's second SELECT): `GET /v1/jobs/{id}` is what clients poll.
+        Locked reads keep two statements (PostgreSQL cannot lock the outer join's
+        nullable side)."""
+        if for_update:
+            return super().get(owner_id, job_id, for_update=True)
+        stmt = (
+            select(Job)
+            .where(Job.id == job_id, Job.owner_id == owner_id)
+            .options(joinedload(Job.artifacts))
+        )
+        return self.session.scalars(stmt).unique().one_or_none()
 
     def lock(self, job_id: str) -> Job | None:
         """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises

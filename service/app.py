@@ -5,14 +5,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
 
 import metacluster
 from core.settings import Settings, get_settings
 from core.storage import get_storage
+from service import heap
 from service.auth import KeyCache, RateLimiter
 from service.metrics import Metrics, MetricsMiddleware
 from service.problems import install_problem_handlers, problem_responses
@@ -27,6 +31,26 @@ Every error is `application/problem+json` (RFC 9457) with a stable `code`.
 """
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Startup: settle the heap (`service.heap`) before the first request is served."""
+    settings: Settings = app.state.settings
+    await run_in_threadpool(heap.settle, heap.WARM_MODULES, [lambda: warm_producer(settings)])
+    yield
+
+
+def warm_producer(settings: Settings) -> None:
+    """Build the Celery producer and import its transport without connecting: what the
+    first job creation would otherwise import in the middle of a request."""
+    from kombu.transport import resolve_transport
+
+    from core.producer import get_celery
+
+    celery = get_celery(settings)
+    celery.amqp  # noqa: B018  (a lazy property: builds the queues and imports celery.app.amqp)
+    resolve_transport(celery.connection_for_write().transport_cls)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app bound to ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
@@ -36,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         docs_url=None,  # served below from packaged assets, not a CDN
         redoc_url=None,
+        lifespan=lifespan,
     )
     install_offline_docs(app)
     app.state.settings = settings
