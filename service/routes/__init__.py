@@ -62,7 +62,7 @@ class Page:
     limit: int
 
 
-def page_query(
+async def page_query(
     settings: SettingsDep,
     after: Annotated[
         str | None, Query(max_length=40, description="`next` of the previous page")

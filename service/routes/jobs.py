@@ -130,7 +130,7 @@ def create_job(
     return job_out(job)
 
 
-def _status_filter(status: JobStatus | None = None) -> JobStatus | None:
+async def _status_filter(status: JobStatus | None = None) -> JobStatus | None:
     # A dependency, not a parameter of `list_jobs`, so that it comes after the cursor
     # (`PageDep`) among the documented query parameters: FastAPI lists a route's own first.
     return status

@@ -79,7 +79,7 @@ class _Upload:
         )
 
 
-def _upload_context(
+async def _upload_context(
     request: Request,
     session: SessionDep,
     owner: CurrentKey,

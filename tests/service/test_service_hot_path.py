@@ -4,7 +4,7 @@
 - the heap is settled (imports done, survivors frozen) before the first request, so a
   full garbage collection does not walk torch's objects in the middle of requests;
 - a job and its artifacts are one SELECT, not two;
-- dependencies that only read app state do not hop to the thread pool.
+- no dependency hops to the thread pool (they read app state and parameters).
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from service_helpers import CONFIG, add_artifact, upload_dataset, upload_model
 from sqlalchemy import event
 
 from core.db.session import get_engine
 from core.settings import Settings
-from service import deps
+from service.routes import dashboard, health, jobs, keys, uploads, webhooks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,10 +82,29 @@ def test_the_app_settles_the_heap_before_serving(tmp_path: Path) -> None:
     assert int(out) > 100_000
 
 
-def test_state_only_dependencies_stay_on_the_event_loop() -> None:
-    # FastAPI runs a plain `def` dependency in the thread pool: one hand-off per call.
-    for dep in (deps.get_app_settings, deps.get_storage_dep, deps.get_enqueuer, deps.current_key):
-        assert inspect.iscoroutinefunction(dep), dep.__name__
+def _is_async(call: Any) -> bool:
+    target = call if inspect.isfunction(call) or inspect.ismethod(call) else call.__call__
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+
+
+def test_no_dependency_hops_to_the_thread_pool() -> None:
+    # FastAPI runs a plain `def` dependency in the thread pool: one hand-off (and a GIL
+    # wait) per call. Dependencies read app state or parameters on the event loop; what
+    # blocks (the database) happens in the route's thread or in an explicit hop.
+    sync: set[str] = set()
+
+    def walk(dependant: Any) -> None:
+        for dep in dependant.dependencies:
+            if dep.call is not None and not _is_async(dep.call):
+                sync.add(getattr(dep.call, "__qualname__", repr(dep.call)))
+            walk(dep)
+
+    routers = [m.router for m in (dashboard, health, jobs, keys, uploads, webhooks)]
+    routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    for route in routes:
+        walk(route.dependant)
+    assert len(routes) > 20
+    assert not sync, sorted(sync)
 
 
 def test_a_job_and_its_artifacts_are_one_select(
