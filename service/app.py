@@ -35,7 +35,7 @@ Every error is `application/problem+json` (RFC 9457) with a stable `code`.
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Startup: settle the heap (`service.heap`) before the first request is served."""
     settings: Settings = app.state.settings
-    await run_in_threadpool(heap.settle, heap.WARM_MODULES, [lambda: warm_producer(settings)])
+    await run_in_threadpool(heap.settle, warmers=[lambda: warm_producer(settings)])
     yield
 
 

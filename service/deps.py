@@ -59,14 +59,13 @@ async def get_db(settings: SettingsDep) -> AsyncIterator[Session]:
     from cancellation so a client that hangs up cannot leak the connection.
     """
     session = get_sessionmaker(settings)()
+    succeeded = False
     try:
         yield session
-    except BaseException:
+        succeeded = True
+    finally:
         with anyio.CancelScope(shield=True):
-            await run_in_threadpool(_end_transaction, session, succeeded=False)
-        raise
-    with anyio.CancelScope(shield=True):
-        await run_in_threadpool(_end_transaction, session, succeeded=True)
+            await run_in_threadpool(_end_transaction, session, succeeded=succeeded)
 
 
 # scope="function": the commit runs right after the route returns, before the

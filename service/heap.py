@@ -23,14 +23,11 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 # Modules request handlers import lazily (uploads inspect checkpoints and datasets, job
-# creation plans the compression, the producer talks to the broker).
+# creation plans the compression); the producer is warmed by the app (`warmers`).
 WARM_MODULES = (
     "metacluster.formats",
     "metacluster.compress",
-    "metacluster.data",
     "metacluster.data.files",
-    "core.producer",
-    "kombu.connection",
 )
 
 _lock = threading.Lock()
