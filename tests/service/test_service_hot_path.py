@@ -132,3 +132,47 @@ def test_a_job_and_its_artifacts_are_one_select(
     assert [a["name"] for a in r.json()["artifacts"]] == ["model.mcz", "report.json"]
     assert len(selects) == 1, selects
     assert "artifacts" in selects[0] and "jobs" in selects[0]
+
+
+def _request_transaction(settings: Settings, fail: bool) -> tuple[list[str], bool]:
+    """Drive `get_db` as FastAPI does: add a key, then finish the route (or raise in
+    it). Returns the hooks that ran and whether the key row is in the database."""
+    import asyncio
+
+    from core.db import session_scope
+    from core.db.models import ApiKey
+    from core.db.transaction import after_commit, after_rollback
+    from service.auth import create_api_key
+    from service.deps import get_db
+
+    ran: list[str] = []
+
+    async def request() -> str:
+        transaction = get_db(settings)
+        session = await anext(transaction)
+        row, _ = create_api_key(session, "in-request")
+        after_commit(session, lambda: ran.append("after_commit"))
+        after_rollback(session, lambda: ran.append("after_rollback"))
+        if fail:
+            try:
+                await transaction.athrow(RuntimeError("the route failed"))
+            except RuntimeError:
+                return row.id
+            raise AssertionError("the route's error was swallowed")
+        try:
+            await anext(transaction)
+        except StopAsyncIteration:
+            return row.id
+        raise AssertionError("get_db yielded twice")
+
+    key_id = asyncio.run(request())
+    with session_scope(settings) as session:
+        return ran, session.get(ApiKey, key_id) is not None
+
+
+def test_the_request_transaction_commits_when_the_route_returns(settings: Settings) -> None:
+    assert _request_transaction(settings, fail=False) == (["after_commit"], True)
+
+
+def test_the_request_transaction_rolls_back_when_the_route_raises(settings: Settings) -> None:
+    assert _request_transaction(settings, fail=True) == (["after_rollback"], False)
