@@ -58,10 +58,14 @@ class _OwnedRepository(_Repository, Generic[R]):
     def get(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R | None:
         """The owner's row, or None. `for_update` locks it until the transaction ends
         (PostgreSQL; SQLite ignores it, its writes are serialised anyway)."""
-        stmt = select(self.model).where(self.model.id == record_id, self.model.owner_id == owner_id)
+        stmt = self._owned(owner_id, record_id)
         if for_update:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
+
+    def _owned(self, owner_id: str, record_id: str) -> Select[R]:
+        """The statement that selects the owner's row by id."""
+        return select(self.model).where(self.model.id == record_id, self.model.owner_id == owner_id)
 
     def require(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R:
         """`get`, with 404 `NotFoundError` when the owner has no such row."""
@@ -120,11 +124,7 @@ class JobRepository(_OwnedRepository[Job]):
         nullable side)."""
         if for_update:
             return super().get(owner_id, job_id, for_update=True)
-        stmt = (
-            select(Job)
-            .where(Job.id == job_id, Job.owner_id == owner_id)
-            .options(joinedload(Job.artifacts))
-        )
+        stmt = self._owned(owner_id, job_id).options(joinedload(Job.artifacts))
         return self.session.scalars(stmt).unique().one_or_none()
 
     def lock(self, job_id: str) -> Job | None:
