@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/compression.py
 	$(PY) benchmarks/service_overhead.py
 	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/packing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

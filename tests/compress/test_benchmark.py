@@ -67,11 +67,16 @@ def test_quick_benchmark_writes_its_sections(tmp_path: Path) -> None:
     assert "efficient-kan 2-8-1, eq x*y re-run alone in" in text
     assert "(--merge), the other rows and sections from the run before" in text
 
-    # --speed-only re-times the sweep alone: rows and ablation stay, speed is new
+    # --speed-only re-times the sweep alone: rows and ablation stay, speed is new. The
+    # earlier entry is marked first: two timings can round to the same tenth of a second
+    stale = {"row": "the timing of the run before", "ks": [0], "wall_s": -1.0, "stages": {}}
+    dump.write_text(json.dumps({**merged, "speed": [stale]}))
     bench.main(
         ["--quick", "--speed-only", "--threads", "1", "--results", str(out), "--json", str(dump)]
     )
     timed = json.loads(dump.read_text())
     assert timed["rows"] == merged["rows"] and timed["ablation"] == merged["ablation"]
-    assert timed["speed"][0]["wall_s"] > 0 and timed["speed"] != merged["speed"]
+    (fresh,) = timed["speed"]
+    assert fresh["row"] == row["row"] and fresh["ks"] == [4, 8] and fresh["wall_s"] > 0
+    assert "the timing of the run before" not in out.read_text()
     assert "| a row of the run before |" in out.read_text()

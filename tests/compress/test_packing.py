@@ -1,8 +1,9 @@
-"""Index coding: fixed-width packing round trips and the rANS coder's size and speed."""
+"""Index coding: fixed-width packing round trips and the rANS coder's size and lanes."""
 
 from __future__ import annotations
 
-import time
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,15 +56,15 @@ def test_rans_is_lossless_and_within_3_percent_of_entropy(k: int, n: int, alpha:
     assert len(data) < len(pack_indices(sym, bits_for(k)))
 
 
-def test_rans_100k_symbols_code_fast() -> None:
+def test_rans_100k_symbols_code_in_lock_step_lanes() -> None:
+    """A long stream is coded by many interleaved lanes, so the Python loop runs
+    n / lanes numpy steps, not n (speed itself: benchmarks/packing.py)."""
     rng = np.random.default_rng(2)
     sym = rng.integers(0, 16, size=100_000)
-    t0 = time.perf_counter()
     data = rans_encode(sym, 16)
-    out = rans_decode(data, 16)
-    # ~0.15 s on an idle core; the bound leaves room for a loaded shared CI machine
-    assert time.perf_counter() - t0 < 2.0
-    assert np.array_equal(out, sym)
+    lanes = int(np.frombuffer(data, dtype="<u2", count=1)[0])
+    assert lanes == 100_000 // 2048
+    assert np.array_equal(rans_decode(data, 16), sym)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +98,18 @@ def test_encode_auto_picks_smaller() -> None:
     kind, data = encode_indices(skewed, 16, "auto")
     assert kind == "rans" and len(data) < 10_000 // 4
     assert np.array_equal(decode_indices(data, 16, 20_000, kind), skewed)
+
+
+def test_packing_benchmark_quick_run_round_trips(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/packing.py's smoke run checks both coders' round trips and prints its row;
+    its rANS bytes are the coder's own (no timing asserted)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "packing.py"
+    spec = importlib.util.spec_from_file_location("packing_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick"]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 10,000")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    sym = bench.stream(10_000, 16, 1.0)
+    assert int(cells[3]) == len(pack_indices(sym, 4)) and int(cells[4]) == len(rans_encode(sym, 16))
