@@ -6,11 +6,12 @@ Repositories add and flush but never commit: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
 from core.db.models import (
@@ -27,6 +28,51 @@ from core.db.models import (
 from core.service_errors import NotFoundError
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactView:
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job as clients see it (`GET /v1/jobs/{id}`, the job list): its public columns and
+    its artifacts by name. Read with two plain statements, not the ORM: this is what
+    clients poll, and loading an ORM `Job` with its relationship costs twice the CPU. Not
+    an outer join either: that repeats the job row, JSON config and metrics included,
+    once per artifact, and a succeeded job has eight (docs/reliability.md, "Load")."""
+
+    id: str
+    status: str
+    stage: str | None
+    progress: float
+    model_id: str
+    dataset: str
+    queue: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    deliveries: int
+    webhook_url: str | None
+    webhook_events: list[str] | None
+    artifacts: tuple[ArtifactView, ...]
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """The view of a job already loaded (one just created or changed)."""
+        values = {f.name: getattr(job, f.name) for f in fields(cls) if f.name != "artifacts"}
+        artifacts = tuple(ArtifactView(a.name, a.bytes, a.sha256) for a in job.artifacts)
+        return cls(**values, artifacts=artifacts)
+
+
+_VIEW_COLUMNS = [Job.__table__.c[f.name] for f in fields(JobView) if f.name != "artifacts"]
+
+
 class _Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -36,12 +82,19 @@ R = TypeVar("R", ModelRecord, DatasetRecord, Job)
 P = TypeVar("P", ModelRecord, DatasetRecord, Job, JobEvent)
 
 
-def _page(session: Session, stmt: Select[P], limit: int) -> tuple[Sequence[P], Any]:
-    """At most `limit` rows of the ordered `stmt`, and the cursor of the next page: the
-    last row's id when more rows follow, else None."""
-    rows = session.scalars(stmt.limit(limit + 1)).all()
+T = TypeVar("T")
+
+
+def _cut(rows: Sequence[T], limit: int) -> tuple[Sequence[T], Any]:
+    """The first `limit` of up to `limit + 1` ordered rows, and the cursor of the next
+    page: the last kept row's id when more rows follow, else None."""
     page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return page, (page[-1].id if len(rows) > limit and page else None)  # type: ignore[attr-defined]
+
+
+def _page(session: Session, stmt: Select[P], limit: int) -> tuple[Sequence[P], Any]:
+    """At most `limit` rows of the ordered `stmt`, and the cursor of the next page."""
+    return _cut(session.scalars(stmt.limit(limit + 1)).all(), limit)
 
 
 class _OwnedRepository(_Repository, Generic[R]):
@@ -58,14 +111,10 @@ class _OwnedRepository(_Repository, Generic[R]):
     def get(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R | None:
         """The owner's row, or None. `for_update` locks it until the transaction ends
         (PostgreSQL; SQLite ignores it, its writes are serialised anyway)."""
-        stmt = self._owned(owner_id, record_id)
+        stmt = select(self.model).where(self.model.id == record_id, self.model.owner_id == owner_id)
         if for_update:
             stmt = stmt.with_for_update()
         return self.session.scalars(stmt).one_or_none()
-
-    def _owned(self, owner_id: str, record_id: str) -> Select[R]:
-        """The statement that selects the owner's row by id."""
-        return select(self.model).where(self.model.id == record_id, self.model.owner_id == owner_id)
 
     def require(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R:
         """`get`, with 404 `NotFoundError` when the owner has no such row."""
@@ -117,15 +166,37 @@ class JobRepository(_OwnedRepository[Job]):
     model = Job
     noun = "job"
 
-    def get(self, owner_id: str, job_id: str, *, for_update: bool = False) -> Job | None:
-        """The owner's job with its artifacts in one statement (an outer join, instead of
-        the relationship's second SELECT): `GET /v1/jobs/{id}` is what clients poll.
-        Locked reads keep two statements (PostgreSQL cannot lock the outer join's
-        nullable side)."""
-        if for_update:
-            return super().get(owner_id, job_id, for_update=True)
-        stmt = self._owned(owner_id, job_id).options(joinedload(Job.artifacts))
-        return self.session.scalars(stmt).unique().one_or_none()
+    def view(self, owner_id: str, job_id: str) -> JobView | None:
+        """What a client sees of the owner's job (`JobView`), or None."""
+        stmt = select(*_VIEW_COLUMNS).where(Job.id == job_id, Job.owner_id == owner_id)
+        row = self.session.execute(stmt).one_or_none()
+        return None if row is None else self._with_artifacts([row])[0]
+
+    def view_page(
+        self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
+    ) -> tuple[Sequence[JobView], str | None]:
+        """`page` as `JobView`s: the owner's jobs newest first, older than `after`."""
+        stmt = select(*_VIEW_COLUMNS).where(Job.owner_id == owner_id)
+        if status is not None:
+            stmt = stmt.where(Job.status == status)
+        if after is not None:
+            stmt = stmt.where(Job.id < after)
+        rows, cursor = _cut(
+            self.session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1)).all(), limit
+        )
+        return self._with_artifacts(rows), cursor
+
+    def _with_artifacts(self, rows: Sequence[Any]) -> list[JobView]:
+        """The jobs' views, their artifacts read in one more statement for all of them."""
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        cols = (Artifact.job_id, Artifact.name, Artifact.bytes, Artifact.sha256)
+        where = Artifact.job_id == ids[0] if len(ids) == 1 else Artifact.job_id.in_(ids)
+        found: dict[str, list[ArtifactView]] = {i: [] for i in ids}
+        for a in self.session.execute(select(*cols).where(where).order_by(Artifact.name)):
+            found[a.job_id].append(ArtifactView(a.name, a.bytes, a.sha256))
+        return [JobView(**r._mapping, artifacts=tuple(found[r.id])) for r in rows]
 
     def lock(self, job_id: str) -> Job | None:
         """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises

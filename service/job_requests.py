@@ -23,7 +23,7 @@ from core.db.models import ApiKey, Artifact, Job, JobEvent, ModelRecord
 from core.db.session import session_scope
 from core.db.transaction import after_commit
 from core.producer import TaskProducer
-from core.repositories import ArtifactRepository, JobEventRepository, JobRepository
+from core.repositories import ArtifactRepository, JobEventRepository, JobRepository, JobView
 from core.service_errors import (
     DatasetTooLargeError,
     DeviceUnavailableError,
@@ -249,12 +249,19 @@ def get_job(session: Session, owner: ApiKey, job_id: str, *, for_update: bool = 
     return JobRepository(session).require(owner.id, job_id, for_update=for_update)
 
 
+def view_job(session: Session, owner: ApiKey, job_id: str) -> JobView:
+    """What `GET /v1/jobs/{id}` shows: the owner's job and its artifacts (404 if none)."""
+    view = JobRepository(session).view(owner.id, job_id)
+    if view is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return view
+
+
 def list_jobs(
     session: Session, owner: ApiKey, *, after: str | None, limit: int, status: str | None
-) -> tuple[Sequence[Job], str | None]:
+) -> tuple[Sequence[JobView], str | None]:
     """A page of the owner's jobs, newest first, and the cursor of the next page."""
-    where = [] if status is None else [Job.status == status]
-    return JobRepository(session).page(owner.id, after=after, limit=limit, where=where)
+    return JobRepository(session).view_page(owner.id, after=after, limit=limit, status=status)
 
 
 def list_events(

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
+from core.repositories import JobView
 from core.service_errors import NotFoundError, RequestValidationProblem
 from core.settings import Settings
 from core.storage import CHUNK, Storage
@@ -44,7 +45,9 @@ def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: JobView | Job) -> JobOut:
+    if isinstance(job, Job):
+        job = JobView.of(job)
     has_report = any(a.name == REPORT_HTML for a in job.artifacts)
     return JobOut(
         id=job.id,
@@ -153,7 +156,7 @@ def list_jobs(
     router, "/{job_id}", JobOut, "A job: status, stage, progress, metrics, error, artifacts"
 )
 def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
-    return job_out(job_service.get_job(session, owner, job_id))
+    return job_out(job_service.view_job(session, owner, job_id))
 
 
 @router.get(

@@ -354,7 +354,7 @@ class TestDatabaseOutage:
         def down(*_a: Any, **_k: Any) -> Any:
             raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
 
-        monkeypatch.setattr(jr.JobRepository, "page", down)
+        monkeypatch.setattr(jr.JobRepository, "view_page", down)
         r = client.get("/v1/jobs", headers=auth)
         assert_problem(r, 503, "unavailable")
         assert r.headers["Retry-After"] == "2"
