@@ -10,7 +10,18 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, exists, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Result,
+    Select,
+    exists,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
@@ -38,10 +49,11 @@ class ArtifactView:
 @dataclass(frozen=True, slots=True)
 class JobView:
     """A job as clients see it (`GET /v1/jobs/{id}`, the job list): its public columns and
-    its artifacts by name. Read with two plain statements, not the ORM: this is what
-    clients poll, and loading an ORM `Job` with its relationship costs twice the CPU. Not
-    an outer join either: that repeats the job row, JSON config and metrics included,
-    once per artifact, and a succeeded job has eight (docs/reliability.md, "Load")."""
+    its artifacts by name, read with one plain statement (`JobRepository.view`). This is
+    what clients poll: 1.4 ms of CPU per read on PostgreSQL, against 2.5 ms for the ORM
+    `Job` with its relationship and 4.3 ms for an outer join, which repeats the job row,
+    JSON config and metrics included, once per artifact: a succeeded job has eight
+    (docs/reliability.md, "Load")."""
 
     id: str
     status: str
@@ -71,6 +83,14 @@ class JobView:
 
 
 _VIEW_COLUMNS = [Job.__table__.c[f.name] for f in fields(JobView) if f.name != "artifacts"]
+
+
+def _view(row: Any) -> JobView:
+    """A `JobRepository._views` row as a `JobView`, artifacts by name (PostgreSQL gives
+    NULL, SQLite an empty array, for a job with none)."""
+    values = dict(row._mapping)
+    found = sorted(values.pop("artifacts") or [], key=lambda a: a[0])
+    return JobView(**values, artifacts=tuple(ArtifactView(*a) for a in found))
 
 
 class _Repository:
@@ -168,35 +188,40 @@ class JobRepository(_OwnedRepository[Job]):
 
     def view(self, owner_id: str, job_id: str) -> JobView | None:
         """What a client sees of the owner's job (`JobView`), or None."""
-        stmt = select(*_VIEW_COLUMNS).where(Job.id == job_id, Job.owner_id == owner_id)
-        row = self.session.execute(stmt).one_or_none()
-        return None if row is None else self._with_artifacts([row])[0]
+        stmt = self._views().where(Job.id == job_id, Job.owner_id == owner_id)
+        row = self._core(stmt).one_or_none()
+        return None if row is None else _view(row)
 
     def view_page(
         self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
     ) -> tuple[Sequence[JobView], str | None]:
         """`page` as `JobView`s: the owner's jobs newest first, older than `after`."""
-        stmt = select(*_VIEW_COLUMNS).where(Job.owner_id == owner_id)
+        stmt = self._views().where(Job.owner_id == owner_id)
         if status is not None:
             stmt = stmt.where(Job.status == status)
         if after is not None:
             stmt = stmt.where(Job.id < after)
-        rows, cursor = _cut(
-            self.session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1)).all(), limit
-        )
-        return self._with_artifacts(rows), cursor
+        rows, cursor = _cut(self._core(stmt.order_by(Job.id.desc()).limit(limit + 1)).all(), limit)
+        return [_view(r) for r in rows], cursor
 
-    def _with_artifacts(self, rows: Sequence[Any]) -> list[JobView]:
-        """The jobs' views, their artifacts read in one more statement for all of them."""
-        if not rows:
-            return []
-        ids = [r.id for r in rows]
-        cols = (Artifact.job_id, Artifact.name, Artifact.bytes, Artifact.sha256)
-        where = Artifact.job_id == ids[0] if len(ids) == 1 else Artifact.job_id.in_(ids)
-        found: dict[str, list[ArtifactView]] = {i: [] for i in ids}
-        for a in self.session.execute(select(*cols).where(where).order_by(Artifact.name)):
-            found[a.job_id].append(ArtifactView(a.name, a.bytes, a.sha256))
-        return [JobView(**r._mapping, artifacts=tuple(found[r.id])) for r in rows]
+    def _views(self) -> Select[Any]:
+        """The view's columns, the artifacts as one JSON array of [name, bytes, sha256]
+        per job (a correlated subquery: one statement, each job row once)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            agg, item = func.json_agg, func.json_build_array
+        else:
+            agg, item = func.json_group_array, func.json_array
+        artifacts = (
+            select(agg(item(Artifact.name, Artifact.bytes, Artifact.sha256)))
+            .where(Artifact.job_id == Job.id)
+            .scalar_subquery()
+        )
+        return select(*_VIEW_COLUMNS, type_coerce(artifacts, JSON).label("artifacts"))
+
+    def _core(self, stmt: Select[Any]) -> Result[Any]:
+        """`stmt` on the session's connection and transaction, past the ORM's statement
+        handling (identity map, loader options): plain rows."""
+        return self.session.connection().execute(stmt)
 
     def lock(self, job_id: str) -> Job | None:
         """The job row, locked until the transaction ends (PostgreSQL; SQLite serialises
