@@ -28,6 +28,7 @@ from core.db.models import ApiKey, Job
 from core.db.session import get_engine
 from core.repositories import JobRepository, JobView
 from core.settings import Settings
+from service.auth import hash_key
 from service.routes import dashboard, health, jobs, keys, uploads, webhooks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,5 +243,6 @@ def test_the_polled_view_reads_what_the_orm_reads(
         assert [v.id for v in rest] == [ids[0]] and rest[0] == first and end is None
         failed, _ = repo.view_page(owner, after=None, limit=5, status="failed")
         assert [v.error for v in failed] == [{"code": "timeout", "message": "late"}]
-        bob = s.scalars(select(ApiKey.id).where(ApiKey.name == "bob")).one()
+        bob_hash = hash_key(other_auth["Authorization"].removeprefix("Bearer "))
+        bob = s.scalars(select(ApiKey.id).where(ApiKey.key_hash == bob_hash)).one()
         assert repo.view(bob, ids[0]) is None and repo.view_page(bob, after=None, limit=5)[0] == []
