@@ -17,6 +17,7 @@ from core.settings import Settings, get_settings
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_autocommit_engines: dict[Engine, Engine] = {}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -59,6 +60,7 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _autocommit_engines.clear()
 
 
 def get_sessionmaker(settings: Settings | None = None) -> sessionmaker[Session]:
@@ -69,6 +71,36 @@ def get_sessionmaker(settings: Settings | None = None) -> sessionmaker[Session]:
 def SessionLocal(settings: Settings | None = None) -> Session:
     """A new session on the current settings' database."""
     return get_sessionmaker(settings)()
+
+
+def _autocommit(engine: Engine) -> Engine:
+    """The engine's twin (same pool) whose connections run each statement on its own."""
+    with _lock:
+        twin = _autocommit_engines.get(engine)
+        if twin is None:
+            twin = _autocommit_engines[engine] = engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return twin
+
+
+@contextmanager
+def read_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session for a read that needs no transaction: no BEGIN and no COMMIT round trip.
+
+    Each statement sees what was committed before it, as it would in a READ COMMITTED
+    transaction; a read of one statement (the polled job) loses nothing. Writes raise.
+    """
+    session = Session(bind=_autocommit(get_engine(settings)), autoflush=False)
+    event.listen(session, "before_flush", _refuse_writes)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def _refuse_writes(session: Session, *_args: Any) -> None:
+    raise RuntimeError("read_scope is for reads: write in a session_scope")
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
+from core.db.session import read_scope
 from core.repositories import JobView
 from core.service_errors import NotFoundError, RequestValidationProblem
 from core.settings import Settings
@@ -141,22 +142,27 @@ async def _status_filter(status: JobStatus | None = None) -> JobStatus | None:
 
 @list_route(router, "", JobPage, "List jobs, newest first (cursor pagination)")
 def list_jobs(
-    session: SessionDep,
+    settings: SettingsDep,
     owner: CurrentKey,
     page: PageDep,
     status: Annotated[JobStatus | None, Depends(_status_filter)],
 ) -> JobPage:
-    rows, next_cursor = job_service.list_jobs(
-        session, owner, after=page.after, limit=page.limit, status=status
-    )
+    with read_scope(settings) as session:  # one statement: no transaction (polled)
+        rows, next_cursor = job_service.list_jobs(
+            session, owner, after=page.after, limit=page.limit, status=status
+        )
     return JobPage(items=[job_out(j) for j in rows], next=next_cursor)
 
 
 @read_route(
     router, "/{job_id}", JobOut, "A job: status, stage, progress, metrics, error, artifacts"
 )
-def get_job(job_id: str, session: SessionDep, owner: CurrentKey) -> JobOut:
-    return job_out(job_service.view_job(session, owner, job_id))
+def get_job(job_id: str, settings: SettingsDep, owner: CurrentKey) -> JobOut:
+    # What clients poll: one statement, so no transaction (no BEGIN/COMMIT round trips)
+    # and no second thread hop to end one.
+    with read_scope(settings) as session:
+        view = job_service.view_job(session, owner, job_id)
+    return job_out(view)
 
 
 @router.get(

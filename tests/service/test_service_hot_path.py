@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from service_helpers import CONFIG, add_artifact, set_job, upload_dataset, upload_model
@@ -25,7 +26,7 @@ from sqlalchemy import event, select
 
 from core.db import session_scope
 from core.db.models import ApiKey, Job
-from core.db.session import get_engine
+from core.db.session import get_engine, read_scope
 from core.repositories import JobRepository, JobView
 from core.settings import Settings
 from service.auth import hash_key
@@ -246,3 +247,55 @@ def test_the_polled_view_reads_what_the_orm_reads(
         bob_hash = hash_key(other_auth["Authorization"].removeprefix("Bearer "))
         bob = s.scalars(select(ApiKey.id).where(ApiKey.key_hash == bob_hash)).one()
         assert repo.view(bob, ids[0]) is None and repo.view_page(bob, after=None, limit=5)[0] == []
+
+
+def _in_transaction_mode(dbapi_connection: Any) -> bool:
+    """Whether the DBAPI connection opens transactions (psycopg: not autocommit; sqlite3:
+    an isolation level other than None)."""
+    if hasattr(dbapi_connection, "autocommit") and not hasattr(dbapi_connection, "total_changes"):
+        return not dbapi_connection.autocommit
+    return dbapi_connection.isolation_level is not None
+
+
+def test_polled_reads_run_outside_a_transaction_and_the_pool_gets_its_mode_back(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    """GET /v1/jobs/{id} and the list read with no BEGIN/COMMIT (one statement needs none);
+    the connection they used goes back to the pool opening transactions again, so a
+    write that fails afterwards still rolls back whole."""
+    inputs = {"model_id": upload_model(client, auth), "dataset": upload_dataset(client, auth)}
+    job_id = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG}).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200  # key cached
+
+    modes: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " FROM jobs" in " ".join(statement.split()):
+            modes.append(
+                (statement.split()[0], _in_transaction_mode(conn.connection.dbapi_connection))
+            )
+
+    engine = get_engine(settings)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200
+        assert client.get("/v1/jobs", headers=auth).json()["items"][0]["id"] == job_id
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert modes == [("SELECT", False), ("SELECT", False)], modes
+
+    with pytest.raises(RuntimeError, match="rolled back"), session_scope(settings) as s:
+        s.add(ApiKey(name="never", key_hash="0" * 64, prefix="never"))
+        s.flush()
+        assert _in_transaction_mode(s.connection().connection.dbapi_connection)
+        raise RuntimeError("rolled back")
+    with session_scope(settings) as s:
+        assert s.scalars(select(ApiKey).where(ApiKey.name == "never")).first() is None
+
+
+def test_a_read_scope_refuses_writes(settings: Settings) -> None:
+    with pytest.raises(RuntimeError, match="read_scope is for reads"), read_scope(settings) as s:
+        s.add(ApiKey(name="never", key_hash="1" * 64, prefix="never"))
+        s.flush()
+    with session_scope(settings) as s:
+        assert s.scalars(select(ApiKey).where(ApiKey.key_hash == "1" * 64)).first() is None
