@@ -144,11 +144,11 @@ class _OwnedRepository(_Repository, Generic[R]):
         return record
 
     def page(
-        self, owner_id: str, *, after: str | None, limit: int, where: Sequence[Any] = ()
+        self, owner_id: str, *, after: str | None, limit: int
     ) -> tuple[Sequence[R], str | None]:
         """The owner's rows newest first (ids are time-ordered), strictly older than
-        ``after`` and matching ``where``; returns the page and the next page's cursor."""
-        stmt = select(self.model).where(self.model.owner_id == owner_id, *where)
+        ``after``; returns the page and the next page's cursor."""
+        stmt = select(self.model).where(self.model.owner_id == owner_id)
         if after is not None:
             stmt = stmt.where(self.model.id < after)
         return _page(self.session, stmt.order_by(self.model.id.desc()), limit)
@@ -219,8 +219,8 @@ class JobRepository(_OwnedRepository[Job]):
         return select(*_VIEW_COLUMNS, type_coerce(artifacts, JSON).label("artifacts"))
 
     def _core(self, stmt: Select[Any]) -> Result[Any]:
-        """`stmt` on the session's connection and transaction, past the ORM's statement
-        handling (identity map, loader options): plain rows."""
+        """`stmt` on the session's connection, past the ORM's statement handling
+        (identity map, loader options): plain rows."""
         return self.session.connection().execute(stmt)
 
     def lock(self, job_id: str) -> Job | None:
