@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
@@ -85,6 +86,23 @@ class JobView:
 _VIEW_COLUMNS = [Job.__table__.c[f.name] for f in fields(JobView) if f.name != "artifacts"]
 
 
+@cache
+def _views_statement(dialect: str) -> Select[Any]:
+    """The view's columns, the artifacts as one JSON array of [name, bytes, sha256] per
+    job (a correlated subquery: one statement, each job row once). Built once per
+    dialect: statements are immutable, `.where()` makes new ones."""
+    if dialect == "postgresql":
+        agg, item = func.json_agg, func.json_build_array
+    else:
+        agg, item = func.json_group_array, func.json_array
+    artifacts = (
+        select(agg(item(Artifact.name, Artifact.bytes, Artifact.sha256)))
+        .where(Artifact.job_id == Job.id)
+        .scalar_subquery()
+    )
+    return select(*_VIEW_COLUMNS, type_coerce(artifacts, JSON).label("artifacts"))
+
+
 def _view(row: Any) -> JobView:
     """A `JobRepository._views` row as a `JobView`, artifacts by name (PostgreSQL gives
     NULL, SQLite an empty array, for a job with none)."""
@@ -103,6 +121,7 @@ P = TypeVar("P", ModelRecord, DatasetRecord, Job, JobEvent)
 
 
 T = TypeVar("T")
+F = TypeVar("F")
 
 
 def _cut(rows: Sequence[T], limit: int) -> tuple[Sequence[T], Any]:
@@ -138,7 +157,9 @@ class _OwnedRepository(_Repository, Generic[R]):
 
     def require(self, owner_id: str, record_id: str, *, for_update: bool = False) -> R:
         """`get`, with 404 `NotFoundError` when the owner has no such row."""
-        record = self.get(owner_id, record_id, for_update=for_update)
+        return self._found(self.get(owner_id, record_id, for_update=for_update), record_id)
+
+    def _found(self, record: F | None, record_id: str) -> F:
         if record is None:
             raise NotFoundError(f"{self.noun} {record_id} not found")
         return record
@@ -192,6 +213,10 @@ class JobRepository(_OwnedRepository[Job]):
         row = self._core(stmt).one_or_none()
         return None if row is None else _view(row)
 
+    def require_view(self, owner_id: str, job_id: str) -> JobView:
+        """`view`, with 404 `NotFoundError` when the owner has no such job."""
+        return self._found(self.view(owner_id, job_id), job_id)
+
     def view_page(
         self, owner_id: str, *, after: str | None, limit: int, status: str | None = None
     ) -> tuple[Sequence[JobView], str | None]:
@@ -205,18 +230,7 @@ class JobRepository(_OwnedRepository[Job]):
         return [_view(r) for r in rows], cursor
 
     def _views(self) -> Select[Any]:
-        """The view's columns, the artifacts as one JSON array of [name, bytes, sha256]
-        per job (a correlated subquery: one statement, each job row once)."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            agg, item = func.json_agg, func.json_build_array
-        else:
-            agg, item = func.json_group_array, func.json_array
-        artifacts = (
-            select(agg(item(Artifact.name, Artifact.bytes, Artifact.sha256)))
-            .where(Artifact.job_id == Job.id)
-            .scalar_subquery()
-        )
-        return select(*_VIEW_COLUMNS, type_coerce(artifacts, JSON).label("artifacts"))
+        return _views_statement(self.session.get_bind().dialect.name)
 
     def _core(self, stmt: Select[Any]) -> Result[Any]:
         """`stmt` on the session's connection, past the ORM's statement handling

@@ -251,10 +251,7 @@ def get_job(session: Session, owner: ApiKey, job_id: str, *, for_update: bool = 
 
 def view_job(session: Session, owner: ApiKey, job_id: str) -> JobView:
     """What `GET /v1/jobs/{id}` shows: the owner's job and its artifacts (404 if none)."""
-    view = JobRepository(session).view(owner.id, job_id)
-    if view is None:
-        raise NotFoundError(f"job {job_id} not found")
-    return view
+    return JobRepository(session).require_view(owner.id, job_id)
 
 
 def list_jobs(

@@ -91,14 +91,18 @@ def read_scope(settings: Settings | None = None) -> Iterator[Session]:
     Each statement sees what was committed before it, as it would in a READ COMMITTED
     transaction; a read of one statement (the polled job) loses nothing. Writes raise.
     """
-    session = Session(bind=_autocommit(get_engine(settings)), autoflush=False)
-    event.listen(session, "before_flush", _refuse_writes)
+    session = _ReadSession(bind=_autocommit(get_engine(settings)), autoflush=False)
     try:
         yield session
     finally:
         session.close()
 
 
+class _ReadSession(Session):
+    """What `read_scope` hands out: a flush (a write) raises."""
+
+
+@event.listens_for(_ReadSession, "before_flush")
 def _refuse_writes(session: Session, *_args: Any) -> None:
     raise RuntimeError("read_scope is for reads: write in a session_scope")
 
