@@ -14,6 +14,8 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,33 @@ def test_no_dependency_hops_to_the_thread_pool() -> None:
     assert not sync, sorted(sync)
 
 
+def _in_transaction_mode(dbapi_connection: Any) -> bool:
+    """Whether the DBAPI connection opens transactions (psycopg: not autocommit; sqlite3:
+    an isolation level other than None)."""
+    if hasattr(dbapi_connection, "autocommit") and not hasattr(dbapi_connection, "total_changes"):
+        return not dbapi_connection.autocommit
+    return dbapi_connection.isolation_level is not None
+
+
+@contextmanager
+def _statements(settings: Settings) -> Iterator[list[tuple[str, bool]]]:
+    """Every statement the database is sent meanwhile (whitespace collapsed), with
+    whether its connection was in a transaction."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(
+            (" ".join(statement.split()), _in_transaction_mode(conn.connection.dbapi_connection))
+        )
+
+    engine = get_engine(settings)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 def test_a_polled_job_is_one_statement_with_its_row_read_once(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
@@ -127,18 +156,9 @@ def test_a_polled_job_is_one_statement_with_its_row_read_once(
         add_artifact(settings, job_id, name, name.encode())
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200  # key cached
 
-    selects: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(" ".join(statement.split()))
-
-    engine = get_engine(settings)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with _statements(settings) as seen:
         r = client.get(f"/v1/jobs/{job_id}", headers=auth)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    selects = [q for q, _ in seen if q.upper().startswith("SELECT")]
     assert r.status_code == 200, r.text
     assert [a["name"] for a in r.json()["artifacts"]] == sorted(names)
     # one statement: the artifacts come as one array from a subquery, not joined
@@ -242,14 +262,6 @@ def test_the_polled_view_reads_what_the_orm_reads(
         assert repo.view(bob, ids[0]) is None and repo.view_page(bob, after=None, limit=5)[0] == []
 
 
-def _in_transaction_mode(dbapi_connection: Any) -> bool:
-    """Whether the DBAPI connection opens transactions (psycopg: not autocommit; sqlite3:
-    an isolation level other than None)."""
-    if hasattr(dbapi_connection, "autocommit") and not hasattr(dbapi_connection, "total_changes"):
-        return not dbapi_connection.autocommit
-    return dbapi_connection.isolation_level is not None
-
-
 def test_polled_reads_run_outside_a_transaction_and_the_pool_gets_its_mode_back(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
@@ -260,21 +272,10 @@ def test_polled_reads_run_outside_a_transaction_and_the_pool_gets_its_mode_back(
     job_id = client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG}).json()["id"]
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200  # key cached
 
-    modes: list[tuple[str, bool]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if " FROM jobs" in " ".join(statement.split()):
-            modes.append(
-                (statement.split()[0], _in_transaction_mode(conn.connection.dbapi_connection))
-            )
-
-    engine = get_engine(settings)
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with _statements(settings) as seen:
         assert client.get(f"/v1/jobs/{job_id}", headers=auth).status_code == 200
         assert client.get("/v1/jobs", headers=auth).json()["items"][0]["id"] == job_id
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    modes = [(q.split()[0], in_transaction) for q, in_transaction in seen if " FROM jobs" in q]
     assert modes == [("SELECT", False), ("SELECT", False)], modes
 
     with pytest.raises(RuntimeError, match="rolled back"), session_scope(settings) as s:
