@@ -2,8 +2,10 @@
 
 - efficient-kan: `KAN(...)` of Blealtan/efficient-kan (the faithful copy in
   tests/formats/reference/efficient_kan.py: the same float32 grid arithmetic
-  `arange(-k, G+k+1) * h + lo`, Cox-de Boor forward), trained with a plain AdamW loop
-  and saved with `torch.save(model.state_dict())`;
+  `arange(-k, G+k+1) * h + lo`, Cox-de Boor forward; its forward matches upstream's
+  src/efficient_kan/kan.py at 7b6ce1c bit for bit on the same state dict), trained with
+  a plain AdamW loop and saved with `torch.save(model.state_dict())`; on real MNIST with
+  upstream's own examples/mnist.py recipe (`upstream_recipe`);
 - pykan: the installed pykan 0.2.8 `KAN(...)`, trained with its own `model.fit(...)`
   with grid updates on, saved with `model.saveckpt(...)`;
 - torch-conv-kan: two `KANConv2DLayer`s (tests/formats/reference/torch_conv_kan.py),
@@ -20,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -48,7 +51,9 @@ class Source:
     """How to make one benchmark checkpoint."""
 
     library: str  # efficient-kan | pykan | torch-conv-kan
-    data: str  # a built-in name, or "wine" (scikit-learn's bundled wine, as an .npz)
+    # a built-in name, "wine" (scikit-learn's bundled wine, as an .npz), or "mnist" (real
+    # MNIST: the .npz that `MNIST_PATH` names, with an optional ":N" training subsample)
+    data: str
     widths: tuple[int, ...]
     epochs: int
     lr: float = 1e-2
@@ -59,8 +64,15 @@ class Source:
         return f"{self.library}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
+# Real MNIST (x_train (60000, 784) float32 in [-1, 1], y_train, x_test, y_test): the
+# benchmark's --mnist argument or the METACLUSTER_MNIST environment variable sets it.
+MNIST_PATH = os.environ.get("METACLUSTER_MNIST", "mnist.npz")
+
+
 def data_path(name: str) -> str:
-    """A data spec `load_dataset` reads: a built-in, or a cached .npz (wine)."""
+    """A data spec `load_dataset` reads: a built-in, or a cached .npz (wine, MNIST subsets)."""
+    if name.startswith("mnist") and not name.startswith("mnist1d"):
+        return _mnist(name)
     if name != "wine":
         return name
     path = CACHE / "wine.npz"
@@ -79,6 +91,23 @@ def data_path(name: str) -> str:
             x_test=xte.astype(np.float32),
             y_test=yte.astype(np.int64),
         )
+    return str(path)
+
+
+def _mnist(name: str) -> str:
+    """Real MNIST from MNIST_PATH; "mnist:N": its first N training samples (same test set)."""
+    if not Path(MNIST_PATH).exists():
+        raise SystemExit(f"real MNIST not found at {MNIST_PATH!r}: pass --mnist PATH")
+    if ":" not in name:
+        return str(Path(MNIST_PATH).resolve())
+    n = int(name.split(":", 1)[1])
+    path = CACHE / f"mnist-{n}.npz"
+    if not path.exists():
+        with np.load(MNIST_PATH) as full:
+            arrays = {k: full[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][:n], arrays["y_train"][:n]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
     return str(path)
 
 
@@ -108,12 +137,45 @@ def _train(model: nn.Module, data: Dataset, epochs: int, lr: float, seed: int = 
     model.eval()
 
 
+def upstream_epoch(model: nn.Module, data: Dataset, opt: torch.optim.Optimizer, seed: int) -> None:
+    """One epoch of efficient-kan's examples/mnist.py: shuffled batches of 64, CrossEntropy,
+    AdamW step per batch (the caller steps ExponentialLR(0.8) after the epoch)."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(data.n_train, generator=gen)
+    model.train()
+    for i in range(0, data.n_train, 64):
+        idx = perm[i : i + 64]
+        loss = F.cross_entropy(model(data.x_train[idx].reshape(len(idx), -1)), data.y_train[idx])
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    model.eval()
+
+
+def upstream_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """examples/mnist.py's optimizer: AdamW(lr=1e-3, weight_decay=1e-4)."""
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+
+
+def _upstream_recipe(model: nn.Module, data: Dataset, epochs: int) -> None:
+    """efficient-kan's own MNIST recipe (inputs already in [-1, 1], as its Normalize(0.5,
+    0.5) makes them): AdamW 1e-3, ExponentialLR(gamma=0.8) per epoch, batch 64."""
+    opt = upstream_optimizer(model)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.8)
+    for epoch in range(epochs):
+        upstream_epoch(model, data, opt, epoch)
+        sched.step()
+
+
 def _efficient_kan(src: Source, data: Dataset, out: Path) -> Path:
     lo = float(src.options.get("grid_bound", 1.0))
     model = EfficientKAN(
         list(src.widths), grid_size=int(src.options.get("grid_size", 5)), grid_range=[-lo, lo]
     )
-    _train(model, data, src.epochs, src.lr)
+    if src.options.get("recipe") == "upstream":
+        _upstream_recipe(model, data, src.epochs)
+    else:
+        _train(model, data, src.epochs, src.lr)
     path = out / "model.pt"
     torch.save(model.state_dict(), path)
     return path
@@ -209,4 +271,12 @@ def build(src: Source) -> tuple[Path, str]:
     return path, data_spec
 
 
-__all__ = ["CONV_SPEC", "Source", "build", "data_path"]
+__all__ = [
+    "CONV_SPEC",
+    "MNIST_PATH",
+    "Source",
+    "build",
+    "data_path",
+    "upstream_epoch",
+    "upstream_optimizer",
+]

@@ -134,6 +134,7 @@ def _options(
         )
     )
     groups = build_groups(ctx.work, [name], "per_layer", ctx.config.grid_policy)
+    sample = ctx.budget.effort.kmeans_sample if ctx.budget is not None else None
     best_delta = math.inf
     for k in k_steps(min(MAX_BUDGET_K, edges)):
         approx = vectors.detach().clone().cpu()
@@ -142,7 +143,7 @@ def _options(
             rows = g.members[0][1]
             data = approx[rows].numpy()
             kk = min(k, len(data))
-            res = kmeans(data, kk, seed=ctx.config.seed + gi, iters=20, restarts=1)
+            res = kmeans(data, kk, seed=ctx.config.seed + gi, iters=20, restarts=1, sample=sample)
             approx[rows] = torch.from_numpy(res.centroids[res.assignment]).to(approx.dtype)
             # the index stream as the artifact will code it (packed or rANS, smaller)
             size += kk * dim * value + len(encode_indices(res.assignment, kk, coding)[1])

@@ -148,7 +148,13 @@ def _run_baseline(
     t0 = time.perf_counter()
     if quant.codebooks and cfg.finetune_epochs > 0:
         quant = run_finetune_stage(
-            ctx.work, ctx.fit, quant, cfg, device=ctx.device, hooks=ctx.hooks
+            ctx.work,
+            ctx.fit,
+            quant,
+            cfg,
+            device=ctx.device,
+            hooks=ctx.hooks,
+            budget=ctx.budget,
         )
     t_ft = time.perf_counter() - t0
     compressed = CompressedKAN(copy.deepcopy(ctx.work).cpu(), quant)

@@ -19,8 +19,10 @@ from metacluster.errors import ConfigError
 # 2: `method`, `method_options`, grid_policy "shared", validation split, augmentation,
 # byte budget, residual codebooks (a version-1 dict is read with these defaults, except
 # that its grid_policy stays what it says).
-CONFIG_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+# 3: `effort` (step budgets per stage) and `time_budget_s`; baselines off by default (an
+# older dict keeps the baselines value it holds, and runs at effort "default").
+CONFIG_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 MAX_K = 65536
 MAX_EPOCHS = 10_000
@@ -110,6 +112,24 @@ class MetaClusterConfig:
         "post_hoc: start from the uploaded coefficients; from_scratch: the paper's setting.",
         choices=("post_hoc", "from_scratch"),
     )
+    effort: str = knob(
+        "default",
+        "How much work each stage may do: every training stage runs the steps its epochs "
+        "ask for, at most the preset's step budget (edge evaluations over a step's cost, "
+        "so a larger data set past a point adds no steps). fast: a CI smoke run; best: "
+        "larger budgets (docs/compression.md).",
+        choices=("fast", "default", "best"),
+    )
+    time_budget_s: float | None = knob(
+        None,
+        "Seconds the run may take on the machine it runs on: each training stage re-plans "
+        "its steps from its measured pace to end by its share of the time left, and keeps "
+        "its best state; the report says what each stage spent. Too small for even the "
+        "fast preset is an error at plan time.",
+        lo=1.0,
+        hi=7 * 86400.0,
+        optional=True,
+    )
     regress_steps: int = knob(
         600,
         "Full-batch steps that fit embeddings + MLP to the uploaded vectors.",
@@ -190,9 +210,10 @@ class MetaClusterConfig:
         integer=True,
     )
     baselines: bool = knob(
-        True,
+        False,
         "Also run the baselines (scalar clustering, PQ, int4, int8; fine-tuned alike) from "
-        "the original model, so the report shows them on the same byte axis.",
+        "the original model, so the report shows them on the same byte axis (the report "
+        "says what they cost).",
         choices=(True, False),
     )
     scope: str = knob(
@@ -311,8 +332,12 @@ class MetaClusterConfig:
             raise ConfigError("config must be a JSON object")
         version = data.get("version", CONFIG_VERSION)
         if type(version) is int and version in _READABLE_VERSIONS and version != CONFIG_VERSION:
-            # 1 -> 2 added fields with defaults; 1's only grid policy was "separate"
-            data = {"grid_policy": "separate", **data, "version": CONFIG_VERSION}
+            # 1 -> 2 added fields with defaults; 1's only grid policy was "separate";
+            # 2 -> 3 added effort and time_budget_s, and baselines' default went to False
+            older: dict[str, Any] = {"baselines": True} if version < 3 else {}
+            if version == 1:
+                older["grid_policy"] = "separate"
+            data = {**older, **data, "version": CONFIG_VERSION}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -15,13 +15,20 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from metacluster.compress.checkpoint import ResumableStages, StageCheckpoint
 from metacluster.compress.codebook import CompressedKAN, EdgeGroup, build_groups
 from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.effort import (
+    PRESETS,
+    TRAINING_STAGES,
+    Clock,
+    RunBudget,
+    work_per_sample,
+)
 from metacluster.compress.functional import (
     TrainingSet,
     evaluate_model,
@@ -85,6 +92,7 @@ class Context:
     sizer: Sizer
     bytes_before: int
     bytes_before_source: str
+    budget: RunBudget | None = None  # effort, time budget and the stages' step log
 
     @property
     def layers(self) -> list[str]:
@@ -114,6 +122,7 @@ def prepare(
     if not isinstance(config, MetaClusterConfig):
         raise ConfigError("compress() needs a MetaClusterConfig")
     config.validate()
+    clock = Clock(config.time_budget_s)
     device = resolve_device(config.device)
     source = copy.deepcopy(model).float().cpu().eval()
     work = copy.deepcopy(source).to(device)
@@ -124,7 +133,22 @@ def prepare(
     metric, before = evaluate_model(work, data, device)
     # from_scratch has no teacher: the meta-learner starts from an untrained model
     teacher = work if config.distill > 0 and config.mode == "post_hoc" else None
-    fit = make_training_set(data, config, device, teacher)
+    effort = PRESETS[config.effort]
+    fit = make_training_set(
+        data,
+        config,
+        device,
+        teacher,
+        max_fit=effort.fit_samples,
+        max_val=effort.val_samples,
+        max_probe=effort.probe_samples,
+    )
+    budget = RunBudget(
+        effort,
+        work_per_sample(the_plan.layers),
+        clock,
+        ahead=[(s.name, s.weight) for s in the_plan.stages if s.name in TRAINING_STAGES],
+    )
     sizer = sizer or EstimateSizer()
     bytes_before, how = sizer.source_bytes(source)
     return Context(
@@ -144,6 +168,7 @@ def prepare(
         sizer=sizer,
         bytes_before=bytes_before,
         bytes_before_source=how,
+        budget=budget,
     )
 
 
@@ -194,4 +219,35 @@ def make_report(
     return report
 
 
-__all__ = ["Context", "EstimateSizer", "Sizer", "fingerprint", "make_report", "prepare"]
+def schedule_summary(ctx: Context, report: CompressionReport, run_s: float) -> dict[str, Any]:
+    """What the run's budget did: effort, time budget, per training stage the steps run of
+    those planned (and why a stage ended early), and whether the baselines ran and what
+    they cost (`run_s`: the seconds of the run without them)."""
+    cfg = ctx.config
+    out: dict[str, Any] = {"effort": cfg.effort, "time_budget_s": cfg.time_budget_s}
+    if ctx.budget is not None:
+        out["stages"] = dict(ctx.budget.log.entries)
+        out["seconds"] = round(ctx.budget.clock.elapsed(), 3)
+        out["within_time_budget"] = (
+            None if cfg.time_budget_s is None else out["seconds"] <= cfg.time_budget_s
+        )
+    cost = report.stages.get("baselines")
+    if cost is None:
+        out["baselines"] = "not run (not asked: baselines false)"
+    else:
+        share = cost / max(run_s + cost, 1e-9)
+        out["baselines"] = (
+            f"run (asked: baselines true): {cost:.1f} s, {100 * share:.0f}% of the run"
+        )
+    return out
+
+
+__all__ = [
+    "Context",
+    "EstimateSizer",
+    "Sizer",
+    "fingerprint",
+    "make_report",
+    "prepare",
+    "schedule_summary",
+]

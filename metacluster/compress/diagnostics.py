@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from metacluster.compress.effort import RunBudget
 from metacluster.errors import InputError, MetaClusterError
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 # Edge vectors per layer in a projection (a seeded subsample of larger layers).
 PROJECTION_POINTS = 400
 CURVE_POINTS = 48
-# Baselines placed on a report's byte axis are fine-tuned this many epochs at most.
+# Baselines placed on a report's byte axis are fine-tuned this many epochs at most (and
+# at most the effort's baseline step budget).
 BASELINE_FINETUNE_EPOCHS = 5
 
 
@@ -60,7 +62,9 @@ def baseline_points(ctx: Context, k: int) -> list[dict[str, Any]]:
             finetune_epochs=min(ctx.config.finetune_epochs, BASELINE_FINETUNE_EPOCHS),
         )
         stages = ResumableStages(None, "", work, lambda *_: None)
-        base = dataclasses.replace(ctx, work=work, config=config, stages=stages)
+        base = dataclasses.replace(
+            ctx, work=work, config=config, stages=stages, budget=_baseline_budget(ctx)
+        )
         try:
             _, report = get_method(name).run(base, get_method(name).parse_options(options))
         except MetaClusterError:  # e.g. a layer too small for its codebook: leave it out
@@ -75,6 +79,16 @@ def baseline_points(ctx: Context, k: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _baseline_budget(ctx: Context) -> RunBudget | None:
+    """The run's budget with the effort's baseline step budget for fine-tuning, and a log
+    of its own (the report's stage log is the main run's)."""
+    if ctx.budget is None:
+        return None
+    effort = ctx.budget.effort
+    units = {**effort.units, "finetune": effort.units["baseline"]}
+    return RunBudget(dataclasses.replace(effort, units=units), ctx.budget.work, ctx.budget.clock)
 
 
 def _pca2(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

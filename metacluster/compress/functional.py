@@ -18,10 +18,12 @@ from torch import Tensor, nn
 
 from metacluster.compress.codebook import coefficient_names
 from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.effort import RunBudget
 from metacluster.compress.hooks import StageHooks
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
 from metacluster.training import (
+    LoopStats,
     Schedule,
     distill_loss,
     metric_value,
@@ -69,14 +71,26 @@ def make_training_set(
     config: MetaClusterConfig,
     device: torch.device,
     teacher: KANModel | None,
+    *,
+    max_fit: int | None = None,
+    max_val: int | None = None,
+    max_probe: int | None = None,
 ) -> TrainingSet:
-    """Carve the validation split, label the training and augmented inputs with the teacher."""
+    """Carve the validation split, label the training and augmented inputs with the teacher.
+
+    `max_fit` / `max_val`: at most this many training / validation rows (a seeded
+    subsample; the held-out rows stay out of training either way), so the teacher's
+    outputs and every validation pass cost the same past a data set's size;
+    `max_probe`: the sensitivity probe's inputs (half validation rows, half noisy
+    copies of them)."""
     gen = torch.Generator().manual_seed(config.seed * 1000 + SEED_DATA)
     n = data.n_train
     n_val = round(config.val_fraction * n)
     if MIN_VAL_SAMPLES <= n_val < n:
         perm = torch.randperm(n, generator=gen)
-        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        val_idx = val_idx[: max_val or None].sort().values
+        train_idx = train_idx[: max_fit or None].sort().values
         x, y = data.x_train[train_idx], data.y_train[train_idx]
         val_x, val_y = data.x_train[val_idx], data.y_train[val_idx]
     else:  # no room for a split worth reading: the training data stands in for it
@@ -85,10 +99,11 @@ def make_training_set(
     if teacher is None:
         return out
     out.teacher = predict(teacher, out.x).detach()
-    flat = out.val_x.reshape(out.val_x.shape[0], -1)
+    probe = out.val_x[: max(1, max_probe // 2) if max_probe else None]
+    flat = probe.reshape(probe.shape[0], -1)
     spread = 0.1 * flat.std(0, unbiased=False).clamp_min(1e-6)
     noisy = flat + spread * torch.randn(flat.shape, generator=gen).to(flat.device)
-    out.probe_x = torch.cat([out.val_x, noisy.reshape(out.val_x.shape)])
+    out.probe_x = torch.cat([probe, noisy.reshape(probe.shape)])
     out.probe_teacher = predict(teacher, out.probe_x).detach()
     n_extra = round(config.augment_factor * out.n) if config.augment != "none" else 0
     if n_extra > 0:
@@ -160,15 +175,33 @@ class _Best:
 
 @dataclass(frozen=True)
 class StageEnv:
-    """What every stage runs with: the config, the device and the caller's hooks."""
+    """What every stage runs with: the config, the device, the caller's hooks and the
+    run's budget (None: the stage's epochs alone decide its steps)."""
 
     config: MetaClusterConfig
     device: torch.device
     hooks: StageHooks
+    budget: RunBudget | None = None
 
-    def schedule(self, epochs: int, lr: float, seed: int) -> Schedule:
-        """A stage's training schedule (cosine to 0, the config's batch size)."""
-        return Schedule(epochs, lr, self.config.batch_size, seed)
+    def schedule(
+        self, kind: str, epochs: int, lr: float, seed: int, n: int, *, name: str | None = None
+    ) -> Schedule:
+        """A stage's training schedule (cosine to 0, the config's batch size): the steps
+        of `epochs` over `n` rows, capped by the budget's `kind` preset, with validation
+        checkpoints spread over them and the time budget's deadline."""
+        plain = Schedule(epochs, lr, self.config.batch_size, seed)
+        if self.budget is None:
+            return plain
+        wanted = plain.total_steps(n)
+        return Schedule(
+            epochs,
+            lr,
+            self.config.batch_size,
+            seed,
+            max_steps=self.budget.steps(kind, wanted, self.config.batch_size),
+            checks=self.budget.effort.checks,
+            deadline=self.budget.deadline(name or kind),
+        )
 
 
 def train_functional(
@@ -182,6 +215,7 @@ def train_functional(
     *,
     extra_loss: Callable[[int], Tensor | None] | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     val_coef_fn: Callable[[], dict[str, Tensor]] | None = None,
 ) -> float:
     """`run_epochs` over `params` with coefficients from `coef_fn` (functional_call).
@@ -197,6 +231,7 @@ def train_functional(
     epochs = schedule.epochs
     if epochs == 0 or not params:
         return float("nan")
+    stats = LoopStats()
     epoch_now = {"epoch": 0}
     distill = fit.teacher is not None and config.distill > 0
     extra = distill and fit.extra_x is not None
@@ -245,8 +280,6 @@ def train_functional(
             return False
         best.bad += 1
         stop = config.patience > 0 and best.bad >= config.patience
-        if stop:
-            hooks.report(stage, epochs, epochs, None)
         return stop
 
     model.train()
@@ -261,10 +294,18 @@ def train_functional(
             progress=hooks.report,
             check=lambda: hooks.check(stage),
             on_epoch=start_epoch,
+            on_step=on_step,
             after_epoch=keep_best,
+            stats=stats,
         )
     finally:
         model.eval()
+    if stats.stopped == "early stopping":  # the stage is over: its progress says done
+        end = stats.done if schedule.checks else epochs
+        hooks.report(stage, end, end, None)
+    if env.budget is not None:
+        wanted = Schedule(epochs, schedule.lr, schedule.batch_size, 0).total_steps(fit.n)
+        env.budget.log.record(stage, wanted, stats.planned, stats.done, stats.stopped)
     with torch.no_grad():
         for p, saved in zip(params, best.state, strict=True):
             p.copy_(saved)

@@ -105,16 +105,18 @@ def regress_meta_learners(
     coefs: dict[str, Tensor],
     config: MetaClusterConfig,
     hooks: StageHooks,
+    steps: int | None = None,
 ) -> float:
-    """Full-batch fit of embeddings + MLPs to the given vectors (standardised MSE)."""
-    if config.regress_steps == 0:
+    """Full-batch steps (config.regress_steps, or `steps`) fitting embeddings + MLPs to
+    the given vectors (standardised MSE)."""
+    steps = config.regress_steps if steps is None else steps
+    if steps == 0:
         return float("nan")
     targets = [
         (g.gather(coefs).float() - ml.mean) / ml.std for g, ml in zip(groups, learners, strict=True)
     ]
     params = [p for ml in learners for p in ml.parameters()]
     opt = torch.optim.Adam(params, lr=config.regress_lr)
-    steps = config.regress_steps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     report_every = max(1, steps // 20)
     loss_v = float("nan")

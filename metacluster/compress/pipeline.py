@@ -29,7 +29,7 @@ from metacluster.compress.codebook import (
     uniform_quant,
 )
 from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.context import Context, make_report
+from metacluster.compress.context import Context, make_report, schedule_summary
 from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
 from metacluster.compress.functional import evaluate_model
 from metacluster.compress.meta import FreeVectors, MetaResult, free_vectors, init_meta_learners
@@ -131,6 +131,7 @@ def _meta_stage(ctx: Context) -> MetaResult:
             device=ctx.device,
             hooks=ctx.hooks,
             cluster_groups=ctx.groups,
+            budget=ctx.budget,
         )
 
     def save(meta: MetaResult) -> dict[str, Any]:
@@ -169,6 +170,7 @@ def _soft_stage(ctx: Context, meta: MetaResult, cand: Candidate) -> dict[str, Te
             ctx.config,
             device=ctx.device,
             hooks=ctx.hooks,
+            budget=ctx.budget,
         ),
         save=lambda gen: {f"gen.{n}": g for n, g in gen.items()},
         restore=lambda state: {n: state[f"gen.{n}"].to(ctx.device) for n in ctx.layers},
@@ -221,7 +223,13 @@ def _finetune_stage(
 ) -> QuantizedCoefficients:
     def compute() -> QuantizedCoefficients:
         out = run_finetune_stage(
-            ctx.work, ctx.fit, quant, ctx.config, device=ctx.device, hooks=ctx.hooks
+            ctx.work,
+            ctx.fit,
+            quant,
+            ctx.config,
+            device=ctx.device,
+            hooks=ctx.hooks,
+            budget=ctx.budget,
         )
         round_other_parameters(ctx.work, quant.layers, ctx.config.other_dtype)
         return out
@@ -404,11 +412,13 @@ def run_pipeline(ctx: Context, generator: str) -> tuple[CompressedKAN, Compressi
     generated = source if meta is None or generator != "meta" else meta.vectors
     report.projection = projection(source, generated, compressed, config.seed)
     report.codebook_functions = codebook_functions(compressed)
+    run_s = time.perf_counter() - t_start
     if config.baselines:
         t0 = time.perf_counter()
         report.baselines = baseline_points(ctx, report.k or max(config.ks))
         report.stages["baselines"] = round(time.perf_counter() - t0, 3)
     report.stages["total"] = round(time.perf_counter() - t_start, 3)
+    report.schedule = schedule_summary(ctx, report, run_s)
     return compressed, report
 
 

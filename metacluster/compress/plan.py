@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.effort import minimum_seconds, stage_weight, work_per_sample
 from metacluster.compress.methods import get_method
 from metacluster.data.dataset import DatasetMeta
 from metacluster.errors import ConfigError, IncompatibleError
@@ -107,7 +108,7 @@ class Plan:
         }
 
 
-_CONFIG_CHECKS = frozenset({"layers", "k_vs_edges", "method", "budget"})
+_CONFIG_CHECKS = frozenset({"layers", "k_vs_edges", "method", "budget", "time_budget"})
 
 
 def select_layer_names(
@@ -258,14 +259,48 @@ def plan(
         for k in ks or [0]:
             bits = sum(method.payload_bits(layer, k, config, options) for layer in layers)
             expected[k] = math.ceil(bits / 8) + other_bytes + header
+    n_train = data.n_train if data is not None else None
+    work = work_per_sample(layers)
+    if config.time_budget_s is not None:
+        checks.append(_time_check(config, work, n_train))
     return Plan(
         method.name,
         layers,
         ks,
-        method.stages(config, options, ks),
+        priced_stages(method.stages(config, options, ks), config, work, n_train),
         checks,
         expected_bytes=expected,
         budget_bytes=budget,
+    )
+
+
+def priced_stages(
+    stages: list[StagePlan], config: MetaClusterConfig, work: int, n_train: int | None
+) -> list[StagePlan]:
+    """The stage visits weighted by their expected cost (effort.stage_weight); stages it
+    does not price (K-means, the allocation, a baseline's quantizer) weigh a twentieth of
+    the priced ones each."""
+    priced = [stage_weight(config, s.name, work, n_train) for s in stages]
+    known = [w for w in priced if w is not None]
+    if not known:
+        return stages
+    other = max(0.05 * sum(known), 1e-6)
+    return [
+        dataclasses.replace(s, weight=round(other if w is None else max(w, 1e-6), 6))
+        for s, w in zip(stages, priced, strict=True)
+    ]
+
+
+def _time_check(config: MetaClusterConfig, work: int, n_train: int | None) -> Check:
+    need = minimum_seconds(work, config.batch_size, n_train or 0)
+    ok = config.time_budget_s is not None and config.time_budget_s >= need
+    return Check(
+        "time_budget",
+        ok,
+        f"time budget {config.time_budget_s} s; the fast effort needs about {need:.0f} s"
+        if ok
+        else f"time_budget_s={config.time_budget_s} is too small for this model and data: "
+        f"even effort fast needs about {need:.0f} s",
     )
 
 

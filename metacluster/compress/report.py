@@ -71,6 +71,10 @@ class CompressionReport:
     layer_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Bytes by kind; they sum to bytes_after (the real file with ArtifactSizer).
     bytes_breakdown: dict[str, int] = field(default_factory=dict)
+    # What the effort and time budget did: per training stage the steps run of those
+    # planned and why it ended early (a budget reached mid-stage keeps its best state),
+    # seconds spent, and whether the baselines ran and what they cost.
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -24,6 +24,7 @@ from metacluster.compress.codebook import (
     coefficient_names,
 )
 from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.effort import RunBudget
 from metacluster.compress.functional import (
     StageEnv,
     TrainingSet,
@@ -58,6 +59,7 @@ def run_meta_stage(
     device: torch.device,
     hooks: StageHooks,
     cluster_groups: list[EdgeGroup] | None = None,
+    budget: RunBudget | None = None,
 ) -> MetaResult:
     """Stage 1. Trains meta-learners (and the model's other params, in place); returns
     them with the generated (n, L) vectors of every compressed layer."""
@@ -68,7 +70,10 @@ def run_meta_stage(
     learners = [ml.to(device) for ml in init_meta_learners(groups, base, config)]
     base = {n: t.to(device) for n, t in base.items()}
     if config.mode == "post_hoc":
-        regress_meta_learners(learners, groups, base, config, hooks)
+        steps = config.regress_steps
+        if budget is not None:
+            steps = min(steps, budget.effort.regress_steps)
+        regress_meta_learners(learners, groups, base, config, hooks, steps)
 
     def coef_fn() -> dict[str, Tensor]:
         gen = generated_coefficients(groups, learners, base)
@@ -79,8 +84,10 @@ def run_meta_stage(
         extra = cluster_pull(groups, learners, base, cluster_groups, config, device)
     params: list[Tensor] = [p for ml in learners for p in ml.parameters()]
     params += other_parameters(model, layers)
-    env = StageEnv(config, device, hooks)
-    schedule = env.schedule(config.meta_epochs, config.meta_lr, config.seed * 1000 + SEED_META)
+    env = StageEnv(config, device, hooks, budget)
+    schedule = env.schedule(
+        "meta", config.meta_epochs, config.meta_lr, config.seed * 1000 + SEED_META, fit.n
+    )
     train_functional("meta", model, fit, params, coef_fn, schedule, env, extra_loss=extra)
     with torch.no_grad():
         gen = generated_coefficients(groups, learners, base)
@@ -98,6 +105,7 @@ def run_soft_stage(
     *,
     device: torch.device,
     hooks: StageHooks,
+    budget: RunBudget | None = None,
 ) -> dict[str, Tensor]:
     """Clustering-aware meta training for one K (beyond the paper): the KAN runs on
     soft-assigned centroids of the generated vectors while tau anneals towards hard
@@ -113,8 +121,8 @@ def run_soft_stage(
     soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META).to(device)
     epochs = config.soft_epochs_for(fit.n)
 
-    def on_epoch(epoch: int) -> None:
-        soft.frac = epoch / max(1, epochs - 1)
+    def on_step(step: int, total: int) -> None:
+        soft.frac = step / max(1, total - 1)
 
     def coef_fn() -> dict[str, Tensor]:
         q = soft(generated_coefficients(groups, learners, base))
@@ -127,8 +135,9 @@ def run_soft_stage(
         q = soft(generated_coefficients(groups, learners, base), hard=True)
         return {names[n]: modules[n].unflatten_coefficients(q[n]) for n in layers}
 
-    env = StageEnv(config, device, hooks)
-    schedule = env.schedule(epochs, config.meta_lr, config.seed * 1000 + SEED_META + seed_of(k))
+    env = StageEnv(config, device, hooks, budget)
+    seed = config.seed * 1000 + SEED_META + seed_of(k)
+    schedule = env.schedule("soft", epochs, config.meta_lr, seed, fit.n)
     train_functional(
         "soft",
         model,
@@ -137,7 +146,7 @@ def run_soft_stage(
         coef_fn,
         schedule,
         env,
-        on_epoch=on_epoch,
+        on_step=on_step,
         val_coef_fn=hard_coef_fn,
     )
     with torch.no_grad():
@@ -190,6 +199,7 @@ def run_finetune_stage(
     *,
     device: torch.device,
     hooks: StageHooks,
+    budget: RunBudget | None = None,
 ) -> QuantizedCoefficients:
     """Stage 3. Centroids and other params trained (indices frozen); model updated in place."""
     torch.manual_seed(config.seed * 1000 + SEED_FINETUNE)
@@ -208,9 +218,9 @@ def run_finetune_stage(
         return {names[n]: modules[n].unflatten_coefficients(c) for n, c in coefs.items()}
 
     params: list[Tensor] = [*cents, *other_parameters(model, quant.layers)]
-    env = StageEnv(config, device, hooks)
+    env = StageEnv(config, device, hooks, budget)
     seed = config.seed * 1000 + SEED_FINETUNE
-    schedule = env.schedule(config.finetune_epochs, config.finetune_lr, seed)
+    schedule = env.schedule("finetune", config.finetune_epochs, config.finetune_lr, seed, fit.n)
     train_functional("finetune", model, fit, params, coef_fn, schedule, env)
     dtype = torch.float16 if config.codebook_dtype == "float16" else torch.float32
     for cb, c in zip(quant.codebooks, cents, strict=True):

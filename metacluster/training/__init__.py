@@ -18,11 +18,18 @@ from metacluster.training.evaluation import (
     predict,
     prepare_inputs,
 )
-from metacluster.training.loop import Schedule, cosine_annealing, cosine_to_zero, run_epochs
+from metacluster.training.loop import (
+    LoopStats,
+    Schedule,
+    cosine_annealing,
+    cosine_to_zero,
+    run_epochs,
+)
 from metacluster.training.losses import distill_loss, task_loss
 from metacluster.training.train import train_model
 
 __all__ = [
+    "LoopStats",
     "Schedule",
     "build_model_for",
     "check_compatible",

@@ -233,8 +233,12 @@ def test_patience_stops_a_stage_early_and_keeps_its_best_epoch(
     _, report = compress(
         small_model, cfg, digits, progress=lambda s, i, n, loss: calls.append((s, i, n))
     )
+    planned = max(n for s, _, n in calls if s == "meta")
     meta_steps = [i for s, i, n in calls if s == "meta" and i < n]
-    assert meta_steps and max(meta_steps) < 39  # stopped well before its 40 epochs
+    # patience counts validation checkpoints: stopped well before its planned steps
+    assert meta_steps and max(meta_steps) < planned * 0.9
+    meta = report.schedule["stages"]["meta"]
+    assert meta["stopped"] == "early stopping" and meta["steps"] < meta["planned"]
     assert report.val_before is not None and report.val_after is not None
 
 

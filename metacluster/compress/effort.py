@@ -1,0 +1,221 @@
+"""How much work a compression run does: the `effort` presets, step budgets that stop
+growing with the data set, and the time budget's clock.
+
+A stage's step costs about `batch x W` edge evaluations, W the summed `edges x
+coef_dim` of the compressed layers (`work_per_sample`). Each preset gives every
+training stage a budget of edge evaluations; a stage runs the steps its epochs ask
+for, at most that budget's steps (never fewer than the preset's floor), so a data set
+past a point adds no steps, and a large model gets fewer, costlier steps than a small
+one. docs/compression.md gives the measurements that chose the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from metacluster.compress.config import MetaClusterConfig
+
+EFFORTS = ("fast", "default", "best")
+# The stages whose steps a budget sizes (each gets a deadline under a time budget).
+TRAINING_STAGES = ("meta", "soft", "finetune")
+
+
+@dataclass(frozen=True)
+class Effort:
+    """One preset: per training stage a budget of edge evaluations and a floor of steps,
+    and how many samples the side computations read."""
+
+    name: str
+    units: dict[str, float]  # stage -> edge evaluations (batch x W x steps) at most
+    floor: int  # steps a stage may always run, whatever its budget says
+    regress_steps: int  # full-batch regression steps at most (cheap: no data)
+    checks: int  # validation checkpoints per stage (early stopping, the best state)
+    fit_samples: int  # training inputs the stages draw from (teacher outputs on these)
+    val_samples: int  # validation inputs (early stopping, the K choice)
+    probe_samples: int  # the allocation's sensitivity probe inputs
+    kmeans_sample: int  # allocation: K-means fit on at most this many vectors per option
+
+
+_G = 1e9
+PRESETS: dict[str, Effort] = {
+    "fast": Effort(
+        "fast",
+        {"meta": 6 * _G, "soft": 8 * _G, "finetune": 4 * _G, "baseline": 2 * _G},
+        floor=60,
+        regress_steps=150,
+        checks=4,
+        fit_samples=20_000,
+        val_samples=1_000,
+        probe_samples=512,
+        kmeans_sample=8_000,
+    ),
+    "default": Effort(
+        "default",
+        {"meta": 20 * _G, "soft": 40 * _G, "finetune": 15 * _G, "baseline": 5 * _G},
+        floor=200,
+        regress_steps=600,
+        checks=8,
+        fit_samples=60_000,
+        val_samples=3_000,
+        probe_samples=1_024,
+        kmeans_sample=20_000,
+    ),
+    "best": Effort(
+        "best",
+        {"meta": 200 * _G, "soft": 400 * _G, "finetune": 150 * _G, "baseline": 20 * _G},
+        floor=500,
+        regress_steps=5_000,
+        checks=16,
+        fit_samples=1_000_000,
+        val_samples=10_000,
+        probe_samples=8_192,
+        kmeans_sample=200_000,
+    ),
+}
+
+
+def work_per_sample(layers: Iterable[Any]) -> int:
+    """W: the edge evaluations of one sample through the compressed layers (objects
+    with `edges` and `coef_dim`: LayerPlan rows)."""
+    return max(1, sum(int(la.edges) * int(la.coef_dim) for la in layers))
+
+
+def step_cap(effort: Effort, stage: str, batch: int, work: int) -> int:
+    """The most steps `stage` runs at this effort: its budget over a step's cost."""
+    return max(effort.floor, int(effort.units[stage] / (batch * work)))
+
+
+@dataclass
+class StageLog:
+    """Per training stage: steps planned by its epochs, the cap, steps run, why it ended."""
+
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record(self, stage: str, wanted: int, planned: int, done: int, stop: str | None) -> None:
+        entry: dict[str, Any] = {"steps": done, "planned": planned, "epoch_steps": wanted}
+        if planned < wanted:
+            entry["capped"] = "step budget"
+        if stop is not None:
+            entry["stopped"] = stop
+            if stop == "time budget":
+                entry["note"] = "time budget reached mid-stage: kept the best state so far"
+        self.entries[stage] = entry
+
+
+class Clock:
+    """A run's time budget: each training stage gets a deadline from the time left,
+    shared among the stages still to come by their planned weights."""
+
+    def __init__(self, budget_s: float | None, reserve: float = 0.15) -> None:
+        self.start = time.monotonic()
+        self.budget_s = budget_s
+        self.reserve = reserve  # share kept for K-means, evaluation and writing the file
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def deadline(self, share: float) -> float | None:
+        """When a stage taking `share` (0..1] of the training still to run must end."""
+        if self.budget_s is None:
+            return None
+        left = self.budget_s * (1 - self.reserve) - self.elapsed()
+        return time.monotonic() + max(0.0, left) * min(1.0, share)
+
+
+@dataclass
+class RunBudget:
+    """A run's effort preset, model cost, clock and stage log: what turns a stage's
+    epochs into a `Schedule`."""
+
+    effort: Effort
+    work: int  # W, see work_per_sample
+    clock: Clock
+    log: StageLog = field(default_factory=StageLog)
+    # Planned training stages still to run, (name, weight): each takes its weight's share
+    # of the time left.
+    ahead: list[tuple[str, float]] = field(default_factory=list)
+
+    def steps(self, kind: str, wanted: int, batch: int) -> int:
+        """Steps of a `kind` stage (meta, soft, finetune, baseline) whose epochs want
+        `wanted`: at most the preset's budget."""
+        return min(wanted, step_cap(self.effort, kind, batch, self.work))
+
+    def deadline(self, name: str) -> float | None:
+        """The deadline of the training stage `name` starting now (None: no time budget)."""
+        weights = [w for _, w in self.ahead]
+        index = next((i for i, (n, _) in enumerate(self.ahead) if n == name), None)
+        if index is None:
+            return self.clock.deadline(1.0)
+        share = weights[index] / max(sum(weights[index:]), 1e-9)
+        del self.ahead[: index + 1]
+        return self.clock.deadline(share)
+
+
+def planned_steps(
+    effort: Effort, config: MetaClusterConfig, kind: str, work: int, n_train: int | None
+) -> int:
+    """The steps a training stage will plan (its epochs' steps over the training split,
+    capped), from the data set's size; without it, the cap."""
+    cap = step_cap(effort, kind, config.batch_size, work)
+    if n_train is None:
+        return cap
+    n_fit = max(1, min(round(n_train * (1 - config.val_fraction)), effort.fit_samples))
+    per_epoch = math.ceil(n_fit / min(config.batch_size, n_fit))
+    epochs: int = {
+        "meta": config.meta_epochs,
+        "soft": config.soft_epochs_for(n_fit),
+        "finetune": config.finetune_epochs,
+        "baseline": config.finetune_epochs,
+    }[kind]
+    return min(cap, epochs * per_epoch)
+
+
+def stage_weight(
+    config: MetaClusterConfig, name: str, work: int, n_train: int | None
+) -> float | None:
+    """A stage visit's expected cost in giga edge evaluations (None: not a stage this
+    module prices), so progress and the time budget share the run by cost."""
+    effort = PRESETS[config.effort]
+    batch = config.batch_size
+    if name in ("meta", "soft", "finetune"):
+        return float(planned_steps(effort, config, name, work, n_train) * batch * work / _G)
+    if name == "regress":
+        return float(min(config.regress_steps, effort.regress_steps) * work * 4 / _G)
+    return None
+
+
+# A time budget below this many seconds per unit of the fast preset's planned work
+# cannot finish: the smallest budget `plan` accepts (2-core host, measured, with margin).
+FIXED_SECONDS = 5.0
+SECONDS_PER_GIGA_UNIT = 0.5
+
+
+def minimum_seconds(work: int, batch: int, samples: int) -> float:
+    """A time budget too small for `fast`: fixed costs plus the fast preset's floor of
+    training steps at a 2-core host's pace."""
+    fast = PRESETS["fast"]
+    units = sum(min(fast.floor, step_cap(fast, s, batch, work)) for s in ("soft", "finetune"))
+    units *= batch * work
+    units += 3 * min(samples, fast.fit_samples) * work  # teacher outputs and evaluations
+    return FIXED_SECONDS + SECONDS_PER_GIGA_UNIT * units / _G
+
+
+__all__ = [
+    "EFFORTS",
+    "PRESETS",
+    "TRAINING_STAGES",
+    "Clock",
+    "Effort",
+    "RunBudget",
+    "StageLog",
+    "minimum_seconds",
+    "planned_steps",
+    "stage_weight",
+    "step_cap",
+    "work_per_sample",
+]
