@@ -182,6 +182,16 @@ class _Bars:
             self.bar = None
 
 
+def _reporter(enabled: bool | None) -> Any:  # _Bars or LogLines
+    """Bars on a terminal; on a log or a pipe (stderr not a terminal) one line per stage
+    start and end and a progress line at most every 10 s; nothing with --no-progress."""
+    if enabled is None and not sys.stderr.isatty():
+        from metacluster.compress.progress import LogLines
+
+        return LogLines(sys.stderr)
+    return _Bars(enabled)
+
+
 # -- argument parsing ---------------------------------------------------------------
 def _int_list(text: str, what: str, minimum: int = 1) -> list[int]:
     try:
@@ -314,7 +324,7 @@ def train(
     data = _load_data(data_spec, data_seed)
     torch.manual_seed(seed)  # model initialisation draws from the global generator
     model = build_model_for(data, family, widths, **options)
-    bars = _Bars(progress)
+    bars = _reporter(progress)
     try:
         schedule: dict[str, Any] = {
             "epochs": epochs,
@@ -496,6 +506,25 @@ class _MethodChoice(click.Choice):  # type: ignore[type-arg]
     default=None,
     help="MetaClusterConfig as JSON; flags override it.",
 )
+@click.option(
+    "--effort",
+    type=click.Choice(["fast", "default", "best"]),
+    default=None,
+    help="Step budgets of the stages: fast (a CI smoke run), default, best.",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Plan the stages' steps to finish within this many seconds on this machine.",
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=None,
+    help="Also run the baselines (scalar, PQ, int4, int8) on the same byte axis (default off).",
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="auto (default), cpu or cuda.")
 @data_seed_option
@@ -519,6 +548,9 @@ def compress(
     method: str | None,
     method_option: tuple[str, ...],
     config_file: str | None,
+    effort: str | None,
+    time_budget_s: float | None,
+    baselines: bool | None,
     seed: int | None,
     device: str | None,
     data_seed: int,
@@ -546,11 +578,14 @@ def compress(
             "meta_epochs": meta_epochs,
             "finetune_epochs": finetune_epochs,
             "max_drop": max_drop,
+            "effort": effort,
+            "time_budget_s": time_budget_s,
+            "baselines": baselines,
             "seed": seed,
             "device": device,
         },
     )
-    bars = _Bars(progress)
+    bars = _reporter(progress)
     start = time.perf_counter()
     try:
         report = compress_file(

@@ -113,6 +113,7 @@ class JobReporter:
         lease: LeaseKeeper | None = None,
     ) -> None:
         from metacluster.compress import StageProgress
+        from metacluster.compress.progress import StageClock
 
         self.job_id = job_id
         self.settings = settings
@@ -121,7 +122,7 @@ class JobReporter:
         self._lease = lease
         self._tracker = StageProgress(stages)
         self._stage: str | None = None
-        self._last_event = 0.0
+        self._clock = StageClock(EVENT_INTERVAL_S)
         self._last_cancel_check = 0.0
         self._cancelled = False
 
@@ -137,26 +138,33 @@ class JobReporter:
             )
 
     def progress(self, stage: str, step: int, total: int, loss: float | None) -> None:
-        stage_changed = stage != self._stage
+        # The CLI's log lines, as events: a stage's start and end, progress with its
+        # elapsed time and ETA at most every EVENT_INTERVAL_S.
         self._stage = stage
         fraction = self._tracker.update(stage, step, total)
-        now = time.monotonic()
-        if not stage_changed and step < total and now - self._last_event < EVENT_INTERVAL_S:
+        events = self._clock.update(stage, step, total, loss)
+        if not events:
             return
-        self._last_event = now
         self.check_owner()
         with session_scope(self.settings) as session:
-            jobs.record_progress(
-                session,
-                self.job_id,
-                fence=self.fence,
-                kind="stage" if stage_changed else "progress",
-                stage=stage,
-                progress=fraction,
-                loss=None if loss is None else float(loss),
-                message=f"{stage} {step}/{total}",
-                data={"step": step, "total": total},
-            )
+            for event in events:
+                jobs.record_progress(
+                    session,
+                    self.job_id,
+                    fence=self.fence,
+                    kind="stage" if event.kind == "start" else "progress",
+                    stage=event.stage,
+                    progress=fraction,
+                    loss=None if event.loss is None else float(event.loss),
+                    message=event.line(),
+                    data={
+                        "step": event.step,
+                        "total": event.total,
+                        "event": event.kind,
+                        "elapsed_s": round(event.elapsed, 3),
+                        "eta_s": None if event.eta is None else round(event.eta, 3),
+                    },
+                )
 
     def should_stop(self) -> bool:
         self.check_owner()

@@ -31,7 +31,12 @@ class SoftQuantizer(nn.Module):
     assignment, so edges can still change cluster under the task gradient."""
 
     def __init__(
-        self, groups: list[EdgeGroup], gen: dict[str, Tensor], k: int | list[int], seed: int
+        self,
+        groups: list[EdgeGroup],
+        gen: dict[str, Tensor],
+        k: int | list[int],
+        seed: int,
+        sample: int | None = None,
     ) -> None:
         super().__init__()
         self.groups = groups
@@ -41,7 +46,12 @@ class SoftQuantizer(nn.Module):
         for gi, g in enumerate(groups):
             v = g.gather(gen).detach()
             res = kmeans(
-                v.cpu().numpy(), min(ks[gi], v.shape[0]), seed=seed + gi, iters=20, restarts=1
+                v.cpu().numpy(),
+                min(ks[gi], v.shape[0]),
+                seed=seed + gi,
+                iters=20,
+                restarts=1,
+                sample=sample,
             )
             self.centroids.append(nn.Parameter(torch.from_numpy(res.centroids).to(v.device)))
             scale = v.std(0, unbiased=False).clamp_min(1e-6)

@@ -118,7 +118,8 @@ def run_soft_stage(
     names = coefficient_names(model, layers)
     with torch.no_grad():
         gen0 = generated_coefficients(groups, learners, base)
-    soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META).to(device)
+    sample = budget.effort.kmeans_sample if budget is not None else None
+    soft = SoftQuantizer(cgroups, gen0, k, config.seed * 1000 + SEED_META, sample).to(device)
     epochs = config.soft_epochs_for(fit.n)
 
     def on_step(step: int, total: int) -> None:
