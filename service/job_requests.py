@@ -158,7 +158,10 @@ def validate_job(
     )
     check_device(settings, parsed.device)
     the_plan = plan(model.info, meta, parsed)
-    if not the_plan.ok:
+    failed = [c for c in the_plan.checks if not c.ok]
+    if failed and all(c.name == "time_budget" for c in failed):
+        raise ConfigError(failed[0].detail)  # a config the user fixes: invalid_config
+    if failed:
         raise IncompatibleJobError(the_plan.checks)
     full = parsed.to_dict()
     queue = settings.queue_for(full.get("device"))
