@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._results import RESULTS, markdown_table, write_section  # noqa: E402
 from benchmarks.sources import Source, build  # noqa: E402
+from benchmarks.sources import data_path as build_data  # noqa: E402
 from metacluster.compress import MetaClusterConfig  # noqa: E402
 from metacluster.errors import ConfigError  # noqa: E402
 from metacluster.workflow import compress_file  # noqa: E402
@@ -385,6 +386,213 @@ def ablation_table(rows: list[dict[str, Any]]) -> str:
     return markdown_table(headers, out)
 
 
+# -- real MNIST: wall time against the dense model's own training epoch -------------------
+@dataclass
+class MnistRow:
+    name: str
+    source: Source
+    setting: dict[str, Any]  # the compress config of the row (CLI flags' equivalent)
+    goal: str
+    max_drop: float  # accuracy, fraction
+    max_epochs: float  # compress wall / one timed training epoch
+    min_ratio: float | None = None
+    data: str = "mnist"  # the compression's data (the model is always trained on all 60k)
+
+
+MNIST_64 = Source("efficient-kan", "mnist", (784, 64, 10), 4, 1e-3, {"recipe": "upstream"})
+MNIST_256 = Source("efficient-kan", "mnist", (784, 256, 10), 2, 1e-3, {"recipe": "upstream"})
+MNIST_ROWS = [
+    MnistRow(
+        "efficient-kan 784-64-10, real MNIST",
+        MNIST_64,
+        {"target_ratio": 80},
+        "file ratio >= 80, drop <= 0.3 pt, wall <= 3 epochs, peak RSS <= 3 GB",
+        0.003,
+        3.0,
+        80.0,
+    ),
+    MnistRow(
+        "efficient-kan 784-64-10, real MNIST, effort fast",
+        MNIST_64,
+        {"target_ratio": 40, "effort": "fast"},
+        "drop <= 1 pt, wall <= 1 epoch",
+        0.01,
+        1.0,
+        40.0,
+    ),
+    MnistRow(
+        "efficient-kan 784-64-10, compressed on 6k of the 60k samples (scaling)",
+        MNIST_64,
+        {"target_ratio": 80},
+        "wall(60k) / wall(6k) <= 2",
+        0.01,
+        3.0,
+        data="mnist:6000",
+    ),
+    MnistRow(
+        "efficient-kan 784-256-10, real MNIST",
+        MNIST_256,
+        {"target_ratio": 80},
+        "drop <= 0.3 pt, wall <= 3 epochs",
+        0.003,
+        3.0,
+        80.0,
+    ),
+]
+PEAK_RSS_GB = 3.0
+
+
+def _epoch_seconds(path: Path, src: Source, data: str) -> float:
+    """One training epoch of the dense model with its library's own recipe, timed here."""
+    from benchmarks.sources import EfficientKAN, upstream_epoch, upstream_optimizer
+    from metacluster.data import load_dataset
+
+    model = EfficientKAN(list(src.widths))
+    model.load_state_dict(torch.load(path, weights_only=True))
+    dataset = load_dataset(data)
+    t0 = time.perf_counter()
+    upstream_epoch(model, dataset, upstream_optimizer(model), seed=0)
+    return time.perf_counter() - t0
+
+
+def _cli_compress(
+    path: Path, data: str, setting: dict[str, Any], out: Path, threads: int
+) -> dict[str, Any]:
+    """`metacluster compress ... --json` in a child process: its wall time, its own peak RSS
+    (os.wait4), the stage lines it logged, and its report."""
+    import os
+    import subprocess
+
+    config = out.with_suffix(".json")
+    config.write_text(json.dumps({k: v for k, v in setting.items() if k != "target_ratio"}))
+    cmd = [
+        sys.executable, "-c", "from metacluster.cli import main; main()", "compress", str(path),
+        "--data", data, "--target-ratio", str(setting["target_ratio"]), "--config", str(config),
+        "--device", "cpu", "--out", str(out), "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    log = out.with_suffix(".log")
+    t0 = time.perf_counter()
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, text=True)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"compress failed: {log.read_text()[-2000:]}")
+    report = json.loads(stdout)
+    for bulky in ("projection", "codebook_functions"):
+        report.pop(bulky, None)
+    report["wall_s"] = round(wall, 1)
+    report["peak_rss_gb"] = round(usage.ru_maxrss / 1024**2, 2)  # Linux: KiB
+    report["log_lines"] = log.read_text().splitlines()
+    return report
+
+
+def run_mnist(rows: list[MnistRow], tmp: Path, threads: int) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        path, data = build(row.source)
+        compress_data = data if row.data == "mnist" else build_data(row.data)
+        epoch_s = _epoch_seconds(path, row.source, data)
+        r = _cli_compress(path, compress_data, row.setting, tmp / "mnist.mcz", threads)
+        drop = r["before"] - r["after"]
+        checks = {
+            "drop": drop <= row.max_drop + 1e-12,
+            "wall": r["wall_s"] / epoch_s <= row.max_epochs,
+            "rss": r["peak_rss_gb"] <= PEAK_RSS_GB,
+        }
+        if row.min_ratio is not None:
+            checks["ratio"] = r["ratio"] >= row.min_ratio
+        result = {"row": row.name, "setting": row.setting, "data": row.data, "goal": row.goal}
+        result.update(report=r, epoch_s=round(epoch_s, 1), checks=checks)
+        print(
+            f"[{row.name}] {r['before']:.4f} -> {r['after']:.4f}, ratio {r['ratio']:.1f}, "
+            f"wall {r['wall_s']} s = {r['wall_s'] / epoch_s:.2f} epochs, {checks}",
+            file=sys.stderr,
+            flush=True,
+        )
+        out.append(result)
+    _scaling(out)
+    return out
+
+
+def _scaling(results: list[dict[str, Any]]) -> None:
+    """The 6k row's check: the full data set's wall over the 6k subset's, at most 2."""
+    full = next(
+        (
+            r
+            for r in results
+            if r["data"] == "mnist" and "fast" not in r["row"] and "64" in r["row"]
+        ),
+        None,
+    )
+    for r in results:
+        if r["data"] != "mnist" and full is not None:
+            ratio = full["report"]["wall_s"] / r["report"]["wall_s"]
+            r["wall_ratio_60k_6k"] = round(ratio, 2)
+            r["checks"]["scaling"] = ratio <= 2.0
+
+
+def mnist_table(results: list[dict[str, Any]]) -> str:
+    headers = [
+        "row", "setting", "data", "accuracy before -> after", "drop", "file ratio",
+        "K per layer", "wall s", "epoch s", "wall / epoch", "peak RSS GB",
+        "stage s (prepare+allocate / soft / kmeans / finetune)", "steps run / planned by epochs",
+        "goal", "met",
+    ]  # fmt: skip
+    rows = []
+    for res in results:
+        r = res["report"]
+        st = r["stages"]
+        steps = " ".join(
+            f"{name} {e['steps']}/{e['epoch_steps']}"
+            for name, e in r.get("schedule", {}).get("stages", {}).items()
+        )
+        other = r["wall_s"] - sum(st.get(k, 0) for k in ("soft", "kmeans", "finetune"))
+        scaling = f" (60k/6k wall {res['wall_ratio_60k_6k']})" if "wall_ratio_60k_6k" in res else ""
+        rows.append(
+            [
+                res["row"], _setting(res["setting"]), res["data"],
+                f"{100 * r['before']:.2f}% -> {100 * r['after']:.2f}%",
+                f"{100 * (r['before'] - r['after']):+.2f} pt", round(r["ratio"], 1),
+                " ".join(f"{layer['mode'][0]}{'' if not layer['k'] else layer['k'][0]}" for layer in r["layers"]),
+                r["wall_s"], res["epoch_s"], round(r["wall_s"] / res["epoch_s"], 2), r["peak_rss_gb"],
+                f"{other:.0f} / {st.get('soft', 0):.0f} / {st.get('kmeans', 0):.0f} / {st.get('finetune', 0):.0f}",
+                steps, res["goal"] + scaling,
+                "yes" if all(res["checks"].values()) else "no: " + ", ".join(k for k, v in res["checks"].items() if not v),
+            ]
+        )  # fmt: skip
+    return markdown_table(headers, rows)
+
+
+def main_mnist(args: argparse.Namespace) -> None:
+    import benchmarks.sources as sources
+
+    sources.MNIST_PATH = args.mnist
+    rows = [r for r in MNIST_ROWS if args.only in r.name]
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mc-mnist-") as tmp:
+        results = run_mnist(rows, Path(tmp), args.threads)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    write_section(
+        "compression_mnist",
+        f"Real MNIST (60k/10k; {args.threads} torch threads, CPU, {(time.perf_counter() - t0) / 60:.1f} "
+        f"min; {args.host_note}). Each model trained with efficient-kan's own examples/mnist.py "
+        "recipe (inputs in [-1, 1], AdamW 1e-3, ExponentialLR 0.8, batch 64, 4 epochs); one "
+        "training epoch of the same model with the same recipe is timed in the same run, just "
+        "before its compression, so the host's pace cancels in 'wall / epoch'. The compression "
+        "runs as `metacluster compress MODEL --data mnist.npz --target-ratio R --json` in a "
+        "child process (its own peak RSS), stderr to a file; wall is the child's.\n\n"
+        "    python benchmarks/compression.py --mnist PATH/mnist.npz [--only ...]\n\n"
+        + mnist_table(results),
+        path=args.results,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
@@ -405,7 +613,18 @@ def main(argv: list[str] | None = None) -> None:
         "from the --json file of an earlier run, and every table is written anew",
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per target (3; quick 1)")
+    parser.add_argument(
+        "--mnist",
+        default=None,
+        help="real MNIST .npz: run the MNIST rows only (section compression_mnist)",
+    )
+    parser.add_argument(
+        "--host-note", default="host shared with other jobs", help="said in the MNIST section"
+    )
     args = parser.parse_args(argv)
+    if args.mnist is not None:
+        main_mnist(args)
+        return
     if args.merge and (args.json is None or not args.json.exists()):
         parser.error("--merge needs --json FILE written by an earlier run")
     global SEEDS

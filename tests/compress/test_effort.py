@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -71,13 +72,20 @@ def test_a_time_budget_too_small_for_fast_is_a_config_error_at_plan_time(
         compress(small_model, fast_config(time_budget_s=1.0), digits)
 
 
-def test_steps_are_capped_and_the_report_says_so(small_model: KANModel, digits: Dataset) -> None:
-    # 400 fine-tuning epochs would be 2,000 steps; the fast preset's budget stops far earlier
+def test_steps_are_capped_and_the_report_says_so(
+    small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metacluster.compress import effort
+
+    # a fast preset whose fine-tuning budget is 40 steps of this model (W = 1,184 edges x 9)
+    fast = effort.PRESETS["fast"]
+    units = {**fast.units, "finetune": 40 * 256 * 10_656}
+    monkeypatch.setitem(effort.PRESETS, "fast", dataclasses.replace(fast, units=units))
     cfg = fast_config(effort="fast", finetune_epochs=400, soft_epochs=0)
     _, report = compress(small_model, cfg, digits)
     ft = report.schedule["stages"]["finetune"]
     assert ft["epoch_steps"] == 400 * 6 and ft["capped"] == "step budget"
-    assert ft["steps"] == ft["planned"] < ft["epoch_steps"]
+    assert ft["steps"] == ft["planned"] == 40
     assert report.schedule["effort"] == "fast"
     assert report.schedule["baselines"].startswith("not run")
 
