@@ -577,6 +577,11 @@ def main_mnist(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="mc-mnist-") as tmp:
         results = run_mnist(rows, Path(tmp), args.threads)
     if args.json is not None:
+        if args.merge and args.json.exists():  # the other rows from the earlier run
+            names = {r["row"] for r in results}
+            prior = json.loads(args.json.read_text())
+            results = [r for r in prior if r["row"] not in names] + results
+            results.sort(key=lambda r: [m.name for m in MNIST_ROWS].index(r["row"]))
         args.json.write_text(json.dumps(results, indent=1, default=str))
     write_section(
         "compression_mnist",
@@ -587,8 +592,8 @@ def main_mnist(args: argparse.Namespace) -> None:
         "before its compression, so the host's pace cancels in 'wall / epoch'. The compression "
         "runs as `metacluster compress MODEL --data mnist.npz --target-ratio R --json` in a "
         "child process (its own peak RSS), stderr to a file; wall is the child's.\n\n"
-        "    python benchmarks/compression.py --mnist PATH/mnist.npz [--only ...]\n\n"
-        + mnist_table(results),
+        "    python benchmarks/compression.py --mnist PATH/mnist.npz --threads 1 "
+        "--json benchmarks/compression_mnist.json [--only ROW --merge]\n\n" + mnist_table(results),
         path=args.results,
     )
 
@@ -625,7 +630,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.mnist is not None:
         main_mnist(args)
         return
-    if args.merge and (args.json is None or not args.json.exists()):
+    if args.merge and args.mnist is None and (args.json is None or not args.json.exists()):
         parser.error("--merge needs --json FILE written by an earlier run")
     global SEEDS
     SEEDS = args.seeds or (1 if args.quick else SEEDS)
