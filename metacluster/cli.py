@@ -637,6 +637,20 @@ def _print_summary(r: dict[str, Any]) -> None:
     click.echo(
         f"seconds: {r['seconds']}  stages: " + ", ".join(f"{k} {v}" for k, v in r["stages"].items())
     )
+    sched = r.get("schedule") or {}
+    if sched:
+        steps = ", ".join(
+            f"{name} {e['steps']}/{e['epoch_steps']} steps"
+            + (
+                f" ({e.get('stopped') or e['capped']})"
+                if e.get("stopped") or e.get("capped")
+                else ""
+            )
+            for name, e in (sched.get("stages") or {}).items()
+        )
+        click.echo(
+            f"effort {sched.get('effort')}: {steps or 'no training stage'}; baselines {sched.get('baselines')}"
+        )
 
 
 @cli.command("methods")
