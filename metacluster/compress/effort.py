@@ -39,6 +39,7 @@ class Effort:
     val_samples: int  # validation inputs (early stopping, the K choice)
     probe_samples: int  # the allocation's sensitivity probe inputs
     kmeans_sample: int  # allocation: K-means fit on at most this many vectors per option
+    kmeans_runs: tuple[int, int]  # the K-means stage's Lloyd iterations and restarts, at most
 
 
 _G = 1e9
@@ -53,6 +54,7 @@ PRESETS: dict[str, Effort] = {
         val_samples=1_000,
         probe_samples=512,
         kmeans_sample=4_000,
+        kmeans_runs=(20, 1),
     ),
     "default": Effort(
         "default",
@@ -64,6 +66,7 @@ PRESETS: dict[str, Effort] = {
         val_samples=3_000,
         probe_samples=1_024,
         kmeans_sample=8_000,
+        kmeans_runs=(50, 3),
     ),
     "best": Effort(
         "best",
@@ -75,6 +78,7 @@ PRESETS: dict[str, Effort] = {
         val_samples=10_000,
         probe_samples=8_192,
         kmeans_sample=100_000,
+        kmeans_runs=(10_000, 100),
     ),
 }
 

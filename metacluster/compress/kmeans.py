@@ -67,7 +67,8 @@ def kmeans(
     """Cluster rows of x into k centroids; the restart with the lowest inertia wins.
 
     `sample`: the centroids are fitted on a seeded subsample of that many rows (at least
-    k), then every row is assigned to its nearest one (an estimate's shortcut)."""
+    k), then every row is assigned to its nearest one by faiss (float32, an estimate's
+    shortcut: ties may break differently from the exact assignment)."""
     import faiss
 
     data = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
@@ -98,12 +99,24 @@ def kmeans(
         )
         km.train(data, init_centroids=init)
         centroids = np.asarray(km.centroids, dtype=np.float32).reshape(k, d)
-        dist, assign = _assign(full, centroids)
+        dist, assign = _assign(full, centroids) if full is data else _search(full, centroids)
         result = KMeansResult(centroids, assign, float(dist.sum()))
         if best is None or result.inertia < best.inertia:
             best = result
     assert best is not None
     return best
+
+
+def _search(
+    data: NDArray[np.float32], centroids: NDArray[np.float32]
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Nearest centroid of every row by a faiss flat index (float32)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids))
+    dist, assign = index.search(data, 1)
+    return dist[:, 0].astype(np.float64), assign[:, 0].astype(np.int64)
 
 
 def _assign(

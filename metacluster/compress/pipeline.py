@@ -190,6 +190,7 @@ def _kmeans_stage(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> Quan
             hooks=ctx.hooks,
             scope=ctx.config.scope,
             layers=cand.layers,
+            budget=ctx.budget,
         )
         for cb in quant.codebooks:  # indices into the candidate's groups
             cb.group = cand.codebook_groups[cb.group]

@@ -166,11 +166,13 @@ def run_kmeans_stage(
     hooks: StageHooks,
     scope: str,
     layers: list[str],
+    budget: RunBudget | None = None,
 ) -> QuantizedCoefficients:
     """Stage 2. One codebook of min(K, n_edges) centroids per group over `vectors` (K
     the same for every group, or one per group); with config.residual_k, a second
     codebook per group over what the first leaves (residual vector quantization)."""
     ks = per_group(k, len(groups))
+    runs = budget.effort.kmeans_runs if budget is not None else (config.kmeans_iters, 100)
     codebooks = []
     for gi, g in enumerate(groups):
         hooks.check("kmeans")
@@ -181,8 +183,8 @@ def run_kmeans_stage(
                 vecs,
                 min(kk, vecs.shape[0]),
                 seed=config.seed * 1000 + SEED_KMEANS + gi + 7919 * level,
-                iters=config.kmeans_iters,
-                restarts=config.kmeans_restarts,
+                iters=min(config.kmeans_iters, runs[0]),
+                restarts=min(config.kmeans_restarts, runs[1]),
                 device=device,
             )
             codebooks.append(Codebook.from_kmeans(gi, res, g.coef_dim, residual=level > 0))

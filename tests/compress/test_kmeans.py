@@ -79,3 +79,17 @@ def test_bad_inputs() -> None:
         kmeans(x, 6)
     with pytest.raises(ConfigError, match="NaN"):
         kmeans(np.full((5, 2), np.nan, dtype=np.float32), 2)
+
+
+def test_a_sampled_fit_assigns_every_row_to_its_nearest_centroid() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3_000, 4)).astype(np.float32)
+    res = kmeans(x, 16, seed=0, iters=10, restarts=1, sample=500)
+    assert res.assignment.shape == (3_000,) and res.centroids.shape == (16, 4)
+    d = ((x[:, None, :] - res.centroids[None]) ** 2).sum(2)
+    assert (d[np.arange(3_000), res.assignment] <= d.min(1) + 1e-5).all()
+    assert res.inertia == pytest.approx(float(d.min(1).sum()), rel=1e-4)
+    # a sample at least as large as the data is the exact fit
+    exact = kmeans(x[:400], 8, seed=0, iters=10, restarts=1)
+    same = kmeans(x[:400], 8, seed=0, iters=10, restarts=1, sample=400)
+    assert np.array_equal(exact.assignment, same.assignment)
