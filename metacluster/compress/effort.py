@@ -40,6 +40,7 @@ class Effort:
     probe_samples: int  # the allocation's sensitivity probe inputs
     kmeans_sample: int  # allocation: K-means fit on at most this many vectors per option
     kmeans_runs: tuple[int, int]  # the K-means stage's Lloyd iterations and restarts, at most
+    soft: bool = True  # run the clustering-aware stage (fast skips it: see docs)
 
 
 _G = 1e9
@@ -55,6 +56,7 @@ PRESETS: dict[str, Effort] = {
         probe_samples=512,
         kmeans_sample=4_000,
         kmeans_runs=(20, 1),
+        soft=False,
     ),
     "default": Effort(
         "default",

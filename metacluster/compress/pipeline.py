@@ -31,6 +31,7 @@ from metacluster.compress.codebook import (
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report, schedule_summary
 from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
+from metacluster.compress.effort import PRESETS
 from metacluster.compress.functional import evaluate_model
 from metacluster.compress.meta import FreeVectors, MetaResult, free_vectors, init_meta_learners
 from metacluster.compress.methods import NoOptions, register_method
@@ -256,6 +257,11 @@ def _set_dense(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> None:
             modules[name].set_edge_coefficients(gen[name].detach().to(modules[name].coef_param))
 
 
+def _soft_effort(ctx: Context) -> bool:
+    """Whether the run's effort has a clustering-aware stage (fast has none)."""
+    return ctx.budget is None or ctx.budget.effort.soft
+
+
 def run_candidate(
     ctx: Context, meta: MetaResult | None, cand: Candidate, t_meta: float, metric_meta: float | None
 ) -> tuple[CompressedKAN, CompressionReport]:
@@ -264,7 +270,7 @@ def run_candidate(
     if meta is None:
         modules = dict(ctx.work.kan_layers())
         gen = {n: modules[n].edge_view(n).coefficients.detach().clone() for n in ctx.layers}
-    elif ctx.config.soft_epochs > 0 and cand.codebook_groups:
+    elif ctx.config.soft_epochs > 0 and cand.codebook_groups and _soft_effort(ctx):
         if ctx.config.soft_from == "free" and not isinstance(meta.learners[0], FreeVectors):
             meta = free_vectors(meta.groups, meta.vectors)  # leave the manifold for this stage
         gen = _soft_stage(ctx, meta, cand)
@@ -439,7 +445,7 @@ def _per_k_stages(config: MetaClusterConfig, ks: list[int], soft: bool) -> list[
     out: list[StagePlan] = []
     for k in ks or [0]:
         kk = k or None
-        if soft and config.soft_epochs > 0:
+        if soft and config.soft_epochs > 0 and PRESETS[config.effort].soft:
             out.append(StagePlan("soft", float(config.soft_epochs), kk))
         out.append(StagePlan("kmeans", 1.0, kk))
         out.append(StagePlan("finetune", max(0.5, float(config.finetune_epochs)), kk))

@@ -81,8 +81,9 @@ def test_steps_are_capped_and_the_report_says_so(
     fast = effort.PRESETS["fast"]
     units = {**fast.units, "finetune": 40 * 256 * 10_656}
     monkeypatch.setitem(effort.PRESETS, "fast", dataclasses.replace(fast, units=units))
-    cfg = fast_config(effort="fast", finetune_epochs=400, soft_epochs=0)
+    cfg = fast_config(effort="fast", finetune_epochs=400, soft_epochs=1)
     _, report = compress(small_model, cfg, digits)
+    assert "soft" not in report.schedule["stages"]  # fast has no clustering-aware stage
     ft = report.schedule["stages"]["finetune"]
     assert ft["epoch_steps"] == 400 * 6 and ft["capped"] == "step budget"
     assert ft["steps"] == ft["planned"] == 40
@@ -157,7 +158,7 @@ def test_a_piped_compress_prints_stage_lines(tmp_path: Path, small_model: KANMod
     log = tmp_path / "stderr.txt"
     proc = _cli(
         "compress", str(model), "--data", "digits", "--k", "4", "--out", str(tmp_path / "a.mcz"),
-        "--config", str(config), "--effort", "fast", "--json", stderr=log,
+        "--config", str(config), "--effort", "default", "--json", stderr=log,
     )  # fmt: skip
     assert proc.returncode == 0, log.read_text()
     lines = log.read_text().splitlines()
@@ -165,7 +166,7 @@ def test_a_piped_compress_prints_stage_lines(tmp_path: Path, small_model: KANMod
         assert f"stage {stage}: start" in lines
         assert any(line.startswith(f"stage {stage}: done in") for line in lines)
     result = json.loads(proc.stdout)
-    assert result["schedule"]["effort"] == "fast"
+    assert result["schedule"]["effort"] == "default"
     # a time budget too small for this model is an `error:` line before any training
     log2 = tmp_path / "stderr2.txt"
     proc = _cli(
