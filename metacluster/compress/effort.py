@@ -41,6 +41,7 @@ class Effort:
     kmeans_sample: int  # allocation: K-means fit on at most this many vectors per option
     kmeans_runs: tuple[int, int]  # the K-means stage's Lloyd iterations and restarts, at most
     soft: bool = True  # run the clustering-aware stage (fast skips it: see docs)
+    kmeans_stage_sample: int | None = None  # the K-means stage fits on this many vectors
 
 
 _G = 1e9
@@ -57,6 +58,7 @@ PRESETS: dict[str, Effort] = {
         kmeans_sample=4_000,
         kmeans_runs=(20, 1),
         soft=False,
+        kmeans_stage_sample=8_000,
     ),
     "default": Effort(
         "default",

@@ -186,6 +186,7 @@ def run_kmeans_stage(
                 iters=min(config.kmeans_iters, runs[0]),
                 restarts=min(config.kmeans_restarts, runs[1]),
                 device=device,
+                sample=budget.effort.kmeans_stage_sample if budget is not None else None,
             )
             codebooks.append(Codebook.from_kmeans(gi, res, g.coef_dim, residual=level > 0))
             vecs = vecs - res.centroids[res.assignment]
