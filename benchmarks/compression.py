@@ -543,7 +543,7 @@ def mnist_table(results: list[dict[str, Any]]) -> str:
     headers = [
         "row", "setting", "data", "accuracy before -> after", "drop", "file ratio",
         "K per layer", "wall s", "epoch s", "wall / epoch", "peak RSS GB",
-        "stage s (prepare+allocate / soft / kmeans / finetune)", "steps run / planned by epochs",
+        "stage s (rest: start, load, prepare, allocate, evaluation / soft / kmeans / finetune)", "steps run / planned by epochs",
         "goal", "met",
     ]  # fmt: skip
     rows = []
