@@ -582,6 +582,9 @@ def main_mnist(args: argparse.Namespace) -> None:
     rows = [r for r in MNIST_ROWS if args.only in r.name]
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    if args.render_only:  # the section anew from the --json file of earlier runs
+        _write_mnist(args, json.loads(args.json.read_text()), "re-rendered from the JSON")
+        return
     with tempfile.TemporaryDirectory(prefix="mc-mnist-") as tmp:
         results = run_mnist(rows, Path(tmp), args.threads)
     if args.json is not None:
@@ -591,10 +594,13 @@ def main_mnist(args: argparse.Namespace) -> None:
             results = [r for r in prior if r["row"] not in names] + results
             results.sort(key=lambda r: [m.name for m in MNIST_ROWS].index(r["row"]))
         args.json.write_text(json.dumps(results, indent=1, default=str))
+    _write_mnist(args, results, f"{(time.perf_counter() - t0) / 60:.1f} min")
+
+
+def _write_mnist(args: argparse.Namespace, results: list[dict[str, Any]], took: str) -> None:
     write_section(
         "compression_mnist",
-        f"Real MNIST (60k/10k; {args.threads} torch threads, CPU, {(time.perf_counter() - t0) / 60:.1f} "
-        f"min; {args.host_note}). Each model trained with efficient-kan's own examples/mnist.py "
+        f"Real MNIST (60k/10k; {args.threads} torch threads, CPU, {took}; {args.host_note}). Each model trained with efficient-kan's own examples/mnist.py "
         "recipe (inputs in [-1, 1], AdamW 1e-3, ExponentialLR 0.8, batch 64, 4 epochs); one "
         "training epoch of the same model with the same recipe is timed in the same run, just "
         "before its compression, so the host's pace cancels in 'wall / epoch'. The compression "
@@ -630,6 +636,9 @@ def main(argv: list[str] | None = None) -> None:
         "--mnist",
         default=None,
         help="real MNIST .npz: run the MNIST rows only (section compression_mnist)",
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="MNIST: rewrite the section from --json"
     )
     parser.add_argument(
         "--host-note", default="host shared with other jobs", help="said in the MNIST section"
