@@ -199,11 +199,6 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-# The self-contained report a finished job stores beside its artifact (the worker writes
-# it, the API serves it at /v1/jobs/{id}/report, webhooks link to it).
-REPORT_HTML = "report.html"
-
-
 class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)
