@@ -29,8 +29,6 @@ from core.db.base import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-EVENT_KINDS = ("status", "stage", "progress", "log", "webhook")
-WEBHOOK_STATUSES = ("pending", "delivered", "failed")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not BIGINT.
 _BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
