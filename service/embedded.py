@@ -8,7 +8,6 @@ its command line (``celery -A worker.celery_app``), not imported, and supervised
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -21,7 +20,7 @@ from core.migrations import upgrade_database
 from core.producer import is_embedded_broker
 from core.service_errors import ServiceUnavailableError
 from core.settings import DATABASE_FILE, Settings, get_settings, remember_data_dir
-from service.supervisor import WorkerSupervisor
+from service.supervisor import WorkerSupervisor, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +106,6 @@ def _resolved_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    # Linux only: the embedded worker must not outlive a `serve` that was killed. SIGKILL,
-    # not SIGTERM: Celery's answer to SIGTERM is a warm shutdown that finishes the
-    # current job first, so an orphan would go on running it (for minutes) while the
-    # next `serve` takes the job over. The job resumes from its checkpoints instead,
-    # once its lease has expired.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def worker_command(
     queues: list[str], *, name: str = "embedded", loglevel: str = "INFO"
 ) -> list[str]:
@@ -152,7 +138,7 @@ def start_worker(
     return subprocess.Popen(
         worker_command(queues, loglevel=loglevel),
         env=_resolved_env(settings),
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -44,6 +45,13 @@ def _inspect_in_child(path: str, fmt: str) -> dict[str, Any]:
         raise FormatError(f"{name}: not a KAN checkpoint we can read ({exc})") from None
 
 
+def _child_init() -> None:
+    # A pool child must not outlive a killed API (`serve` included).
+    from service.supervisor import die_with_parent
+
+    die_with_parent()
+
+
 def _import_readers() -> None:
     import metacluster.formats  # noqa: F401
 
@@ -55,7 +63,9 @@ def _get_pool(processes: int) -> ProcessPoolExecutor:
             if _pool is not None:
                 _pool.shutdown(wait=False, cancel_futures=False)
             _pool = ProcessPoolExecutor(
-                max_workers=processes, mp_context=multiprocessing.get_context("spawn")
+                max_workers=processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init if sys.platform.startswith("linux") else None,
             )
             _pool_size = processes
         return _pool

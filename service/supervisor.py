@@ -12,6 +12,7 @@ stay up: the supervisor gives up, says why (`gave_up`) and calls ``on_give_up``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import subprocess
@@ -29,6 +30,22 @@ _current: WorkerSupervisor | None = None
 def current() -> WorkerSupervisor | None:
     """The supervisor of this process's embedded worker (None outside `serve`)."""
     return _current
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs anything: die when the parent does (Linux only).
+
+    The embedded worker must not outlive a `serve` that was killed. SIGKILL, not
+    SIGTERM: Celery's answer to SIGTERM is a warm shutdown that finishes the current
+    job first, so an orphan would go on running it (for minutes) while the next `serve`
+    takes the job over. The job resumes from its checkpoints instead, once its lease
+    has expired. (The API's inspection children die with it too, `service.inspector`.)
+    """
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def describe_exit(returncode: int) -> str:
