@@ -285,6 +285,14 @@ def _parse_k(text: str | None) -> int | list[int] | None:
     return ks[0] if len(ks) == 1 else ks
 
 
+def _check_config(config: dict[str, Any]) -> None:
+    """The config's own rules (method names, method options, every knob), checked here
+    before anything is uploaded: the service applies the same `MetaClusterConfig`."""
+    from metacluster.compress import MetaClusterConfig
+
+    MetaClusterConfig.from_dict(config)
+
+
 @remote.command()
 @click.argument("model", nargs=-1, required=True)
 @click.option(
@@ -361,6 +369,7 @@ def submit(
             config[key] = value
     if isinstance(k, list) and wait.max_drop is not None:
         config["max_drop"] = wait.max_drop  # the sweep picks the smallest K within the same gate
+    _check_config(config)
     client = _client(ctx)
     if len(model) == 1 and model[0].startswith("mdl_") and not Path(model[0]).exists():
         model_id = model[0]

@@ -103,8 +103,14 @@ UNITS = (
     ),
     Unit(
         "metacluster.remote",
-        ("metacluster.client", "metacluster._output", "metacluster.tracking"),
-        "`metacluster remote` is the client's command line",
+        (
+            "metacluster.client",
+            "metacluster._output",
+            "metacluster.tracking",
+            "metacluster.compress",
+        ),
+        "`metacluster remote` is the client's command line; it checks a config with the "
+        "engine's own MetaClusterConfig before uploading anything",
     ),
     Unit(
         "metacluster.reporting",

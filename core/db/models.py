@@ -210,3 +210,13 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class WorkerHeartbeat(Base):
+    """A worker process's last sign of life, written by a thread of its own every
+    ``worker_heartbeat_s`` whatever job it runs; `/readyz` wants a recent one."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

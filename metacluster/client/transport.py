@@ -185,9 +185,10 @@ def redirect_location(response: httpx.Response) -> str | None:
 
 def destination(path: PathLike | None, artifact: Artifact) -> Path:
     """The file a download goes to: `path`, or the artifact's name in the folder `path`
-    (default the current folder); its folder is made."""
+    (default the current folder; a path ending in a slash is a folder, made if missing);
+    its folder is made."""
     dest = Path(path) if path is not None else Path.cwd()
-    if dest.is_dir():
+    if dest.is_dir() or str(path).endswith(("/", os.sep)):
         dest = dest / artifact.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     return dest
