@@ -157,15 +157,15 @@ class MetaClusterConfig:
     )
     soft_epochs: int = epochs(
         100,
-        "Clustering-aware epochs: the KAN runs on soft (annealed) assignments of the "
+        "Clustering-aware epochs (at most the effort's step budget, like every stage's): the KAN runs on soft (annealed) assignments of the "
         "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
     )
     soft_min_steps: int = knob(
         1500,
-        "The clustering-aware stage runs at least this many optimizer steps: on small data "
-        "sets (an epoch of a few batches) it runs more than soft_epochs epochs (Feynman "
+        "The clustering-aware stage asks for at least this many optimizer steps: on small "
+        "data sets (an epoch of a few batches) it runs more than soft_epochs epochs (Feynman "
         "I.12.11 at ratio 40, 3 seeds: RMSE 1.18x the original with 1000 steps, 0.92x with "
-        "1500, 0.95x with 2000).",
+        "1500, 0.95x with 2000); the effort's step budget caps it like every stage.",
         lo=0,
         hi=1_000_000,
         integer=True,
