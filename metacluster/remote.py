@@ -32,6 +32,7 @@ import click
 
 from metacluster._output import finite, key_values, read_config_file
 from metacluster.errors import ConfigError
+from metacluster.filenames import MODEL_FILE
 
 if TYPE_CHECKING:
     from metacluster.client import Client, Job
@@ -481,7 +482,7 @@ def events(ctx: click.Context, job_id: str, follow: bool, after: int, as_json: b
 
 @_job_command(
     "download",
-    click.option("--name", default="model.mcz", show_default=True, help="Which artifact."),
+    click.option("--name", default=MODEL_FILE, show_default=True, help="Which artifact."),
     click.option("--out", type=click.Path(), default=None, help="File or folder (default: here)."),
 )
 def download_cmd(

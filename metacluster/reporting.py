@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from metacluster.errors import ConfigError, InputError
+from metacluster.filenames import REPORT_HTML
 
 PLOTS = ("pareto", "bytes", "errors", "codebooks", "projection")
 PAYLOAD_KINDS = ("codebooks", "indices", "grids", "dense")
@@ -521,7 +522,7 @@ def render_report(
     """Write the PNGs and ``report.html`` (images inline) into `out_dir`."""
     out = Path(out_dir)
     images = render_plots(report, out)
-    page = out / "report.html"
+    page = out / REPORT_HTML
     page.write_text(report_html(report, images, title=title), encoding="utf-8")
     return RenderedReport(page, images)
 

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from metacluster.cli import cli
-from metacluster.client import Artifact, _destination
+from metacluster.client import Artifact
+from metacluster.client.transport import destination as _destination
 
 # Nothing listens here: a command that tried to upload would fail "cannot talk to".
 NOWHERE = ["remote", "--url", "http://127.0.0.1:9", "--api-key", "mck_test"]
