@@ -29,8 +29,6 @@ from core.db.base import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-EVENT_KINDS = ("status", "stage", "progress", "log", "webhook")
-WEBHOOK_STATUSES = ("pending", "delivered", "failed")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not BIGINT.
 _BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -197,11 +195,6 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-# The self-contained report a finished job stores beside its artifact (the worker writes
-# it, the API serves it at /v1/jobs/{id}/report, webhooks link to it).
-REPORT_HTML = "report.html"
 
 
 class Artifact(Base):

@@ -12,12 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
+from core.db.models import Artifact, Job, JobEvent
 from core.db.session import read_scope
 from core.repositories import JobView
 from core.service_errors import NotFoundError
 from core.settings import Settings
 from core.storage import CHUNK, Storage
+from metacluster.filenames import REPORT_HTML
 from service import event_stream
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
