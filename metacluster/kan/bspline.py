@@ -490,12 +490,17 @@ class BSplineKANLayer(KANLayer):
         base = self.base_activation if self.has_base else None
         return bspline_features(x, self.grid, self.spline_order, base, uniform)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         check_features(x, self.in_features, type(self).__name__)
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        y = linear_over_features(self.features(x2), self.coef)  # (N, I, L) x (O, I, L)
-        return y.reshape(*lead, self.out_features)
+        return self.features(x.reshape(-1, self.in_features)), tuple(x.shape[:-1])
+
+    def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
+        return y.reshape(*context, self.out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats, lead = self.feature_table(x)
+        # (N, I, L) x (O, I, L)
+        return self.finish(linear_over_features(feats, self.coef), lead)
 
     # -- edge view -------------------------------------------------------
     def basis(self) -> Basis:
@@ -596,7 +601,6 @@ class PyKANLayer(BSplineKANLayer):
             if self.has_base:
                 self.coef[..., -1].uniform_(-bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
-        y = self.subnode_scale * y + self.subnode_bias
+    def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
+        y = self.subnode_scale * super().finish(y, context) + self.subnode_bias
         return self.node_scale * y + self.node_bias

@@ -96,12 +96,15 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
                 f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
         n, c, h, w = x.shape
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
         feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
@@ -112,6 +115,10 @@ class _ConvKAN2d(KANLayer):
             self.out_channels, (c // self.groups) * length, kh, kw
         )
         y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return self._post(y)
+
+    def _post(self, y: Tensor) -> Tensor:
+        """Norm, PReLU and dropout after the convolution, in torch-conv-kan's order."""
         if self.norm == "instance":
             y = F.instance_norm(y)
         elif self.batch_norm is not None:
@@ -122,6 +129,36 @@ class _ConvKAN2d(KANLayer):
         if self.drop is not None:
             y = self.drop(y)
         return y
+
+    # -- codebook runtime hooks: the feature table is the unfolded (im2col) features
+    def edge_positions(self) -> Tensor:
+        """Unfold column of each edge: (in channel, kernel row, kernel column) row-major."""
+        index = self.edge_index()
+        kh, kw = self.kernel_size
+        return (index[:, 1] * kh + index[:, 2]) * kw + index[:, 3]
+
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """(N * Ho * Wo, C * kh * kw, L) features under every kernel window."""
+        self._check_input(x)
+        n, c, h, w = x.shape
+        length = self.coef_dim
+        feats = self.channel_features(x.reshape(-1)).reshape(n, c, h, w, length)
+        feats = feats.permute(0, 1, 4, 2, 3).reshape(n, c * length, h, w)
+        cols = F.unfold(feats, self.kernel_size, self.dilation, self.padding, self.stride)
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        ho, wo = (
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip(
+                (h, w), self.padding, self.dilation, self.kernel_size, self.stride, strict=True
+            )
+        )
+        cols = cols.reshape(n, c, length, kk, ho * wo).permute(0, 4, 1, 3, 2)
+        return cols.reshape(n * ho * wo, c * kk, length), (n, ho, wo)
+
+    def finish(self, y: Tensor, context: tuple[int, int, int]) -> Tensor:
+        n, ho, wo = context
+        y = y.reshape(n, ho * wo, self.out_channels).transpose(1, 2)
+        return self._post(y.reshape(n, self.out_channels, ho, wo))
 
     def edge_index(self) -> Tensor:
         """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""
