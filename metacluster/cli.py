@@ -220,12 +220,13 @@ def _is_artifact(path: str) -> bool:
     return Path(path).is_file() and is_artifact(path)
 
 
-def _load_any(path: str, fmt: str) -> tuple[KANModel, str]:
-    """(model, kind): artifacts rebuild with load_artifact, the rest with load_model."""
+def _load_any(path: str, fmt: str, runtime: str = "dense") -> tuple[KANModel, str]:
+    """(model, kind): artifacts rebuild with load_artifact (in `runtime`), the rest
+    with load_model."""
     if _is_artifact(path):
         from metacluster.artifact import load_artifact
 
-        return load_artifact(path), "artifact"
+        return load_artifact(path, runtime), "artifact"  # type: ignore[return-value]
     from metacluster.formats import load_model
 
     return load_model(path, format=fmt), "model"
@@ -399,19 +400,39 @@ def inspect(model_path: str, fmt: str, as_json: bool) -> None:
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option(
+    "--runtime",
+    default="dense",
+    show_default=True,
+    help="Artifacts: dense (rebuilt vectors) or compressed (runs on the codebooks).",
+)
 @data_seed_option
 @json_option
 def eval_cmd(
-    model_path: str, data_spec: str, fmt: str, split: str, data_seed: int, as_json: bool
+    model_path: str,
+    data_spec: str,
+    fmt: str,
+    split: str,
+    runtime: str,
+    data_seed: int,
+    as_json: bool,
 ) -> None:
     """Evaluate a model or an artifact: accuracy (classification) or RMSE (regression)."""
+    from metacluster.runtime import check_runtime
     from metacluster.training import evaluate
 
-    model, kind = _load_any(model_path, _check_format(fmt))
+    check_runtime(runtime)
+    if runtime != "dense" and not _is_artifact(model_path):
+        raise ConfigError(f"--runtime {runtime} needs an artifact (.mcz); {model_path} is not one")
+    model, kind = _load_any(model_path, _check_format(fmt), runtime)
     data = _load_data(data_spec, data_seed)
     metric, value = evaluate(model, data, split=split)
     n = data.n_test if split == "test" else data.n_train
-    _emit({"metric": metric, "value": value, "split": split, "n": n, "kind": kind}, as_json)
+    _emit(
+        {"metric": metric, "value": value, "split": split, "n": n, "kind": kind}
+        | ({"runtime": runtime} if kind == "artifact" else {}),
+        as_json,
+    )
 
 
 def _compress_config(
