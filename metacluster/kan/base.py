@@ -188,6 +188,13 @@ class KANLayer(nn.Module, ABC):
         """(R, P, L) features of every (row, position), and what `finish` needs."""
         raise NotImplementedError(f"{type(self).__name__} has no codebook runtime hook")
 
+    def position_features(self, x: Tensor) -> tuple[Tensor, Any]:
+        """The feature table position-major, (P, R, L) contiguous: the layout in which
+        the codebook runtime projects all rows with one matrix product. Families with
+        a direct form override this; the default transposes `feature_table`."""
+        table, context = self.feature_table(x)
+        return table.transpose(0, 1).contiguous(), context
+
     def finish(self, y: Tensor, context: Any) -> Tensor:
         """(R, out_features) sums -> the layer's output (bias, norms, output shape)."""
         raise NotImplementedError(f"{type(self).__name__} has no codebook runtime hook")

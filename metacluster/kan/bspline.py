@@ -35,6 +35,7 @@ __all__ = [
     "PyKANLayer",
     "UniformGridCache",
     "bspline_features",
+    "bspline_position_features",
     "cardinal_bspline_values",
     "cox_de_boor_bases",
     "efficient_kan_grid",
@@ -398,6 +399,25 @@ def bspline_features(
     return bases
 
 
+def bspline_position_features(
+    x: Tensor,
+    grid: Tensor,
+    order: int,
+    base: str | None,
+    uniform: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """`bspline_features` position-major: (N, I) -> (I, N, L).
+
+    On uniform knots the closed form runs on the transposed inputs (I, N) with the
+    per-input knot parameters as columns, so no (N, I, L) intermediate is transposed.
+    """
+    if uniform is None:
+        return bspline_features(x, grid, order, base, None).transpose(0, 1).contiguous()
+    n_basis = grid.shape[-1] - order - 1
+    t0, inv_h = uniform[0][:, None], uniform[1][:, None]
+    return uniform_bspline_bases(x.t().contiguous(), t0, inv_h, order, n_basis, base)
+
+
 def bspline_basis(layer: BSplineKANLayer | KANConv2d) -> Basis:
     """The basis descriptor shared by dense and convolutional B-spline layers."""
     params: dict[str, Any] = {
@@ -493,6 +513,14 @@ class BSplineKANLayer(KANLayer):
     def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         check_features(x, self.in_features, type(self).__name__)
         return self.features(x.reshape(-1, self.in_features)), tuple(x.shape[:-1])
+
+    def position_features(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        check_features(x, self.in_features, type(self).__name__)
+        uniform = self.uniform_params() if self.use_fast_path else None
+        base = self.base_activation if self.has_base else None
+        x2 = x.reshape(-1, self.in_features)
+        feats = bspline_position_features(x2, self.grid, self.spline_order, base, uniform)
+        return feats, tuple(x.shape[:-1])
 
     def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
         return y.reshape(*context, self.out_features)

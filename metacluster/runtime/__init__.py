@@ -28,7 +28,7 @@ from metacluster.compress.codebook import QuantizedCoefficients
 from metacluster.errors import ConfigError
 from metacluster.kan.base import KANLayer
 from metacluster.kan.model import KANModel
-from metacluster.runtime.kernels import project_and_gather
+from metacluster.runtime.kernels import code_base, flat_codes, gather, project
 
 RUNTIMES = ("dense", "compressed")
 
@@ -61,28 +61,34 @@ class CodebookLayer(nn.Module):
         super().__init__()
         self.layer = layer
         self.spans: list[tuple[int, int, int]] = []
+        self.positions = int(layer.edge_positions().max()) + 1
         for j, (centroids, col0, col1, codes) in enumerate(terms):
+            k, sub = centroids.shape
             self.register_buffer(f"centroids_{j}", centroids.float().contiguous())
-            self.register_buffer(f"codes_{j}", narrow_codes(codes, centroids.shape[0]))
-            self.spans.append((col0, col1, int(centroids.shape[1])))
+            self.register_buffer(f"codes_{j}", narrow_codes(codes, k))
+            chunks = (col1 - col0) // sub
+            self.register_buffer(f"base_{j}", code_base(self.positions, chunks, k))
+            self.spans.append((col0, col1, chunks))
         self.in_features = layer.in_features
         self.out_features = layer.out_features
 
-    def terms(self) -> Iterable[tuple[Tensor, int, int, int, Tensor]]:
-        for j, (col0, col1, sub) in enumerate(self.spans):
-            yield getattr(self, f"centroids_{j}"), col0, col1, sub, getattr(self, f"codes_{j}")
+    def terms(self) -> Iterable[tuple[Tensor, int, int, int, Tensor, Tensor]]:
+        for j, (col0, col1, chunks) in enumerate(self.spans):
+            centroids, codes = getattr(self, f"centroids_{j}"), getattr(self, f"codes_{j}")
+            yield centroids, col0, col1, chunks, codes, getattr(self, f"base_{j}")
 
+    @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        table, context = self.layer.feature_table(x)
-        rows, positions = table.shape[:2]
-        y = table.new_zeros(rows, self.out_features)
-        for centroids, col0, col1, sub, codes in self.terms():
-            part = table[..., col0:col1].reshape(rows, positions * ((col1 - col0) // sub), sub)
-            y = y + project_and_gather(part, centroids.to(table.dtype), codes)
+        feats, context = self.layer.position_features(x)
+        y = feats.new_zeros(feats.shape[1], self.out_features)
+        for centroids, col0, col1, chunks, codes, base in self.terms():
+            table = project(feats[..., col0:col1], centroids.to(feats.dtype), chunks)
+            flat = flat_codes(codes, base, self.positions)
+            y = y + gather(table, flat, self.out_features)
         return self.layer.finish(y, context)
 
     def extra_repr(self) -> str:
-        parts = [f"K={c.shape[0]} cols=[{a},{b}) sub={s}" for c, a, b, s, _ in self.terms()]
+        parts = [f"K={c.shape[0]} cols=[{a},{b}) chunks={m}" for c, a, b, m, _, _ in self.terms()]
         return f"in={self.in_features}, out={self.out_features}, terms=[{'; '.join(parts)}]"
 
 

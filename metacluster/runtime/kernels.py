@@ -1,17 +1,20 @@
-"""Gather-and-sum kernels of the codebook runtime, chosen by measurement.
+"""Projection and gather-and-sum kernels of the codebook runtime, chosen by measurement.
 
-Given the projections `proj` (R, Q, K) of R feature rows on K shared functions at
-Q positions, and codes (O, Q) (which function each output takes at each position),
-every kernel returns y (R, O) with ``y[r, o] = sum_q proj[r, q, codes[o, q]]``.
+A term of a layer is K centroids of length s over the feature columns [col0, col1),
+cut into m = (col1 - col0) / s chunks, and codes (O, P * m): which centroid output o
+takes at position p, chunk j (column p * m + j). With the features position-major
+(P, R, L) (R rows: batch, or batch x pixels), one matrix product per chunk projects
+every row on every centroid, giving a table of m * K * P rows of R values
+(row (j * K + k) * P + p); then ``y[r, o] = sum_q table[flat[o, q], r]``:
 
-- `gather_small`: one `index_select` over the flattened projections, then a sum;
-  best for a handful of rows (no transpose, one pass);
-- `gather_bags`: `embedding_bag(mode="sum")` over the transposed projections
-  (Q*K, R), each output one bag of Q rows: fbgemm's vectorised row sums, best from
-  about 8 rows on (docs/format.md, section 7, has the numbers);
+- `gather_small`: a 1-D `index_select` of the O * Q entries per row, then a sum;
+  best for a few rows of R;
+- `gather_bags`: `embedding_bag(mode="sum")`, each output one bag of Q rows: fbgemm's
+  vectorised row sums, best from `BAGS_FROM_ROWS` rows on.
 
-The codes are stored narrow (uint8 for K <= 256) and widened to int32 flat indices
-per call: the resident weights stay small, the transient index costs O*Q*4 bytes.
+Codes stay narrow (uint8 for K <= 256) and become int32 flat indices per call: the
+resident weights stay small, the transient index costs O * Q * 4 bytes.
+docs/format.md, section 7, has the measurements and the alternatives tried.
 """
 
 from __future__ import annotations
@@ -20,51 +23,64 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Rows from which `gather_bags` beats `gather_small` (measured, benchmarks/inference.py).
+# Rows from which `gather_bags` beats `gather_small` (measured, docs/format.md section 7).
 BAGS_FROM_ROWS = 8
 
 
-def flat_codes(codes: Tensor, k: int) -> Tensor:
-    """(O, Q) narrow codes -> (O * Q,) int32 indices into a flattened (Q, K) table."""
-    q = codes.shape[1]
-    base = torch.arange(q, dtype=torch.int32, device=codes.device) * k
-    return (codes.to(torch.int32) + base).reshape(-1)
+def code_base(positions: int, chunks: int, k: int, device: torch.device | None = None) -> Tensor:
+    """(P * m,) int32: the table row of code 0 at each codes column (p * m + j)."""
+    q = torch.arange(positions * chunks, dtype=torch.int32, device=device)
+    return (q % chunks) * (k * positions) + q // chunks
 
 
-def gather_small(proj: Tensor, codes: Tensor) -> Tensor:
-    """y (R, O) by one index_select over proj (R, Q, K) flattened per row."""
-    r, q, k = proj.shape
-    o = codes.shape[0]
-    picked = proj.reshape(r, q * k).index_select(1, flat_codes(codes, k))
-    return picked.view(r, o, q).sum(-1)
+def flat_codes(codes: Tensor, base: Tensor, positions: int) -> Tensor:
+    """(O, Q) narrow codes -> (O * Q,) int32 rows of the projection table."""
+    return (codes.to(torch.int32) * positions + base).reshape(-1)
 
 
-def gather_bags(proj_t: Tensor, codes: Tensor) -> Tensor:
-    """y (R, O) by embedding_bag over proj_t (Q, K, R): one bag of Q rows per output."""
-    q, k, r = proj_t.shape
-    o = codes.shape[0]
-    offsets = torch.arange(o, dtype=torch.int32, device=codes.device) * q
-    out = F.embedding_bag(flat_codes(codes, k), proj_t.reshape(q * k, r), offsets, mode="sum")
-    return out.t()
+def project(features: Tensor, centroids: Tensor, chunks: int) -> Tensor:
+    """features (P, R, m * s) and centroids (K, s) -> the (m * K * P, R) table.
+
+    One GEMM per chunk, (K, s) @ (s, P * R), reading the features transposed in place.
+    """
+    positions, rows, width = features.shape
+    k, sub = centroids.shape
+    flat = features.reshape(positions * rows, width)
+    parts = [torch.mm(centroids, flat[:, j * sub : (j + 1) * sub].t()) for j in range(chunks)]
+    proj = parts[0] if chunks == 1 else torch.cat(parts)
+    return proj.view(chunks * k * positions, rows)
 
 
-def project_and_gather(table: Tensor, centroids: Tensor, codes: Tensor) -> Tensor:
-    """y (R, O) for features `table` (R, Q, s), `centroids` (K, s) and codes (O, Q):
-    each row's features are projected on the K shared functions once, then gathered."""
-    rows = table.shape[0]
-    if rows == 0:
-        return table.new_zeros(0, codes.shape[0])
-    if rows < BAGS_FROM_ROWS:
-        return gather_small(table @ centroids.t(), codes)
-    # (K, s) @ (Q, s, R): the projections come out transposed, as the bags read them.
-    proj_t = torch.matmul(centroids, table.permute(1, 2, 0))
-    return gather_bags(proj_t, codes)
+def gather_small(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
+    """y (R, O) by a 1-D index_select per row of R (the 2-D row select copies row by
+    row, ~20x slower for R = 1) and a sum."""
+    columns = table.t().contiguous() if table.shape[1] > 1 else table.view(1, -1)
+    picked = torch.stack([column.index_select(0, flat) for column in columns])
+    return picked.view(columns.shape[0], outputs, -1).sum(2)
+
+
+def gather_bags(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
+    """y (R, O) by embedding_bag: one bag of Q table rows per output."""
+    per_bag = flat.numel() // outputs
+    offsets = torch.arange(outputs, dtype=torch.int32, device=flat.device) * per_bag
+    return F.embedding_bag(flat, table, offsets, mode="sum").t()
+
+
+def gather(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
+    """y (R, O): the kernel measured fastest for this many rows."""
+    if table.shape[1] == 0:
+        return table.new_zeros(0, outputs)
+    if table.shape[1] < BAGS_FROM_ROWS:
+        return gather_small(table, flat, outputs)
+    return gather_bags(table, flat, outputs)
 
 
 __all__ = [
     "BAGS_FROM_ROWS",
+    "code_base",
     "flat_codes",
+    "gather",
     "gather_bags",
     "gather_small",
-    "project_and_gather",
+    "project",
 ]
