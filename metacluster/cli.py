@@ -650,13 +650,26 @@ def methods_cmd(as_json: bool) -> None:
 @click.argument("source", metavar="ARTIFACT")
 @click.option("--to", "to", required=True, help="Target library layout, e.g. efficient-kan, pykan.")
 @click.option("--out", type=click.Path(), required=True, help="Checkpoint path (pykan: prefix).")
+@click.option(
+    "--dense", is_flag=True, help="onnx: the dense graph instead of the codebook (Gather) graph."
+)
+@click.option(
+    "--input-shape", default=None, help="onnx: per-sample input shape, e.g. 1,28,28 (conv models)."
+)
 @json_option
-def export(source: str, to: str, out: str, as_json: bool) -> None:
-    """Write a dense checkpoint of an artifact (or model) in a library's own layout."""
+def export(
+    source: str, to: str, out: str, dense: bool, input_shape: str | None, as_json: bool
+) -> None:
+    """Write a dense checkpoint of an artifact (or model) in a library's own layout, or
+    an artifact as an ONNX graph (--to onnx)."""
     from metacluster.formats import FORMATS, export_model
 
+    if to == "onnx":
+        _emit(_export_onnx(source, out, dense, input_shape), as_json)
+        return
     if to not in FORMATS:
-        raise ConfigError(f"unsupported export format {to!r}; supported: {', '.join(FORMATS)}")
+        supported = ", ".join([*FORMATS, "onnx"])
+        raise ConfigError(f"unsupported export format {to!r}; supported: {supported}")
     model, kind = _load_any(source, "auto")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -671,6 +684,23 @@ def export(source: str, to: str, out: str, as_json: bool) -> None:
         },
         as_json,
     )
+
+
+def _export_onnx(source: str, out: str, dense: bool, input_shape: str | None) -> dict[str, Any]:
+    if not _is_artifact(source):
+        raise ConfigError(f"--to onnx needs an artifact (.mcz); {source} is not one")
+    from metacluster.runtime.onnx_export import export_onnx
+
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = [int(d) for d in input_shape.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--input-shape must be integers like 1,28,28, got {input_shape!r}"
+            ) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(source, out, dense=dense, input_shape=shape)
 
 
 @cli.group("data")

@@ -66,8 +66,15 @@ def gather_bags(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
     return F.embedding_bag(flat, table, offsets, mode="sum").t()
 
 
+def gather_graph(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
+    """y (R, O) in graph ops only (ONNX Gather + ReduceSum), any R."""
+    return table.index_select(0, flat).view(outputs, -1, table.shape[1]).sum(1).t()
+
+
 def gather(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
     """y (R, O): the kernel measured fastest for this many rows."""
+    if torch.onnx.is_in_onnx_export():
+        return gather_graph(table, flat, outputs)
     if table.shape[1] == 0:
         return table.new_zeros(0, outputs)
     if table.shape[1] < BAGS_FROM_ROWS:
@@ -81,6 +88,7 @@ __all__ = [
     "flat_codes",
     "gather",
     "gather_bags",
+    "gather_graph",
     "gather_small",
     "project",
 ]
