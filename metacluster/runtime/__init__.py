@@ -80,11 +80,12 @@ class CodebookLayer(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         feats, context = self.layer.position_features(x)
-        y = feats.new_zeros(feats.shape[1], self.out_features)
+        y: Tensor | None = None
         for centroids, col0, col1, chunks, codes, base in self.terms():
             table = project(feats[..., col0:col1], centroids.to(feats.dtype), chunks)
-            flat = flat_codes(codes, base, self.positions)
-            y = y + gather(table, flat, self.out_features)
+            part = gather(table, flat_codes(codes, base, self.positions), self.out_features)
+            y = part if y is None else y + part
+        assert y is not None  # a CodebookLayer has at least one term
         return self.layer.finish(y, context)
 
     def extra_repr(self) -> str:

@@ -54,9 +54,10 @@ def project(features: Tensor, centroids: Tensor, chunks: int) -> Tensor:
 def gather_small(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
     """y (R, O) by a 1-D index_select per row of R (the 2-D row select copies row by
     row, ~20x slower for R = 1) and a sum."""
-    columns = table.t().contiguous() if table.shape[1] > 1 else table.view(1, -1)
-    picked = torch.stack([column.index_select(0, flat) for column in columns])
-    return picked.view(columns.shape[0], outputs, -1).sum(2)
+    if table.shape[1] == 1:
+        return table.view(-1).index_select(0, flat).view(1, outputs, -1).sum(2)
+    picked = torch.stack([column.index_select(0, flat) for column in table.t().contiguous()])
+    return picked.view(table.shape[1], outputs, -1).sum(2)
 
 
 def gather_bags(table: Tensor, flat: Tensor, outputs: int) -> Tensor:
