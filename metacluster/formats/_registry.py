@@ -22,7 +22,7 @@ from metacluster.registry import Registry
 
 
 class FormatHandler(ABC):
-    """One checkpoint layout (see KAN_FORMATS.md for each library's keys)."""
+    """One checkpoint layout (docs/formats.md has each library's keys)."""
 
     name: ClassVar[str]
     # Last key components of tensors that are fixed structure (knots, masks, index

@@ -12,15 +12,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
+from core.db.models import Artifact, Job, JobEvent
 from core.db.session import read_scope
 from core.repositories import JobView
-from core.service_errors import NotFoundError, RequestValidationProblem
+from core.service_errors import NotFoundError
 from core.settings import Settings
 from core.storage import CHUNK, Storage
+from metacluster.filenames import REPORT_HTML
 from service import event_stream
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
+from service.limits import MAX_INT64, StrictInt, check_config_size, parse_int_or_422
 from service.problems import problem_responses
 from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import (
@@ -37,9 +39,6 @@ from service.schemas import (
 )
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-# Event ids are 64-bit database integers: a larger cursor is a 422, not an overflow.
-MAX_EVENT_ID = 2**63 - 1
 
 
 def job_url(job_id: str) -> str:
@@ -91,7 +90,7 @@ def event_out(event: JobEvent) -> JobEventOut:
     response_model=JobOut,
     responses={
         200: {"model": DryRunOut, "description": "`?dry_run=true`: every check passed"},
-        **problem_responses(400, 401, 404, 409, 422, 503),
+        **problem_responses(400, 401, 404, 409, 413, 422, 503),
     },
     summary="Create a compression job (or validate one with ?dry_run=true)",
 )
@@ -115,6 +114,7 @@ def create_job(
         ),
     ] = None,
 ) -> JobOut | JSONResponse:
+    check_config_size(body.config, settings.max_config_bytes)
     if dry_run:
         valid = job_service.validate_job(session, owner, settings, body)
         out = DryRunOut(
@@ -192,9 +192,9 @@ def list_events(
     owner: CurrentKey,
     settings: SettingsDep,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_EVENT_ID, description="`next` of the previous page")
+        StrictInt | None, Query(ge=0, le=MAX_INT64, description="`next` of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[StrictInt, Query(ge=1, le=1000)] = 100,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -216,10 +216,9 @@ def _event_stream(
     request: Request, settings: Settings, job_id: str, last_event_id: str | None
 ) -> StreamingResponse:
     after_seq = 0
-    if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
-            raise RequestValidationProblem("Last-Event-ID must be an event's seq (an integer)")
-        after_seq = int(last_event_id)
+    if last_event_id is not None:
+        # Event ids are 64-bit database integers: a larger one is a 422, not an overflow.
+        after_seq = parse_int_or_422(last_event_id, name="Last-Event-ID (an event's seq)")
     return StreamingResponse(
         event_stream.job_events(request, settings, job_id, after_seq),
         media_type=event_stream.MEDIA_TYPE,
