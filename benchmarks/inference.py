@@ -227,7 +227,7 @@ def run(hidden_sizes: list[int], batches: list[int], repeats: int, args: Any) ->
         facts = make_artifact(hidden, args.mnist, args.epochs, artifact)
         print(f"784-{hidden}-10: {facts}", file=sys.stderr)
         onnx_path = tmp / f"m{hidden}.onnx"
-        export_onnx(artifact, onnx_path)
+        export_onnx(load_artifact(artifact, runtime="compressed"), onnx_path)
         loaded = {name: load_contender(name, artifact, onnx_path) for name in CONTENDERS}
         dense_bytes = loaded["dense ours"][1]
         for batch in batches:

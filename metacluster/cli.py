@@ -690,6 +690,7 @@ def export(
 def _export_onnx(source: str, out: str, dense: bool, input_shape: str | None) -> dict[str, Any]:
     if not _is_artifact(source):
         raise ConfigError(f"--to onnx needs an artifact (.mcz); {source} is not one")
+    from metacluster.artifact import load_artifact
     from metacluster.runtime.onnx_export import export_onnx
 
     shape = None
@@ -701,7 +702,8 @@ def _export_onnx(source: str, out: str, dense: bool, input_shape: str | None) ->
                 f"--input-shape must be integers like 1,28,28, got {input_shape!r}"
             ) from None
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    return export_onnx(source, out, dense=dense, input_shape=shape)
+    model = load_artifact(source, "dense" if dense else "compressed")
+    return export_onnx(model, out, input_shape=shape)
 
 
 @cli.group("data")

@@ -22,6 +22,7 @@ from torch import nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan.glue import Reshape
+from metacluster.runtime import CodebookKAN
 
 OPSET = 17
 
@@ -53,13 +54,14 @@ def _traceable(model: nn.Module) -> Iterator[None]:
 
 
 def export_onnx(
-    artifact: str | os.PathLike[str],
+    model: nn.Module,
     out: str | os.PathLike[str],
     *,
-    dense: bool = False,
     input_shape: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Write `out` (.onnx); returns its path, bytes, graph kind and node counts."""
+    """Write `model` (an artifact loaded by `load_artifact`: `CodebookKAN` gives the
+    codebook graph, the dense runtime the dense graph) to `out` (.onnx); returns its
+    path, bytes, input shape and node counts."""
     try:
         import onnx
     except ImportError:
@@ -67,12 +69,11 @@ def export_onnx(
             "ONNX export needs the onnx extra: pip install 'metacluster[onnx]'"
         ) from None
 
-    from metacluster.artifact import load_artifact
-
-    model = load_artifact(artifact, "dense" if dense else "compressed").eval()
+    model = model.eval()
     shape = tuple(input_shape) if input_shape else input_shape_of(model)
     example = torch.zeros(2, *shape)
     path = Path(out)
+    dense = not isinstance(model, CodebookKAN)
     with _traceable(model), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(

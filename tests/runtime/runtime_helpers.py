@@ -14,7 +14,6 @@ from metacluster.compress.codebook import (
     CompressedKAN,
     QuantizedCoefficients,
     build_groups,
-    select_layers,
     uniform_quant,
 )
 from metacluster.kan.model import KANModel
@@ -52,7 +51,7 @@ def _codebooks(
 def quantize(model: KANModel, layout: str, k: int = 8, seed: int = 0) -> CompressedKAN:
     """`model` compressed with random codebooks of `layout` (see LAYOUTS)."""
     gen = torch.Generator().manual_seed(seed)
-    layers = select_layers(model, [], [], 1)
+    layers = [name for name, _ in model.kan_layers()]
     scope = "global" if layout == "global" else "per_layer"
     grouping = "separate" if layout == "separate" else "shared"
     groups = build_groups(model, layers, scope, grouping)
