@@ -564,3 +564,21 @@ def test_a_circle_between_units_is_reported() -> None:
     ]
     assert violations(edges) == []
     assert cycles(unit_edges(edges), "metacluster") == [["metacluster.cli", "metacluster.workflow"]]
+
+
+def test_the_layers_of_compress_can_be_given_as_units() -> None:
+    """compress/ gets module rules by one Unit per layer (the most specific unit of a
+    module is the one whose rules apply): here its spec may import nothing of compress,
+    so a spec that imports the method registry (for types) is refused, while the rest of
+    compress may still import the spec."""
+    spec = Unit("metacluster.compress.config", ("metacluster.kan",), "the spec is compress's floor")
+    edges = [
+        Edge("metacluster.compress.config", 20, "metacluster.compress.methods", True),
+        Edge("metacluster.compress.config", 21, "metacluster.kan.model", False),
+        Edge("metacluster.compress.plan", 5, "metacluster.compress.config", False),
+    ]
+    assert violations(edges) == []
+    assert violations(edges, (*UNITS, spec)) == [
+        "metacluster.compress.config:20: metacluster.compress.config imports "
+        "metacluster.compress.methods (metacluster.compress.config may import metacluster.kan)"
+    ]

@@ -105,9 +105,15 @@ class _Record:
 
 
 @dataclass(frozen=True)
-class Model(_Record):
+class _Upload(_Record):
+    """An uploaded file's record: its id and the file's name."""
+
     id: str
     filename: str
+
+
+@dataclass(frozen=True)
+class Model(_Upload):
     family: str
     format: str
     edges: int
@@ -118,9 +124,7 @@ class Model(_Record):
 
 
 @dataclass(frozen=True)
-class Dataset(_Record):
-    id: str
-    filename: str
+class Dataset(_Upload):
     task: str
     n_train: int
     n_test: int

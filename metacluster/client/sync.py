@@ -121,12 +121,12 @@ class Client(BaseClient[httpx.BaseTransport, httpx.Client]):
         self,
         model: ModelRef,
         dataset: DatasetRef,
-        config: Mapping[str, Any] | None = ...,
+        config: Mapping[str, Any] | None = None,
         *,
-        idempotency_key: str | None = ...,
         dry_run: Literal[True],
-        webhook_url: str | None = ...,
-        webhook_events: Sequence[str] | None = ...,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         **overrides: Any,
     ) -> dict[str, Any]: ...
 

@@ -30,7 +30,6 @@ from service.schemas import (
     DryRunCheck,
     DryRunOut,
     JobCreate,
-    JobError,
     JobEventOut,
     JobEventPage,
     JobOut,
@@ -46,37 +45,21 @@ def job_url(job_id: str) -> str:
 
 
 def job_out(job: JobView | Job) -> JobOut:
-    if isinstance(job, Job):
-        job = JobView.of(job)
-    has_report = any(a.name == REPORT_HTML for a in job.artifacts)
-    return JobOut(
-        id=job.id,
-        status=job.status,  # type: ignore[arg-type]  # a str column holding JobStatus values
-        stage=job.stage,
-        progress=min(max(job.progress, 0.0), 1.0),
-        model_id=job.model_id,
-        dataset=job.dataset,
-        queue=job.queue,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        config=job.config,
-        metrics=job.metrics,
-        error=JobError.model_validate(job.error) if job.error else None,
-        cancel_requested=job.cancel_requested,
-        deliveries=job.deliveries,
-        artifacts=[
-            ArtifactOut(
-                name=a.name,
-                bytes=a.bytes,
-                sha256=a.sha256,
-                url=f"{job_url(job.id)}/artifacts/{a.name}",
-            )
-            for a in job.artifacts
-        ],
-        webhook_url=job.webhook_url,
-        webhook_events=job.webhook_events,
-        report_url=f"{job_url(job.id)}/report" if has_report else None,
+    view = JobView.of(job) if isinstance(job, Job) else job
+    url = job_url(view.id)
+    artifacts = [
+        ArtifactOut(name=a.name, bytes=a.bytes, sha256=a.sha256, url=f"{url}/artifacts/{a.name}")
+        for a in view.artifacts
+    ]
+    has_report = any(a.name == REPORT_HTML for a in view.artifacts)
+    return JobOut.model_validate(
+        {
+            **view.columns,
+            "progress": min(max(view.progress, 0.0), 1.0),
+            "error": view.error or None,
+            "artifacts": artifacts,
+            "report_url": f"{url}/report" if has_report else None,
+        }
     )
 
 
