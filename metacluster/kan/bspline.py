@@ -35,7 +35,6 @@ __all__ = [
     "PyKANLayer",
     "UniformGridCache",
     "bspline_features",
-    "bspline_position_features",
     "cardinal_bspline_values",
     "cox_de_boor_bases",
     "efficient_kan_grid",
@@ -384,38 +383,26 @@ def bspline_features(
     order: int,
     base: str | None,
     uniform: tuple[Tensor, Tensor] | None,
+    *,
+    position_major: bool = False,
 ) -> Tensor:
     """(N, I) -> (N, I, L): B-spline bases on `grid` (I, n_knots), then the activation
-    named `base` applied to x when given.
+    named `base` applied to x when given; (I, N, L) with `position_major`.
 
-    `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one.
+    `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one. On
+    uniform knots, position-major runs the closed form on the transposed inputs (I, N)
+    with the per-input knot parameters as columns: no (N, I, L) tensor is transposed.
     """
     n_basis = grid.shape[-1] - order - 1
     if uniform is not None:
-        return uniform_bspline_bases(x, uniform[0], uniform[1], order, n_basis, base)
+        t0, inv_h = uniform
+        if position_major:
+            x, t0, inv_h = x.t().contiguous(), t0[:, None], inv_h[:, None]
+        return uniform_bspline_bases(x, t0, inv_h, order, n_basis, base)
     bases = cox_de_boor_bases(x, grid, order)
     if base is not None:
-        return torch.cat([bases, activation(base)(x).unsqueeze(-1)], dim=-1)
-    return bases
-
-
-def bspline_position_features(
-    x: Tensor,
-    grid: Tensor,
-    order: int,
-    base: str | None,
-    uniform: tuple[Tensor, Tensor] | None,
-) -> Tensor:
-    """`bspline_features` position-major: (N, I) -> (I, N, L).
-
-    On uniform knots the closed form runs on the transposed inputs (I, N) with the
-    per-input knot parameters as columns, so no (N, I, L) intermediate is transposed.
-    """
-    if uniform is None:
-        return bspline_features(x, grid, order, base, None).transpose(0, 1).contiguous()
-    n_basis = grid.shape[-1] - order - 1
-    t0, inv_h = uniform[0][:, None], uniform[1][:, None]
-    return uniform_bspline_bases(x.t().contiguous(), t0, inv_h, order, n_basis, base)
+        bases = torch.cat([bases, activation(base)(x).unsqueeze(-1)], dim=-1)
+    return bases.transpose(0, 1).contiguous() if position_major else bases
 
 
 def bspline_basis(layer: BSplineKANLayer | KANConv2d) -> Basis:
@@ -519,7 +506,9 @@ class BSplineKANLayer(KANLayer):
         uniform = self.uniform_params() if self.use_fast_path else None
         base = self.base_activation if self.has_base else None
         x2 = x.reshape(-1, self.in_features)
-        feats = bspline_position_features(x2, self.grid, self.spline_order, base, uniform)
+        feats = bspline_features(
+            x2, self.grid, self.spline_order, base, uniform, position_major=True
+        )
         return feats, tuple(x.shape[:-1])
 
     def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
