@@ -96,23 +96,41 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
                 f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        n, c, h, w = x.shape
+
+    def _image_size(self, x: Tensor) -> tuple[int, int, int]:
+        """(C, H, W) of a checked input as Python ints: only the batch stays symbolic
+        when the layer is traced (ONNX export)."""
+        self._check_input(x)
+        return self.in_channels, int(x.shape[2]), int(x.shape[3])
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, h, w = self._image_size(x)
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
         feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
-        feats = feats.reshape(n, c, h, w, length).permute(0, 1, 4, 2, 3)
-        feats = feats.reshape(n, c * length, h, w)  # channel = c * L + l
+        feats = feats.reshape(-1, c, h, w, length).permute(0, 1, 4, 2, 3)
+        feats = feats.reshape(-1, c * length, h, w)  # channel = c * L + l
         kh, kw = self.kernel_size
         weight = self.coef.permute(0, 1, 4, 2, 3).reshape(
             self.out_channels, (c // self.groups) * length, kh, kw
         )
         y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
-        if self.norm == "instance":
+        return self._post(y)
+
+    def _post(self, y: Tensor) -> Tensor:
+        """Norm, PReLU and dropout after the convolution, in torch-conv-kan's order."""
+        if self.norm == "instance" and torch.onnx.is_in_onnx_export():
+            # the same arithmetic in plain ops: the exporter's InstanceNormalization
+            # needs a static channel count, which the codebook graph's Reshape hides
+            mean = y.mean((2, 3), keepdim=True)
+            var = y.var((2, 3), unbiased=False, keepdim=True)
+            y = (y - mean) / torch.sqrt(var + 1e-5)
+        elif self.norm == "instance":
             y = F.instance_norm(y)
         elif self.batch_norm is not None:
             y = self.batch_norm(y)
@@ -122,6 +140,35 @@ class _ConvKAN2d(KANLayer):
         if self.drop is not None:
             y = self.drop(y)
         return y
+
+    # -- codebook runtime hooks: the feature table is the unfolded (im2col) features
+    def edge_positions(self) -> Tensor:
+        """Unfold column of each edge: (in channel, kernel row, kernel column) row-major."""
+        index = self.edge_index()
+        kh, kw = self.kernel_size
+        return (index[:, 1] * kh + index[:, 2]) * kw + index[:, 3]
+
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(N * Ho * Wo, C * kh * kw, L) features under every kernel window."""
+        c, h, w = self._image_size(x)
+        length = self.coef_dim
+        feats = self.channel_features(x.reshape(-1)).reshape(-1, c, h, w, length)
+        feats = feats.permute(0, 1, 4, 2, 3).reshape(-1, c * length, h, w)
+        cols = F.unfold(feats, self.kernel_size, self.dilation, self.padding, self.stride)
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        ho, wo = (
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip(
+                (h, w), self.padding, self.dilation, self.kernel_size, self.stride, strict=True
+            )
+        )
+        cols = cols.reshape(-1, c, length, kk, ho * wo).permute(0, 4, 1, 3, 2)
+        return cols.reshape(-1, c * kk, length), (ho, wo)
+
+    def finish(self, y: Tensor, context: tuple[int, int]) -> Tensor:
+        ho, wo = context
+        y = y.reshape(-1, ho * wo, self.out_channels).transpose(1, 2)
+        return self._post(y.reshape(-1, self.out_channels, ho, wo))
 
     def edge_index(self) -> Tensor:
         """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""

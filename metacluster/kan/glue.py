@@ -192,7 +192,7 @@ class Reshape(nn.Module):
         size = 1
         for d in self.shape:
             size *= d
-        if x.dim() < 1 or x[0].numel() != size:
+        if x.dim() < 1 or x.shape[1:].numel() != size:  # empty batches too
             raise InputError(
                 f"Reshape: cannot view input of shape {tuple(x.shape)} as (N, {self.shape})"
             )
