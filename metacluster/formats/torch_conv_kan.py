@@ -1,5 +1,7 @@
-"""torch-conv-kan (IvanDrokin) KANConv2DLayer stacks: `spline_conv.{g}.weight`,
-`base_conv.{g}.weight`, `prelus.{g}.weight`; state dict or model.safetensors + config.json.
+"""torch-conv-kan (IvanDrokin) stacks: KANConv2DLayer (`spline_conv.{g}.weight`,
+`base_conv.{g}.weight`, `prelus.{g}.weight`), KACNConv2DLayer (`poly_conv.{g}.weight`,
+`arange`) and the polynomial layers of `_tck_poly` (Gram, Legendre, Jacobi, Bernstein, dense
+and conv); state dict or model.safetensors + config.json.
 
 The knots are not saved by the library: spline order, grid range, stride,
 padding, dilation, base activation and dropout come from config.json (top
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats import _tck_poly
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -26,7 +29,8 @@ from metacluster.formats._registry import (
     layers_of,
     register,
 )
-from metacluster.kan import ChebyKANConv2d, KANConv2d, KANLayer, KANModel
+from metacluster.kan import ChebyKANConv2d, KANConv2d, KANLayer, KANModel, SiLU
+from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
 
 # KANConv2DLayer's defaults (kan_convs/kan_conv.py).
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +41,13 @@ DEFAULTS: dict[str, Any] = {
     "dilation": 1,
     "base_activation": "gelu",
     "dropout": 0.0,
+    # Declared by a config (checked against the shapes) or naming the layer class.
+    "degree": None,
+    "groups": None,
+    "grid_size": None,
+    "layer_class": None,
+    "a": 1.0,
+    "b": 1.0,
 }
 _ACTIVATIONS = {
     "gelu": "gelu",
@@ -118,13 +129,16 @@ class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
-        """(variant, prefix) in forward order: KANConv ("kan") or KACNConv ("kacn")."""
+        """(variant, prefix) in forward order: KANConv ("kan"), KACNConv ("kacn") or one
+        of `_tck_poly.MARKERS` (the polynomial layers)."""
         found = {p: "kan" for p in module_prefixes(ckpt, "spline_conv.0.weight")}
         found |= {
             p: "kacn"
             for p in module_prefixes(ckpt, "poly_conv.0.weight")
             if p + "arange" in ckpt.tensors
         }
+        for variant, leaf in _tck_poly.MARKERS.items():
+            found |= {p: variant for p in module_prefixes(ckpt, leaf) if _is(ckpt, p, variant)}
         return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -133,11 +147,19 @@ class TorchConvKANFormat(FormatHandler):
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
         config = ckpt.hf_config
-        layers: list[KANLayer] = []
+        layers: list[nn.Module] = []
         for pos, (variant, p) in enumerate(self._modules(ckpt)):
             opts = _layer_options(config, pos)
-            layers.append(self._layer(keys, p, opts) if variant == "kan" else _kacn(keys, p, opts))
-        return self.assemble(keys, layers, "bspline")
+            if variant == "kan":
+                layers.append(self._layer(keys, p, opts))
+            elif variant == "kacn":
+                layers.append(_kacn(keys, p, opts))
+            elif variant == "poly_conv":
+                layers.extend(_tck_poly.load_conv(keys, p, opts))
+            else:
+                layers.extend(_tck_poly.load_dense(keys, p, variant.removeprefix("dense_"), opts))
+        families = sorted({layer.family for layer in layers if isinstance(layer, KANLayer)})
+        return self.assemble(keys, layers, "+".join(families))
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
         splines = _groups(keys, p, "spline_conv")
@@ -158,6 +180,8 @@ class TorchConvKANFormat(FormatHandler):
             raise FormatError(
                 f"{p}: {n_basis} spline channels per input do not fit spline_order {order}"
             )
+        _tck_poly.declared(opts, "grid_size", grid_size, f"{p}spline_conv.0.weight")
+        _tck_poly.declared(opts, "groups", groups, f"{p}spline_conv")
         has_prelu = all(w is not None for w in prelus)
         layer = KANConv2d(
             in_g * groups,
@@ -185,43 +209,27 @@ class TorchConvKANFormat(FormatHandler):
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, Tensor] = {}
         per_layer: list[dict[str, Any]] = []
-        for pos, layer in enumerate(layers_of(model, self.name, (KANConv2d, ChebyKANConv2d))):
-            if isinstance(layer, ChebyKANConv2d):
-                per_layer.append(_export_kacn(layer, pos, state))
-                continue
-            assert isinstance(layer, KANConv2d)
-            if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
+        modules = layers_of(model, self.name, _EXPORTABLE)
+        pos = 0
+        while pos < len(modules):
+            layer, prefix = modules[pos], f"layers.{len(per_layer)}."
+            if isinstance(layer, _PolyKANLayer):
+                per_layer.append(_tck_poly.export_dense(modules, pos, prefix, state))
+                pos += 3
+            elif isinstance(layer, _PolyKANConv2d):
+                per_layer.append(_tck_poly.export_conv(modules, pos, prefix, state))
+                pos += 2
+            elif isinstance(layer, ChebyKANConv2d):
+                per_layer.append(_export_kacn(layer, pos, prefix, state))
+                pos += 1
+            elif isinstance(layer, KANConv2d):
+                per_layer.append(_export_kan(layer, pos, prefix, state))
+                pos += 1
+            else:
                 raise IncompatibleError(
-                    f"layer {pos}: KANConv2DLayer has instance norm, PReLU and a base branch"
+                    f"layer {pos} ({type(layer).__name__}) cannot be written in the "
+                    f"{self.name} format on its own"
                 )
-            g, n_basis = layer.groups, layer.n_basis
-            out_g, in_g = layer.out_channels // g, layer.in_channels // g
-            kh, kw = layer.kernel_size
-            coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
-            for gi in range(g):
-                block = coef[gi * out_g : (gi + 1) * out_g]
-                state[f"layers.{pos}.base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
-                spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
-                state[f"layers.{pos}.spline_conv.{gi}.weight"] = spline.contiguous()
-                state[f"layers.{pos}.prelus.{gi}.weight"] = layer.prelu_weight.detach()[
-                    gi : gi + 1
-                ].clone()
-            per_layer.append(
-                {
-                    "input_dim": layer.in_channels,
-                    "output_dim": layer.out_channels,
-                    "kernel_size": list(layer.kernel_size),
-                    "groups": g,
-                    "grid_size": layer.grid_size,
-                    "spline_order": layer.spline_order,
-                    "grid_range": list(layer.grid_range),
-                    "stride": list(layer.stride),
-                    "padding": list(layer.padding),
-                    "dilation": list(layer.dilation),
-                    "base_activation": layer.base_activation,
-                    "dropout": layer.dropout,
-                }
-            )
         if path.suffix == ".safetensors":
             write_safetensors(state, path, {"format": "pt"})
             config = path.with_name("config.json")
@@ -229,6 +237,18 @@ class TorchConvKANFormat(FormatHandler):
             return [path, config]
         save_torch_state(state, path)
         return [path]
+
+
+_EXPORTABLE = (KANConv2d, ChebyKANConv2d, _PolyKANLayer, _PolyKANConv2d, nn.LayerNorm, SiLU)
+
+
+def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:
+    """Whether prefix p (found by the variant's marker leaf) really is that variant: a
+    dense layer has its base weight beside the marker, a polynomial conv its base_conv."""
+    if variant == "poly_conv":
+        return f"{p}base_conv.0.weight" in ckpt.tensors
+    base_leaf = _tck_poly.DENSE_KEYS[variant.removeprefix("dense_")][1]
+    return p + base_leaf in ckpt.tensors
 
 
 def _groups(keys: KeyTracker, p: str, leaf: str) -> list[Tensor]:
@@ -249,6 +269,8 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     if channels % n_poly or any(c.shape != convs[0].shape for c in convs):
         raise FormatError(f"{p}poly_conv weights do not fit degree {n_poly - 1}")
     in_g, groups = channels // n_poly, len(convs)
+    _tck_poly.declared(opts, "degree", n_poly - 1, f"{p}arange")
+    _tck_poly.declared(opts, "groups", groups, f"{p}poly_conv")
     layer = ChebyKANConv2d(
         in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **_conv_options(opts, groups)
     )
@@ -258,7 +280,42 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     return layer
 
 
-def _export_kacn(layer: ChebyKANConv2d, pos: int, state: dict[str, Tensor]) -> dict[str, Any]:
+def _export_kan(
+    layer: KANConv2d, pos: int, prefix: str, state: dict[str, Tensor]
+) -> dict[str, Any]:
+    if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
+        raise IncompatibleError(
+            f"layer {pos}: KANConv2DLayer has instance norm, PReLU and a base branch"
+        )
+    g, n_basis = layer.groups, layer.n_basis
+    out_g, in_g = layer.out_channels // g, layer.in_channels // g
+    kh, kw = layer.kernel_size
+    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
+    for gi in range(g):
+        block = coef[gi * out_g : (gi + 1) * out_g]
+        state[f"{prefix}base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
+        spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
+        state[f"{prefix}spline_conv.{gi}.weight"] = spline.contiguous()
+        state[f"{prefix}prelus.{gi}.weight"] = layer.prelu_weight.detach()[gi : gi + 1].clone()
+    return {
+        "input_dim": layer.in_channels,
+        "output_dim": layer.out_channels,
+        "kernel_size": list(layer.kernel_size),
+        "groups": g,
+        "grid_size": layer.grid_size,
+        "spline_order": layer.spline_order,
+        "grid_range": list(layer.grid_range),
+        "stride": list(layer.stride),
+        "padding": list(layer.padding),
+        "dilation": list(layer.dilation),
+        "base_activation": layer.base_activation,
+        "dropout": layer.dropout,
+    }
+
+
+def _export_kacn(
+    layer: ChebyKANConv2d, pos: int, prefix: str, state: dict[str, Tensor]
+) -> dict[str, Any]:
     if layer.norm != "instance" or layer.prelu_weight is not None:
         raise IncompatibleError(f"layer {pos}: KACNConv2DLayer has instance norm and no PReLU")
     g, n_poly = layer.groups, layer.degree + 1
@@ -267,8 +324,8 @@ def _export_kacn(layer: ChebyKANConv2d, pos: int, state: dict[str, Tensor]) -> d
     coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, D+1, kh, kw)
     for gi in range(g):
         block = coef[gi * out_g : (gi + 1) * out_g].reshape(out_g, in_g * n_poly, kh, kw)
-        state[f"layers.{pos}.poly_conv.{gi}.weight"] = block.contiguous()
-    state[f"layers.{pos}.arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
+        state[f"{prefix}poly_conv.{gi}.weight"] = block.contiguous()
+    state[f"{prefix}arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
     return {
         "input_dim": layer.in_channels,
         "output_dim": layer.out_channels,

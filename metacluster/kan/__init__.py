@@ -31,6 +31,16 @@ from metacluster.kan.glue import (
     SiLU,
 )
 from metacluster.kan.model import MODULE_TYPES, KANModel, build_module, module_config
+from metacluster.kan.polynomial import (
+    BernsteinKANConv2d,
+    BernsteinKANLayer,
+    GramKANConv2d,
+    GramKANLayer,
+    JacobiKANConv2d,
+    JacobiKANLayer,
+    LegendreKANConv2d,
+    LegendreKANLayer,
+)
 from metacluster.kan.rbf import RBFKANLayer
 from metacluster.kan.summary import describe_model
 
@@ -40,6 +50,8 @@ __all__ = [
     "AvgPool2d",
     "BSplineKANLayer",
     "Basis",
+    "BernsteinKANConv2d",
+    "BernsteinKANLayer",
     "ChebyKANConv2d",
     "ChebyKANLayer",
     "EdgeView",
@@ -47,10 +59,16 @@ __all__ = [
     "Flatten",
     "FourierKANLayer",
     "GlobalAvgPool",
+    "GramKANConv2d",
+    "GramKANLayer",
+    "JacobiKANConv2d",
+    "JacobiKANLayer",
     "KANConv2d",
     "KANLayer",
     "KANModel",
     "LayerNorm",
+    "LegendreKANConv2d",
+    "LegendreKANLayer",
     "Linear",
     "MaxPool2d",
     "PyKANLayer",

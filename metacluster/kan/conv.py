@@ -96,6 +96,10 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
+    def image_features(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
+        return self.channel_features(x.reshape(-1)).reshape(*x.shape, -1)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
@@ -104,8 +108,7 @@ class _ConvKAN2d(KANLayer):
             )
         n, c, h, w = x.shape
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
-        feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
-        feats = feats.reshape(n, c, h, w, length).permute(0, 1, 4, 2, 3)
+        feats = self.image_features(x).permute(0, 1, 4, 2, 3)
         feats = feats.reshape(n, c * length, h, w)  # channel = c * L + l
         kh, kw = self.kernel_size
         weight = self.coef.permute(0, 1, 4, 2, 3).reshape(

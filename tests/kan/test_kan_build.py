@@ -24,8 +24,25 @@ from metacluster.kan import (
     module_config,
 )
 
-DENSE = ["bspline", "pykan_bspline", "rbf", "chebyshev", "fourier"]
-CONV = ["conv_bspline", "conv_chebyshev"]
+DENSE = [
+    "bspline",
+    "pykan_bspline",
+    "rbf",
+    "chebyshev",
+    "fourier",
+    "gram",
+    "legendre",
+    "jacobi",
+    "bernstein",
+]
+CONV = [
+    "conv_bspline",
+    "conv_chebyshev",
+    "conv_gram",
+    "conv_legendre",
+    "conv_jacobi",
+    "conv_bernstein",
+]
 
 
 def test_families_listed() -> None:

@@ -26,12 +26,20 @@ from torch.func import functional_call
 
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan import (
+    BernsteinKANConv2d,
+    BernsteinKANLayer,
     BSplineKANLayer,
     ChebyKANConv2d,
     ChebyKANLayer,
     FourierKANLayer,
+    GramKANConv2d,
+    GramKANLayer,
+    JacobiKANConv2d,
+    JacobiKANLayer,
     KANConv2d,
     KANLayer,
+    LegendreKANConv2d,
+    LegendreKANLayer,
     PyKANLayer,
     RBFKANLayer,
     build_module,
@@ -172,6 +180,14 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "fourier": lambda: FourierKANLayer(3, 2, grid_size=3),
     "conv_bspline": lambda: KANConv2d(4, 2, 3, padding=1, groups=2),
     "conv_chebyshev": lambda: ChebyKANConv2d(2, 4, (3, 2), stride=2, degree=4),
+    "gram": lambda: GramKANLayer(3, 2, degree=3),
+    "legendre": lambda: LegendreKANLayer(3, 2, degree=2),
+    "jacobi": lambda: JacobiKANLayer(3, 2, degree=3, a=0.5, b=2.0),
+    "bernstein": lambda: BernsteinKANLayer(3, 2, degree=4),
+    "conv_gram": lambda: GramKANConv2d(4, 2, 3, padding=1, groups=2, degree=2),
+    "conv_legendre": lambda: LegendreKANConv2d(4, 2, 3, groups=2, degree=3),
+    "conv_jacobi": lambda: JacobiKANConv2d(2, 4, (3, 2), stride=2, degree=2),
+    "conv_bernstein": lambda: BernsteinKANConv2d(2, 2, 3, degree=3),
 }
 
 
@@ -179,7 +195,7 @@ def make(name: str) -> tuple[KANLayer, torch.Tensor]:
     torch.manual_seed(0)
     layer = randomize_(FACTORIES[name]())
     layer.eval()
-    if isinstance(layer, KANConv2d | ChebyKANConv2d):
+    if hasattr(layer, "in_channels"):
         x = torch.randn(2, layer.in_channels, 5, 6)
     else:
         x = torch.randn(5, layer.in_features)
