@@ -20,11 +20,17 @@ from metacluster.formats._checkpoint import Checkpoint
 from metacluster.kan import Affine, KANLayer, KANModel
 from metacluster.registry import Registry
 
+# One layer layout: the key leaves it has, each with its number of dimensions (0: any).
+Layout = tuple[tuple[str, int], ...]
+
 
 class FormatHandler(ABC):
-    """One checkpoint layout (see KAN_FORMATS.md for each library's keys)."""
+    """One checkpoint layout (see docs/formats.md for each library's keys)."""
 
     name: ClassVar[str]
+    # The layer layouts this format reads, for naming the closest one when nothing
+    # matches (`detect`); the handler's `matches` is what decides.
+    layouts: ClassVar[tuple[Layout, ...]] = ()
     # Last key components of tensors that are fixed structure (knots, masks, index
     # buffers), not learned weights: left out of the parameter count.
     fixed_leaves: ClassVar[frozenset[str]] = frozenset({"grid", "arange"})
@@ -83,13 +89,44 @@ def detect(ckpt: Checkpoint) -> FormatHandler:
     if not found:
         sample = ", ".join(list(ckpt.tensors)[:6]) or "no tensors"
         raise FormatError(
-            f"{ckpt.path.name} matches no supported KAN layout (keys: {sample}); supported "
-            f"formats: {', '.join(HANDLERS)}; for your own wrapper pass a JSON spec"
+            f"{ckpt.path.name} matches no supported KAN layout (keys: {sample}){closest(ckpt)}; "
+            f"supported formats: {', '.join(HANDLERS)}; for your own wrapper pass a JSON spec"
         )
     names = ", ".join(h.name for h in found)
     raise FormatError(
         f"{ckpt.path.name} is ambiguous, it matches several formats: {names}; pass format="
     )
+
+
+def _layout_fit(ckpt: Checkpoint, layout: Layout) -> tuple[float, list[str]]:
+    """How much of `layout` the checkpoint has (1 per leaf, 0.5 for a leaf of the wrong
+    rank) and what does not match."""
+    score, gaps = 0.0, []
+    for leaf, ndim in layout:
+        found = [t for k, t in ckpt.tensors.items() if k == leaf or k.endswith("." + leaf)]
+        if not found:
+            gaps.append(f"no key ending in {leaf!r}")
+        elif ndim and all(t.dim() != ndim for t in found):
+            score += 0.5
+            gaps.append(f"{leaf!r} has shape {tuple(found[0].shape)}, expected {ndim} dimensions")
+        else:
+            score += 1.0
+    return score, gaps
+
+
+def closest(ckpt: Checkpoint) -> str:
+    """'; closest known format: NAME (what did not match)', or '' when no format's
+    layout shares a key with the checkpoint."""
+    best: tuple[float, str, list[str]] | None = None
+    for handler in HANDLERS.values():
+        for layout in handler.layouts:
+            score, gaps = _layout_fit(ckpt, layout)
+            if score > 0 and (best is None or score / len(layout) > best[0]):
+                best = (score / len(layout), handler.name, gaps)
+    if best is None:
+        return ""
+    detail = "; ".join(best[2]) or "its keys are there, but not on one layer"
+    return f"; closest known format: {best[1]} ({detail})"
 
 
 # -- helpers for handlers --------------------------------------------------------

@@ -54,6 +54,11 @@ MARKERS = {
     "dense_legendre": "poly_weight",
     "poly_conv": "poly_weights",
 }
+# The dense layouts, for naming the closest format of an unknown checkpoint.
+DENSE_LAYOUTS = tuple(
+    ((coef, 2 if kind == "legendre" else 3), (base, 2), (norm + "weight", 1))
+    for kind, (coef, base, norm) in DENSE_KEYS.items()
+)
 
 
 def declared(opts: dict[str, Any], name: str, actual: int, where: str) -> None:

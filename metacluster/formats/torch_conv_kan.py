@@ -127,6 +127,12 @@ def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
 
 class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
+    layouts = (
+        (("spline_conv.0.weight", 4), ("base_conv.0.weight", 4)),
+        (("poly_conv.0.weight", 4), ("arange", 0)),
+        (("poly_weights", 5), ("base_conv.0.weight", 4)),
+        *_tck_poly.DENSE_LAYOUTS,
+    )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
         """(variant, prefix) in forward order: KANConv ("kan"), KACNConv ("kacn") or one
@@ -244,9 +250,12 @@ _EXPORTABLE = (KANConv2d, ChebyKANConv2d, _PolyKANLayer, _PolyKANConv2d, nn.Laye
 
 def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:
     """Whether prefix p (found by the variant's marker leaf) really is that variant: a
-    dense layer has its base weight beside the marker, a polynomial conv its base_conv."""
+    dense layer has its base weight beside the marker, a polynomial conv its base_conv
+    and 5-D poly_weights."""
     if variant == "poly_conv":
-        return f"{p}base_conv.0.weight" in ckpt.tensors
+        return (
+            ckpt.tensors[p + "poly_weights"].dim() == 5 and f"{p}base_conv.0.weight" in ckpt.tensors
+        )
     base_leaf = _tck_poly.DENSE_KEYS[variant.removeprefix("dense_")][1]
     return p + base_leaf in ckpt.tensors
 
