@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats import _tck_poly
+from metacluster.formats import _tck_poly, _tck_wavelet
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -29,7 +29,15 @@ from metacluster.formats._registry import (
     layers_of,
     register,
 )
-from metacluster.kan import ChebyKANConv2d, KANConv2d, KANLayer, KANModel, SiLU
+from metacluster.kan import (
+    Affine,
+    ChebyKANConv2d,
+    KANConv2d,
+    KANLayer,
+    KANModel,
+    SiLU,
+    WaveletKANLayer,
+)
 from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
 
 # KANConv2DLayer's defaults (kan_convs/kan_conv.py).
@@ -48,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "layer_class": None,
     "a": 1.0,
     "b": 1.0,
+    "wavelet_type": None,
 }
 _ACTIVATIONS = {
     "gelu": "gelu",
@@ -132,6 +141,7 @@ class TorchConvKANFormat(FormatHandler):
         (("poly_conv.0.weight", 4), ("arange", 0)),
         (("poly_weights", 5), ("base_conv.0.weight", 4)),
         *_tck_poly.DENSE_LAYOUTS,
+        _tck_wavelet.LAYOUT,
     )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -142,6 +152,11 @@ class TorchConvKANFormat(FormatHandler):
             p: "kacn"
             for p in module_prefixes(ckpt, "poly_conv.0.weight")
             if p + "arange" in ckpt.tensors
+        }
+        found |= {
+            p: "wavkan"
+            for p in module_prefixes(ckpt, _tck_wavelet.MARKER)
+            if _tck_wavelet.is_dense_wavkan(ckpt.tensors, p)
         }
         for variant, leaf in _tck_poly.MARKERS.items():
             found |= {p: variant for p in module_prefixes(ckpt, leaf) if _is(ckpt, p, variant)}
@@ -162,6 +177,8 @@ class TorchConvKANFormat(FormatHandler):
                 layers.append(_kacn(keys, p, opts))
             elif variant == "poly_conv":
                 layers.extend(_tck_poly.load_conv(keys, p, opts))
+            elif variant == "wavkan":
+                layers.extend(_tck_wavelet.load(keys, p, opts))
             else:
                 layers.extend(_tck_poly.load_dense(keys, p, variant.removeprefix("dense_"), opts))
         families = sorted({layer.family for layer in layers if isinstance(layer, KANLayer)})
@@ -225,6 +242,9 @@ class TorchConvKANFormat(FormatHandler):
             elif isinstance(layer, _PolyKANConv2d):
                 per_layer.append(_tck_poly.export_conv(modules, pos, prefix, state))
                 pos += 2
+            elif isinstance(layer, WaveletKANLayer):
+                per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
+                pos += 2
             elif isinstance(layer, ChebyKANConv2d):
                 per_layer.append(_export_kacn(layer, pos, prefix, state))
                 pos += 1
@@ -245,7 +265,16 @@ class TorchConvKANFormat(FormatHandler):
         return [path]
 
 
-_EXPORTABLE = (KANConv2d, ChebyKANConv2d, _PolyKANLayer, _PolyKANConv2d, nn.LayerNorm, SiLU)
+_EXPORTABLE = (
+    KANConv2d,
+    ChebyKANConv2d,
+    _PolyKANLayer,
+    _PolyKANConv2d,
+    WaveletKANLayer,
+    nn.LayerNorm,
+    SiLU,
+    Affine,
+)
 
 
 def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:

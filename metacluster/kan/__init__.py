@@ -43,6 +43,7 @@ from metacluster.kan.polynomial import (
 )
 from metacluster.kan.rbf import RBFKANLayer
 from metacluster.kan.summary import describe_model
+from metacluster.kan.wavelet import WaveletKANLayer
 
 __all__ = [
     "MODULE_TYPES",
@@ -75,6 +76,7 @@ __all__ = [
     "RBFKANLayer",
     "Reshape",
     "SiLU",
+    "WaveletKANLayer",
     "build_conv_kan",
     "build_kan",
     "build_module",

@@ -173,11 +173,14 @@ class _Polynomial:
         )
         return torch.cat([feats, activation(self.base_activation)(x).unsqueeze(-1)], dim=-1)
 
-    def sample_points(self, n_points: int, dtype: torch.dtype) -> Tensor:
+    def function_domain(self) -> tuple[float, float]:
         """Where edge functions are drawn: x in [-3, 3] (tanh / sigmoid families), the
         normalised input in [-1, 1] (Legendre, whose batch statistics are not fixed)."""
         bound = 1.0 if self.kind == "legendre" else 3.0
-        return torch.linspace(-bound, bound, n_points, dtype=dtype)
+        return (-bound, bound)
+
+    def sample_points(self, n_points: int, dtype: torch.dtype) -> Tensor:
+        return torch.linspace(*self.function_domain(), n_points, dtype=dtype)
 
     def poly_edge_functions(self, coefficients: Tensor, n_points: int) -> Tensor:
         check_coefficients(coefficients, self.degree + 2)

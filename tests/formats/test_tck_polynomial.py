@@ -88,7 +88,7 @@ def _conv_config(kind: str) -> dict[str, Any]:
     return {"layer_class": CONV[kind].__name__, "layers": [{"padding": 1}, {}]}
 
 
-def _fresh_outputs(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], x: Any) -> Any:
+def fresh_outputs(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], x: Any) -> Any:
     """A new upstream model (its lru_caches are per instance) loaded strictly."""
     fresh = build().eval()
     fresh.load_state_dict(state, strict=True)
@@ -115,7 +115,7 @@ def test_dense_upstream_checkpoint_loads_and_exports_back(tmp_path: Path, kind: 
     assert set(back) == set(state)
     for key, value in state.items():
         assert torch.equal(back[key], value), key
-    again = _fresh_outputs(lambda: _dense_stack(kind, seed=9), back, x)
+    again = fresh_outputs(lambda: _dense_stack(kind, seed=9), back, x)
     assert_same_outputs(lambda _: again, model, x, fmt=FMT)
 
 
@@ -136,7 +136,7 @@ def test_conv_upstream_checkpoint_loads_and_exports_back(tmp_path: Path, kind: s
     assert set(back) == set(state)
     for key, value in state.items():
         assert torch.equal(back[key], value), key
-    again = _fresh_outputs(lambda: _conv_stack(kind, seed=9), back, x)
+    again = fresh_outputs(lambda: _conv_stack(kind, seed=9), back, x)
     assert_same_outputs(lambda _: again, model, x, fmt=FMT)
     # the written config.json names the class, so the export reads back on its own
     assert_same_outputs(ref, load_model(tmp_path / "out"), x, fmt=FMT)
@@ -247,15 +247,7 @@ def test_conv_shapes_that_disagree_are_refused(
 
 @pytest.mark.parametrize("kind", [*sorted(DENSE), "conv_legendre"])
 def test_compresses_through_the_engine_and_exports_back(tmp_path: Path, kind: str) -> None:
-    """An upstream-written model is compressed, saved as an artifact, reloaded with the
-    same outputs, and exported back into the upstream classes."""
-    torch.set_num_threads(1)
-    digits = load_dataset("digits")
-    torch.manual_seed(0)
     if kind == "conv_legendre":
-        build: Callable[[], nn.Module] = lambda: Stack(  # noqa: E731
-            [KALNConv2DLayer(1, 4, 3, degree=2, padding=1), nn.Flatten(), nn.Linear(256, 10)]
-        )
         spec = {
             "layers": [
                 {"kind": "reshape", "options": {"shape": [1, 8, 8]}},
@@ -268,9 +260,28 @@ def test_compresses_through_the_engine_and_exports_back(tmp_path: Path, kind: st
                 {"kind": "linear", "prefix": "layers.2."},
             ]
         }
+        compress_and_reload(
+            tmp_path,
+            lambda: Stack(
+                [KALNConv2DLayer(1, 4, 3, degree=2, padding=1), nn.Flatten(), nn.Linear(256, 10)]
+            ),
+            spec,
+        )
     else:
-        build = lambda: Stack([PLAIN[kind](64, 8, 3), PLAIN[kind](8, 10, 3)])  # noqa: E731
-        spec = None
+        compress_and_reload(
+            tmp_path, lambda: Stack([PLAIN[kind](64, 8, 3), PLAIN[kind](8, 10, 3)]), None
+        )
+
+
+def compress_and_reload(
+    tmp_path: Path, build: Callable[[], nn.Module], spec: dict[str, Any] | None
+) -> None:
+    """An upstream-written model (`build`, then trained-like weights) is compressed on
+    digits, saved as an artifact, reloaded with the same outputs, and (a plain stack)
+    exported back into the upstream classes with the same outputs again."""
+    torch.set_num_threads(1)
+    digits = load_dataset("digits")
+    torch.manual_seed(0)
     torch.save(_perturbed(build(), 0).state_dict(), tmp_path / "src.pt")
     model = load_model(tmp_path / "src.pt", spec=spec)
     config = MetaClusterConfig(
@@ -293,8 +304,8 @@ def test_compresses_through_the_engine_and_exports_back(tmp_path: Path, kind: st
     x = digits.x_test[:64]
     with torch.no_grad():
         assert float((loaded(x) - compressed(x)).abs().max()) <= 1e-5
-    if spec is None:  # a plain stack goes back into the upstream classes
+    if spec is None:
         files = export_model(loaded, FMT, tmp_path / "back.pt")
-        back = _fresh_outputs(build, torch.load(files[0], weights_only=True), x)
+        back = fresh_outputs(build, torch.load(files[0], weights_only=True), x)
         with torch.no_grad():
             assert float((back - loaded(x)).abs().max()) <= 1e-5

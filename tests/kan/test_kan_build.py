@@ -34,6 +34,7 @@ DENSE = [
     "legendre",
     "jacobi",
     "bernstein",
+    "wavelet",
 ]
 CONV = [
     "conv_bspline",
