@@ -209,6 +209,13 @@ class KeyTracker:
         self.used.add(key)
         return value
 
+    def numbered(self, prefix: str, leaf: str, ndim: int | None = None) -> list[Tensor]:
+        """`{prefix}{leaf}.0.weight`, `.1.weight`, ... while they exist (a ModuleList)."""
+        weights: list[Tensor] = []
+        while f"{prefix}{leaf}.{len(weights)}.weight" in self.ckpt.tensors:
+            weights.append(self.get(f"{prefix}{leaf}.{len(weights)}.weight", ndim))
+        return weights
+
     def optional(self, key: str) -> Tensor | None:
         if key in self.ckpt.tensors:
             self.used.add(key)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats import _tck_poly, _tck_wavelet
+from metacluster.formats import _tck_poly, _tck_rbf, _tck_wavelet
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -35,6 +35,7 @@ from metacluster.kan import (
     KANConv2d,
     KANLayer,
     KANModel,
+    RBFKANConv2d,
     SiLU,
     WaveletKANLayer,
 )
@@ -138,6 +139,7 @@ class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
     layouts = (
         (("spline_conv.0.weight", 4), ("base_conv.0.weight", 4)),
+        (("spline_conv.0.weight", 4), ("base_conv.0.weight", 4), ("rbf.grid", 1)),
         (("poly_conv.0.weight", 4), ("arange", 0)),
         (("poly_weights", 5), ("base_conv.0.weight", 4)),
         *_tck_poly.DENSE_LAYOUTS,
@@ -147,7 +149,10 @@ class TorchConvKANFormat(FormatHandler):
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
         """(variant, prefix) in forward order: KANConv ("kan"), KACNConv ("kacn") or one
         of `_tck_poly.MARKERS` (the polynomial layers)."""
-        found = {p: "kan" for p in module_prefixes(ckpt, "spline_conv.0.weight")}
+        found = {
+            p: "fastkan_conv" if p + "rbf.grid" in ckpt.tensors else "kan"
+            for p in module_prefixes(ckpt, "spline_conv.0.weight")
+        }
         found |= {
             p: "kacn"
             for p in module_prefixes(ckpt, "poly_conv.0.weight")
@@ -177,6 +182,8 @@ class TorchConvKANFormat(FormatHandler):
                 layers.append(_kacn(keys, p, opts))
             elif variant == "poly_conv":
                 layers.extend(_tck_poly.load_conv(keys, p, opts))
+            elif variant == "fastkan_conv":
+                layers.extend(_tck_rbf.load(keys, p, opts))
             elif variant == "wavkan":
                 layers.extend(_tck_wavelet.load(keys, p, opts))
             else:
@@ -185,7 +192,7 @@ class TorchConvKANFormat(FormatHandler):
         return self.assemble(keys, layers, "+".join(families))
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
-        splines = _groups(keys, p, "spline_conv")
+        splines = keys.numbered(p, "spline_conv", 4)
         groups = len(splines)
         bases = [keys.get(f"{p}base_conv.{g}.weight", 4) for g in range(groups)]
         prelus = [keys.optional(f"{p}prelus.{g}.weight") for g in range(groups)]
@@ -245,6 +252,9 @@ class TorchConvKANFormat(FormatHandler):
             elif isinstance(layer, WaveletKANLayer):
                 per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
                 pos += 2
+            elif isinstance(layer, RBFKANConv2d):
+                per_layer.append(_tck_rbf.export(layer, pos, prefix, state))
+                pos += 1
             elif isinstance(layer, ChebyKANConv2d):
                 per_layer.append(_export_kacn(layer, pos, prefix, state))
                 pos += 1
@@ -267,6 +277,7 @@ class TorchConvKANFormat(FormatHandler):
 
 _EXPORTABLE = (
     KANConv2d,
+    RBFKANConv2d,
     ChebyKANConv2d,
     _PolyKANLayer,
     _PolyKANConv2d,
@@ -289,16 +300,9 @@ def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:
     return p + base_leaf in ckpt.tensors
 
 
-def _groups(keys: KeyTracker, p: str, leaf: str) -> list[Tensor]:
-    weights: list[Tensor] = []
-    while f"{p}{leaf}.{len(weights)}.weight" in keys.ckpt.tensors:
-        weights.append(keys.get(f"{p}{leaf}.{len(weights)}.weight", 4))
-    return weights
-
-
 def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     """KACNConv2DLayer: poly_conv.{g}.weight [O/g, (I/g)(D+1), kh, kw], channel c*(D+1) + d."""
-    convs = _groups(keys, p, "poly_conv")
+    convs = keys.numbered(p, "poly_conv", 4)
     arange = keys.get(p + "arange")
     n_poly = int(arange.numel())
     if arange.reshape(-1).tolist() != list(range(n_poly)):

@@ -42,6 +42,7 @@ from metacluster.kan.polynomial import (
     LegendreKANLayer,
 )
 from metacluster.kan.rbf import RBFKANLayer
+from metacluster.kan.rbf_conv import RBFKANConv2d
 from metacluster.kan.summary import describe_model
 from metacluster.kan.wavelet import WaveletKANLayer
 
@@ -73,6 +74,7 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "PyKANLayer",
+    "RBFKANConv2d",
     "RBFKANLayer",
     "Reshape",
     "SiLU",

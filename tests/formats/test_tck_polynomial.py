@@ -47,7 +47,8 @@ def _perturbed(module: nn.Module, seed: int) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+            if p.requires_grad:  # not FastKANConv's fixed rbf.grid
+                p.add_(torch.randn(p.shape, generator=gen) * 0.3)
     return module.eval()
 
 

@@ -43,6 +43,7 @@ CONV = [
     "conv_legendre",
     "conv_jacobi",
     "conv_bernstein",
+    "conv_rbf",
 ]
 
 

@@ -41,6 +41,7 @@ from metacluster.kan import (
     LegendreKANConv2d,
     LegendreKANLayer,
     PyKANLayer,
+    RBFKANConv2d,
     RBFKANLayer,
     WaveletKANLayer,
     build_module,
@@ -190,6 +191,7 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "conv_jacobi": lambda: JacobiKANConv2d(2, 4, (3, 2), stride=2, degree=2),
     "conv_bernstein": lambda: BernsteinKANConv2d(2, 2, 3, degree=3),
     "wavelet": lambda: WaveletKANLayer(3, 2, wavelet_type="morlet"),
+    "conv_rbf": lambda: RBFKANConv2d(4, 2, 3, padding=1, groups=2, grid_size=4),
 }
 
 
