@@ -22,6 +22,7 @@ TOL = {
     "fourierkan": 1e-5,
     "torch-conv-kan": 1e-5,
     "spec": 1e-6,
+    "fast-bspline": 1e-5,
 }
 
 

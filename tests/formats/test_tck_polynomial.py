@@ -275,7 +275,11 @@ def test_compresses_through_the_engine_and_exports_back(tmp_path: Path, kind: st
 
 
 def compress_and_reload(
-    tmp_path: Path, build: Callable[[], nn.Module], spec: dict[str, Any] | None
+    tmp_path: Path,
+    build: Callable[[], nn.Module],
+    spec: dict[str, Any] | None,
+    fmt: str = FMT,
+    tol: float = 1e-5,
 ) -> None:
     """An upstream-written model (`build`, then trained-like weights) is compressed on
     digits, saved as an artifact, reloaded with the same outputs, and (a plain stack)
@@ -306,7 +310,7 @@ def compress_and_reload(
     with torch.no_grad():
         assert float((loaded(x) - compressed(x)).abs().max()) <= 1e-5
     if spec is None:
-        files = export_model(loaded, FMT, tmp_path / "back.pt")
+        files = export_model(loaded, fmt, tmp_path / "back.pt")
         back = fresh_outputs(build, torch.load(files[0], weights_only=True), x)
         with torch.no_grad():
-            assert float((back - loaded(x)).abs().max()) <= 1e-5
+            assert float((back - loaded(x)).abs().max()) <= tol
