@@ -41,6 +41,7 @@ from metacluster.kan.polynomial import (
     LegendreKANConv2d,
     LegendreKANLayer,
 )
+from metacluster.kan.rational import GroupRationalKANLayer
 from metacluster.kan.rbf import RBFKANLayer
 from metacluster.kan.rbf_conv import RBFKANConv2d
 from metacluster.kan.summary import describe_model
@@ -63,6 +64,7 @@ __all__ = [
     "GlobalAvgPool",
     "GramKANConv2d",
     "GramKANLayer",
+    "GroupRationalKANLayer",
     "JacobiKANConv2d",
     "JacobiKANLayer",
     "KANConv2d",

@@ -23,6 +23,7 @@ TOL = {
     "torch-conv-kan": 1e-5,
     "spec": 1e-6,
     "fast-bspline": 1e-5,
+    "kat": 1e-5,
 }
 
 

@@ -35,6 +35,7 @@ DENSE = [
     "jacobi",
     "bernstein",
     "wavelet",
+    "rational",
 ]
 CONV = [
     "conv_bspline",

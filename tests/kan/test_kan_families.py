@@ -34,6 +34,7 @@ from metacluster.kan import (
     FourierKANLayer,
     GramKANConv2d,
     GramKANLayer,
+    GroupRationalKANLayer,
     JacobiKANConv2d,
     JacobiKANLayer,
     KANConv2d,
@@ -192,6 +193,7 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "conv_bernstein": lambda: BernsteinKANConv2d(2, 2, 3, degree=3),
     "wavelet": lambda: WaveletKANLayer(3, 2, wavelet_type="morlet"),
     "conv_rbf": lambda: RBFKANConv2d(4, 2, 3, padding=1, groups=2, grid_size=4),
+    "rational": lambda: GroupRationalKANLayer(4, 3, num_groups=2, shared_numerator=False),
 }
 
 
