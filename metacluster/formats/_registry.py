@@ -98,20 +98,26 @@ def detect(ckpt: Checkpoint) -> FormatHandler:
     )
 
 
+# Leaves every torch module has: they alone do not make a checkpoint look like a format.
+_GENERIC_LEAVES = frozenset({"weight", "bias"})
+
+
 def _layout_fit(ckpt: Checkpoint, layout: Layout) -> tuple[float, list[str]]:
     """How much of `layout` the checkpoint has (1 per leaf, 0.5 for a leaf of the wrong
-    rank) and what does not match."""
-    score, gaps = 0.0, []
+    rank; 0 in all when only generic leaves are there) and what does not match."""
+    score, gaps, specific = 0.0, [], False
     for leaf, ndim in layout:
         found = [t for k, t in ckpt.tensors.items() if k == leaf or k.endswith("." + leaf)]
         if not found:
             gaps.append(f"no key ending in {leaf!r}")
-        elif ndim and all(t.dim() != ndim for t in found):
+            continue
+        specific = specific or leaf not in _GENERIC_LEAVES
+        if ndim and all(t.dim() != ndim for t in found):
             score += 0.5
             gaps.append(f"{leaf!r} has shape {tuple(found[0].shape)}, expected {ndim} dimensions")
         else:
             score += 1.0
-    return score, gaps
+    return (score if specific else 0.0), gaps
 
 
 def closest(ckpt: Checkpoint) -> str:

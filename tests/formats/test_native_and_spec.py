@@ -35,6 +35,9 @@ def test_formats_list() -> None:
         "chebykan",
         "fourierkan",
         "torch-conv-kan",
+        "flashkan",
+        "inkan",
+        "kat",
         "spec",
     }
 
