@@ -68,15 +68,19 @@ _ACTIVATIONS = {
 }
 
 
-def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
-    opts = dict(DEFAULTS)
+def layer_options(
+    config: dict[str, Any] | None, pos: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Layer `pos`'s options: DEFAULTS (plus a format's `extra` defaults), then
+    config.json's top level, then its `layers[pos]`; checked against sane bounds."""
+    opts = {**DEFAULTS, **(extra or {})}
     if config:
-        opts.update({k: v for k, v in config.items() if k in DEFAULTS})
+        opts.update({k: v for k, v in config.items() if k in opts})
         per_layer = config.get("layers")
         if isinstance(per_layer, list):
             if pos >= len(per_layer) or not isinstance(per_layer[pos], dict):
                 raise FormatError(f"config.json 'layers' has no entry for conv layer {pos}")
-            opts.update({k: v for k, v in per_layer[pos].items() if k in DEFAULTS})
+            opts.update({k: v for k, v in per_layer[pos].items() if k in opts})
     act = _ACTIVATIONS.get(str(opts["base_activation"]))
     if act is None:
         raise FormatError(f"base_activation {opts['base_activation']!r} is not supported")
@@ -88,6 +92,7 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
 # Sane bounds of the config.json values (inclusive): a config names sizes the weights
 # do not, and an unbounded one would allocate (or convolve) whatever it asks for.
 _INT_BOUNDS = {
+    "kernel_size": (1, 31),
     "spline_order": (0, 16),
     "stride": (1, 64),
     "padding": (0, 256),
@@ -98,6 +103,8 @@ _INT_BOUNDS = {
 def _check_bounds(opts: dict[str, Any], pos: int) -> None:
     where = f"config.json (conv layer {pos})"
     for name, (lo, hi) in _INT_BOUNDS.items():
+        if name not in opts:
+            continue
         value = opts[name]
         values = value if isinstance(value, list | tuple) else [value]
         if not 1 <= len(values) <= 2 or not all(
@@ -122,7 +129,7 @@ def _check_bounds(opts: dict[str, Any], pos: int) -> None:
         raise FormatError(f"{where}: dropout must be a number in [0, 1]")
 
 
-def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
+def conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
     """What both layer kinds take from their options: the conv geometry and dropout,
     with the instance norm every torch-conv-kan layer applies."""
     return {
@@ -175,7 +182,7 @@ class TorchConvKANFormat(FormatHandler):
         config = ckpt.hf_config
         layers: list[nn.Module] = []
         for pos, (variant, p) in enumerate(self._modules(ckpt)):
-            opts = _layer_options(config, pos)
+            opts = layer_options(config, pos)
             if variant == "kan":
                 layers.append(self._layer(keys, p, opts))
             elif variant == "kacn":
@@ -222,7 +229,7 @@ class TorchConvKANFormat(FormatHandler):
             grid_range=tuple(opts["grid_range"]),
             base_activation=opts["base_activation"],
             prelu=has_prelu,
-            **_conv_options(opts, groups),
+            **conv_options(opts, groups),
         )
         layer.to(float_dtype(*splines))
         # channel i*(G+k) + c  ->  (O/g, I/g, G+k, kh, kw)  ->  (O/g, I/g, kh, kw, G+k)
@@ -314,7 +321,7 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     _tck_poly.declared(opts, "degree", n_poly - 1, f"{p}arange")
     _tck_poly.declared(opts, "groups", groups, f"{p}poly_conv")
     layer = ChebyKANConv2d(
-        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **_conv_options(opts, groups)
+        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **conv_options(opts, groups)
     )
     layer.to(float_dtype(*convs))
     coef = torch.cat([c.reshape(out_g, in_g, n_poly, kh, kw) for c in convs]).permute(0, 1, 3, 4, 2)
@@ -325,9 +332,15 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
 def _export_kan(
     layer: KANConv2d, pos: int, prefix: str, state: dict[str, Tensor]
 ) -> dict[str, Any]:
-    if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
+    if (
+        layer.norm != "instance"
+        or layer.prelu_weight is None
+        or not layer.has_base
+        or (layer.pad_input and layer.padding != (0, 0))
+    ):
         raise IncompatibleError(
-            f"layer {pos}: KANConv2DLayer has instance norm, PReLU and a base branch"
+            f"layer {pos}: KANConv2DLayer has instance norm, PReLU, a base branch and pads "
+            "its basis features"
         )
     g, n_basis = layer.groups, layer.n_basis
     out_g, in_g = layer.out_channels // g, layer.in_channels // g

@@ -54,8 +54,12 @@ class _ConvKAN2d(KANLayer):
         norm: str = "instance",
         prelu: bool = False,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         super().__init__()
+        # convkan pads the input with zeros and evaluates the edge functions there;
+        # torch-conv-kan pads the basis features (so padding contributes nothing).
+        self.pad_input = bool(pad_input)
         self.in_features = check_positive("in_channels", in_channels)
         self.out_features = check_positive("out_channels", out_channels)
         self.groups = check_positive("groups", groups)
@@ -106,6 +110,10 @@ class _ConvKAN2d(KANLayer):
                 f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
+        padding = self.padding
+        if self.pad_input:
+            x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+            padding = (0, 0)
         n, c, h, w = x.shape
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
         feats = self.image_features(x).permute(0, 1, 4, 2, 3)
@@ -114,7 +122,7 @@ class _ConvKAN2d(KANLayer):
         weight = self.coef.permute(0, 1, 4, 2, 3).reshape(
             self.out_channels, (c // self.groups) * length, kh, kw
         )
-        y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(feats, weight, None, self.stride, padding, self.dilation, self.groups)
         if self.norm == "instance":
             y = F.instance_norm(y)
         elif self.batch_norm is not None:
@@ -178,6 +186,7 @@ class KANConv2d(_ConvKAN2d):
         norm: str = "instance",
         prelu: bool = True,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         self.grid_size = check_positive("grid_size", grid_size)
         self.spline_order = check_positive("spline_order", spline_order, minimum=0)
@@ -195,6 +204,7 @@ class KANConv2d(_ConvKAN2d):
             norm,
             prelu,
             dropout,
+            pad_input,
         )
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
@@ -260,6 +270,7 @@ class KANConv2d(_ConvKAN2d):
             "spline_order": self.spline_order,
             "grid_range": list(self.grid_range),
             "base_activation": self.base_activation,
+            **({"pad_input": True} if self.pad_input else {}),
         }
 
 

@@ -1,7 +1,8 @@
 """Makes the reference libraries and helpers of tests/formats importable by plain name.
 
-torch-conv-kan's vendored source (reference/torch_conv_kan_upstream) imports its own
-packages by top-level name (`kans`, `kan_convs`), so its folder goes on the path too.
+The vendored upstream sources (reference/torch_conv_kan_upstream, reference/convkan_upstream)
+import their own packages by top-level name (`kans`, `kan_convs`, `convkan`), so their
+folders go on the path too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-for _path in (_HERE, _HERE / "reference" / "torch_conv_kan_upstream"):
+_VENDORED = ("torch_conv_kan_upstream", "convkan_upstream")
+for _path in (_HERE, *(_HERE / "reference" / name for name in _VENDORED)):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))

@@ -24,6 +24,7 @@ TOL = {
     "spec": 1e-6,
     "fast-bspline": 1e-5,
     "kat": 1e-5,
+    "convkan": 1e-5,
 }
 
 
