@@ -100,6 +100,19 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
+    def kaiming_reset(self, n_basis: int) -> None:
+        """torch-conv-kan's init: kaiming-uniform (linear gain) over each conv's fan-in,
+        the basis conv holding `n_basis` channels per input, the base conv (the last
+        coefficient, when there is one more) one."""
+        kh, kw = self.kernel_size
+        fan_in = (self.in_channels // self.groups) * kh * kw
+        with torch.no_grad():
+            bound = math.sqrt(3.0 / (fan_in * n_basis))
+            self.coef[..., :n_basis].uniform_(-bound, bound)
+            if self.coef.shape[-1] > n_basis:
+                base_bound = math.sqrt(3.0 / fan_in)
+                self.coef[..., -1].uniform_(-base_bound, base_bound)
+
     def image_features(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
         return self.channel_features(x.reshape(-1)).reshape(*x.shape, -1)
@@ -215,15 +228,7 @@ class KANConv2d(_ConvKAN2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch-conv-kan's: kaiming-uniform (linear gain) over each conv's fan-in."""
-        kh, kw = self.kernel_size
-        fan_in = (self.in_channels // self.groups) * kh * kw
-        with torch.no_grad():
-            spline_bound = math.sqrt(3.0 / (fan_in * self.n_basis))
-            self.coef[..., : self.n_basis].uniform_(-spline_bound, spline_bound)
-            if self.has_base:
-                base_bound = math.sqrt(3.0 / fan_in)
-                self.coef[..., -1].uniform_(-base_bound, base_bound)
+        self.kaiming_reset(self.n_basis)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

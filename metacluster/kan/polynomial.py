@@ -292,14 +292,11 @@ class _PolyKANConv2d(_Polynomial, _ConvKAN2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-uniform (linear gain) over each conv's fan-in, as upstream."""
-        kh, kw = self.kernel_size
-        fan_in = (self.in_channels // self.groups) * kh * kw
-        with torch.no_grad():
-            bound = (3.0 / (fan_in * (self.degree + 1))) ** 0.5
-            self.coef[..., :-1].uniform_(-bound, bound)
-            self.coef[..., -1].uniform_(-((3.0 / fan_in) ** 0.5), (3.0 / fan_in) ** 0.5)
-            if self.beta is not None:
+        """Upstream's: kaiming-uniform convs; Gram's beta normal, as KAGNConv's."""
+        self.kaiming_reset(self.degree + 1)
+        if self.beta is not None:
+            kh, kw = self.kernel_size
+            with torch.no_grad():
                 self.beta.normal_(0.0, 1.0 / (kh * kw * self.in_channels * (self.degree + 1)))
 
     def channel_features(self, x: Tensor) -> Tensor:

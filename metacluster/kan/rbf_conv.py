@@ -62,13 +62,7 @@ class RBFKANConv2d(_ConvKAN2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-uniform (linear gain) over each conv's fan-in, as upstream."""
-        kh, kw = self.kernel_size
-        fan_in = (self.in_channels // self.groups) * kh * kw
-        with torch.no_grad():
-            bound = (3.0 / (fan_in * self.grid_size)) ** 0.5
-            self.coef[..., :-1].uniform_(-bound, bound)
-            self.coef[..., -1].uniform_(-((3.0 / fan_in) ** 0.5), (3.0 / fan_in) ** 0.5)
+        self.kaiming_reset(self.grid_size)
 
     def _rbf(self, u: Tensor) -> Tensor:
         return torch.exp(-(((u.unsqueeze(-1) - self.grid.to(u.dtype)) / self.denominator) ** 2))
