@@ -206,6 +206,9 @@ async def _uploader(
         await asyncio.sleep(_think(UPLOAD_THINK_S))
 
 
+METRICS_TOKEN = secrets.token_hex(16)  # /metrics answers only the operator's token
+
+
 def _server_percentile(bases: list[str], route: str, q: float) -> float:
     """Upper bound (ms) of the q-quantile of a route's server-side latency, from the
     APIs' own Prometheus histograms (the time inside the API process, without the
@@ -214,7 +217,8 @@ def _server_percentile(bases: list[str], route: str, q: float) -> float:
 
     buckets: dict[float, float] = defaultdict(float)
     for base in bases:
-        text = httpx.get(f"{base}/metrics", timeout=10).text
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        text = httpx.get(f"{base}/metrics", headers=auth, timeout=10).text
         for family in text_string_to_metric_families(text):
             if family.name != "metacluster_http_request_duration_seconds":
                 continue
@@ -316,6 +320,7 @@ def main() -> None:
             # 10 clients share a tenant key here: the per-key limit is for abuse, not this
             "METACLUSTER_RATE_LIMIT_PER_S": "1000",
             "METACLUSTER_RATE_LIMIT_BURST": "2000",
+            "METACLUSTER_METRICS_TOKEN": METRICS_TOKEN,
         }
     )
     settings = Settings(data_dir=tmp / "data", database_url=db_url, broker_url=broker)
@@ -370,7 +375,9 @@ def main() -> None:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                if all(httpx.get(f"{b}/readyz", timeout=2).status_code == 200 for b in bases):
+                # without a worker /readyz says 503 (worker missing): /healthz then
+                probe = "/healthz" if args.no_worker else "/readyz"
+                if all(httpx.get(f"{b}{probe}", timeout=2).status_code == 200 for b in bases):
                     break
             except httpx.HTTPError:
                 pass

@@ -150,6 +150,24 @@ class Settings(BaseSettings):
     max_form_field_bytes: int = Field(
         default=4096, ge=1, description="Bytes of one non-file form field."
     )
+    max_json_bytes: int = Field(
+        default=1 * MIB,
+        gt=0,
+        description="Largest JSON request body (every route but the two uploads, which "
+        "MAX_UPLOAD_BYTES bounds); larger: 413, refused before it is read past the limit.",
+    )
+    max_config_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest job `config` (as compact JSON) a job may store; larger: 413.",
+    )
+    inspect_processes: int = Field(
+        default=1,
+        ge=1,
+        description="Child processes of each API process that inspect uploaded checkpoints "
+        "(building a model takes about twice its size; the API itself never holds one). "
+        "Each idles at about 230 MB RSS (torch); more concurrent model uploads wait.",
+    )
     max_dataset_bytes: int = Field(
         default=1024 * MIB,
         gt=0,
@@ -189,6 +207,24 @@ class Settings(BaseSettings):
         gt=0,
         description="A running job's lease: its worker renews it every LEASE_TTL_S / 4; "
         "another delivery takes the job over only once it expired.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="`/metrics` answers only `Authorization: Bearer <this token>` (the "
+        "operator's, not a tenant's API key); unset: `/metrics` is off (404).",
+    )
+    worker_heartbeat_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Each worker records a heartbeat this often (a thread of its own, "
+        "whatever job it runs); `/readyz` answers 503 when no worker's is newer than "
+        "3 x this (in `serve`: when its worker process is not running).",
+    )
+    worker_restart_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="`metacluster serve`: a worker that died is restarted after this "
+        "long; more than 5 restarts in 300 s and serve exits with an error.",
     )
     public_url: str | None = Field(
         default=None,

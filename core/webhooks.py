@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
-from core.db.models import REPORT_HTML, Job, WebhookDelivery, new_id
+from core.db.models import Job, WebhookDelivery, new_id
 from core.repositories import (
     ApiKeyRepository,
     ArtifactRepository,
@@ -36,6 +36,7 @@ from core.repositories import (
 )
 from core.settings import Settings
 from metacluster.errors import InputError
+from metacluster.filenames import REPORT_HTML
 from metacluster.webhooks import new_secret
 
 EVENTS = ("started", "stage", "succeeded", "failed", "cancelled")

@@ -443,7 +443,8 @@ class _MethodChoice(click.Choice):  # type: ignore[type-arg]
         self.choices = tuple(_method_names())
         return super().convert(value, param, ctx)
 
-    def get_metavar(self, param: click.Parameter, *args: Any) -> str:
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        # click >= 8.2 passes ctx (by keyword); older clicks call get_metavar(param).
         return "[" + "|".join(_method_names()) + "]"
 
 

@@ -45,10 +45,6 @@ class Registry(Mapping[str, T]):
             raise self.error(f"unknown {self.what} {name!r}; {self.hint(list(self._items))}")
         return item
 
-    def remove(self, name: str) -> None:
-        """Unregister (tests that register a temporary item)."""
-        self._items.pop(name, None)
-
     def __getitem__(self, name: str) -> T:
         return self._items[name]
 

@@ -32,6 +32,7 @@ import click
 
 from metacluster._output import finite, key_values, read_config_file
 from metacluster.errors import ConfigError
+from metacluster.filenames import MODEL_FILE
 
 if TYPE_CHECKING:
     from metacluster.client import Client, Job
@@ -284,6 +285,14 @@ def _parse_k(text: str | None) -> int | list[int] | None:
     return ks[0] if len(ks) == 1 else ks
 
 
+def _check_config(config: dict[str, Any]) -> None:
+    """The config's own rules (method names, method options, every knob), checked here
+    before anything is uploaded: the service applies the same `MetaClusterConfig`."""
+    from metacluster.compress import MetaClusterConfig
+
+    MetaClusterConfig.from_dict(config)
+
+
 @remote.command()
 @click.argument("model", nargs=-1, required=True)
 @click.option(
@@ -360,6 +369,7 @@ def submit(
             config[key] = value
     if isinstance(k, list) and wait.max_drop is not None:
         config["max_drop"] = wait.max_drop  # the sweep picks the smallest K within the same gate
+    _check_config(config)
     client = _client(ctx)
     if len(model) == 1 and model[0].startswith("mdl_") and not Path(model[0]).exists():
         model_id = model[0]
@@ -472,7 +482,7 @@ def events(ctx: click.Context, job_id: str, follow: bool, after: int, as_json: b
 
 @_job_command(
     "download",
-    click.option("--name", default="model.mcz", show_default=True, help="Which artifact."),
+    click.option("--name", default=MODEL_FILE, show_default=True, help="Which artifact."),
     click.option("--out", type=click.Path(), default=None, help="File or folder (default: here)."),
 )
 def download_cmd(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from metacluster.errors import ConfigError, InputError
+from metacluster.filenames import REPORT_HTML
 
 PLOTS = ("pareto", "bytes", "errors", "codebooks", "projection")
 PAYLOAD_KINDS = ("codebooks", "indices", "grids", "dense")
@@ -363,6 +364,25 @@ def _row(*cells: Any, header: bool = False) -> str:
     return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
 
 
+def _validation_text(r: Mapping[str, Any]) -> str:
+    """What the validation numbers are: the metric before and after compression on rows
+    held out of the training data, which the run's choices read (never the test set)."""
+    metric = str(r.get("metric", "metric"))
+    share = (r.get("config") or {}).get("val_fraction")
+    rows = (
+        f"{share:.0%} of the training data (the training data itself when that is under 64 samples)"
+        if isinstance(share, int | float) and share > 0
+        else "the training data itself"
+    )
+    return (
+        f"Validation {metric}, before → after compression: {_num(r.get('val_before'))} → "
+        f"{_num(r.get('val_after'))}, on {rows}, held out of the compression's own training. "
+        "Early stopping, the K recommendation and the byte budget's allocation read it; "
+        "the test set above is never used for them. The original model may have been "
+        "trained on these rows, so a perfect score (1 → 1) is common"
+    )
+
+
 def report_html(
     report: Mapping[str, Any], images: Mapping[str, Path], *, title: str | None = None
 ) -> str:
@@ -402,7 +422,7 @@ def report_html(
     val = (r.get("val_before"), r.get("val_after"))
     if any(isinstance(v, int | float) for v in val):
         parts.append(
-            f"<p>Validation split: {esc(_num(val[0]))} → {esc(_num(val[1]))}"
+            f"<p>{esc(_validation_text(r))}"
             + (f"; byte budget {esc(_kib(r.get('budget_bytes')))}" if r.get("budget_bytes") else "")
             + "</p>"
         )
@@ -502,7 +522,7 @@ def render_report(
     """Write the PNGs and ``report.html`` (images inline) into `out_dir`."""
     out = Path(out_dir)
     images = render_plots(report, out)
-    page = out / "report.html"
+    page = out / REPORT_HTML
     page.write_text(report_html(report, images, title=title), encoding="utf-8")
     return RenderedReport(page, images)
 

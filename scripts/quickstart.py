@@ -26,16 +26,15 @@ QUICKSTART = """
 MetaCluster is ready on {api} (API + embedded worker; data in {data_dir}).
 API key ({key_state}): {key}
 
-  export KEY={key} API={api}
-  {cli} train --data digits --family bspline --width 64,32,10 --epochs 30 --out m.safetensors
-  curl -s -H "Authorization: Bearer $KEY" -F file=@m.safetensors $API/v1/models
-  curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
-       -d '{{"model_id": "<id from above>", "dataset": "digits", "config": {{"k": 16}}}}' $API/v1/jobs
-  curl -s -H "Authorization: Bearer $KEY" $API/v1/jobs/<job id>
-  curl -s -OJ -H "Authorization: Bearer $KEY" $API/v1/jobs/<job id>/artifacts/model.mcz
+In a second terminal, in this folder (README.md, "Five-minute tour"):
+  export METACLUSTER_URL={api} METACLUSTER_API_KEY={key}
+  {cli} train --data digits --family bspline --width 64,32,10 --epochs 30 --out kan.safetensors
+  curl -sH "Authorization: Bearer $METACLUSTER_API_KEY" -F file=@kan.safetensors $METACLUSTER_URL/v1/models
+  {cli} remote submit kan.safetensors --data digits --k 16 --set soft_epochs=20 --set soft_min_steps=0 --wait --download out/
+  {cli} remote jobs
+The tour goes on with curl + jq, Python and pipelines: README.md, steps 3-5.
 
 Dashboard: {api}/    OpenAPI: {api}/docs    Python client and CLI: docs/pipelines.md
-  METACLUSTER_URL={api} METACLUSTER_API_KEY={key} metacluster remote jobs
 `metacluster` is in {bin_dir} (or `source {activate}` to put it on PATH).
 Stop with Ctrl-C.
 """

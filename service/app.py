@@ -16,8 +16,10 @@ from starlette.concurrency import run_in_threadpool
 import metacluster
 from core.settings import Settings, get_settings
 from core.storage import get_storage
-from service import heap
+from service import heap, inspector
 from service.auth import KeyCache, RateLimiter
+from service.head import HeadMiddleware
+from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.problems import install_problem_handlers, problem_responses
 from service.routes import dashboard, health, jobs, keys, uploads, webhooks
@@ -35,7 +37,8 @@ Every error is `application/problem+json` (RFC 9457) with a stable `code`.
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Startup: settle the heap (`service.heap`) before the first request is served."""
     settings: Settings = app.state.settings
-    await run_in_threadpool(heap.settle, warmers=[lambda: warm_producer(settings)])
+    warmers = [lambda: warm_producer(settings), lambda: inspector.warm(settings.inspect_processes)]
+    await run_in_threadpool(heap.settle, warmers=warmers)
     yield
 
 
@@ -68,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.key_cache = KeyCache(settings.auth_cache_s)
+    app.add_middleware(HeadMiddleware)  # innermost: metrics still count a HEAD as HEAD
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_json_bytes, streamed=uploads.STREAMED
+    )
     install_problem_handlers(app)
     app.include_router(uploads.router)
     app.include_router(jobs.router)

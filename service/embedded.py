@@ -2,12 +2,12 @@
 
 Migrations, the API (uvicorn) and one Celery worker process on a server-less broker
 (SQLite through kombu), all under ``METACLUSTER_DATA_DIR``. The worker is started by
-its command line (``celery -A worker.celery_app``), not imported.
+its command line (``celery -A worker.celery_app``), not imported, and supervised
+(`service.supervisor`): restarted when it dies, `/readyz` 503 meanwhile.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -18,7 +18,9 @@ from typing import Any
 
 from core.migrations import upgrade_database
 from core.producer import is_embedded_broker
+from core.service_errors import ServiceUnavailableError
 from core.settings import DATABASE_FILE, Settings, get_settings, remember_data_dir
+from service.supervisor import WorkerSupervisor, die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +106,6 @@ def _resolved_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    # Linux only: the embedded worker must not outlive a `serve` that was killed. SIGKILL,
-    # not SIGTERM: Celery's answer to SIGTERM is a warm shutdown that finishes the
-    # current job first, so an orphan would go on running it (for minutes) while the
-    # next `serve` takes the job over. The job resumes from its checkpoints instead,
-    # once its lease has expired.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 def worker_command(
     queues: list[str], *, name: str = "embedded", loglevel: str = "INFO"
 ) -> list[str]:
@@ -149,7 +138,7 @@ def start_worker(
     return subprocess.Popen(
         worker_command(queues, loglevel=loglevel),
         env=_resolved_env(settings),
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
     )
 
 
@@ -191,7 +180,8 @@ def recover_jobs(settings: Settings) -> list[str]:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info") -> None:
-    """Run the API and one embedded worker until SIGINT/SIGTERM; then stop both."""
+    """Run the API and one supervised embedded worker until SIGINT/SIGTERM; then stop
+    both. A worker that keeps dying stops `serve` with an error (`WorkerSupervisor`)."""
     import uvicorn
 
     settings = get_settings()
@@ -207,7 +197,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info")
         sig: signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    worker = start_worker(settings, loglevel="WARNING" if log_level == "warning" else "INFO")
+    config = uvicorn.Config(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        # An open event stream would otherwise hold the shutdown until its job ends.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+    )
+    server = uvicorn.Server(config)
+    loglevel = "WARNING" if log_level == "warning" else "INFO"
+    supervisor = WorkerSupervisor(
+        lambda: start_worker(settings, loglevel=loglevel),
+        on_restart=lambda: _recover_after_restart(settings),
+        on_give_up=lambda: setattr(server, "should_exit", True),
+        restart_delay_s=settings.worker_restart_delay_s,
+    )
     try:
         if is_embedded_broker(settings.broker):
             recover_jobs(settings)
@@ -217,21 +223,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, log_level: str = "info")
         import metacluster.data
         import metacluster.formats  # noqa: F401
 
-        config = uvicorn.Config(
-            "service.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            log_level=log_level,
-            # An open event stream would otherwise hold the shutdown until its job ends.
-            timeout_graceful_shutdown=settings.shutdown_grace_s,
-        )
-        uvicorn.Server(config).run()
+        supervisor.install()
+        server.run()
     finally:
-        stop_worker(worker)
+        supervisor.stop(stop_worker)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped (signals: %s)", stop_signals)
+    if supervisor.gave_up is not None:
+        raise ServiceUnavailableError(supervisor.gave_up)
+
+
+def _recover_after_restart(settings: Settings) -> None:
+    """A restarted worker's jobs: the messages of the dead one went with it on the
+    server-less broker, so re-send every unfinished job; the one it was running is
+    taken over once its lease expires (as a Celery worker's re-delivery would be)."""
+    if is_embedded_broker(settings.broker):
+        recover_jobs(settings)
 
 
 __all__ = [

@@ -65,12 +65,15 @@ class BrokerEnqueuer:
 
 
 class IncompatibleJobError(IncompatibleError):
-    """Model, dataset and config do not fit together; ``checks`` says where."""
+    """Model, dataset and config do not fit together; ``checks`` says where. A plan whose
+    failed checks are all the config's (K, layers, method options, budget) answers
+    `invalid_config`, the code the run itself would fail with."""
 
-    def __init__(self, checks: Sequence[Any]) -> None:
-        failed = [c for c in checks if not c.ok]
-        super().__init__("; ".join(c.detail for c in failed))
-        self.extra = {"checks": [c.to_dict() for c in checks]}
+    def __init__(self, the_plan: Any) -> None:
+        failed = [c for c in the_plan.checks if not c.ok]
+        code = ConfigError.code if the_plan.config_problem else None
+        super().__init__("; ".join(c.detail for c in failed), code=code)
+        self.extra = {"checks": [c.to_dict() for c in the_plan.checks]}
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def validate_job(
     check_device(settings, parsed.device)
     the_plan = plan(model.info, meta, parsed)
     if not the_plan.ok:
-        raise IncompatibleJobError(the_plan.checks)
+        raise IncompatibleJobError(the_plan)
     full = parsed.to_dict()
     queue = settings.queue_for(full.get("device"))
     return Validated(model, full, queue, the_plan, webhook_url, webhook_events)

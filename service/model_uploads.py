@@ -18,7 +18,8 @@ from core.db.transaction import after_commit, after_rollback
 from core.repositories import ModelRepository
 from core.service_errors import RequestValidationProblem, UnsupportedMediaTypeError
 from core.storage import Storage, model_key, model_prefix
-from metacluster.errors import FormatError, MetaClusterError
+from metacluster.errors import FormatError
+from service import inspector
 from service.multipart import SpooledFile, SpooledUpload
 
 log = logging.getLogger(__name__)
@@ -92,21 +93,13 @@ def check_model_upload(upload: SpooledUpload) -> tuple[SpooledFile, str]:
     return _primary_file(upload.files), fmt
 
 
-def inspect_upload(primary: SpooledFile, fmt: str) -> dict[str, Any]:
-    """`metacluster.formats.inspect_model` on the spooled checkpoint (safe loading only).
+def inspect_upload(primary: SpooledFile, fmt: str, processes: int) -> dict[str, Any]:
+    """`metacluster.formats.inspect_model` on the spooled checkpoint (safe loading only),
+    in a child process (`service.inspector`): the model it builds never lives here.
 
-    CPU-bound: call it from a worker thread.
+    Blocks: call it from a worker thread.
     """
-    from metacluster.formats import inspect_model
-
-    try:
-        info = inspect_model(primary.path, format=fmt)
-    except MetaClusterError:
-        raise
-    except Exception as exc:  # a reader bug or a file no reader anticipated
-        log.warning("inspect_model failed on %s: %r", primary.filename, exc)
-        raise FormatError(f"{primary.filename}: not a KAN checkpoint we can read ({exc})") from None
-    return dict(info)
+    return inspector.inspect_checkpoint(primary.path, fmt, processes)
 
 
 def create_model(

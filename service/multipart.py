@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -26,6 +27,7 @@ from core.service_errors import (
     RequestValidationProblem,
     UnsupportedMediaTypeError,
 )
+from service.limits import content_length_over
 
 # Part headers and boundaries on top of the file bytes; bodies larger than the limit
 # plus this are refused from Content-Length alone, before reading anything.
@@ -226,6 +228,16 @@ class _PartCollector:
             self._file.close()
 
 
+def _refusal(exc: Exception) -> Exception:
+    """The problem a body that failed to parse is answered with: our own limits as
+    raised, the parser's header bounds as 413, any other framing error as 422."""
+    if isinstance(exc, PayloadTooLargeError | RequestValidationProblem):
+        return exc
+    if isinstance(exc, MultipartParseError) and "Maximum header" in str(exc):
+        return PayloadTooLargeError(f"part headers exceed the limits ({_MAX_HEADER_BYTES} bytes)")
+    return RequestValidationProblem(f"malformed multipart body: {exc}")
+
+
 async def spool_multipart(
     request: Request,
     spool_root: Path,
@@ -253,7 +265,7 @@ async def spool_multipart(
         raise RequestValidationProblem("multipart/form-data without a boundary")
     body_limit = max_bytes + _ENVELOPE_BYTES + max_fields * max_field_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > body_limit:
+    if declared is not None and content_length_over(declared, body_limit):
         raise PayloadTooLargeError(f"upload exceeds the limit of {max_bytes} bytes")
 
     spool_root.mkdir(parents=True, exist_ok=True)
@@ -270,7 +282,7 @@ async def spool_multipart(
         "on_header_end": collector.on_header_end,
         "on_headers_finished": collector.on_headers_finished,
     }
-    parser = MultipartParser(boundary, callbacks)
+    parser = MultipartParser(boundary, callbacks, max_header_size=_MAX_HEADER_BYTES)
     received = 0
     try:
         async for chunk in request.stream():
@@ -279,13 +291,9 @@ async def spool_multipart(
                 raise PayloadTooLargeError(f"request body exceeds {body_limit} bytes")
             parser.write(chunk)
         parser.finalize()
-    except (PayloadTooLargeError, RequestValidationProblem):
+    except Exception as exc:
         collector.close()
         upload.cleanup()
-        raise
-    except Exception as exc:  # malformed multipart framing
-        collector.close()
-        upload.cleanup()
-        raise RequestValidationProblem(f"malformed multipart body: {exc}") from None
+        raise _refusal(exc) from None
     collector.close()
     return upload

@@ -28,7 +28,8 @@ _DESCRIPTIONS: dict[int, str] = {
     409: "Conflict: `idempotency_conflict` (key reused with another body), "
     "`job_finished` (the job already finished), `job_not_finished` (delete a job only "
     "once it finished) or `in_use` (a queued or running job uses the model or dataset)",
-    413: "Upload or form larger than the server's limits (code `payload_too_large`)",
+    413: "Upload, form, JSON body or job config larger than the server's limits "
+    "(code `payload_too_large`)",
     415: "Not multipart/form-data, or a file that is not of the endpoint's kind "
     "(code `unsupported_media_type`)",
     422: "Invalid input: `validation_error`, `unsupported_format`, `unsafe_checkpoint`, "

@@ -1,6 +1,6 @@
 """Pydantic v2 request and response schemas of the HTTP API.
 
-These are the public contract (ARCHITECTURE.md); the OpenAPI document is generated from them.
+These are the public contract (docs/api.md); the OpenAPI document is generated from them.
 """
 
 from __future__ import annotations

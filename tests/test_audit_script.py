@@ -55,7 +55,8 @@ def test_an_allowed_vulnerability_needs_its_reason(audit: ModuleType, tmp_path: 
 def test_nothing_audited_is_not_a_clean_audit(audit: ModuleType) -> None:
     report = _report({"name": "a", "skip_reason": "Dependency not found on PyPI"})
     status, lines = audit.judge(report, {})
-    assert status == 2 and "NOT a clean audit" in lines[-1]
+    assert status == audit.SKIPPED and "NOT a clean audit" in lines[-1]
+    assert lines[-1].startswith("audit: SKIPPED, 0/1 packages checked: no network")
 
 
 def test_the_lock_file_pins_every_project_dependency() -> None:
@@ -75,3 +76,59 @@ def test_the_lock_file_pins_every_project_dependency() -> None:
         "selenium",
     ):
         assert name in pinned, name
+
+
+def _fake_pip_audit(
+    monkeypatch: pytest.MonkeyPatch, audit: ModuleType, stdout: str, stderr: str, rc: int
+) -> None:
+    def run(cmd: list[str], **_: object) -> object:
+        assert "pip_audit" in cmd
+        return type("Run", (), {"stdout": stdout, "stderr": stderr, "returncode": rc})()
+
+    monkeypatch.setattr(audit.subprocess, "run", run)
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "why"),
+    [
+        # a mirror that serves only the simple index: every package skipped
+        (
+            '{"dependencies": [{"name": "a", "version": "1", "skip_reason": "Dependency not '
+            'found on PyPI and could not be audited"}, {"name": "b", "version": "2", '
+            '"skip_reason": "Dependency not found on PyPI and could not be audited"}]}',
+            "",
+            "pip-audit: Dependency not found on PyPI",
+        ),
+        # no route at all: pip-audit stops with a traceback and writes no report
+        ("", "Traceback ...\nrequests.exceptions.ConnectionError: pypi.org: refused", "refused"),
+    ],
+)
+def test_offline_is_a_visible_skip_and_strict_fails(
+    audit: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stdout: str,
+    stderr: str,
+    why: str,
+) -> None:
+    _fake_pip_audit(monkeypatch, audit, stdout, stderr, 1)
+    monkeypatch.delenv("METACLUSTER_AUDIT_STRICT", raising=False)
+    total = 2 if stdout else audit.locked_count()  # without a report: the lock's packages
+    assert audit.main([]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"audit: SKIPPED, 0/{total} packages checked: no network"), last
+    assert why in last and "NOT a clean audit" in last
+    assert audit.main(["--strict"]) == 1
+    monkeypatch.setenv("METACLUSTER_AUDIT_STRICT", "1")
+    assert audit.main([]) == 1
+
+
+def test_a_full_audit_says_ok_with_its_counts(
+    audit: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = '{"dependencies": [{"name": "a", "version": "1", "vulns": []}]}'
+    _fake_pip_audit(monkeypatch, audit, report, "", 0)
+    assert audit.main(["--strict"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "audit: OK, 1/1 packages checked, 0 unlisted vulnerabilities"
+    )

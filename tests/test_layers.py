@@ -1,14 +1,25 @@
 """The import rules that keep the layers from doubling back (docs/architecture.md).
 
-Every import in every module counts, also the lazy ones inside functions: a lazy
-import is still a dependency. The checker reads the source with `ast` (nothing is
-imported), and the second half of this file shows it fails when a rule is broken.
+Each unit (a package of the library, or core, service, worker) has an ALLOW-list: the
+units its modules may import, taken from the "may import" column of docs/architecture.md.
+Anything else of the project is refused, so a new edge must be added to the map first.
+Every import counts, also the lazy ones inside functions (a lazy import is still a
+dependency) and those under ``if TYPE_CHECKING:``. A second check: inside each package
+named in `ACYCLIC`, no module imports its way back to itself (here the `TYPE_CHECKING`
+imports are left out: they never run). Third-party rules stay deny-lists (the library
+never imports the service stack, ...).
+
+The checker reads the source with `ast` (nothing is imported); the second half of this
+file shows that each kind of rule bites.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import re
 import shutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,74 +29,122 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("metacluster", "core", "service", "worker")
 
 SERVICE_STACK = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "celery", "kombu")
-LATER = ("metacluster.artifact", "metacluster.workflow", "metacluster.cli", "metacluster.client")
+HTTP_SERVER = ("fastapi", "starlette", "uvicorn")
 
 
 @dataclass(frozen=True)
-class Rule:
-    """Modules named `module` or under it must not import anything under `forbidden`."""
+class Unit:
+    """Modules named `name` or under it may import their own unit, the units nested in
+    it, the `FLOOR`, and the units in `may_import` (each with what is under it); of
+    third-party packages, nothing under `never`."""
 
-    module: str
-    forbidden: tuple[str, ...]
+    name: str
+    may_import: tuple[str, ...]
     why: str
+    never: tuple[str, ...] = ()
+    only_itself: bool = False  # the unit is the one module, not what is under it
 
 
-RULES = (
-    Rule(
+# The library's bottom floor: modules that import nothing of the project, usable by all.
+FLOOR = ("metacluster.errors", "metacluster.filenames")
+LIBRARY = ("metacluster",)  # "all of the library": every unit under metacluster
+NOT_THE_SERVICE = (*SERVICE_STACK, "pydantic_settings", "core", "service", "worker")
+
+UNITS = (
+    Unit(
         "metacluster",
-        (*SERVICE_STACK, "pydantic_settings", "core", "service", "worker"),
-        "the library runs without the service",
+        (),
+        "the package root: the version and the lazy public names",
+        only_itself=True,
     ),
-    Rule(
+    Unit("metacluster.errors", (), "the error hierarchy is the bottom floor"),
+    Unit("metacluster.filenames", (), "file names are constants"),
+    Unit("metacluster.device", (), "resolve_device needs torch only"),
+    Unit("metacluster.registry", (), "the one registry type"),
+    Unit(
         "metacluster.kan",
-        (
-            "metacluster.data",
-            "metacluster.formats",
-            "metacluster.training",
-            "metacluster.compress",
-            *LATER,
-        ),
+        ("metacluster.registry",),
         "layers and the edge view are the bottom floor",
     ),
-    Rule(
-        "metacluster.data",
-        (
-            "metacluster.kan",
-            "metacluster.formats",
-            "metacluster.training",
-            "metacluster.compress",
-            *LATER,
-        ),
-        "data sets know nothing of models",
-    ),
-    Rule(
+    Unit("metacluster.data", (), "data sets know nothing of models"),
+    Unit(
         "metacluster.formats",
-        ("metacluster.training", "metacluster.compress", *LATER),
+        ("metacluster.kan", "metacluster.registry"),
         "importers only read and write checkpoints",
     ),
-    Rule(
+    Unit(
         "metacluster.training",
-        ("metacluster.formats", "metacluster.compress", *LATER),
+        ("metacluster.kan", "metacluster.data", "metacluster.device"),
         "training is below compression",
     ),
-    Rule(
+    Unit(
         "metacluster.compress",
-        ("metacluster.formats", *LATER),
+        (
+            "metacluster.kan",
+            "metacluster.data",
+            "metacluster.training",
+            "metacluster.device",
+            "metacluster.registry",
+        ),
         "the engine never reads or writes files: workflow does, around it",
     ),
-    Rule(
+    Unit(
         "metacluster.artifact",
-        ("metacluster.formats", "metacluster.workflow", "metacluster.cli", "metacluster.client"),
+        ("metacluster.compress", "metacluster.kan"),
         "the artifact format needs only the engine's types",
     ),
-    Rule(
-        "core", ("service", "worker", "fastapi", "starlette", "uvicorn"), "both sides import core"
+    Unit("metacluster.workflow", LIBRARY, "the one use case, on the whole library"),
+    Unit("metacluster.cli", LIBRARY, "the command line, on the whole library"),
+    Unit("metacluster._output", (), "the CLI's printing helpers"),
+    Unit(
+        "metacluster.client",
+        ("metacluster.tracking",),
+        "the service's client needs neither torch nor the engine",
     ),
-    Rule("service", ("worker", "celery"), "the API sends work through core.producer only"),
-    Rule("worker", ("service", "fastapi", "starlette", "uvicorn"), "workers serve no HTTP"),
+    Unit(
+        "metacluster.remote",
+        (
+            "metacluster.client",
+            "metacluster._output",
+            "metacluster.tracking",
+            "metacluster.compress",
+        ),
+        "`metacluster remote` is the client's command line; it checks a config with the "
+        "engine's own MetaClusterConfig before uploading anything",
+    ),
+    Unit(
+        "metacluster.reporting",
+        ("metacluster.artifact", "metacluster.compress"),
+        "a report is drawn from a report or an artifact",
+    ),
+    Unit("metacluster.webhooks", (), "Standard Webhooks signing is stdlib"),
+    Unit("metacluster.tracking", (), "MLflow logging takes a job's JSON and files"),
+    Unit("core", LIBRARY, "both sides import core", never=HTTP_SERVER),
+    Unit("service", ("core", *LIBRARY), "the API sends work through core.producer", ("celery",)),
+    Unit("worker", ("core", *LIBRARY), "workers serve no HTTP", never=HTTP_SERVER),
+)
+# Third-party rules of the whole library (its units add their own `never`).
+LIBRARY_NEVER = NOT_THE_SERVICE
+
+# Packages whose modules import no circle (`TYPE_CHECKING` imports aside). Not core/:
+# core.storage imports its backends to register them and they import its
+# `register_backend` (a plug-in registry). compress/ runs no circle, but with its
+# `TYPE_CHECKING` imports still draws one (docs/architecture.md); a Unit per layer of it
+# above gives it module rules when it is layered.
+ACYCLIC = (
+    "metacluster.kan",
+    "metacluster.data",
+    "metacluster.formats",
+    "metacluster.training",
+    "metacluster.compress",
+    "metacluster.client",
+    "core.db",
+    "service",
+    "worker",
 )
 
 
+# -- reading the imports ---------------------------------------------------------------------
 def _module_name(root: Path, path: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -93,85 +152,330 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(root: Path, path: Path) -> list[tuple[int, str]]:
-    """(line, imported module) of every import statement in the file, relative ones resolved."""
+def _is_module(root: Path, name: str) -> bool:
+    path = root.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _root_exports(root: Path) -> dict[str, str]:
+    """The lazy public names of `metacluster/__init__.py` (name -> defining module)."""
+    tree = ast.parse((root / "metacluster" / "__init__.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict):
+            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+            if isinstance(target, ast.Name) and target.id == "_EXPORTS":
+                return {
+                    k.value: v.value
+                    for k, v in zip(node.value.keys, node.value.values, strict=True)
+                    if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+                }
+    return {}
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """The ids of the import nodes under ``if TYPE_CHECKING:``."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                found.update(id(n) for n in ast.walk(child))
+    return found
+
+
+@dataclass(frozen=True)
+class Edge:
+    module: str
+    line: int
+    imported: str
+    type_only: bool
+
+
+@functools.cache
+def _statements(text: str) -> tuple[tuple[int, str, int, tuple[str, ...], bool], ...]:
+    """(line, module, level, names, under TYPE_CHECKING) of each import statement of a
+    source text (`names` empty for ``import m``); cached: the copies the negative tests
+    make share all but one file with the real tree."""
+    tree = ast.parse(text)
+    typing_only = _type_checking_nodes(tree)
+    out = []
+    for node in ast.walk(tree):
+        hidden = id(node) in typing_only
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, a.name, 0, (), hidden) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(a.name for a in node.names)
+            out.append((node.lineno, node.module or "", node.level, names, hidden))
+    return tuple(out)
+
+
+def imports_of(root: Path, path: Path, exports: Mapping[str, str] | None = None) -> list[Edge]:
+    """Every import statement of the file, relative ones resolved: ``from p import x`` is
+    an edge to the module p.x when there is one, else to p (a name of the lazy package
+    root is an edge to the module that defines it)."""
+    exports = _root_exports(root) if exports is None else exports
     name = _module_name(root, path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            out.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, base] if base else anchor)
-            out.append((node.lineno, base))
-            # `from metacluster import formats` imports the submodule metacluster.formats
-            out.extend((node.lineno, f"{base}.{alias.name}") for alias in node.names)
+    out: list[Edge] = []
+    for line, base, level, names, hidden in _statements(path.read_text()):
+        if not names:
+            out.append(Edge(name, line, base, hidden))
+            continue
+        if level:
+            anchor = package.split(".")
+            anchor = anchor[: len(anchor) - (level - 1)]
+            base = ".".join([*anchor, base] if base else anchor)
+        for alias in names:
+            target = f"{base}.{alias}"
+            if not _is_module(root, target):
+                target = exports.get(alias, base) if base == "metacluster" else base
+            out.append(Edge(name, line, target, hidden))
     return out
 
 
+def import_graph(root: Path) -> list[Edge]:
+    exports = _root_exports(root)
+    return [
+        edge
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+        for edge in imports_of(root, path, exports)
+    ]
+
+
+# -- the rules ---------------------------------------------------------------------------------
 def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def violations(root: Path, rules: tuple[Rule, ...] = RULES) -> list[str]:
-    """One line per import statement that breaks a rule (naming the most specific module)."""
-    found: dict[tuple[str, int, str], tuple[str, str]] = {}
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            module = _module_name(root, path)
-            where = str(path.relative_to(root))
-            for line, imported in imports_of(root, path):
-                for rule in rules:
-                    if not _under(module, rule.module):
-                        continue
-                    for bad in rule.forbidden:
-                        # a module may import its own subpackages (metacluster.cli is
-                        # under metacluster, and metacluster.compress under itself)
-                        if _under(imported, bad) and not _under(module, bad):
-                            key = (where, line, rule.module)
-                            if len(imported) > len(found.get(key, ("", ""))[0]):
-                                found[key] = (imported, rule.why)
-    return sorted(
-        f"{where}:{line}: {_module_name(root, root / where)} imports {imported} ({why})"
-        for (where, line, _), (imported, why) in found.items()
-    )
+def unit_of(name: str, units: Iterable[Unit] = UNITS) -> Unit | None:
+    """The most specific unit a project module belongs to (None: a third-party one)."""
+    found = [u for u in units if name == u.name or (_under(name, u.name) and not u.only_itself)]
+    return max(found, key=lambda u: len(u.name)) if found else None
 
 
-def test_the_layers_do_not_double_back() -> None:
-    assert violations(REPO) == []
+def _allowed(unit: Unit, target: Unit) -> bool:
+    if target.name == "metacluster":  # the root itself: __version__ (its lazy names
+        return True  # are edges to the modules that define them)
+    return any(_under(target.name, allowed) for allowed in (unit.name, *FLOOR, *unit.may_import))
+
+
+def violations(edges: Iterable[Edge], units: tuple[Unit, ...] = UNITS) -> list[str]:
+    """One line per import that an allow-list (project modules) or a `never` list
+    (third-party ones) refuses."""
+    out = []
+    for edge in edges:
+        unit = unit_of(edge.module, units)
+        if unit is None:
+            out.append(f"{edge.module}: no unit in docs/architecture.md's map")
+            continue
+        target = unit_of(edge.imported, units)
+        top = edge.imported.split(".")[0]
+        never = (*unit.never, *(LIBRARY_NEVER if _under(unit.name, "metacluster") else ()))
+        if target is not None and not _allowed(unit, target):
+            why = f"{unit.name} may import {', '.join(unit.may_import) or 'only the floor'}"
+        elif top in never and not (target is not None and _allowed(unit, target)):
+            why = f"{unit.name} never imports {top}: {unit.why}"
+        else:
+            continue
+        out.append(f"{edge.module}:{edge.line}: {edge.module} imports {edge.imported} ({why})")
+    return sorted(set(out))
+
+
+def cycles(edges: Iterable[Edge], package: str) -> list[list[str]]:
+    """The import circles among the modules of `package` (each a strongly connected
+    component of two or more modules, or one importing itself), `TYPE_CHECKING` aside."""
+    graph: dict[str, set[str]] = {}
+    for e in edges:
+        if e.type_only or not _under(e.module, package):
+            continue
+        graph.setdefault(e.module, set())
+        if _under(e.imported, package):
+            graph[e.module].add(e.imported)
+    return _strongly_connected(graph)
+
+
+def _strongly_connected(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm; the components that are circles, sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(out)
+
+
+def unit_edges(edges: Iterable[Edge], units: tuple[Unit, ...] = UNITS) -> list[Edge]:
+    """The edges between units, as edges of a graph whose nodes are the units."""
+    out = []
+    for e in edges:
+        a, b = unit_of(e.module, units), unit_of(e.imported, units)
+        if a is not None and b is not None and a != b and b.name != "metacluster":
+            out.append(Edge(a.name, e.line, b.name, e.type_only))
+    return out
+
+
+# -- the real code -----------------------------------------------------------------------------
+def test_every_import_is_allowed_by_the_map() -> None:
+    assert violations(import_graph(REPO)) == []
+
+
+@pytest.mark.parametrize("package", ACYCLIC)
+def test_no_import_circle_inside_the_package(package: str) -> None:
+    assert cycles(import_graph(REPO), package) == []
+
+
+def test_no_import_circle_between_the_units() -> None:
+    """Units with "all of the library" (workflow, cli) may not close a circle."""
+    edges = [e for e in unit_edges(import_graph(REPO)) if e.module.startswith("metacluster")]
+    assert cycles(edges, "metacluster") == []
+
+
+def _documented_units(cell: str) -> list[str]:
+    """Unit names of a first cell: `metacluster/kan/`, `core/`, `metacluster/errors.py`,
+    `filenames.py` (a bare file is in the folder of the one before it)."""
+    out, folder = [], ""
+    for item in re.findall(r"`([^`]+)`", cell):
+        folder, _, leaf = item.rstrip("/").rpartition("/") if "/" in item else (folder, "", item)
+        name = leaf.removesuffix(".py")
+        out.append(folder if name == "__init__" else ".".join(filter(None, (folder, name))))
+    return [n.replace("/", ".") for n in out]
+
+
+def documented_allow_lists(doc: str) -> dict[str, set[str]]:
+    """unit -> the project units its "may import" cell names (third-party names and the
+    floor left out; "all of the library" is `metacluster`)."""
+    short = {u.name.removeprefix("metacluster."): u.name for u in UNITS}
+    short["all of the library"] = "metacluster"
+    out = {}
+    for first, allowed in re.findall(r"^\| (`[^|]+) \| [^|]* \| ([^|]*) \|$", doc, re.M):
+        tokens = (re.sub(r"\(.*?\)", "", t).strip() for t in re.split(r"[,;]", allowed))
+        names = {short[t] for t in tokens if t in short} - set(FLOOR)
+        out.update(dict.fromkeys(_documented_units(first), names))
+    return out
+
+
+def test_the_allow_lists_are_the_documented_ones() -> None:
+    documented = documented_allow_lists((REPO / "docs" / "architecture.md").read_text())
+    coded = {u.name: set(u.may_import) - set(FLOOR) for u in UNITS}
+    assert documented == coded
+
+
+def test_the_documented_table_is_read_as_written() -> None:
+    doc = """
+| package | owns | may import |
+|---|---|---|
+| `metacluster/errors.py`, `filenames.py` | the floor | nothing of the project |
+| `metacluster/kan/` | layers | errors, registry |
+| `metacluster/client/` | the client | errors, tracking (lazily) |
+| `core/` | tables | all of the library; sqlalchemy, celery (producer) |
+"""
+    assert documented_allow_lists(doc) == {
+        "metacluster.errors": set(),
+        "metacluster.filenames": set(),
+        "metacluster.kan": {"metacluster.registry"},
+        "metacluster.client": {"metacluster.tracking"},
+        "core": {"metacluster"},
+    }
 
 
 def test_the_import_graph_is_read_from_the_real_code() -> None:
     """The checker sees real edges (lazy imports too), so a clean result means something."""
-    edges = {
-        (_module_name(REPO, p), imported)
-        for package in PACKAGES
-        for p in (REPO / package).rglob("*.py")
-        for _, imported in imports_of(REPO, p)
-    }
+    edges = {(e.module, e.imported) for e in import_graph(REPO)}
     assert ("worker.runner", "metacluster.workflow") in edges  # a lazy import in a function
     assert ("service.job_requests", "core.jobs") in edges
     assert ("metacluster.workflow", "metacluster.artifact") in edges
+    assert ("metacluster.client.transport", "metacluster") in edges  # __version__
+    typed = {(e.module, e.imported) for e in import_graph(REPO) if e.type_only}
+    assert ("metacluster.client.errors", "metacluster.client.records") in typed
 
 
-# -- the checker fails when a rule is broken --------------------------------------------
+# -- each kind of rule bites -------------------------------------------------------------------
+def _not_python(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if not n.endswith(".py") and not (Path(folder) / n).is_dir()]
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """A copy of the four packages to break on purpose."""
     for package in PACKAGES:
-        shutil.copytree(
-            REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(REPO / package, tmp_path / package, ignore=_not_python)
     return tmp_path
+
+
+def _break(tree: Path, file: str, line: str) -> None:
+    target = tree / file
+    if line.startswith("    "):  # lazy, inside a function
+        target.write_text(target.read_text() + f"\n\ndef _broken() -> None:\n{line}\n")
+    else:
+        target.write_text(target.read_text() + f"\n{line}\n")
 
 
 @pytest.mark.parametrize(
     ("file", "line", "expected"),
     [
+        # allow-lists: what no deny-list named before
+        (
+            "metacluster/kan/model.py",
+            "    from metacluster import reporting",
+            "metacluster.kan.model imports metacluster.reporting",
+        ),
+        (
+            "metacluster/compress/plan.py",
+            "    from metacluster.remote import submit",
+            "metacluster.compress.plan imports metacluster.remote",
+        ),
+        (
+            "metacluster/data/dataset.py",
+            "from metacluster.tracking import log_job",
+            "metacluster.data.dataset imports metacluster.tracking",
+        ),
+        (
+            "metacluster/client/records.py",
+            "from metacluster.kan import build_kan",
+            "metacluster.client.records imports metacluster.kan",
+        ),
+        (
+            "metacluster/kan/model.py",
+            "from metacluster import load_model",  # a lazy name of the root
+            "metacluster.kan.model imports metacluster.formats",
+        ),
+        (
+            "metacluster/kan/model.py",
+            "from ..training import train_model",
+            "imports metacluster.training",
+        ),
+        (
+            "metacluster/compress/pipeline.py",
+            "from metacluster.artifact import artifact_bytes",
+            "metacluster.compress.pipeline imports metacluster.artifact",
+        ),
+        (
+            "metacluster/cli.py",
+            "import service.commands",
+            "metacluster.cli imports service.commands",
+        ),
         (
             "service/app.py",
             "from worker.runner import run_job",
@@ -183,35 +487,92 @@ def tree(tmp_path: Path) -> Path:
             "from service import job_requests",
             "core.jobs imports service.job_requests",
         ),
-        (
-            "metacluster/compress/pipeline.py",
-            "from metacluster.artifact import artifact_bytes",
-            "metacluster.compress.pipeline imports metacluster.artifact",
-        ),
-        (
-            "metacluster/compress/report.py",
-            "    from metacluster import formats",  # lazy, inside a function
-            "metacluster.compress.report imports metacluster.formats",
-        ),
-        (
-            "metacluster/cli.py",
-            "import service.commands",
-            "metacluster.cli imports service.commands",
-        ),
-        (
-            "metacluster/kan/model.py",
-            "from ..training import train_model",
-            "imports metacluster.training",
-        ),
+        # third-party deny-lists
         ("service/deps.py", "from celery import Celery", "service.deps imports celery"),
+        ("metacluster/kan/base.py", "import sqlalchemy", "metacluster.kan.base imports sqlalchemy"),
+        ("worker/tasks.py", "    import fastapi", "worker.tasks imports fastapi"),
+        # type-only imports are still dependencies
+        (
+            "metacluster/data/dataset.py",
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from metacluster.kan import KANModel",
+            "metacluster.data.dataset imports metacluster.kan",
+        ),
     ],
 )
-def test_a_broken_rule_is_reported(tree: Path, file: str, line: str, expected: str) -> None:
-    assert violations(tree) == []
-    target = tree / file
-    if line.startswith("    "):
-        target.write_text(target.read_text() + f"\n\ndef _broken() -> None:\n{line}\n")
-    else:
-        target.write_text(target.read_text() + f"\n{line}\n")
-    found = violations(tree)
+def test_a_refused_import_is_reported(tree: Path, file: str, line: str, expected: str) -> None:
+    assert violations(import_graph(tree)) == []
+    _break(tree, file, line)
+    found = violations(import_graph(tree))
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_a_module_outside_the_map_is_reported(tree: Path) -> None:
+    (tree / "metacluster" / "newthing.py").write_text("from metacluster import errors\n")
+    assert violations(import_graph(tree)) == [
+        "metacluster.newthing: no unit in docs/architecture.md's map"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "package", "circle"),
+    [
+        (
+            "metacluster/kan/base.py",
+            "    from metacluster.kan.model import KANModel",
+            "metacluster.kan",
+            "metacluster.kan.base",
+        ),
+        ("core/db/base.py", "    from core.db.models import Job", "core.db", "core.db.base"),
+        (
+            "metacluster/data/dataset.py",
+            "    from metacluster.data.loading import load_dataset",
+            "metacluster.data",
+            "metacluster.data.loading",
+        ),
+    ],
+)
+def test_an_import_circle_is_reported(
+    tree: Path, file: str, line: str, package: str, circle: str
+) -> None:
+    assert cycles(import_graph(tree), package) == []
+    _break(tree, file, line)
+    found = cycles(import_graph(tree), package)
+    assert len(found) == 1 and circle in found[0], found
+
+
+def test_a_type_checking_import_closes_no_circle(tree: Path) -> None:
+    _break(
+        tree,
+        "metacluster/kan/base.py",
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from metacluster.kan.model import KANModel",
+    )
+    assert cycles(import_graph(tree), "metacluster.kan") == []
+
+
+def test_a_circle_between_units_is_reported() -> None:
+    """workflow and cli may import the whole library, but not each other both ways."""
+    edges = [
+        Edge("metacluster.workflow", 1, "metacluster.cli", False),
+        Edge("metacluster.cli", 1, "metacluster.workflow", False),
+        Edge("metacluster.cli", 2, "metacluster.kan", False),
+    ]
+    assert violations(edges) == []
+    assert cycles(unit_edges(edges), "metacluster") == [["metacluster.cli", "metacluster.workflow"]]
+
+
+def test_the_layers_of_compress_can_be_given_as_units() -> None:
+    """compress/ gets module rules by one Unit per layer (the most specific unit of a
+    module is the one whose rules apply): here its spec may import nothing of compress,
+    so a spec that imports the method registry (for types) is refused, while the rest of
+    compress may still import the spec."""
+    spec = Unit("metacluster.compress.config", ("metacluster.kan",), "the spec is compress's floor")
+    edges = [
+        Edge("metacluster.compress.config", 20, "metacluster.compress.methods", True),
+        Edge("metacluster.compress.config", 21, "metacluster.kan.model", False),
+        Edge("metacluster.compress.plan", 5, "metacluster.compress.config", False),
+    ]
+    assert violations(edges) == []
+    assert violations(edges, (*UNITS, spec)) == [
+        "metacluster.compress.config:20: metacluster.compress.config imports "
+        "metacluster.compress.methods (metacluster.compress.config may import metacluster.kan)"
+    ]

@@ -140,3 +140,14 @@ def test_report_command_from_the_json_and_from_the_artifact(
         text=True,
     )
     assert failed.returncode == 1 and failed.stderr.startswith("error:")
+
+
+def test_the_validation_numbers_say_what_they_are(tmp_path: Path) -> None:
+    report = {"metric": "accuracy", "val_before": 1.0, "val_after": 1.0}
+    page = render_report({**report, "config": {"val_fraction": 0.1}}, tmp_path / "a")
+    text = page.html.read_text()
+    assert "Validation split: 1 → 1" not in text
+    assert "Validation accuracy, before → after compression: 1 → 1, on 10% of the training" in text
+    assert "the test set above is never used for them" in text
+    whole = render_report({**report, "config": {"val_fraction": 0}}, tmp_path / "b")
+    assert "1 → 1, on the training data itself" in whole.html.read_text()

@@ -5,7 +5,9 @@ on Celery's ``worker_ready`` (no Celery beat needed) and stopped on shutdown:
 
 - the webhook sender (`worker.webhooks.deliver_due`) every ``webhook_poll_s``;
 - the retention sweep (`core.retention.sweep`) every ``retention_interval_s`` when
-  ``retention_days`` > 0.
+  ``retention_days`` > 0;
+- the heartbeat (`core.heartbeats.beat`) every ``worker_heartbeat_s``, by which
+  `/readyz` knows a worker is there.
 
 (The stale-job sweep, `worker.recovery.RequeueTimer`, is a `Periodic` too.)
 
@@ -16,6 +18,8 @@ with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 
@@ -110,9 +114,22 @@ def retention_sweeper(settings: Settings) -> Periodic:
     )
 
 
+def heartbeat(settings: Settings) -> Periodic:
+    """This process's heartbeat row, named ``host:pid``."""
+    from core import heartbeats
+
+    name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def tick(engine: Engine) -> None:
+        with Session(engine) as session, session.begin():
+            heartbeats.beat(session, name)
+
+    return Periodic("heartbeat", settings, settings.worker_heartbeat_s, tick)
+
+
 def start(settings: Settings) -> list[Periodic]:
     """The duties this worker's settings ask for, started."""
-    threads = [webhook_sender(settings)]
+    threads = [heartbeat(settings), webhook_sender(settings)]
     if settings.retention_days > 0:
         threads.append(retention_sweeper(settings))
         log.info(
@@ -125,4 +142,11 @@ def start(settings: Settings) -> list[Periodic]:
     return threads
 
 
-__all__ = ["Periodic", "retention_sweeper", "start", "sweep_retention", "webhook_sender"]
+__all__ = [
+    "Periodic",
+    "heartbeat",
+    "retention_sweeper",
+    "start",
+    "sweep_retention",
+    "webhook_sender",
+]

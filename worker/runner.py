@@ -24,20 +24,19 @@ from typing import Any
 
 from core import jobs
 from core.db.base import utcnow
-from core.db.models import REPORT_HTML
 from core.db.session import session_scope
 from core.repositories import JobRepository
 from core.service_errors import JobTimeoutError, LeaseLostError, StorageWriteError
 from core.settings import Settings, get_settings
 from core.storage import Storage, artifact_key, artifacts_prefix, checkpoints_key, get_storage
 from metacluster import errors
+from metacluster.filenames import MODEL_FILE, REPORT_JSON
 from worker.checkpoints import BlobCheckpoint
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_NAME = "model.mcz"
-REPORT_NAME = "report.json"
-# Beside them: REPORT_HTML (self-contained) and its PNGs (metacluster.reporting.PLOTS).
+# A job stores MODEL_FILE and REPORT_JSON, and beside them REPORT_HTML (self-contained)
+# and its PNGs (metacluster.reporting.PLOTS): the names are metacluster.filenames'.
 
 # Progress events are written at most this often (plus on every stage change), and
 # the cancel flag is read at most this often: both are database round trips.
@@ -256,7 +255,7 @@ def _execute(
         _inputs(claim, storage, settings.scratch) as (model_path, data),
         tempfile.TemporaryDirectory(prefix=f"mc-{job_id}-", dir=settings.scratch) as tmp,
     ):
-        artifact_path = Path(tmp) / ARTIFACT_NAME
+        artifact_path = Path(tmp) / MODEL_FILE
         # The format detected at upload; the data split uses the loader's default seed,
         # as `metacluster compress` does, so the job's numbers are the CLI's numbers.
         report = compress_file(
@@ -269,12 +268,12 @@ def _execute(
             should_stop=reporter.should_stop,
             checkpoint=checkpoint,
         )
-        report_path = Path(tmp) / REPORT_NAME
+        report_path = Path(tmp) / REPORT_JSON
         report_dict = report.to_dict()
         report_path.write_text(json.dumps(report_dict, indent=2, sort_keys=True))
         names = [
-            ARTIFACT_NAME,
-            REPORT_NAME,
+            MODEL_FILE,
+            REPORT_JSON,
             *_draw_report(job_id, report_dict, Path(tmp), reporter),
         ]
         reporter.check_owner()
@@ -517,9 +516,6 @@ def _drop_checkpoints(storage: Storage, job_id: str) -> None:
 
 
 __all__ = [
-    "ARTIFACT_NAME",
-    "REPORT_HTML",
-    "REPORT_NAME",
     "JobReporter",
     "LeaseKeeper",
     "run_job",

@@ -14,6 +14,7 @@ from core.db.models import (
     JobEvent,
     ModelRecord,
     WebhookDelivery,
+    WorkerHeartbeat,
     new_id,
 )
 from core.db.session import (
@@ -37,6 +38,7 @@ __all__ = [
     "ModelRecord",
     "SessionLocal",
     "WebhookDelivery",
+    "WorkerHeartbeat",
     "dispose_engines",
     "get_engine",
     "get_sessionmaker",

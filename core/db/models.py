@@ -29,8 +29,6 @@ from core.db.base import Base, UTCDateTime, utcnow
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-EVENT_KINDS = ("status", "stage", "progress", "log", "webhook")
-WEBHOOK_STATUSES = ("pending", "delivered", "failed")
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, not BIGINT.
 _BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
@@ -199,11 +197,6 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-# The self-contained report a finished job stores beside its artifact (the worker writes
-# it, the API serves it at /v1/jobs/{id}/report, webhooks link to it).
-REPORT_HTML = "report.html"
-
-
 class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("job_id", "name"),)
@@ -217,3 +210,13 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class WorkerHeartbeat(Base):
+    """A worker process's last sign of life, written by a thread of its own every
+    ``worker_heartbeat_s`` whatever job it runs; `/readyz` wants a recent one."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -27,7 +27,7 @@ from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report
 from metacluster.compress.kmeans import kmeans
 from metacluster.compress.methods import MethodOptions, NoOptions, register_method
-from metacluster.compress.plan import LayerPlan, StagePlan
+from metacluster.compress.plan import Check, LayerPlan, StagePlan
 from metacluster.compress.report import CompressionReport, layer_details
 from metacluster.compress.stages import run_finetune_stage
 from metacluster.errors import ConfigError
@@ -66,9 +66,11 @@ def pq_codebooks(ctx: Context, m: int, nbits: int) -> QuantizedCoefficients:
     coefs = _coefs(ctx)
     cbs = []
     for gi, g in enumerate(ctx.groups):
-        if g.coef_dim % m:
-            raise ConfigError(f"PQ needs m to divide the vector length {g.coef_dim}, got m={m}")
         x = np.ascontiguousarray(g.gather(coefs).numpy().astype(np.float32))
+        layers = ", ".join(dict.fromkeys(name for name, _ in g.members))
+        problem = pq_problem(layers, x.shape[0], g.coef_dim, m, nbits)
+        if problem is not None:  # before faiss, which would fail with a RuntimeError
+            raise ConfigError(problem)
         pq = faiss.ProductQuantizer(g.coef_dim, m, nbits)
         pq.cp.seed = ctx.config.seed + gi
         pq.cp.min_points_per_centroid = 1
@@ -88,6 +90,41 @@ def pq_codebooks(ctx: Context, m: int, nbits: int) -> QuantizedCoefficients:
                 )
             )
     return QuantizedCoefficients(ctx.config.scope, list(ctx.layers), ctx.groups, cbs, method="pq")
+
+
+def pq_problem(group: str, vectors: int, dim: int, m: int, bits: int) -> str | None:
+    """Why faiss's PQ cannot train on a group of `vectors` vectors of length `dim` (None
+    if it can): m must divide the length, and each sub-quantizer's 2^bits centroids need
+    at least as many training vectors (faiss: "number of training points should be at
+    least as large as number of clusters")."""
+    if dim % m:
+        return f"pq: m={m} must divide the vector length {dim} of {group}"
+    if vectors < 1 << bits:
+        fits = max(1, vectors.bit_length() - 1)
+        return (
+            f"pq: bits={bits} means {1 << bits} centroids per sub-quantizer, but {group} has "
+            f"only {vectors} vectors to train them on (bits <= {fits} fits)"
+        )
+    return None
+
+
+def pq_checks(layers: list[LayerPlan], config: MetaClusterConfig, options: Any) -> list[Check]:
+    """`plan`'s check of PQ's options against the layers' codebook groups: per layer, or
+    with scope global one group per vector length (a grid_policy "separate" split of a
+    layer is known only when the run builds it, which checks again)."""
+    groups: dict[int | str, tuple[str, int, int]] = {}
+    for la in layers:
+        key: int | str = la.coef_dim if config.scope == "global" else la.name
+        name = f"the global group of length {la.coef_dim}" if config.scope == "global" else la.name
+        _, vectors, _ = groups.get(key, (name, 0, la.coef_dim))
+        groups[key] = (name, vectors + la.edges, la.coef_dim)
+    problems = [
+        p for g in groups.values() if (p := pq_problem(*g, options.m, options.bits)) is not None
+    ]
+    if problems:
+        return [Check("method", False, "; ".join(problems))]
+    detail = f"pq: m={options.m} and {1 << options.bits} centroids fit every codebook group"
+    return [Check("method", True, detail)]
 
 
 def _unpack_pq_codes(codes: np.ndarray, m: int, nbits: int) -> np.ndarray:
@@ -177,6 +214,7 @@ def _register_codebook_baseline(
     options: type[ScalarOptions] | type[PQOptions],
     quantize: Callable[[Context, Any], QuantizedCoefficients],
     payload_bits: Callable[[LayerPlan, int, MetaClusterConfig, Any], int],
+    checks: Callable[[list[LayerPlan], MetaClusterConfig, Any], list[Check]] | None = None,
 ) -> None:
     """A codebook baseline: quantize, then fine-tune like the pipeline's stage 3."""
 
@@ -190,6 +228,7 @@ def _register_codebook_baseline(
         stages=_stages(finetune=True),
         payload_bits=payload_bits,
         uses_k=False,
+        checks=checks,
     )(run)
 
 
@@ -210,6 +249,7 @@ _register_codebook_baseline(
     lambda layer, _k, config, o: (
         (1 << o.bits) * layer.coef_dim * _value_bits(config) + layer.edges * o.m * o.bits
     ),
+    pq_checks,
 )
 
 
@@ -235,4 +275,12 @@ _register_uniform(8)
 _register_uniform(4)
 
 
-__all__ = ["PQOptions", "ScalarOptions", "pq_codebooks", "scalar_codebooks", "uniform_quantization"]
+__all__ = [
+    "PQOptions",
+    "ScalarOptions",
+    "pq_checks",
+    "pq_codebooks",
+    "pq_problem",
+    "scalar_codebooks",
+    "uniform_quantization",
+]

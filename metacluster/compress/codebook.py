@@ -51,19 +51,6 @@ class EdgeGroup:
             offset += n
 
 
-def select_layers(
-    model: KANModel, include: list[str], exclude: list[str], min_edges: int
-) -> list[str]:
-    """Names of the KAN layers to compress, in forward order (`plan`'s rule)."""
-    from metacluster.compress.plan import select_layer_names
-
-    layers = ((name, layer.n_edges) for name, layer in model.kan_layers())
-    names = select_layer_names(layers, include, exclude, min_edges)
-    if not names:
-        raise ConfigError("no KAN layer matches include/exclude/min_edges; nothing to compress")
-    return names
-
-
 GRID_POLICIES = ("shared", "separate")
 
 

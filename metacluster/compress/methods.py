@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from metacluster.compress.codebook import CompressedKAN
     from metacluster.compress.config import MetaClusterConfig
     from metacluster.compress.context import Context
-    from metacluster.compress.plan import LayerPlan, StagePlan
+    from metacluster.compress.plan import Check, LayerPlan, StagePlan
     from metacluster.compress.report import CompressionReport
 
 
@@ -66,6 +66,9 @@ class NoOptions(MethodOptions):
 Runner = Callable[["Context", Any], tuple["CompressedKAN", "CompressionReport"]]
 StagesFn = Callable[["MetaClusterConfig", Any, list[int]], list["StagePlan"]]
 PayloadBitsFn = Callable[["LayerPlan", int, "MetaClusterConfig", Any], int]
+# The method's preconditions on the layers it will compress (faiss's, say), checked by
+# `plan` before anything runs: the dry run and the run apply the same rules.
+ChecksFn = Callable[[list["LayerPlan"], "MetaClusterConfig", Any], list["Check"]]
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Method:
     payload_bits: PayloadBitsFn
     # Whether `config.k` means anything to this method (a list sweeps it).
     uses_k: bool = True
+    checks: ChecksFn | None = None
 
     def parse_options(self, data: dict[str, Any]) -> Any:
         return self.options.from_dict(dict(data))
@@ -99,11 +103,12 @@ def register_method(
     payload_bits: PayloadBitsFn,
     options: type[MethodOptions] = NoOptions,
     uses_k: bool = True,
+    checks: ChecksFn | None = None,
 ) -> Callable[[R], R]:
     """Decorator of a runner `run(ctx, options) -> (CompressedKAN, CompressionReport)`."""
 
     def deco(run: R) -> R:
-        method = Method(name, summary, run, options, stages, payload_bits, uses_k)
+        method = Method(name, summary, run, options, stages, payload_bits, uses_k, checks)
         _METHODS.add(name, method, same=lambda old, new: old.run is new.run)
         return run
 

@@ -81,6 +81,12 @@ class Plan:
         return all(c.ok for c in self.checks)
 
     @property
+    def config_problem(self) -> bool:
+        """Whether every failed check is the config's alone (K, layers, method options,
+        budget), not a model and data that do not fit."""
+        return all(c.name in _CONFIG_CHECKS for c in self.checks if not c.ok)
+
+    @property
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
@@ -90,7 +96,7 @@ class Plan:
         if not failed:
             return
         message = "; ".join(c.detail for c in failed)
-        if all(c.name in _CONFIG_CHECKS for c in failed):
+        if self.config_problem:
             raise ConfigError(message)
         raise IncompatibleError(message)
 
@@ -226,6 +232,8 @@ def plan(
         )
         for n in names
     ]
+    if method.checks is not None:
+        checks += method.checks(layers, config, options)
     other = int(model_info.get("other_params") or 0)
     # Coefficients of layers left dense stay in the artifact at fp32.
     dense_left = sum(

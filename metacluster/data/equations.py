@@ -28,10 +28,6 @@ class Equation:
     ranges: tuple[tuple[float, float], ...]  # one (low, high) per input, or one for all
 
 
-def _col(x: Tensor, i: int) -> Tensor:
-    return x[:, i]
-
-
 def _feynman_i_6_2(x: Tensor) -> Tensor:
     theta, sigma = x[:, 0], x[:, 1]
     return torch.exp(-0.5 * (theta / sigma) ** 2) / (math.sqrt(2 * math.pi) * sigma)

@@ -32,6 +32,38 @@ UNSAFE_MESSAGE = (
 )
 
 
+EXPECTED = (
+    "expected a safetensors file or a PyTorch state dict saved with torch.save "
+    "(read with weights_only=True; a pykan checkpoint is its _config.yml + _state pair)"
+)
+
+
+def unreadable(path: Path, what: str) -> FormatError:
+    """The one message of every file that is no checkpoint: its name, what it looks like,
+    what was expected (never a bare exception of the reader, such as `KeyError: 101`)."""
+    return FormatError(f"{path.name} is not a readable model checkpoint: {what}; {EXPECTED}")
+
+
+def _looks_like(path: Path) -> str:
+    """What a file that no reader accepted looks like, from its first bytes and size."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return f"a truncated or damaged zip archive ({size} bytes)"
+        return "a zip archive that torch.save did not write (no data.pkl of tensors)"
+    # UTF-8 with no NUL (a character cut at the 4096th byte is allowed for)
+    if b"\x00" not in head and head.decode("utf-8", errors="replace").count("\ufffd") <= 1:
+        return "a text file"
+    return f"{size} bytes of no known container (not a zip, pickle or safetensors)"
+
+
 def is_safetensors(path: Path) -> bool:
     """True when the file starts like a safetensors container (u64 header size + JSON)."""
     try:
@@ -54,7 +86,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types; all mean "corrupt"
         detail = " ".join(str(exc).split())[:200]
-        raise FormatError(f"{path.name} is not a readable safetensors file: {detail}") from exc
+        raise unreadable(path, f"a damaged or truncated safetensors file ({detail})") from exc
     return tensors, metadata
 
 
@@ -117,7 +149,7 @@ def check_zip_expansion(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path.name} is not a readable PyTorch checkpoint ({exc})") from exc
+        raise unreadable(path, _looks_like(path)) from exc
     size = path.stat().st_size
     if inflated > max(MAX_ZIP_EXPANSION * size, size + _ZIP_SLACK_BYTES):
         raise FormatError(
@@ -137,21 +169,17 @@ def torch_load_safe(path: Path) -> Any:
         try:
             names_global = _pickle_names_global(path)
         except Exception as scan_exc:  # unreadable or a damaged zip: no checkpoint either
-            raise FormatError(f"{path.name} is not a readable PyTorch checkpoint") from scan_exc
+            raise unreadable(path, _looks_like(path)) from scan_exc
         if names_global:
             raise UnsafeCheckpointError(UNSAFE_MESSAGE.format(name=path.name)) from exc
         if names_global is None:
-            raise FormatError(f"{path.name} is not a PyTorch/safetensors checkpoint") from exc
-        raise FormatError(
-            f"{path.name} is not a readable PyTorch checkpoint: a pickle that "
-            "torch.load(weights_only=True) does not accept"
+            raise unreadable(path, _looks_like(path)) from exc
+        raise unreadable(
+            path, "a pickle that torch.load(weights_only=True) does not accept"
         ) from exc
     except Exception as exc:  # torch raises many types for corrupt files; all mean "unreadable"
-        detail = " ".join(str(exc).split())[:200]
-        # The type says more than torch's bare message (a KeyError's is just a number).
-        raise FormatError(
-            f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})"
-        ) from exc
+        # What the file looks like, not torch's message (a KeyError's is just a number).
+        raise unreadable(path, _looks_like(path)) from exc
 
 
 def unwrap_state_dict(obj: Any, name: str) -> dict[str, Tensor]:

@@ -25,7 +25,7 @@ Layout = tuple[tuple[str, int], ...]
 
 
 class FormatHandler(ABC):
-    """One checkpoint layout (see docs/formats.md for each library's keys)."""
+    """One checkpoint layout (docs/formats.md has each library's keys)."""
 
     name: ClassVar[str]
     # The layer layouts this format reads, for naming the closest one when nothing

@@ -16,6 +16,7 @@ from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from service.deps import SettingsDep
+from service.limits import StrictInt
 from service.problems import problem_responses
 
 
@@ -67,7 +68,7 @@ async def page_query(
     after: Annotated[
         str | None, Query(max_length=40, description="`next` of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    limit: Annotated[StrictInt, Query(ge=1, le=1000)] = 20,
 ) -> Page:
     """``?after=&limit=``, with ``limit`` capped by ``settings.max_page_size``."""
     return Page(after=after, limit=min(limit, settings.max_page_size))

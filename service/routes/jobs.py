@@ -12,15 +12,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from core.db.models import REPORT_HTML, Artifact, Job, JobEvent
+from core.db.models import Artifact, Job, JobEvent
 from core.db.session import read_scope
 from core.repositories import JobView
-from core.service_errors import NotFoundError, RequestValidationProblem
+from core.service_errors import NotFoundError
 from core.settings import Settings
 from core.storage import CHUNK, Storage
+from metacluster.filenames import REPORT_HTML
 from service import event_stream
 from service import job_requests as job_service
 from service.deps import CurrentKey, EnqueueDep, SessionDep, SettingsDep, StorageDep
+from service.limits import MAX_INT64, StrictInt, check_config_size, parse_int_or_422
 from service.problems import problem_responses
 from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import (
@@ -28,7 +30,6 @@ from service.schemas import (
     DryRunCheck,
     DryRunOut,
     JobCreate,
-    JobError,
     JobEventOut,
     JobEventPage,
     JobOut,
@@ -38,46 +39,27 @@ from service.schemas import (
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# Event ids are 64-bit database integers: a larger cursor is a 422, not an overflow.
-MAX_EVENT_ID = 2**63 - 1
-
 
 def job_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
 def job_out(job: JobView | Job) -> JobOut:
-    if isinstance(job, Job):
-        job = JobView.of(job)
-    has_report = any(a.name == REPORT_HTML for a in job.artifacts)
-    return JobOut(
-        id=job.id,
-        status=job.status,  # type: ignore[arg-type]  # a str column holding JobStatus values
-        stage=job.stage,
-        progress=min(max(job.progress, 0.0), 1.0),
-        model_id=job.model_id,
-        dataset=job.dataset,
-        queue=job.queue,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        config=job.config,
-        metrics=job.metrics,
-        error=JobError.model_validate(job.error) if job.error else None,
-        cancel_requested=job.cancel_requested,
-        deliveries=job.deliveries,
-        artifacts=[
-            ArtifactOut(
-                name=a.name,
-                bytes=a.bytes,
-                sha256=a.sha256,
-                url=f"{job_url(job.id)}/artifacts/{a.name}",
-            )
-            for a in job.artifacts
-        ],
-        webhook_url=job.webhook_url,
-        webhook_events=job.webhook_events,
-        report_url=f"{job_url(job.id)}/report" if has_report else None,
+    view = JobView.of(job) if isinstance(job, Job) else job
+    url = job_url(view.id)
+    artifacts = [
+        ArtifactOut(name=a.name, bytes=a.bytes, sha256=a.sha256, url=f"{url}/artifacts/{a.name}")
+        for a in view.artifacts
+    ]
+    has_report = any(a.name == REPORT_HTML for a in view.artifacts)
+    return JobOut.model_validate(
+        {
+            **view.columns,
+            "progress": min(max(view.progress, 0.0), 1.0),
+            "error": view.error or None,
+            "artifacts": artifacts,
+            "report_url": f"{url}/report" if has_report else None,
+        }
     )
 
 
@@ -91,7 +73,7 @@ def event_out(event: JobEvent) -> JobEventOut:
     response_model=JobOut,
     responses={
         200: {"model": DryRunOut, "description": "`?dry_run=true`: every check passed"},
-        **problem_responses(400, 401, 404, 409, 422, 503),
+        **problem_responses(400, 401, 404, 409, 413, 422, 503),
     },
     summary="Create a compression job (or validate one with ?dry_run=true)",
 )
@@ -115,6 +97,7 @@ def create_job(
         ),
     ] = None,
 ) -> JobOut | JSONResponse:
+    check_config_size(body.config, settings.max_config_bytes)
     if dry_run:
         valid = job_service.validate_job(session, owner, settings, body)
         out = DryRunOut(
@@ -192,9 +175,9 @@ def list_events(
     owner: CurrentKey,
     settings: SettingsDep,
     after: Annotated[
-        int | None, Query(ge=0, le=MAX_EVENT_ID, description="`next` of the previous page")
+        StrictInt | None, Query(ge=0, le=MAX_INT64, description="`next` of the previous page")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[StrictInt, Query(ge=1, le=1000)] = 100,
     last_event_id: Annotated[
         str | None,
         Header(
@@ -216,10 +199,9 @@ def _event_stream(
     request: Request, settings: Settings, job_id: str, last_event_id: str | None
 ) -> StreamingResponse:
     after_seq = 0
-    if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
-            raise RequestValidationProblem("Last-Event-ID must be an event's seq (an integer)")
-        after_seq = int(last_event_id)
+    if last_event_id is not None:
+        # Event ids are 64-bit database integers: a larger one is a 422, not an overflow.
+        after_seq = parse_int_or_422(last_event_id, name="Last-Event-ID (an event's seq)")
     return StreamingResponse(
         event_stream.job_events(request, settings, job_id, after_seq),
         media_type=event_stream.MEDIA_TYPE,

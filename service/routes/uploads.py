@@ -24,6 +24,9 @@ from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import DatasetOut, DatasetPage, ModelOut, ModelPage
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
+# The routes whose multipart bodies are spooled to disk within their own limits
+# (MAX_UPLOAD_BYTES), not under the JSON body limit (`service.limits`).
+STREAMED = frozenset({("POST", "/v1/models"), ("POST", "/v1/datasets")})
 
 _UPLOAD_ERRORS = problem_responses(401, 413, 415, 422)
 
@@ -108,7 +111,8 @@ UploadContext = Annotated[_Upload, Depends(_upload_context)]
 async def upload_model(ctx: UploadContext) -> ModelOut:
     with await ctx.spool(max_files=4) as upload:
         primary, fmt = model_service.check_model_upload(upload)
-        info = await run_in_threadpool(model_service.inspect_upload, primary, fmt)
+        processes = ctx.settings.inspect_processes
+        info = await run_in_threadpool(model_service.inspect_upload, primary, fmt, processes)
         record = await run_in_threadpool(
             model_service.create_model, ctx.session, ctx.storage, ctx.owner, upload, primary, info
         )

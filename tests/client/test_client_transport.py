@@ -25,6 +25,7 @@ from metacluster.client import (
     Job,
     ServiceUnavailableError,
 )
+from metacluster.client.calls import Call
 
 BASE = "http://mc.test"
 BODY = b"compressed model bytes"
@@ -94,7 +95,7 @@ def async_slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         slept.append(seconds)
         await real(0)
 
-    monkeypatch.setattr(mc_client.asyncio, "sleep", fake)
+    monkeypatch.setattr(asyncio, "sleep", fake)
     return slept
 
 
@@ -156,10 +157,11 @@ def test_connection_failures_are_retried_only_when_safe(async_slept: list[float]
     assert keys[0] == keys[1] != "" and keys[2] == keys[3] != "" and keys[0] != keys[2]
     assert len(SYNC_SLEPT) == len(async_slept) == 1  # one backoff each
     # A dry run has none: not retried.
+    post = Call("POST", "/v1/jobs", lambda r: r, {"json": {}})
     for client_cls in (Client, AsyncClient):
         tries.clear()
         with pytest.raises(httpx.ConnectError):
-            _run(client_cls, handler, lambda c: c._json("POST", "/v1/jobs", json={}))
+            _run(client_cls, handler, lambda c: c._call(post))
         assert tries == {"POST /v1/jobs ": 1}
     with pytest.raises(httpx.ConnectError):
         _run(Client, handler, lambda c: c.create_job("mdl_1", "digits", dry_run=True))

@@ -78,5 +78,5 @@ def test_int8_error_is_below_int4(small_model: KANModel, digits: Dataset) -> Non
 def test_unknown_baseline_and_bad_pq(small_model: KANModel, digits: Dataset) -> None:
     with pytest.raises(ConfigError, match="unknown compression method 'magic'"):
         run_baseline("magic", small_model, fast_config(), digits)
-    with pytest.raises(ConfigError, match="PQ needs m to divide"):
+    with pytest.raises(ConfigError, match="pq: m=2 must divide the vector length"):
         run_baseline("pq", small_model, fast_config(), digits, m=2)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.helpers import fast_config
-from metacluster.compress.codebook import build_groups, select_layers
+from metacluster.compress.codebook import build_groups
 from metacluster.compress.functional import evaluate_model, make_training_set
 from metacluster.compress.hooks import StageHooks
 from metacluster.compress.meta import init_meta_learners, regress_meta_learners
@@ -23,12 +23,17 @@ from metacluster.kan.model import KANModel
 CPU = torch.device("cpu")
 
 
+def _layers(model: KANModel) -> list[str]:
+    """Every KAN layer of the model, in forward order."""
+    return [name for name, _ in model.kan_layers()]
+
+
 def _coefs(model: KANModel) -> dict[str, torch.Tensor]:
     return {n: layer.edge_view(n).coefficients.clone() for n, layer in model.kan_layers()}
 
 
 def test_regression_fits_the_uploaded_vectors_better_with_more_dims(small_model: KANModel) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     coefs = _coefs(small_model)
     errors = []
@@ -45,7 +50,7 @@ def test_regression_fits_the_uploaded_vectors_better_with_more_dims(small_model:
 def test_meta_stage_returns_vectors_on_a_low_dim_manifold(
     small_model: KANModel, digits: Dataset
 ) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     fit = make_training_set(digits, fast_config(val_fraction=0.0), CPU, small_model)
     cfg = fast_config(d_emb=1, meta_epochs=3, regress_steps=200, meta_lr=1e-2)
@@ -80,7 +85,7 @@ def test_meta_stage_returns_vectors_on_a_low_dim_manifold(
 
 
 def test_kmeans_stage_codebook_shapes_and_error(small_model: KANModel) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     coefs = _coefs(small_model)
     quant = run_kmeans_stage(
@@ -104,13 +109,13 @@ def test_kmeans_stage_codebook_shapes_and_error(small_model: KANModel) -> None:
 
 
 def test_global_scope_shares_one_codebook_across_equal_grids(small_model: KANModel) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "global")
     assert len(groups) == 1 and groups[0].n_edges == small_model.n_edges()
 
 
 def test_finetune_lowers_loss_and_keeps_indices(small_model: KANModel, digits: Dataset) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     quant = run_kmeans_stage(
         _coefs(small_model),
@@ -141,7 +146,7 @@ def test_finetune_lowers_loss_and_keeps_indices(small_model: KANModel, digits: D
 
 
 def test_stage_cancellation_between_steps(small_model: KANModel, digits: Dataset) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     polls = {"n": 0}
     fit = make_training_set(digits, fast_config(), CPU, None)
@@ -166,7 +171,7 @@ def test_stage_cancellation_between_steps(small_model: KANModel, digits: Dataset
 def test_soft_stage_ends_with_exactly_k_vectors_per_codebook(
     small_model: KANModel, digits: Dataset
 ) -> None:
-    layers = select_layers(small_model, [], [], 1)
+    layers = _layers(small_model)
     groups = build_groups(small_model, layers, "per_layer")
     cfg = fast_config(meta_epochs=1, soft_epochs=2)
     fit = make_training_set(digits, cfg, CPU, None)

@@ -12,12 +12,14 @@ fields, and a 500.)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +192,17 @@ def test_a_config_that_would_allocate_is_refused_before_building(api: Api) -> No
     assert api.stored() == stored
 
 
-def _raw_chunked_post(api: Api, path: str, boundary: str, parts: Iterator[bytes]) -> int:
+def _raw_chunked_post(
+    api: Api, path: str, boundary: str, parts: Iterator[bytes], *, content_type: str = ""
+) -> int:
     """POST a chunked body part by part over a raw socket; stop sending as soon as the
     server answers (it cuts an over-limit body off). Returns the status code."""
     host, port = api.base.removeprefix("http://").split(":")
+    content_type = content_type or f"multipart/form-data; boundary={boundary}"
     with socket.create_connection((host, int(port)), timeout=60) as sock:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {api.key}\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Type: {content_type}\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
         )
         sock.sendall(head.encode())
@@ -284,3 +289,72 @@ def test_integer_query_parameters_have_a_range(api: Api, path: str, param: str) 
     if "after=9223372036854775808" in param:
         r = api.client.get(path.format(job=job_id) + "?after=9223372036854775807")
         assert r.status_code == 200 and r.json()["items"] == []
+
+
+def _json_job_parts(total: int) -> Iterator[bytes]:
+    """A dry-run job body whose config carries ``total`` bytes of padding, in 1 MB chunks."""
+    yield b'{"model_id": "mdl_x", "dataset": "digits", "config": {"pad": "'
+    for _ in range(total >> 20):
+        yield b"x" * (1 << 20)
+    yield b'"}}'
+
+
+def test_a_99_mb_json_body_is_refused_before_it_is_read(api: Api) -> None:
+    """Issue 18: a 99 MB POST /v1/jobs?dry_run=true answered 200 and grew the API by
+    924 MB. Now: 413 problem+json from its Content-Length, before a byte of it is read,
+    and a chunked one is cut off at METACLUSTER_MAX_JSON_BYTES (1 MiB)."""
+    before = api.peak()
+    host, port = api.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/jobs?dry_run=true HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {api.key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {99 << 20}\r\n\r\n"
+            ).encode()
+        )
+        answer = sock.recv(65536)  # nothing of the body sent: the answer comes anyway
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"413", answer
+    assert b"application/problem+json" in head and b"payload_too_large" in body
+    chunked = _raw_chunked_post(
+        api, "/v1/jobs?dry_run=true", "", _json_job_parts(99 << 20), content_type="application/json"
+    )
+    assert chunked == 413
+    assert _grew(api, before, "99 MB JSON body, declared and chunked") < MAX_GROWTH_MB
+
+
+def _big_safetensors(path: Path, megabytes: int) -> None:
+    """A valid KAN checkpoint in our format of about ``megabytes`` MB (one wide layer)."""
+    from metacluster.formats import save_model
+    from metacluster.kan import build_kan
+
+    width = int((megabytes * 1e6 / 36) ** 0.5)  # a B-spline edge holds 9 floats
+    save_model(build_kan("bspline", [width, width]), path)
+
+
+def test_three_concurrent_200_mb_model_uploads_stay_bounded(api: Api) -> None:
+    """Issue 18: three concurrent valid 200 MB safetensors uploads grew the API by 769 MB
+    (the models were built in it). Now they are spooled to disk (hashed on the way) and
+    inspected in a child process: the API's own peak RSS grows < MAX_GROWTH_MB."""
+    with tempfile.TemporaryDirectory(prefix="mc-big-") as tmp:
+        path = Path(tmp) / "big.safetensors"
+        _big_safetensors(path, 200)
+        size = path.stat().st_size
+        assert size > 195e6
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+        def upload(i: int) -> httpx.Response:
+            with path.open("rb") as fh:
+                return api.client.post(
+                    "/v1/models", files={"file": (f"big{i}.safetensors", fh, OCTET)}
+                )
+
+        before = api.peak()
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(upload, range(3)))
+        growth = _grew(api, before, "3 concurrent 200 MB safetensors uploads")
+    for r in answers:
+        assert r.status_code == 201, r.text
+        assert (r.json()["bytes"], r.json()["sha256"]) == (size, sha)
+    assert growth < MAX_GROWTH_MB

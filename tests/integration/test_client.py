@@ -321,3 +321,72 @@ def test_a_pykan_checkpoint_goes_up_as_its_two_files(stack: Stack, tmp_path: Pat
             uploaded = mc.upload_model(tmp_path / name)
             assert uploaded.format == "pykan" and uploaded.filename == "m_state", uploaded
             assert uploaded.raw["edges"] == 8 * 4 + 4 * 3
+
+
+def test_async_client_reads_reports_and_deletes_like_the_sync_one(
+    stack: Stack, inputs: dict[str, Path]
+) -> None:
+    """The methods `AsyncClient` gained (get_model, list_datasets, dry runs, on_event,
+    report_html, pages of events, webhook_secret, delete_*, close) against the real stack,
+    each checked against what the sync client answers."""
+    import asyncio
+
+    from metacluster.client import AsyncClient, Event, NotFoundError
+
+    stack.ensure_one_worker()
+    seen: list[Event] = []
+
+    async def scenario() -> dict[str, Any]:
+        async with AsyncClient(str(stack.client.base_url), stack.key["key"]) as mc:
+            model = await mc.upload_model(inputs["model"])
+            dataset = await mc.upload_dataset(inputs["data"])
+            plan = await mc.create_job(model, dataset, QUICK, dry_run=True)
+            job = await mc.create_job(model, dataset, QUICK)
+            done = await mc.wait(job, timeout=240, progress=False, on_event=seen.append)
+            out = {
+                "model": await mc.get_model(model.id),
+                "datasets": [d.id async for d in mc.list_datasets(page_size=1)],
+                "dataset": dataset,
+                "plan": plan,
+                "done": done,
+                "html": await mc.report_html(done),
+                "events": [e.seq async for e in mc.events(done, follow=False, after=2)],
+                "secret": await mc.webhook_secret(),
+                "rotated": await mc.webhook_secret(rotate=True),
+            }
+            with _client(stack) as sync:  # what the sync client answers now
+                out["sync_model"] = sync.get_model(model)
+                out["sync_html"] = sync.report_html(done)
+                out["sync_secret"] = sync.webhook_secret()
+            await mc.delete_job(done)
+            await mc.delete_model(model)
+            await mc.delete_dataset(dataset)
+            for missing in (mc.get_job(done), mc.get_model(model)):
+                try:
+                    await missing
+                except NotFoundError:
+                    out.setdefault("gone", 0)
+                    out["gone"] += 1
+            out["datasets_after"] = [d.id async for d in mc.list_datasets()]
+        closed = AsyncClient(str(stack.client.base_url), stack.key["key"])
+        await closed.close()
+        try:
+            await closed.get_job(done)
+        except RuntimeError as exc:  # httpx: the client has been closed
+            out["closed"] = str(exc)
+        return out
+
+    out = asyncio.run(scenario())
+    done = out["done"]
+    assert done.status == "succeeded", done.raw
+    assert out["plan"]["valid"] is True and out["plan"]["plan"]["layers"]
+    assert seen and seen[-1].final and [e.seq for e in seen] == sorted(e.seq for e in seen)
+    assert out["model"] == out["sync_model"] and out["model"].family == "bspline"
+    assert out["dataset"].id in out["datasets"]
+    assert out["html"] == out["sync_html"] and out["html"].lstrip().lower().startswith("<!doctype")
+    assert out["events"] == list(range(3, seen[-1].seq + 1))
+    assert out["secret"]["secret"].startswith("whsec_")
+    assert out["rotated"]["secret"] != out["secret"]["secret"]
+    assert out["sync_secret"]["secret"] == out["rotated"]["secret"]
+    assert out["gone"] == 2 and out["dataset"].id not in out["datasets_after"]
+    assert "closed" in out["closed"]

@@ -83,3 +83,27 @@ def test_client_wait_logs_the_run_on_the_users_side(
     client, run = _only_run(tracking_uri, "user")
     _check_run(client, run, done.id, done.metrics or {})
     assert run.data.tags["metacluster.job_url"].endswith(f"/v1/jobs/{done.id}")
+
+
+def test_async_client_wait_logs_the_run_on_the_users_side(
+    stack: Stack, uploaded: dict[str, Any], tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from metacluster.client import AsyncClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    stack.ensure_one_worker()
+
+    async def scenario() -> Any:
+        async with AsyncClient(str(stack.client.base_url), stack.key["key"]) as mc:
+            job = await mc.create_job(uploaded["model"]["id"], uploaded["dataset"]["id"], QUICK)
+            return await mc.wait(
+                job, timeout=240, progress=False, mlflow=True, mlflow_experiment="async-user"
+            )
+
+    done = asyncio.run(scenario())
+    assert done.succeeded
+    client, run = _only_run(tracking_uri, "async-user")
+    _check_run(client, run, done.id, done.metrics or {})
+    assert run.data.tags["metacluster.job_url"].endswith(f"/v1/jobs/{done.id}")

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import CONFIG, set_job, upload_dataset, upload_model
+from pydantic import SecretStr
+from service_helpers import CONFIG, RecordingEnqueuer, set_job, upload_dataset, upload_model
 
-from core.db import utcnow
+from core import heartbeats
+from core.db import session_scope, utcnow
 from core.settings import Settings
 from service.app import create_app
+from service.deps import get_enqueuer
+from service.supervisor import WorkerSupervisor
+
+METRICS_TOKEN = "metrics-t0ken"
 
 
 def test_healthz(client: TestClient) -> None:
@@ -16,10 +28,51 @@ def test_healthz(client: TestClient) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_readyz_ok_with_reachable_database_and_broker(client: TestClient) -> None:
+def _beat(settings: Settings, name: str = "test-worker") -> None:
+    with session_scope(settings) as s:
+        heartbeats.beat(s, name)
+
+
+def test_readyz_ok_with_reachable_database_broker_and_a_worker(
+    client: TestClient, settings: Settings
+) -> None:
+    _beat(settings)
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert r.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "worker": "ok"},
+    }
+
+
+def test_readyz_is_503_without_a_recent_worker_heartbeat(settings: Settings) -> None:
+    # heartbeats every 10 ms: the one written a moment ago is already stale
+    with TestClient(create_app(settings.model_copy(update={"worker_heartbeat_s": 0.01}))) as c:
+        _beat(settings)
+        time.sleep(0.1)
+        r = c.get("/readyz")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["checks"]["database"] == body["checks"]["broker"] == "ok"
+    assert "no worker heartbeat" in body["checks"]["worker"]
+
+
+def test_readyz_follows_the_embedded_worker_process(client: TestClient) -> None:
+    """In `serve`, the worker check is the supervisor's: its child process is running."""
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    supervisor = WorkerSupervisor(lambda: worker, restart_delay_s=60).install()
+    try:
+        assert client.get("/readyz").json()["checks"]["worker"] == "ok"
+        worker.kill()
+        wait = time.monotonic() + 10
+        while supervisor.state() == "ok" and time.monotonic() < wait:
+            time.sleep(0.05)
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert "killed by SIGKILL; restarting" in r.json()["checks"]["worker"]
+    finally:
+        supervisor.stop(lambda proc: None)
+    assert worker.poll() is not None  # reaped: no zombie left
 
 
 def test_readyz_reports_unreachable_broker(settings: Settings) -> None:
@@ -51,7 +104,16 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_metrics(client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+@pytest.fixture
+def metrics_client(settings: Settings, enqueuer: RecordingEnqueuer) -> Iterator[TestClient]:
+    app = create_app(settings.model_copy(update={"metrics_token": SecretStr(METRICS_TOKEN)}))
+    app.dependency_overrides[get_enqueuer] = lambda: enqueuer
+    with TestClient(app) as c:
+        yield c
+
+
+def test_metrics(metrics_client: TestClient, auth: dict[str, str], settings: Settings) -> None:
+    client = metrics_client
     inputs = {"model_id": upload_model(client, auth), "dataset": upload_dataset(client, auth)}
     ids = [
         client.post("/v1/jobs", headers=auth, json={**inputs, "config": CONFIG}).json()["id"]
@@ -67,11 +129,10 @@ def test_metrics(client: TestClient, auth: dict[str, str], settings: Settings) -
     client.post(f"/v1/jobs/{ids[1]}/cancel", headers=auth)
     client.get("/v1/jobs/job_missing", headers=auth)
 
-    r = client.get("/metrics")
+    r = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = _samples(r.text)
     # The database is shared by the whole test session: compare with its own counts.
-    from core.db import session_scope
     from core.repositories import JobRepository
 
     with session_scope(settings) as s:

@@ -350,7 +350,7 @@ class TestDryRun:
         # a budget no storage can meet is refused before anything runs
         config = {"max_bytes": 100}
         r = client.post("/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": config})
-        body = assert_problem(r, 422, "incompatible")
+        body = assert_problem(r, 422, "invalid_config")
         assert [c["name"] for c in body["checks"] if not c["ok"]] == ["budget"]
         assert "cannot be met" in body["detail"]
 
@@ -389,7 +389,7 @@ class TestDryRun:
     ) -> None:
         # 4-5-3 has 35 edges.
         r = client.post("/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": {"k": 36}})
-        body = assert_problem(r, 422, "incompatible")
+        body = assert_problem(r, 422, "invalid_config")
         assert [c["name"] for c in body["checks"] if not c["ok"]] == ["k_vs_edges"]
         ok = client.post(
             "/v1/jobs?dry_run=true", headers=auth, json={**inputs, "config": {"k": 35}}
@@ -401,14 +401,14 @@ class TestDryRun:
             headers=auth,
             json={**inputs, "config": {"k": 16, "exclude": ["layers.0"]}},
         )
-        assert_problem(r, 422, "incompatible")
+        assert_problem(r, 422, "invalid_config")
 
     def test_same_checks_guard_real_creation(
         self, client: TestClient, auth: dict[str, str], inputs: dict[str, str], settings: Settings
     ) -> None:
         before = n_jobs(settings)
         r = client.post("/v1/jobs", headers=auth, json={**inputs, "config": {"k": 36}})
-        assert_problem(r, 422, "incompatible")
+        assert_problem(r, 422, "invalid_config")
         assert n_jobs(settings) == before
 
 

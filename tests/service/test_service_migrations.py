@@ -22,6 +22,7 @@ TABLES = {
     "job_events",
     "artifacts",
     "webhook_deliveries",
+    "worker_heartbeats",
 }
 
 
