@@ -38,6 +38,7 @@ def test_formats_list() -> None:
         "flashkan",
         "inkan",
         "kat",
+        "convkan",
         "spec",
     }
 
