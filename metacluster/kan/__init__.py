@@ -27,6 +27,7 @@ from metacluster.kan.glue import (
     LayerNorm,
     Linear,
     MaxPool2d,
+    PReLU,
     Reshape,
     SiLU,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "LegendreKANLayer",
     "Linear",
     "MaxPool2d",
+    "PReLU",
     "PyKANLayer",
     "RBFKANConv2d",
     "RBFKANLayer",

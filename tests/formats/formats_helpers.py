@@ -25,6 +25,7 @@ TOL = {
     "fast-bspline": 1e-5,
     "kat": 1e-5,
     "convkan": 1e-5,
+    "torchkan": 1e-5,
 }
 
 

@@ -39,6 +39,7 @@ def test_formats_list() -> None:
         "inkan",
         "kat",
         "convkan",
+        "torchkan",
         "spec",
     }
 
