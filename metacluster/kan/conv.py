@@ -54,8 +54,12 @@ class _ConvKAN2d(KANLayer):
         norm: str = "instance",
         prelu: bool = False,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         super().__init__()
+        # convkan pads the input with zeros and evaluates the edge functions there;
+        # torch-conv-kan pads the basis features (so padding contributes nothing).
+        self.pad_input = bool(pad_input)
         self.in_features = check_positive("in_channels", in_channels)
         self.out_features = check_positive("out_channels", out_channels)
         self.groups = check_positive("groups", groups)
@@ -96,6 +100,23 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
+    def kaiming_reset(self, n_basis: int) -> None:
+        """torch-conv-kan's init: kaiming-uniform (linear gain) over each conv's fan-in,
+        the basis conv holding `n_basis` channels per input, the base conv (the last
+        coefficient, when there is one more) one."""
+        kh, kw = self.kernel_size
+        fan_in = (self.in_channels // self.groups) * kh * kw
+        with torch.no_grad():
+            bound = math.sqrt(3.0 / (fan_in * n_basis))
+            self.coef[..., :n_basis].uniform_(-bound, bound)
+            if self.coef.shape[-1] > n_basis:
+                base_bound = math.sqrt(3.0 / fan_in)
+                self.coef[..., -1].uniform_(-base_bound, base_bound)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
+        return self.channel_features(x.reshape(-1)).reshape(*x.shape, -1)
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
@@ -103,23 +124,28 @@ class _ConvKAN2d(KANLayer):
                 f"got {tuple(x.shape)}"
             )
 
-    def _image_size(self, x: Tensor) -> tuple[int, int, int]:
-        """(C, H, W) of a checked input as Python ints: only the batch stays symbolic
-        when the layer is traced (ONNX export)."""
+    def _padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The checked input, padded here when the layer pads its input (convkan) rather
+        than its basis features, and the padding left for the convolution."""
         self._check_input(x)
-        return self.in_channels, int(x.shape[2]), int(x.shape[3])
+        padding = self.padding
+        if self.pad_input:
+            x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+            padding = (0, 0)
+        return x, padding
 
     def forward(self, x: Tensor) -> Tensor:
-        c, h, w = self._image_size(x)
+        x, padding = self._padded(x)
+        # (C, H, W) as Python ints: only the batch stays symbolic when the layer is traced
+        c, h, w = self.in_channels, int(x.shape[2]), int(x.shape[3])
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
-        feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
-        feats = feats.reshape(-1, c, h, w, length).permute(0, 1, 4, 2, 3)
+        feats = self.image_features(x).permute(0, 1, 4, 2, 3)
         feats = feats.reshape(-1, c * length, h, w)  # channel = c * L + l
         kh, kw = self.kernel_size
         weight = self.coef.permute(0, 1, 4, 2, 3).reshape(
             self.out_channels, (c // self.groups) * length, kh, kw
         )
-        y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(feats, weight, None, self.stride, padding, self.dilation, self.groups)
         return self._post(y)
 
     def _post(self, y: Tensor) -> Tensor:
@@ -150,16 +176,17 @@ class _ConvKAN2d(KANLayer):
 
     def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """(N * Ho * Wo, C * kh * kw, L) features under every kernel window."""
-        c, h, w = self._image_size(x)
+        x, padding = self._padded(x)
+        c, h, w = self.in_channels, int(x.shape[2]), int(x.shape[3])
         length = self.coef_dim
-        feats = self.channel_features(x.reshape(-1)).reshape(-1, c, h, w, length)
+        feats = self.image_features(x).reshape(-1, c, h, w, length)
         feats = feats.permute(0, 1, 4, 2, 3).reshape(-1, c * length, h, w)
-        cols = F.unfold(feats, self.kernel_size, self.dilation, self.padding, self.stride)
+        cols = F.unfold(feats, self.kernel_size, self.dilation, padding, self.stride)
         kk = self.kernel_size[0] * self.kernel_size[1]
         ho, wo = (
             (size + 2 * p - d * (k - 1) - 1) // s + 1
             for size, p, d, k, s in zip(
-                (h, w), self.padding, self.dilation, self.kernel_size, self.stride, strict=True
+                (h, w), padding, self.dilation, self.kernel_size, self.stride, strict=True
             )
         )
         cols = cols.reshape(-1, c, length, kk, ho * wo).permute(0, 4, 1, 3, 2)
@@ -222,6 +249,7 @@ class KANConv2d(_ConvKAN2d):
         norm: str = "instance",
         prelu: bool = True,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         self.grid_size = check_positive("grid_size", grid_size)
         self.spline_order = check_positive("spline_order", spline_order, minimum=0)
@@ -239,6 +267,7 @@ class KANConv2d(_ConvKAN2d):
             norm,
             prelu,
             dropout,
+            pad_input,
         )
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
@@ -249,15 +278,7 @@ class KANConv2d(_ConvKAN2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch-conv-kan's: kaiming-uniform (linear gain) over each conv's fan-in."""
-        kh, kw = self.kernel_size
-        fan_in = (self.in_channels // self.groups) * kh * kw
-        with torch.no_grad():
-            spline_bound = math.sqrt(3.0 / (fan_in * self.n_basis))
-            self.coef[..., : self.n_basis].uniform_(-spline_bound, spline_bound)
-            if self.has_base:
-                base_bound = math.sqrt(3.0 / fan_in)
-                self.coef[..., -1].uniform_(-base_bound, base_bound)
+        self.kaiming_reset(self.n_basis)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -304,6 +325,7 @@ class KANConv2d(_ConvKAN2d):
             "spline_order": self.spline_order,
             "grid_range": list(self.grid_range),
             "base_activation": self.base_activation,
+            **({"pad_input": True} if self.pad_input else {}),
         }
 
 

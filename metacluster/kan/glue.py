@@ -180,6 +180,14 @@ class SiLU(nn.SiLU):
         return {}
 
 
+@register_module("prelu")
+class PReLU(nn.PReLU):
+    """nn.PReLU with a JSON config (torchkan's KAN ends each layer in one)."""
+
+    def config(self) -> dict[str, Any]:
+        return {"num_parameters": int(self.num_parameters)}
+
+
 @register_module("reshape")
 class Reshape(nn.Module):
     """(N, ...) -> (N, *shape): lets a conv KAN take flat inputs (e.g. 64 -> 1x8x8)."""
