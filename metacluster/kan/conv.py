@@ -115,7 +115,7 @@ class _ConvKAN2d(KANLayer):
 
     def image_features(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
-        return self.channel_features(x.reshape(-1)).reshape(*x.shape, -1)
+        return self.channel_features(x.reshape(-1)).reshape(*x.shape, self.coef.shape[-1])
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -132,10 +132,10 @@ class GroupRationalKANLayer(KANLayer):
 
     def phi(self, x: Tensor) -> Tensor:
         """(N, I) -> (N, I): each channel through its group's rational function."""
-        n = x.shape[0]
-        z = x.reshape(n, self.num_groups, -1)  # (N, G, I/G)
+        n, width = x.shape
+        z = x.reshape(n, self.num_groups, width // self.num_groups)  # (N, G, I/G)
         numerator = self.numerator.expand(self.num_groups, -1).unsqueeze(0)
-        return rational(z, numerator, self.denominator.unsqueeze(0), self.mode).reshape(n, -1)
+        return rational(z, numerator, self.denominator.unsqueeze(0), self.mode).reshape(n, width)
 
     def forward(self, x: Tensor) -> Tensor:
         x2, lead = flat_inputs(x, self.in_features, type(self).__name__)

@@ -112,6 +112,12 @@ class CodebookKAN(nn.Module):
     predict = KANModel.predict
 
 
+def has_hooks(layer: KANLayer) -> bool:
+    """Whether the layer's family implements the codebook runtime hooks."""
+    kind = type(layer)
+    return kind.feature_table is not KANLayer.feature_table and kind.finish is not KANLayer.finish
+
+
 def resident_bytes(module: nn.Module) -> int:
     """Bytes held by a module's parameters and buffers (each storage counted once)."""
     seen: dict[int, int] = {}
@@ -170,10 +176,16 @@ def codebook_model(model: KANModel, quant: QuantizedCoefficients) -> CodebookKAN
     swap: dict[str, nn.Module] = {}
     dense: list[str] = []
     top = {f"layers.{i}" for i in range(len(model.layers))}
+    decoded: dict[str, Tensor] | None = None
     for name, layer in model.kan_layers():
-        if name in uniform or name not in top:  # no codebook form / nested: dense
-            if name in uniform:
-                layer.set_edge_coefficients(uniform[name].vectors().to(layer.coef_param.dtype))
+        if name in uniform or (name in quant.layers and (name not in top or not has_hooks(layer))):
+            # no codebook form (int8/int4), nested, or a family without the runtime
+            # hooks: the layer runs dense with its vectors rebuilt
+            if decoded is None:
+                decoded = quant.layer_coefficients(model)
+            layer.set_edge_coefficients(decoded[name].to(layer.coef_param.dtype))
+            dense.append(name)
+        elif name in uniform or name not in top:
             dense.append(name)
         elif name in quant.layers:
             terms = _layer_terms(name, layer, quant)
@@ -192,6 +204,7 @@ __all__ = [
     "CodebookLayer",
     "check_runtime",
     "codebook_model",
+    "has_hooks",
     "narrow_codes",
     "resident_bytes",
 ]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from metacluster.artifact import load_artifact
 from metacluster.compress import CompressedKAN
 from metacluster.errors import ConfigError
-from metacluster.kan import Flatten, KANConv2d, Reshape, build_kan
+from metacluster.kan import Flatten, KANConv2d, Reshape, build_kan, family_names
 from metacluster.kan.model import KANModel
 from metacluster.runtime import CodebookKAN, CodebookLayer, resident_bytes
 from metacluster.runtime.kernels import BAGS_FROM_ROWS
@@ -147,3 +147,23 @@ def test_runtime_is_a_plain_module_for_evaluation() -> None:
     fast = CodebookKAN(list(model.layers), {"task": "classification"}, [])
     assert isinstance(fast, nn.Module)
     assert fast.predict(torch.zeros(5, 7)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_every_registered_family_runs_compressed(family: str, tmp_path: Path) -> None:
+    """Each family the registry holds (today's and torch-conv-kan's, KAT's, Wav-KAN's)
+    loads in the compressed runtime with the dense outputs, empty batch included; a
+    family without the runtime hooks runs dense there and is named in dense_layers."""
+    from metacluster.kan import get_family
+    from metacluster.runtime import has_hooks
+
+    torch.manual_seed(0)
+    conv = get_family(family).kind == "conv"
+    options = {"input_shape": [2, 9, 7], "channels": [3, 4], "kernel_size": 3} if conv else {}
+    model = build_kan(family, [4] if conv else [6, 4, 3], **options)
+    shape = (2 * 9 * 7,) if conv else (6,)
+    fast = _check(artifact(model, "vq", tmp_path / "m.mcz"), shape, (0, 1, 13))
+    hooked = [name for name, layer in model.kan_layers() if has_hooks(layer)]
+    assert sorted(fast.dense_layers) == sorted(
+        name for name, _ in model.kan_layers() if name not in hooked
+    )
