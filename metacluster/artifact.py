@@ -27,7 +27,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from metacluster.compress.report import Breakdown
 from metacluster.errors import ArtifactError
 from metacluster.kan.grids import decode_grid, encode_grid, grid_entries
 from metacluster.kan.model import KANModel
+
+if TYPE_CHECKING:
+    from metacluster.runtime import CodebookKAN
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -372,13 +375,35 @@ def _segment(body: bytes, off: int, size: int) -> bytes:
     return body[off : off + size]
 
 
-def load_artifact(path: str | os.PathLike[str]) -> CompressedKAN:
-    """Rebuild the compressed model (dense reconstruction) from an artifact file."""
-    import metacluster.kan  # noqa: F401  (registers the layer families)
+@overload
+def load_artifact(
+    path: str | os.PathLike[str], runtime: Literal["dense"] = "dense"
+) -> CompressedKAN: ...
 
+
+@overload
+def load_artifact(path: str | os.PathLike[str], runtime: str) -> CompressedKAN | CodebookKAN: ...
+
+
+def load_artifact(
+    path: str | os.PathLike[str], runtime: str = "dense"
+) -> CompressedKAN | CodebookKAN:
+    """Load an artifact file.
+
+    runtime "dense": the compressed model with every coefficient vector rebuilt (a
+    KANModel, trainable, exportable); "compressed": `metacluster.runtime.CodebookKAN`,
+    which keeps the codebooks and runs in the codebook domain (inference only).
+    """
+    import metacluster.kan  # noqa: F401  (registers the layer families)
+    from metacluster.runtime import check_runtime, codebook_model
+
+    check_runtime(runtime)
     manifest, body = read_manifest(path)
     try:
-        return _rebuild(manifest, body)
+        model, quant = _decode(manifest, body)
+        if runtime == "compressed":
+            return codebook_model(model, quant)
+        return CompressedKAN(model, quant, canonical=False)
     except ArtifactError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
@@ -400,6 +425,12 @@ def _other_tensor(entry: list[Any], body: bytes, like: Tensor, order: int | None
         values = np.frombuffer(raw, dtype=np.float32)
         return decode_grid(code[2:].split(","), values, tuple(shape), order)
     dtype = _DTYPES[code]
+    expected = int(np.prod(shape)) * np.dtype(_np_dtype(dtype)).itemsize
+    if len(raw) != expected:
+        raise ArtifactError(
+            f"artifact entry {entry[0]!r} holds {len(raw)} bytes; its shape {list(shape)} "
+            f"of {code} needs {expected}"
+        )
     arr = np.frombuffer(raw, dtype=_np_dtype(dtype)).reshape(shape)
     t = torch.from_numpy(arr.copy())
     return t.bool() if dtype == torch.bool else t
@@ -428,7 +459,18 @@ def _with_offsets(manifest: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
-def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
+def _check_span(k: int, sub: int, col0: int, col1: int, coef_dim: int) -> None:
+    """ArtifactError unless a codebook of k x sub covers columns [col0, col1) of
+    coef_dim-long vectors in whole sub-vectors."""
+    if k < 1 or sub < 1 or not 0 <= col0 < col1 <= coef_dim or (col1 - col0) % sub:
+        raise ArtifactError(
+            f"artifact codebook (k={k}, sub-vector {sub}, columns [{col0}, {col1})) does "
+            f"not fit vectors of length {coef_dim}"
+        )
+
+
+def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedCoefficients]:
+    """The rebuilt architecture with its other tensors, and the decoded codebooks."""
     manifest = _with_offsets(manifest)
     model = KANModel.from_config(manifest["model"]).float()
     state = model.state_dict()
@@ -449,9 +491,14 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         g = int(e["g"])
         if not 0 <= g < len(groups):
             raise ArtifactError("artifact codebook refers to an unknown edge group")
-        k, sub, (c0, c1) = int(e["k"]), int(e["s"]), e["c"]
+        k, sub, (c0, c1) = int(e["k"]), int(e["s"]), (int(c) for c in e["c"])
+        _check_span(k, sub, c0, c1, groups[g].coef_dim)
         dtype = _DTYPES[e["dt"]]
         c_off, c_size, i_off, i_size = e["o"]
+        if c_size != k * sub * np.dtype(_np_dtype(dtype)).itemsize:
+            raise ArtifactError(
+                f"artifact codebook of {k} x {sub} {e['dt']} values holds {c_size} bytes"
+            )
         cent = torch.from_numpy(
             np.frombuffer(_segment(body, c_off, c_size), dtype=_np_dtype(dtype))
             .reshape(k, sub)
@@ -474,6 +521,11 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         scales = torch.from_numpy(
             np.frombuffer(_segment(body, s_off, s_size), dtype=np.float32).copy()
         )
+        if scales.numel() != int(outputs.max()) + 1:
+            raise ArtifactError(
+                f"artifact layer {e['l']!r} has {scales.numel()} scales for "
+                f"{int(outputs.max()) + 1} outputs"
+            )
         levels = 1 << bits
         codes = decode_indices(_segment(body, i_off, i_size), levels, int(e["n"]), e["x"])
         codes_t = torch.from_numpy(codes).reshape(layer.n_edges, layer.coef_dim) - (levels // 2 - 1)
@@ -487,7 +539,7 @@ def _rebuild(manifest: dict[str, Any], body: bytes) -> CompressedKAN:
         method=manifest.get("method", "metacluster"),
         grouping=grouping,
     )
-    return CompressedKAN(model, quant, canonical=False)
+    return model, quant
 
 
 __all__ = [

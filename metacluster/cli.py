@@ -230,12 +230,13 @@ def _is_artifact(path: str) -> bool:
     return Path(path).is_file() and is_artifact(path)
 
 
-def _load_any(path: str, fmt: str) -> tuple[KANModel, str]:
-    """(model, kind): artifacts rebuild with load_artifact, the rest with load_model."""
+def _load_any(path: str, fmt: str, runtime: str = "dense") -> tuple[KANModel, str]:
+    """(model, kind): artifacts rebuild with load_artifact (in `runtime`), the rest
+    with load_model."""
     if _is_artifact(path):
         from metacluster.artifact import load_artifact
 
-        return load_artifact(path), "artifact"
+        return load_artifact(path, runtime), "artifact"  # type: ignore[return-value]
     from metacluster.formats import load_model
 
     return load_model(path, format=fmt), "model"
@@ -409,19 +410,39 @@ def inspect(model_path: str, fmt: str, as_json: bool) -> None:
 @click.option("--data", "data_spec", required=True, help="digits, mnist1d, eq:<name> or a path.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Checkpoint format.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option(
+    "--runtime",
+    default="dense",
+    show_default=True,
+    help="Artifacts: dense (rebuilt vectors) or compressed (runs on the codebooks).",
+)
 @data_seed_option
 @json_option
 def eval_cmd(
-    model_path: str, data_spec: str, fmt: str, split: str, data_seed: int, as_json: bool
+    model_path: str,
+    data_spec: str,
+    fmt: str,
+    split: str,
+    runtime: str,
+    data_seed: int,
+    as_json: bool,
 ) -> None:
     """Evaluate a model or an artifact: accuracy (classification) or RMSE (regression)."""
+    from metacluster.runtime import check_runtime
     from metacluster.training import evaluate
 
-    model, kind = _load_any(model_path, _check_format(fmt))
+    check_runtime(runtime)
+    if runtime != "dense" and not _is_artifact(model_path):
+        raise ConfigError(f"--runtime {runtime} needs an artifact (.mcz); {model_path} is not one")
+    model, kind = _load_any(model_path, _check_format(fmt), runtime)
     data = _load_data(data_spec, data_seed)
     metric, value = evaluate(model, data, split=split)
     n = data.n_test if split == "test" else data.n_train
-    _emit({"metric": metric, "value": value, "split": split, "n": n, "kind": kind}, as_json)
+    _emit(
+        {"metric": metric, "value": value, "split": split, "n": n, "kind": kind}
+        | ({"runtime": runtime} if kind == "artifact" else {}),
+        as_json,
+    )
 
 
 def _compress_config(
@@ -679,13 +700,26 @@ def methods_cmd(as_json: bool) -> None:
 @click.argument("source", metavar="ARTIFACT")
 @click.option("--to", "to", required=True, help="Target library layout, e.g. efficient-kan, pykan.")
 @click.option("--out", type=click.Path(), required=True, help="Checkpoint path (pykan: prefix).")
+@click.option(
+    "--dense", is_flag=True, help="onnx: the dense graph instead of the codebook (Gather) graph."
+)
+@click.option(
+    "--input-shape", default=None, help="onnx: per-sample input shape, e.g. 1,28,28 (conv models)."
+)
 @json_option
-def export(source: str, to: str, out: str, as_json: bool) -> None:
-    """Write a dense checkpoint of an artifact (or model) in a library's own layout."""
+def export(
+    source: str, to: str, out: str, dense: bool, input_shape: str | None, as_json: bool
+) -> None:
+    """Write a dense checkpoint of an artifact (or model) in a library's own layout, or
+    an artifact as an ONNX graph (--to onnx)."""
     from metacluster.formats import FORMATS, export_model
 
+    if to == "onnx":
+        _emit(_export_onnx(source, out, dense, input_shape), as_json)
+        return
     if to not in FORMATS:
-        raise ConfigError(f"unsupported export format {to!r}; supported: {', '.join(FORMATS)}")
+        supported = ", ".join([*FORMATS, "onnx"])
+        raise ConfigError(f"unsupported export format {to!r}; supported: {supported}")
     model, kind = _load_any(source, "auto")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -700,6 +734,25 @@ def export(source: str, to: str, out: str, as_json: bool) -> None:
         },
         as_json,
     )
+
+
+def _export_onnx(source: str, out: str, dense: bool, input_shape: str | None) -> dict[str, Any]:
+    if not _is_artifact(source):
+        raise ConfigError(f"--to onnx needs an artifact (.mcz); {source} is not one")
+    from metacluster.artifact import load_artifact
+    from metacluster.runtime.onnx_export import export_onnx
+
+    shape = None
+    if input_shape is not None:
+        try:
+            shape = [int(d) for d in input_shape.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--input-shape must be integers like 1,28,28, got {input_shape!r}"
+            ) from None
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    model = load_artifact(source, "dense" if dense else "compressed")
+    return export_onnx(model, out, input_shape=shape)
 
 
 @cli.group("data")

@@ -6,11 +6,11 @@ service answers it with (as application/problem+json)::
     MetaClusterError (500, "internal")
     ├── InputError (422, "invalid_input")         bad user input in general
     │   ├── FormatError (422, "unsupported_format")   not a KAN checkpoint we can read
-    │   │   └── UnsafeCheckpointError (422, "unsafe_checkpoint")  needs unpickling code
+    │   │   ├── UnsafeCheckpointError (422, "unsafe_checkpoint")  needs unpickling code
+    │   │   └── ArtifactError (422, "invalid_artifact")   corrupt, truncated or inconsistent .mcz
     │   ├── DatasetError (422, "invalid_dataset")     unreadable / inconsistent data
     │   ├── ConfigError (422, "invalid_config")       bad compression / train config
     │   └── IncompatibleError (422, "incompatible")   model and data/config do not fit
-    ├── ArtifactError (422, "invalid_artifact")   corrupt or unknown artifact
     └── CancelledError (409, "cancelled")         a job was cancelled between steps
 """
 
@@ -68,7 +68,7 @@ class IncompatibleError(InputError, code="incompatible"):
     """Model and data or config do not fit together."""
 
 
-class ArtifactError(MetaClusterError, code="invalid_artifact", status=422):
+class ArtifactError(FormatError, code="invalid_artifact"):
     """A corrupt or unknown artifact."""
 
 

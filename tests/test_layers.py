@@ -90,8 +90,13 @@ UNITS = (
     ),
     Unit(
         "metacluster.artifact",
+        ("metacluster.compress", "metacluster.kan", "metacluster.runtime"),
+        "the artifact format needs only the engine's types; it loads into a runtime",
+    ),
+    Unit(
+        "metacluster.runtime",
         ("metacluster.compress", "metacluster.kan"),
-        "the artifact format needs only the engine's types",
+        "the codebook runtime runs decoded codebooks; it never reads files",
     ),
     Unit("metacluster.workflow", LIBRARY, "the one use case, on the whole library"),
     Unit("metacluster.cli", LIBRARY, "the command line, on the whole library"),
@@ -137,6 +142,7 @@ ACYCLIC = (
     "metacluster.formats",
     "metacluster.training",
     "metacluster.compress",
+    "metacluster.runtime",
     "metacluster.client",
     "core.db",
     "service",

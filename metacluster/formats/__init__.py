@@ -20,6 +20,10 @@ from metacluster.formats import fastkan as _fastkan  # noqa: F401  isort: skip
 from metacluster.formats import chebykan as _chebykan  # noqa: F401  isort: skip
 from metacluster.formats import fourierkan as _fourierkan  # noqa: F401  isort: skip
 from metacluster.formats import torch_conv_kan as _torch_conv_kan  # noqa: F401  isort: skip
+from metacluster.formats import fast_bspline as _fast_bspline  # noqa: F401  isort: skip
+from metacluster.formats import kat as _kat  # noqa: F401  isort: skip
+from metacluster.formats import convkan as _convkan  # noqa: F401  isort: skip
+from metacluster.formats import torchkan as _torchkan  # noqa: F401  isort: skip
 from metacluster.formats import spec as _spec  # noqa: F401  isort: skip
 from metacluster.errors import ConfigError, FormatError, InputError
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint

@@ -20,11 +20,17 @@ from metacluster.formats._checkpoint import Checkpoint
 from metacluster.kan import Affine, KANLayer, KANModel
 from metacluster.registry import Registry
 
+# One layer layout: the key leaves it has, each with its number of dimensions (0: any).
+Layout = tuple[tuple[str, int], ...]
+
 
 class FormatHandler(ABC):
     """One checkpoint layout (docs/formats.md has each library's keys)."""
 
     name: ClassVar[str]
+    # The layer layouts this format reads, for naming the closest one when nothing
+    # matches (`detect`); the handler's `matches` is what decides.
+    layouts: ClassVar[tuple[Layout, ...]] = ()
     # Last key components of tensors that are fixed structure (knots, masks, index
     # buffers), not learned weights: left out of the parameter count.
     fixed_leaves: ClassVar[frozenset[str]] = frozenset({"grid", "arange"})
@@ -83,13 +89,50 @@ def detect(ckpt: Checkpoint) -> FormatHandler:
     if not found:
         sample = ", ".join(list(ckpt.tensors)[:6]) or "no tensors"
         raise FormatError(
-            f"{ckpt.path.name} matches no supported KAN layout (keys: {sample}); supported "
-            f"formats: {', '.join(HANDLERS)}; for your own wrapper pass a JSON spec"
+            f"{ckpt.path.name} matches no supported KAN layout (keys: {sample}){closest(ckpt)}; "
+            f"supported formats: {', '.join(HANDLERS)}; for your own wrapper pass a JSON spec"
         )
     names = ", ".join(h.name for h in found)
     raise FormatError(
         f"{ckpt.path.name} is ambiguous, it matches several formats: {names}; pass format="
     )
+
+
+# Leaves every torch module has: they alone do not make a checkpoint look like a format.
+_GENERIC_LEAVES = frozenset({"weight", "bias"})
+
+
+def _layout_fit(ckpt: Checkpoint, layout: Layout) -> tuple[float, list[str]]:
+    """How much of `layout` the checkpoint has (1 per leaf, 0.5 for a leaf of the wrong
+    rank; 0 in all when only generic leaves are there) and what does not match."""
+    score, gaps, specific = 0.0, [], False
+    for leaf, ndim in layout:
+        found = [t for k, t in ckpt.tensors.items() if k == leaf or k.endswith("." + leaf)]
+        if not found:
+            gaps.append(f"no key ending in {leaf!r}")
+            continue
+        specific = specific or leaf not in _GENERIC_LEAVES
+        if ndim and all(t.dim() != ndim for t in found):
+            score += 0.5
+            gaps.append(f"{leaf!r} has shape {tuple(found[0].shape)}, expected {ndim} dimensions")
+        else:
+            score += 1.0
+    return (score if specific else 0.0), gaps
+
+
+def closest(ckpt: Checkpoint) -> str:
+    """'; closest known format: NAME (what did not match)', or '' when no format's
+    layout shares a key with the checkpoint."""
+    best: tuple[float, str, list[str]] | None = None
+    for handler in HANDLERS.values():
+        for layout in handler.layouts:
+            score, gaps = _layout_fit(ckpt, layout)
+            if score > 0 and (best is None or score / len(layout) > best[0]):
+                best = (score / len(layout), handler.name, gaps)
+    if best is None:
+        return ""
+    detail = "; ".join(best[2]) or "its keys are there, but not on one layer"
+    return f"; closest known format: {best[1]} ({detail})"
 
 
 # -- helpers for handlers --------------------------------------------------------
@@ -171,6 +214,13 @@ class KeyTracker:
             raise FormatError(f"{key!r} has shape {tuple(value.shape)}, expected {ndim} dimensions")
         self.used.add(key)
         return value
+
+    def numbered(self, prefix: str, leaf: str, ndim: int | None = None) -> list[Tensor]:
+        """`{prefix}{leaf}.0.weight`, `.1.weight`, ... while they exist (a ModuleList)."""
+        weights: list[Tensor] = []
+        while f"{prefix}{leaf}.{len(weights)}.weight" in self.ckpt.tensors:
+            weights.append(self.get(f"{prefix}{leaf}.{len(weights)}.weight", ndim))
+        return weights
 
     def optional(self, key: str) -> Tensor | None:
         if key in self.ckpt.tensors:

@@ -16,6 +16,7 @@ from metacluster.kan import ChebyKANLayer, KANLayer
 class ChebyKANFormat(LayerStackFormat):
     name = "chebykan"
     leaf = "cheby_coeffs"
+    layouts = ((("cheby_coeffs", 3),),)
     layer_type = ChebyKANLayer
 
     def load_layer(self, keys: KeyTracker, prefix: str) -> KANLayer:

@@ -42,6 +42,10 @@ def knot_range(grid: torch.Tensor, order: int) -> tuple[float, float]:
 
 class EfficientKANFormat(FormatHandler):
     name = "efficient-kan"
+    layouts = (
+        (("spline_weight", 3), ("base_weight", 2), ("grid", 2)),
+        (("coeff", 3), ("scale_base", 2), ("grid", 2)),
+    )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
         """(variant, prefix) of every KANLinear in forward order: efficient-kan's own

@@ -26,6 +26,7 @@ _LINSPACE_RTOL = 1e-5
 
 class FastKANFormat(FormatHandler):
     name = "fastkan"
+    layouts = ((("spline_linear.weight", 2), ("rbf.grid", 1), ("layernorm.weight", 1)),)
 
     def _prefixes(self, ckpt: Checkpoint) -> list[str]:
         return [

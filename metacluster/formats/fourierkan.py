@@ -16,6 +16,7 @@ from metacluster.kan import FourierKANLayer, KANLayer
 class FourierKANFormat(LayerStackFormat):
     name = "fourierkan"
     leaf = "fouriercoeffs"
+    layouts = ((("fouriercoeffs", 4),),)
     layer_type = FourierKANLayer
 
     def load_layer(self, keys: KeyTracker, prefix: str) -> KANLayer:

@@ -84,6 +84,10 @@ def _widths(cfg: dict[str, Any] | None) -> list[tuple[int, int]] | None:
 
 class PykanFormat(FormatHandler):
     name = "pykan"
+    layouts = (
+        (("act_fun.0.coef", 3), ("node_scale_0", 1)),
+        (("act_fun.0.coef", 2), ("biases.0.weight", 2)),
+    )
     fixed_leaves = frozenset({"grid", "mask"})
 
     def matches(self, ckpt: Checkpoint) -> bool:

@@ -11,7 +11,7 @@ Example (passed as `spec=` or saved as `<checkpoint>.spec.json` beside it)::
      "ignore": ["aux_head."]}
 
 KAN kinds are the library formats (efficient-kan, fastkan, chebykan, fourierkan,
-torch-conv-kan): the keys under `prefix` are read by that format's importer
+torch-conv-kan, flashkan, inkan, kat, convkan): the keys under `prefix` are read by that format's importer
 (one layer or a stack). Glue kinds are our registered modules (layernorm, linear,
 flatten, silu, maxpool2d, avgpool2d, global_avg_pool, affine) with `options` as
 their arguments and their weights under `prefix`. Every tensor must be used
@@ -35,7 +35,17 @@ from metacluster.formats._registry import (
 )
 from metacluster.kan import MODULE_TYPES, KANLayer, KANModel, build_module
 
-KAN_KINDS = ("efficient-kan", "fastkan", "chebykan", "fourierkan", "torch-conv-kan")
+KAN_KINDS = (
+    "efficient-kan",
+    "fastkan",
+    "chebykan",
+    "fourierkan",
+    "torch-conv-kan",
+    "flashkan",
+    "inkan",
+    "kat",
+    "convkan",
+)
 
 
 def _entry_list(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,7 +129,7 @@ class SpecFormat(FormatHandler):
                     path=ckpt.path,
                     files=[],
                     tensors=tensors,
-                    hf_config=options if kind == "torch-conv-kan" else None,
+                    hf_config=options if kind in ("torch-conv-kan", "convkan") else None,
                     ordered=ckpt.ordered,
                     options=options,
                 )

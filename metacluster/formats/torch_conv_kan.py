@@ -1,5 +1,7 @@
-"""torch-conv-kan (IvanDrokin) KANConv2DLayer stacks: `spline_conv.{g}.weight`,
-`base_conv.{g}.weight`, `prelus.{g}.weight`; state dict or model.safetensors + config.json.
+"""torch-conv-kan (IvanDrokin) stacks: KANConv2DLayer (`spline_conv.{g}.weight`,
+`base_conv.{g}.weight`, `prelus.{g}.weight`), KACNConv2DLayer (`poly_conv.{g}.weight`,
+`arange`) and the polynomial layers of `_tck_poly` (Gram, Legendre, Jacobi, Bernstein, dense
+and conv); state dict or model.safetensors + config.json.
 
 The knots are not saved by the library: spline order, grid range, stride,
 padding, dilation, base activation and dropout come from config.json (top
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats import _tck_poly, _tck_rbf, _tck_wavelet
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -26,7 +29,17 @@ from metacluster.formats._registry import (
     layers_of,
     register,
 )
-from metacluster.kan import ChebyKANConv2d, KANConv2d, KANLayer, KANModel
+from metacluster.kan import (
+    Affine,
+    ChebyKANConv2d,
+    KANConv2d,
+    KANLayer,
+    KANModel,
+    RBFKANConv2d,
+    SiLU,
+    WaveletKANLayer,
+)
+from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
 
 # KANConv2DLayer's defaults (kan_convs/kan_conv.py).
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +50,14 @@ DEFAULTS: dict[str, Any] = {
     "dilation": 1,
     "base_activation": "gelu",
     "dropout": 0.0,
+    # Declared by a config (checked against the shapes) or naming the layer class.
+    "degree": None,
+    "groups": None,
+    "grid_size": None,
+    "layer_class": None,
+    "a": 1.0,
+    "b": 1.0,
+    "wavelet_type": None,
 }
 _ACTIVATIONS = {
     "gelu": "gelu",
@@ -47,15 +68,19 @@ _ACTIVATIONS = {
 }
 
 
-def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
-    opts = dict(DEFAULTS)
+def layer_options(
+    config: dict[str, Any] | None, pos: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Layer `pos`'s options: DEFAULTS (plus a format's `extra` defaults), then
+    config.json's top level, then its `layers[pos]`; checked against sane bounds."""
+    opts = {**DEFAULTS, **(extra or {})}
     if config:
-        opts.update({k: v for k, v in config.items() if k in DEFAULTS})
+        opts.update({k: v for k, v in config.items() if k in opts})
         per_layer = config.get("layers")
         if isinstance(per_layer, list):
             if pos >= len(per_layer) or not isinstance(per_layer[pos], dict):
                 raise FormatError(f"config.json 'layers' has no entry for conv layer {pos}")
-            opts.update({k: v for k, v in per_layer[pos].items() if k in DEFAULTS})
+            opts.update({k: v for k, v in per_layer[pos].items() if k in opts})
     act = _ACTIVATIONS.get(str(opts["base_activation"]))
     if act is None:
         raise FormatError(f"base_activation {opts['base_activation']!r} is not supported")
@@ -67,6 +92,7 @@ def _layer_options(config: dict[str, Any] | None, pos: int) -> dict[str, Any]:
 # Sane bounds of the config.json values (inclusive): a config names sizes the weights
 # do not, and an unbounded one would allocate (or convolve) whatever it asks for.
 _INT_BOUNDS = {
+    "kernel_size": (1, 31),
     "spline_order": (0, 16),
     "stride": (1, 64),
     "padding": (0, 256),
@@ -77,6 +103,8 @@ _INT_BOUNDS = {
 def _check_bounds(opts: dict[str, Any], pos: int) -> None:
     where = f"config.json (conv layer {pos})"
     for name, (lo, hi) in _INT_BOUNDS.items():
+        if name not in opts:
+            continue
         value = opts[name]
         values = value if isinstance(value, list | tuple) else [value]
         if not 1 <= len(values) <= 2 or not all(
@@ -101,7 +129,7 @@ def _check_bounds(opts: dict[str, Any], pos: int) -> None:
         raise FormatError(f"{where}: dropout must be a number in [0, 1]")
 
 
-def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
+def conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
     """What both layer kinds take from their options: the conv geometry and dropout,
     with the instance norm every torch-conv-kan layer applies."""
     return {
@@ -116,15 +144,34 @@ def _conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
 
 class TorchConvKANFormat(FormatHandler):
     name = "torch-conv-kan"
+    layouts = (
+        (("spline_conv.0.weight", 4), ("base_conv.0.weight", 4)),
+        (("spline_conv.0.weight", 4), ("base_conv.0.weight", 4), ("rbf.grid", 1)),
+        (("poly_conv.0.weight", 4), ("arange", 0)),
+        (("poly_weights", 5), ("base_conv.0.weight", 4)),
+        *_tck_poly.DENSE_LAYOUTS,
+        _tck_wavelet.LAYOUT,
+    )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
-        """(variant, prefix) in forward order: KANConv ("kan") or KACNConv ("kacn")."""
-        found = {p: "kan" for p in module_prefixes(ckpt, "spline_conv.0.weight")}
+        """(variant, prefix) in forward order: KANConv ("kan"), KACNConv ("kacn") or one
+        of `_tck_poly.MARKERS` (the polynomial layers)."""
+        found = {
+            p: "fastkan_conv" if p + "rbf.grid" in ckpt.tensors else "kan"
+            for p in module_prefixes(ckpt, "spline_conv.0.weight")
+        }
         found |= {
             p: "kacn"
             for p in module_prefixes(ckpt, "poly_conv.0.weight")
             if p + "arange" in ckpt.tensors
         }
+        found |= {
+            p: "wavkan"
+            for p in module_prefixes(ckpt, _tck_wavelet.MARKER)
+            if _tck_wavelet.is_dense_wavkan(ckpt.tensors, p)
+        }
+        for variant, leaf in _tck_poly.MARKERS.items():
+            found |= {p: variant for p in module_prefixes(ckpt, leaf) if _is(ckpt, p, variant)}
         return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -133,14 +180,26 @@ class TorchConvKANFormat(FormatHandler):
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
         config = ckpt.hf_config
-        layers: list[KANLayer] = []
+        layers: list[nn.Module] = []
         for pos, (variant, p) in enumerate(self._modules(ckpt)):
-            opts = _layer_options(config, pos)
-            layers.append(self._layer(keys, p, opts) if variant == "kan" else _kacn(keys, p, opts))
-        return self.assemble(keys, layers, "bspline")
+            opts = layer_options(config, pos)
+            if variant == "kan":
+                layers.append(self._layer(keys, p, opts))
+            elif variant == "kacn":
+                layers.append(_kacn(keys, p, opts))
+            elif variant == "poly_conv":
+                layers.extend(_tck_poly.load_conv(keys, p, opts))
+            elif variant == "fastkan_conv":
+                layers.extend(_tck_rbf.load(keys, p, opts))
+            elif variant == "wavkan":
+                layers.extend(_tck_wavelet.load(keys, p, opts))
+            else:
+                layers.extend(_tck_poly.load_dense(keys, p, variant.removeprefix("dense_"), opts))
+        families = sorted({layer.family for layer in layers if isinstance(layer, KANLayer)})
+        return self.assemble(keys, layers, "+".join(families))
 
     def _layer(self, keys: KeyTracker, p: str, opts: dict[str, Any]) -> KANConv2d:
-        splines = _groups(keys, p, "spline_conv")
+        splines = keys.numbered(p, "spline_conv", 4)
         groups = len(splines)
         bases = [keys.get(f"{p}base_conv.{g}.weight", 4) for g in range(groups)]
         prelus = [keys.optional(f"{p}prelus.{g}.weight") for g in range(groups)]
@@ -158,6 +217,8 @@ class TorchConvKANFormat(FormatHandler):
             raise FormatError(
                 f"{p}: {n_basis} spline channels per input do not fit spline_order {order}"
             )
+        _tck_poly.declared(opts, "grid_size", grid_size, f"{p}spline_conv.0.weight")
+        _tck_poly.declared(opts, "groups", groups, f"{p}spline_conv")
         has_prelu = all(w is not None for w in prelus)
         layer = KANConv2d(
             in_g * groups,
@@ -168,7 +229,7 @@ class TorchConvKANFormat(FormatHandler):
             grid_range=tuple(opts["grid_range"]),
             base_activation=opts["base_activation"],
             prelu=has_prelu,
-            **_conv_options(opts, groups),
+            **conv_options(opts, groups),
         )
         layer.to(float_dtype(*splines))
         # channel i*(G+k) + c  ->  (O/g, I/g, G+k, kh, kw)  ->  (O/g, I/g, kh, kw, G+k)
@@ -185,43 +246,33 @@ class TorchConvKANFormat(FormatHandler):
     def export(self, model: KANModel, path: Path) -> list[Path]:
         state: dict[str, Tensor] = {}
         per_layer: list[dict[str, Any]] = []
-        for pos, layer in enumerate(layers_of(model, self.name, (KANConv2d, ChebyKANConv2d))):
-            if isinstance(layer, ChebyKANConv2d):
-                per_layer.append(_export_kacn(layer, pos, state))
-                continue
-            assert isinstance(layer, KANConv2d)
-            if layer.norm != "instance" or layer.prelu_weight is None or not layer.has_base:
+        modules = layers_of(model, self.name, _EXPORTABLE)
+        pos = 0
+        while pos < len(modules):
+            layer, prefix = modules[pos], f"layers.{len(per_layer)}."
+            if isinstance(layer, _PolyKANLayer):
+                per_layer.append(_tck_poly.export_dense(modules, pos, prefix, state))
+                pos += 3
+            elif isinstance(layer, _PolyKANConv2d):
+                per_layer.append(_tck_poly.export_conv(modules, pos, prefix, state))
+                pos += 2
+            elif isinstance(layer, WaveletKANLayer):
+                per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
+                pos += 2
+            elif isinstance(layer, RBFKANConv2d):
+                per_layer.append(_tck_rbf.export(layer, pos, prefix, state))
+                pos += 1
+            elif isinstance(layer, ChebyKANConv2d):
+                per_layer.append(_export_kacn(layer, pos, prefix, state))
+                pos += 1
+            elif isinstance(layer, KANConv2d):
+                per_layer.append(_export_kan(layer, pos, prefix, state))
+                pos += 1
+            else:
                 raise IncompatibleError(
-                    f"layer {pos}: KANConv2DLayer has instance norm, PReLU and a base branch"
+                    f"layer {pos} ({type(layer).__name__}) cannot be written in the "
+                    f"{self.name} format on its own"
                 )
-            g, n_basis = layer.groups, layer.n_basis
-            out_g, in_g = layer.out_channels // g, layer.in_channels // g
-            kh, kw = layer.kernel_size
-            coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
-            for gi in range(g):
-                block = coef[gi * out_g : (gi + 1) * out_g]
-                state[f"layers.{pos}.base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
-                spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
-                state[f"layers.{pos}.spline_conv.{gi}.weight"] = spline.contiguous()
-                state[f"layers.{pos}.prelus.{gi}.weight"] = layer.prelu_weight.detach()[
-                    gi : gi + 1
-                ].clone()
-            per_layer.append(
-                {
-                    "input_dim": layer.in_channels,
-                    "output_dim": layer.out_channels,
-                    "kernel_size": list(layer.kernel_size),
-                    "groups": g,
-                    "grid_size": layer.grid_size,
-                    "spline_order": layer.spline_order,
-                    "grid_range": list(layer.grid_range),
-                    "stride": list(layer.stride),
-                    "padding": list(layer.padding),
-                    "dilation": list(layer.dilation),
-                    "base_activation": layer.base_activation,
-                    "dropout": layer.dropout,
-                }
-            )
         if path.suffix == ".safetensors":
             write_safetensors(state, path, {"format": "pt"})
             config = path.with_name("config.json")
@@ -231,16 +282,34 @@ class TorchConvKANFormat(FormatHandler):
         return [path]
 
 
-def _groups(keys: KeyTracker, p: str, leaf: str) -> list[Tensor]:
-    weights: list[Tensor] = []
-    while f"{p}{leaf}.{len(weights)}.weight" in keys.ckpt.tensors:
-        weights.append(keys.get(f"{p}{leaf}.{len(weights)}.weight", 4))
-    return weights
+_EXPORTABLE = (
+    KANConv2d,
+    RBFKANConv2d,
+    ChebyKANConv2d,
+    _PolyKANLayer,
+    _PolyKANConv2d,
+    WaveletKANLayer,
+    nn.LayerNorm,
+    SiLU,
+    Affine,
+)
+
+
+def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:
+    """Whether prefix p (found by the variant's marker leaf) really is that variant: a
+    dense layer has its base weight beside the marker, a polynomial conv its base_conv
+    and 5-D poly_weights."""
+    if variant == "poly_conv":
+        return (
+            ckpt.tensors[p + "poly_weights"].dim() == 5 and f"{p}base_conv.0.weight" in ckpt.tensors
+        )
+    base_leaf = _tck_poly.DENSE_KEYS[variant.removeprefix("dense_")][1]
+    return p + base_leaf in ckpt.tensors
 
 
 def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     """KACNConv2DLayer: poly_conv.{g}.weight [O/g, (I/g)(D+1), kh, kw], channel c*(D+1) + d."""
-    convs = _groups(keys, p, "poly_conv")
+    convs = keys.numbered(p, "poly_conv", 4)
     arange = keys.get(p + "arange")
     n_poly = int(arange.numel())
     if arange.reshape(-1).tolist() != list(range(n_poly)):
@@ -249,8 +318,10 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     if channels % n_poly or any(c.shape != convs[0].shape for c in convs):
         raise FormatError(f"{p}poly_conv weights do not fit degree {n_poly - 1}")
     in_g, groups = channels // n_poly, len(convs)
+    _tck_poly.declared(opts, "degree", n_poly - 1, f"{p}arange")
+    _tck_poly.declared(opts, "groups", groups, f"{p}poly_conv")
     layer = ChebyKANConv2d(
-        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **_conv_options(opts, groups)
+        in_g * groups, out_g * groups, (kh, kw), degree=n_poly - 1, **conv_options(opts, groups)
     )
     layer.to(float_dtype(*convs))
     coef = torch.cat([c.reshape(out_g, in_g, n_poly, kh, kw) for c in convs]).permute(0, 1, 3, 4, 2)
@@ -258,7 +329,48 @@ def _kacn(keys: KeyTracker, p: str, opts: dict[str, Any]) -> ChebyKANConv2d:
     return layer
 
 
-def _export_kacn(layer: ChebyKANConv2d, pos: int, state: dict[str, Tensor]) -> dict[str, Any]:
+def _export_kan(
+    layer: KANConv2d, pos: int, prefix: str, state: dict[str, Tensor]
+) -> dict[str, Any]:
+    if (
+        layer.norm != "instance"
+        or layer.prelu_weight is None
+        or not layer.has_base
+        or (layer.pad_input and layer.padding != (0, 0))
+    ):
+        raise IncompatibleError(
+            f"layer {pos}: KANConv2DLayer has instance norm, PReLU, a base branch and pads "
+            "its basis features"
+        )
+    g, n_basis = layer.groups, layer.n_basis
+    out_g, in_g = layer.out_channels // g, layer.in_channels // g
+    kh, kw = layer.kernel_size
+    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
+    for gi in range(g):
+        block = coef[gi * out_g : (gi + 1) * out_g]
+        state[f"{prefix}base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
+        spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
+        state[f"{prefix}spline_conv.{gi}.weight"] = spline.contiguous()
+        state[f"{prefix}prelus.{gi}.weight"] = layer.prelu_weight.detach()[gi : gi + 1].clone()
+    return {
+        "input_dim": layer.in_channels,
+        "output_dim": layer.out_channels,
+        "kernel_size": list(layer.kernel_size),
+        "groups": g,
+        "grid_size": layer.grid_size,
+        "spline_order": layer.spline_order,
+        "grid_range": list(layer.grid_range),
+        "stride": list(layer.stride),
+        "padding": list(layer.padding),
+        "dilation": list(layer.dilation),
+        "base_activation": layer.base_activation,
+        "dropout": layer.dropout,
+    }
+
+
+def _export_kacn(
+    layer: ChebyKANConv2d, pos: int, prefix: str, state: dict[str, Tensor]
+) -> dict[str, Any]:
     if layer.norm != "instance" or layer.prelu_weight is not None:
         raise IncompatibleError(f"layer {pos}: KACNConv2DLayer has instance norm and no PReLU")
     g, n_poly = layer.groups, layer.degree + 1
@@ -267,8 +379,8 @@ def _export_kacn(layer: ChebyKANConv2d, pos: int, state: dict[str, Tensor]) -> d
     coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, D+1, kh, kw)
     for gi in range(g):
         block = coef[gi * out_g : (gi + 1) * out_g].reshape(out_g, in_g * n_poly, kh, kw)
-        state[f"layers.{pos}.poly_conv.{gi}.weight"] = block.contiguous()
-    state[f"layers.{pos}.arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
+        state[f"{prefix}poly_conv.{gi}.weight"] = block.contiguous()
+    state[f"{prefix}arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
     return {
         "input_dim": layer.in_channels,
         "output_dim": layer.out_channels,

@@ -27,12 +27,26 @@ from metacluster.kan.glue import (
     LayerNorm,
     Linear,
     MaxPool2d,
+    PReLU,
     Reshape,
     SiLU,
 )
 from metacluster.kan.model import MODULE_TYPES, KANModel, build_module, module_config
+from metacluster.kan.polynomial import (
+    BernsteinKANConv2d,
+    BernsteinKANLayer,
+    GramKANConv2d,
+    GramKANLayer,
+    JacobiKANConv2d,
+    JacobiKANLayer,
+    LegendreKANConv2d,
+    LegendreKANLayer,
+)
+from metacluster.kan.rational import GroupRationalKANLayer
 from metacluster.kan.rbf import RBFKANLayer
+from metacluster.kan.rbf_conv import RBFKANConv2d
 from metacluster.kan.summary import describe_model
+from metacluster.kan.wavelet import WaveletKANLayer
 
 __all__ = [
     "MODULE_TYPES",
@@ -40,6 +54,8 @@ __all__ = [
     "AvgPool2d",
     "BSplineKANLayer",
     "Basis",
+    "BernsteinKANConv2d",
+    "BernsteinKANLayer",
     "ChebyKANConv2d",
     "ChebyKANLayer",
     "EdgeView",
@@ -47,16 +63,26 @@ __all__ = [
     "Flatten",
     "FourierKANLayer",
     "GlobalAvgPool",
+    "GramKANConv2d",
+    "GramKANLayer",
+    "GroupRationalKANLayer",
+    "JacobiKANConv2d",
+    "JacobiKANLayer",
     "KANConv2d",
     "KANLayer",
     "KANModel",
     "LayerNorm",
+    "LegendreKANConv2d",
+    "LegendreKANLayer",
     "Linear",
     "MaxPool2d",
+    "PReLU",
     "PyKANLayer",
+    "RBFKANConv2d",
     "RBFKANLayer",
     "Reshape",
     "SiLU",
+    "WaveletKANLayer",
     "build_conv_kan",
     "build_kan",
     "build_module",

@@ -175,6 +175,30 @@ class KANLayer(nn.Module, ABC):
         with torch.no_grad():
             self.coef_param.copy_(coefficients.reshape(self.coef_shape))
 
+    # -- codebook runtime hooks (metacluster.runtime) ---------------------
+    # A layer is `finish(contract(feature_table(x)))`, where contract sums, for each
+    # output o, feature row `edge_positions()[e]` times the vector of every edge e of
+    # o. The codebook runtime replaces only `contract`; a family that implements
+    # these three hooks runs in it.
+    def edge_positions(self) -> Tensor:
+        """(n_edges,) long: the feature-table column each edge reads (default: its input)."""
+        return self.edge_index()[:, 1]
+
+    def feature_table(self, x: Tensor) -> tuple[Tensor, Any]:
+        """(R, P, L) features of every (row, position), and what `finish` needs."""
+        raise NotImplementedError(f"{type(self).__name__} has no codebook runtime hook")
+
+    def position_features(self, x: Tensor) -> tuple[Tensor, Any]:
+        """The feature table position-major, (P, R, L) contiguous: the layout in which
+        the codebook runtime projects all rows with one matrix product. Families with
+        a direct form override this; the default transposes `feature_table`."""
+        table, context = self.feature_table(x)
+        return table.transpose(0, 1).contiguous(), context
+
+    def finish(self, y: Tensor, context: Any) -> Tensor:
+        """(R, out_features) sums -> the layer's output (bias, norms, output shape)."""
+        raise NotImplementedError(f"{type(self).__name__} has no codebook runtime hook")
+
     def unflatten_coefficients(self, coefficients: Tensor) -> Tensor:
         """(n_edges, L) -> the parameter's shape, for functional_call."""
         return coefficients.reshape(self.coef_shape)
@@ -211,7 +235,15 @@ class FeatureKANLayer(KANLayer):
     def features(self, x: Tensor) -> Tensor:
         """(N, I) inputs -> (N, I, L) basis features."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         x2, lead = flat_inputs(x, self.in_features, type(self).__name__)
-        y = linear_over_features(self.features(x2), self.coef, self.bias)
-        return y.reshape(*lead, self.out_features)
+        return self.features(x2), lead
+
+    def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*context, self.out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats, lead = self.feature_table(x)
+        return self.finish(linear_over_features(feats, self.coef), lead)

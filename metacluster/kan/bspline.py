@@ -383,19 +383,26 @@ def bspline_features(
     order: int,
     base: str | None,
     uniform: tuple[Tensor, Tensor] | None,
+    *,
+    position_major: bool = False,
 ) -> Tensor:
     """(N, I) -> (N, I, L): B-spline bases on `grid` (I, n_knots), then the activation
-    named `base` applied to x when given.
+    named `base` applied to x when given; (I, N, L) with `position_major`.
 
-    `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one.
+    `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one. On
+    uniform knots, position-major runs the closed form on the transposed inputs (I, N)
+    with the per-input knot parameters as columns: no (N, I, L) tensor is transposed.
     """
     n_basis = grid.shape[-1] - order - 1
     if uniform is not None:
-        return uniform_bspline_bases(x, uniform[0], uniform[1], order, n_basis, base)
+        t0, inv_h = uniform
+        if position_major:
+            x, t0, inv_h = x.t().contiguous(), t0[:, None], inv_h[:, None]
+        return uniform_bspline_bases(x, t0, inv_h, order, n_basis, base)
     bases = cox_de_boor_bases(x, grid, order)
     if base is not None:
-        return torch.cat([bases, activation(base)(x).unsqueeze(-1)], dim=-1)
-    return bases
+        bases = torch.cat([bases, activation(base)(x).unsqueeze(-1)], dim=-1)
+    return bases.transpose(0, 1).contiguous() if position_major else bases
 
 
 def bspline_basis(layer: BSplineKANLayer | KANConv2d) -> Basis:
@@ -490,12 +497,27 @@ class BSplineKANLayer(KANLayer):
         base = self.base_activation if self.has_base else None
         return bspline_features(x, self.grid, self.spline_order, base, uniform)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         check_features(x, self.in_features, type(self).__name__)
-        lead = x.shape[:-1]
+        return self.features(x.reshape(-1, self.in_features)), tuple(x.shape[:-1])
+
+    def position_features(self, x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        check_features(x, self.in_features, type(self).__name__)
+        uniform = self.uniform_params() if self.use_fast_path else None
+        base = self.base_activation if self.has_base else None
         x2 = x.reshape(-1, self.in_features)
-        y = linear_over_features(self.features(x2), self.coef)  # (N, I, L) x (O, I, L)
-        return y.reshape(*lead, self.out_features)
+        feats = bspline_features(
+            x2, self.grid, self.spline_order, base, uniform, position_major=True
+        )
+        return feats, tuple(x.shape[:-1])
+
+    def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
+        return y.reshape(*context, self.out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feats, lead = self.feature_table(x)
+        # (N, I, L) x (O, I, L)
+        return self.finish(linear_over_features(feats, self.coef), lead)
 
     # -- edge view -------------------------------------------------------
     def basis(self) -> Basis:
@@ -596,7 +618,6 @@ class PyKANLayer(BSplineKANLayer):
             if self.has_base:
                 self.coef[..., -1].uniform_(-bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x)
-        y = self.subnode_scale * y + self.subnode_bias
+    def finish(self, y: Tensor, context: tuple[int, ...]) -> Tensor:
+        y = self.subnode_scale * super().finish(y, context) + self.subnode_bias
         return self.node_scale * y + self.node_bias

@@ -54,8 +54,12 @@ class _ConvKAN2d(KANLayer):
         norm: str = "instance",
         prelu: bool = False,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         super().__init__()
+        # convkan pads the input with zeros and evaluates the edge functions there;
+        # torch-conv-kan pads the basis features (so padding contributes nothing).
+        self.pad_input = bool(pad_input)
         self.in_features = check_positive("in_channels", in_channels)
         self.out_features = check_positive("out_channels", out_channels)
         self.groups = check_positive("groups", groups)
@@ -96,23 +100,63 @@ class _ConvKAN2d(KANLayer):
         """(M,) input values -> (M, L) basis features of each value."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Tensor:
+    def kaiming_reset(self, n_basis: int) -> None:
+        """torch-conv-kan's init: kaiming-uniform (linear gain) over each conv's fan-in,
+        the basis conv holding `n_basis` channels per input, the base conv (the last
+        coefficient, when there is one more) one."""
+        kh, kw = self.kernel_size
+        fan_in = (self.in_channels // self.groups) * kh * kw
+        with torch.no_grad():
+            bound = math.sqrt(3.0 / (fan_in * n_basis))
+            self.coef[..., :n_basis].uniform_(-bound, bound)
+            if self.coef.shape[-1] > n_basis:
+                base_bound = math.sqrt(3.0 / fan_in)
+                self.coef[..., -1].uniform_(-base_bound, base_bound)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
+        return self.channel_features(x.reshape(-1)).reshape(*x.shape, self.coef.shape[-1])
+
+    def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise InputError(
                 f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        n, c, h, w = x.shape
+
+    def _padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The checked input, padded here when the layer pads its input (convkan) rather
+        than its basis features, and the padding left for the convolution."""
+        self._check_input(x)
+        padding = self.padding
+        if self.pad_input:
+            x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+            padding = (0, 0)
+        return x, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, padding = self._padded(x)
+        # (C, H, W) as Python ints: only the batch stays symbolic when the layer is traced
+        c, h, w = self.in_channels, int(x.shape[2]), int(x.shape[3])
         length = self.coef.shape[-1]  # not coef_dim: functional_call passes a plain tensor
-        feats = self.channel_features(x.reshape(-1))  # (N*C*H*W, L)
-        feats = feats.reshape(n, c, h, w, length).permute(0, 1, 4, 2, 3)
-        feats = feats.reshape(n, c * length, h, w)  # channel = c * L + l
+        feats = self.image_features(x).permute(0, 1, 4, 2, 3)
+        feats = feats.reshape(-1, c * length, h, w)  # channel = c * L + l
         kh, kw = self.kernel_size
         weight = self.coef.permute(0, 1, 4, 2, 3).reshape(
             self.out_channels, (c // self.groups) * length, kh, kw
         )
-        y = F.conv2d(feats, weight, None, self.stride, self.padding, self.dilation, self.groups)
-        if self.norm == "instance":
+        y = F.conv2d(feats, weight, None, self.stride, padding, self.dilation, self.groups)
+        return self._post(y)
+
+    def _post(self, y: Tensor) -> Tensor:
+        """Norm, PReLU and dropout after the convolution, in torch-conv-kan's order."""
+        if self.norm == "instance" and torch.onnx.is_in_onnx_export():
+            # the same arithmetic in plain ops: the exporter's InstanceNormalization
+            # needs a static channel count, which the codebook graph's Reshape hides
+            mean = y.mean((2, 3), keepdim=True)
+            var = y.var((2, 3), unbiased=False, keepdim=True)
+            y = (y - mean) / torch.sqrt(var + 1e-5)
+        elif self.norm == "instance":
             y = F.instance_norm(y)
         elif self.batch_norm is not None:
             y = self.batch_norm(y)
@@ -122,6 +166,36 @@ class _ConvKAN2d(KANLayer):
         if self.drop is not None:
             y = self.drop(y)
         return y
+
+    # -- codebook runtime hooks: the feature table is the unfolded (im2col) features
+    def edge_positions(self) -> Tensor:
+        """Unfold column of each edge: (in channel, kernel row, kernel column) row-major."""
+        index = self.edge_index()
+        kh, kw = self.kernel_size
+        return (index[:, 1] * kh + index[:, 2]) * kw + index[:, 3]
+
+    def feature_table(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """(N * Ho * Wo, C * kh * kw, L) features under every kernel window."""
+        x, padding = self._padded(x)
+        c, h, w = self.in_channels, int(x.shape[2]), int(x.shape[3])
+        length = self.coef_dim
+        feats = self.image_features(x).reshape(-1, c, h, w, length)
+        feats = feats.permute(0, 1, 4, 2, 3).reshape(-1, c * length, h, w)
+        cols = F.unfold(feats, self.kernel_size, self.dilation, padding, self.stride)
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        ho, wo = (
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip(
+                (h, w), padding, self.dilation, self.kernel_size, self.stride, strict=True
+            )
+        )
+        cols = cols.reshape(-1, c, length, kk, ho * wo).permute(0, 4, 1, 3, 2)
+        return cols.reshape(-1, c * kk, length), (ho, wo)
+
+    def finish(self, y: Tensor, context: tuple[int, int]) -> Tensor:
+        ho, wo = context
+        y = y.reshape(-1, ho * wo, self.out_channels).transpose(1, 2)
+        return self._post(y.reshape(-1, self.out_channels, ho, wo))
 
     def edge_index(self) -> Tensor:
         """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""
@@ -175,6 +249,7 @@ class KANConv2d(_ConvKAN2d):
         norm: str = "instance",
         prelu: bool = True,
         dropout: float = 0.0,
+        pad_input: bool = False,
     ) -> None:
         self.grid_size = check_positive("grid_size", grid_size)
         self.spline_order = check_positive("spline_order", spline_order, minimum=0)
@@ -192,6 +267,7 @@ class KANConv2d(_ConvKAN2d):
             norm,
             prelu,
             dropout,
+            pad_input,
         )
         self.grid_range = check_range("grid_range", grid_range)
         self.base_activation = base_activation
@@ -202,15 +278,7 @@ class KANConv2d(_ConvKAN2d):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch-conv-kan's: kaiming-uniform (linear gain) over each conv's fan-in."""
-        kh, kw = self.kernel_size
-        fan_in = (self.in_channels // self.groups) * kh * kw
-        with torch.no_grad():
-            spline_bound = math.sqrt(3.0 / (fan_in * self.n_basis))
-            self.coef[..., : self.n_basis].uniform_(-spline_bound, spline_bound)
-            if self.has_base:
-                base_bound = math.sqrt(3.0 / fan_in)
-                self.coef[..., -1].uniform_(-base_bound, base_bound)
+        self.kaiming_reset(self.n_basis)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
@@ -257,6 +325,7 @@ class KANConv2d(_ConvKAN2d):
             "spline_order": self.spline_order,
             "grid_range": list(self.grid_range),
             "base_activation": self.base_activation,
+            **({"pad_input": True} if self.pad_input else {}),
         }
 
 

@@ -180,6 +180,14 @@ class SiLU(nn.SiLU):
         return {}
 
 
+@register_module("prelu")
+class PReLU(nn.PReLU):
+    """nn.PReLU with a JSON config (torchkan's KAN ends each layer in one)."""
+
+    def config(self) -> dict[str, Any]:
+        return {"num_parameters": int(self.num_parameters)}
+
+
 @register_module("reshape")
 class Reshape(nn.Module):
     """(N, ...) -> (N, *shape): lets a conv KAN take flat inputs (e.g. 64 -> 1x8x8)."""
@@ -192,7 +200,7 @@ class Reshape(nn.Module):
         size = 1
         for d in self.shape:
             size *= d
-        if x.dim() < 1 or x[0].numel() != size:
+        if x.dim() < 1 or x.shape[1:].numel() != size:  # empty batches too
             raise InputError(
                 f"Reshape: cannot view input of shape {tuple(x.shape)} as (N, {self.shape})"
             )

@@ -8,6 +8,9 @@ every other client; its Content-Security-Policy allows scripts from this origin 
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 from functools import cache
 from pathlib import Path
 from string import Template
@@ -32,10 +35,34 @@ HEADERS = {
 }
 
 
+def method_options() -> str:
+    """The job form's method choices, from the registry (the default selected): each
+    `<option>` carries its summary, whether K (or a byte budget) applies, and its
+    options with their defaults, which the page turns into fields."""
+    from metacluster.compress import MetaClusterConfig
+    from metacluster.compress.methods import get_method, method_names
+
+    default = MetaClusterConfig().method
+    out = []
+    for name in method_names():
+        method = get_method(name)
+        options = {f.name: f.default for f in dataclasses.fields(method.options)}
+        attrs = {
+            "value": name,
+            "title": method.summary,
+            "data-uses-k": "true" if method.uses_k else "false",
+            "data-options": json.dumps(options),
+        }
+        text = " ".join(f'{k}="{html.escape(v, quote=True)}"' for k, v in attrs.items())
+        selected = " selected" if name == default else ""
+        out.append(f"<option {text}{selected}>{html.escape(name)}</option>")
+    return "\n".join(out)
+
+
 @cache
 def _page() -> str:
     text = (STATIC / "dashboard.html").read_text(encoding="utf-8")
-    return Template(text).safe_substitute(version=metacluster.__version__)
+    return Template(text).safe_substitute(version=metacluster.__version__, methods=method_options())
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -64,13 +64,15 @@ function renderJob(job) {
   row.dataset.status = job.status;
   row.replaceChildren();
   const m = job.metrics || {};
-  row.append(el("td", job.id.slice(0, 20)));
+  const id = el("td", job.id.length > 16 ? `${job.id.slice(0, 15)}…` : job.id, "job");
+  id.title = job.id;
+  row.append(id);
   const status = el("td");
   status.append(el("span", job.status, `status ${job.status}`));
   if (job.error) status.append(el("div", `${job.error.code}: ${job.error.message}`, "error"));
   row.append(status);
   row.append(el("td", job.stage || ""));
-  const progress = el("td");
+  const progress = el("td", undefined, "progress");
   const bar = el("progress");
   bar.max = 1;
   bar.value = job.progress || 0;
@@ -79,8 +81,9 @@ function renderJob(job) {
   row.append(el("td", m.metric ? `${m.metric} ${fmt(m.before)} → ${fmt(m.after)}` : ""));
   row.append(el("td", m.bytes_after ? `${bytes(m.bytes_before)} → ${bytes(m.bytes_after)}` : "", "num"));
   row.append(el("td", m.ratio ? `${fmt(m.ratio, 3)}×` : "", "num ratio"));
-  row.append(el("td", new Date(job.created_at).toLocaleString()));
-  const actions = el("td");
+  const created = new Date(job.created_at);
+  row.append(el("td", created.toLocaleString([], { dateStyle: "short", timeStyle: "short" })));
+  const actions = el("td", undefined, "actions");
   if (job.report_url) {
     const button = el("button", "Report", "report");
     button.type = "button";
@@ -215,16 +218,72 @@ async function upload(path, files) {
   return (await api(path, { method: "POST", body: form })).json();
 }
 
+// The method's choices come with the page (one <option> per registered method): its
+// summary, whether K or a byte budget applies, and its options with their defaults.
+function chosenMethod() {
+  const option = $("#method").selectedOptions[0];
+  return {
+    name: option.value,
+    summary: option.title,
+    usesK: option.dataset.usesK === "true",
+    options: JSON.parse(option.dataset.options || "{}"),
+  };
+}
+
+function showMethod() {
+  const method = chosenMethod();
+  $("#method-summary").textContent = method.summary;
+  const fields = $("#method-options");
+  fields.replaceChildren();
+  for (const [name, value] of Object.entries(method.options)) {
+    const input = el("input");
+    input.dataset.option = name;
+    if (typeof value === "boolean") {
+      input.type = "checkbox";
+      input.checked = value;
+    } else {
+      input.type = "number";
+      input.value = String(value);
+      input.size = 5;
+    }
+    const label = el("label", `${name} `);
+    label.append(input);
+    fields.append(label);
+  }
+  for (const input of document.querySelectorAll("#size input")) input.disabled = !method.usesK;
+  $("#size-none").hidden = method.usesK;
+}
+
+// The form's choices over the typed config: method, its options, and the size (K, a
+// target ratio or a byte budget) unless the config already sets one.
+function formConfig() {
+  const text = $("#config").value.trim();
+  const config = text ? JSON.parse(text) : {};
+  const method = chosenMethod();
+  if (config.method === undefined) config.method = method.name;
+  if (config.method === method.name && Object.keys(method.options).length) {
+    const options = {};
+    for (const input of document.querySelectorAll("#method-options input")) {
+      options[input.dataset.option] = input.type === "checkbox" ? input.checked : Number(input.value);
+    }
+    config.method_options = Object.assign(options, config.method_options || {});
+  }
+  const sized = ["k", "target_ratio", "max_bytes"].some((key) => config[key] !== undefined);
+  if (method.usesK && !sized) {
+    const kind = document.querySelector('input[name="size"]:checked').value;
+    const field = { k: "#k", target_ratio: "#target-ratio", max_bytes: "#max-bytes" }[kind];
+    const value = $(field).value.trim();
+    if (value) config[kind] = Number(value);
+  }
+  return config;
+}
+
 async function startJob(event) {
   event.preventDefault();
   const button = $("#start");
   button.disabled = true;
   try {
-    let config = {};
-    const text = $("#config").value.trim();
-    if (text) config = JSON.parse(text);
-    const k = $("#k").value.trim();
-    if (k && config.k === undefined && config.target_ratio === undefined) config.k = Number(k);
+    const config = formConfig();
     say("uploading the model…");
     const model = await upload("/v1/models", $("#model-files").files);
     let dataset = $("#dataset-name").value.trim();
@@ -238,6 +297,7 @@ async function startJob(event) {
       body: JSON.stringify({ model_id: model.id, dataset, config }),
     });
     const job = await response.json();
+    for (const input of document.querySelectorAll('#job-form input[type="file"]')) input.value = "";
     renderJob(job);
     say(`job ${job.id} started (model ${model.id}, ${model.family}, ${model.edges} edges)`);
     follow(job.id);
@@ -280,6 +340,8 @@ function showApp() {
 document.addEventListener("DOMContentLoaded", () => {
   $("#signin-form").addEventListener("submit", signIn);
   $("#job-form").addEventListener("submit", startJob);
+  $("#method").addEventListener("change", showMethod);
+  showMethod();
   $("#sign-out").addEventListener("click", signOut);
   $("#refresh").addEventListener("click", () => loadJobs().catch((e) => say(e.message, true)));
   $("#close-report").addEventListener("click", () => { $("#report").hidden = true; });

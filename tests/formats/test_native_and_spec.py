@@ -35,6 +35,11 @@ def test_formats_list() -> None:
         "chebykan",
         "fourierkan",
         "torch-conv-kan",
+        "flashkan",
+        "inkan",
+        "kat",
+        "convkan",
+        "torchkan",
         "spec",
     }
 

@@ -303,7 +303,8 @@ def test_postgres_restarted_while_the_api_serves(faults: FaultStack, ids: dict[s
     assert 503 in codes, "the outage was not seen"
     assert all(ct.startswith("application/problem+json") for code, ct in answers if code == 503)
     with faults.client() as client:
-        assert client.get("/readyz").status_code == 200
+        # ready again once a worker's heartbeat, missed during the outage, is written
+        wait_until(lambda: client.get("/readyz").status_code == 200, 30, "/readyz 200", faults.api)
         job = create_job(client, ids["model"], ids["dataset"], QUICK)
         _one_artifact_set(
             poll(client, job["id"], lambda j: j["status"] in FINAL, 240, faults.procs())

@@ -1,8 +1,8 @@
 """Schemathesis against the running API: every operation, a valid key, no 5xx.
 
 A uvicorn API on 127.0.0.1 (SQLite, the embedded broker; no worker, so jobs stay
-queued) is seeded with a model, a dataset, a queued job and a succeeded job with
-artifacts; their ids are dictionaries the fuzzer draws from (half of the time), and
+queued) is seeded with a model, a dataset, a queued job, a succeeded job with
+artifacts and a worker heartbeat; their ids are dictionaries the fuzzer draws from (half of the time), and
 the OpenAPI links take it from every creation to the operations on what it created.
 Checks: all of schemathesis's, except `positive_data_acceptance` (a schema cannot say
 which bytes are a KAN checkpoint; random "valid" files are rightly refused with 415 /
@@ -65,6 +65,7 @@ def _st() -> str:
 def _seed(base: str, key: str, data_dir: Path, tmp: Path) -> dict[str, str]:
     import httpx
 
+    from core import heartbeats
     from core.db import Artifact, Job, new_id, session_scope, utcnow
     from core.settings import Settings
     from core.storage import LocalStorage, artifact_key
@@ -84,11 +85,14 @@ def _seed(base: str, key: str, data_dir: Path, tmp: Path) -> dict[str, str]:
         queued = client.post("/v1/jobs", json=body)
         assert queued.status_code == 202, queued.text
         owner = client.get("/v1/keys/self").json()["id"]
-    # A finished job with its artifacts, as a worker would have left it.
+    # A finished job with its artifacts, as a worker would have left it, and that
+    # worker's heartbeat (with METACLUSTER_WORKER_HEARTBEAT_S of an hour, fresh for the
+    # whole run), so /readyz answers as in a deployment with a worker.
     settings = Settings(data_dir=data_dir)
     storage = LocalStorage(settings.storage_root)
     done = new_id("job")
     with session_scope(settings) as s:
+        heartbeats.beat(s, "fuzz-stand-in")
         s.add(
             Job(
                 id=done,
@@ -136,7 +140,11 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tmp_path:
     # The fuzzer sends a few hundred requests a second: lift the rate limit, keep the
     # quota (its 429 is documented and part of what is checked).
     env = child_env(
-        {"METACLUSTER_DATA_DIR": str(data_dir), "METACLUSTER_RATE_LIMIT_PER_S": "10000"}
+        {
+            "METACLUSTER_DATA_DIR": str(data_dir),
+            "METACLUSTER_RATE_LIMIT_PER_S": "10000",
+            "METACLUSTER_WORKER_HEARTBEAT_S": "3600",
+        }
     )
     args = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
     api = Proc(

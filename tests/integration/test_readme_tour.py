@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._stack import REPO, Proc, child_env, free_port, wait_healthy
+from ._serve import serve_sqlite
+from ._stack import REPO, child_env
 
 README = REPO / "README.md"
 FENCE = re.compile(r"```(bash|python)\n(.*?)```", re.S)
@@ -59,28 +60,9 @@ def file_names(text: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A real `metacluster serve` on a free port and a key made with `keys create`:
-    the values of the names the tour exports."""
-    data = tmp_path_factory.mktemp("serve")
-    env = child_env({"METACLUSTER_DATA_DIR": str(data / "data")})
-    cli = str(Path(sys.executable).with_name("metacluster"))
-    port = free_port()
-    proc = Proc("serve", [cli, "serve", "--port", str(port)], env, data, data)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, timeout_s=120)
-        made = subprocess.run(
-            [cli, "keys", "create", "--name", "tour", "--json"],
-            env=env,
-            cwd=data,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        yield {"METACLUSTER_URL": url, "METACLUSTER_API_KEY": json.loads(made.stdout)["key"]}
-    finally:
-        proc.stop(grace_s=30)
+    """A real `metacluster serve` and a key: the values of the names the tour exports."""
+    with serve_sqlite(tmp_path_factory.mktemp("serve")) as exported:
+        yield exported
 
 
 def _run(kind: str, code: str, cwd: Path, env: dict[str, str]) -> str:

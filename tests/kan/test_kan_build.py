@@ -24,8 +24,28 @@ from metacluster.kan import (
     module_config,
 )
 
-DENSE = ["bspline", "pykan_bspline", "rbf", "chebyshev", "fourier"]
-CONV = ["conv_bspline", "conv_chebyshev"]
+DENSE = [
+    "bspline",
+    "pykan_bspline",
+    "rbf",
+    "chebyshev",
+    "fourier",
+    "gram",
+    "legendre",
+    "jacobi",
+    "bernstein",
+    "wavelet",
+    "rational",
+]
+CONV = [
+    "conv_bspline",
+    "conv_chebyshev",
+    "conv_gram",
+    "conv_legendre",
+    "conv_jacobi",
+    "conv_bernstein",
+    "conv_rbf",
+]
 
 
 def test_families_listed() -> None:

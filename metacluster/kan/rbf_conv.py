@@ -1,0 +1,103 @@
+"""torch-conv-kan's FastKANConv2DLayer: Gaussian RBFs of the instance-normalised input and
+a SiLU base branch, one edge per (out, in, kh, kw): [G RBF weights, base weight].
+
+Per group upstream applies InstanceNorm2d (no affine) to the input before the RBFs and
+nothing after the sum; instance norm is per channel, so groups do not change it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from metacluster.kan._common import check_coefficients, check_positive, check_range
+from metacluster.kan.base import Basis, grid_fingerprint
+from metacluster.kan.conv import _ConvKAN2d
+from metacluster.kan.families import register_family
+
+__all__ = ["RBFKANConv2d"]
+
+
+@register_family("conv_rbf", kind="conv")
+class RBFKANConv2d(_ConvKAN2d):
+    """coef (O, I/g, kh, kw, G + 1); buffer `grid` (G,) linspace over grid_range; the
+    RBF width is the grid spacing (FastKAN's RadialBasisFunction)."""
+
+    family = "rbf"
+    grid: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] | list[int],
+        stride: int | tuple[int, int] | list[int] = 1,
+        padding: int | tuple[int, int] | list[int] = 0,
+        dilation: int | tuple[int, int] | list[int] = 1,
+        groups: int = 1,
+        grid_size: int = 8,
+        grid_range: tuple[float, float] | list[float] = (-2.0, 2.0),
+        dropout: float = 0.0,
+    ) -> None:
+        self.grid_size = check_positive("grid_size", grid_size, minimum=2)
+        self.grid_range = check_range("grid_range", grid_range)
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            grid_size + 1,
+            stride,
+            padding,
+            dilation,
+            groups,
+            "none",
+            False,
+            dropout,
+        )
+        self.denominator = (self.grid_range[1] - self.grid_range[0]) / (grid_size - 1)
+        self.register_buffer("grid", self.grid_buffers()["grid"][1])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.kaiming_reset(self.grid_size)
+
+    def _rbf(self, u: Tensor) -> Tensor:
+        return torch.exp(-(((u.unsqueeze(-1) - self.grid.to(u.dtype)) / self.denominator) ** 2))
+
+    def image_features(self, x: Tensor) -> Tensor:
+        phi = self._rbf(F.instance_norm(x))
+        return torch.cat([phi, F.silu(x).unsqueeze(-1)], dim=-1)
+
+    def basis(self) -> Basis:
+        params = {"grid_size": self.grid_size, "grid_range": list(self.grid_range), "base": "silu"}
+        return Basis("rbf", self.grid_size + 1, params | {"norm": "instance"})
+
+    def function_domain(self) -> tuple[float, float]:
+        return self.grid_range
+
+    def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
+        return {"grid": (None, torch.linspace(*self.grid_range, self.grid_size))}
+
+    def edge_groups(self) -> tuple[Tensor, list[str]]:
+        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid)}"
+        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """RBFs over the grid range (normalised-input units) plus the base branch there."""
+        check_coefficients(coefficients, self.coef_dim)
+        u = torch.linspace(*self.grid_range, n_points, dtype=coefficients.dtype)
+        u = u.to(self.grid.device)
+        return coefficients @ torch.cat([self._rbf(u), F.silu(u).unsqueeze(-1)], dim=-1).T
+
+    def config(self) -> dict[str, Any]:
+        config = {
+            **self._conv_config(),
+            "grid_size": self.grid_size,
+            "grid_range": list(self.grid_range),
+        }
+        for key in ("norm", "prelu"):
+            del config[key]
+        return config

@@ -1,0 +1,1 @@
+# Not upstream: only the layer files vendored here (see ../UPSTREAM.md).
