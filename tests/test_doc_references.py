@@ -11,9 +11,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 OUTSIDE = re.compile(r"KAN_FORMATS|ARCHITECTURE\.md|STYLE\.md|\bARCHITECTURE\b")
 DOC = re.compile(r"\bdocs/([a-z_]+\.md)\b")
-# Files that still name an outside document, in an area being rewritten now; the test
-# fails once one no longer does, so that it leaves this list.
-PENDING = {"metacluster/compress/report.py"}
 
 
 def _project_files(root: Path) -> list[Path]:
@@ -41,7 +38,7 @@ def outside_references(root: Path) -> dict[str, list[str]]:
 
 def test_no_file_names_a_document_outside_the_repository() -> None:
     found = outside_references(REPO)
-    assert set(found) == PENDING, found
+    assert found == {}, found
 
 
 def test_every_named_doc_exists() -> None:

@@ -1,7 +1,7 @@
 """CompressionReport: what a compression run measured, JSON-able for the CLI and service.
 
-Holds the ARCHITECTURE contract keys plus param_ratio, per-layer errors and bytes,
-the K sweep frontier, stage timings, seed and library versions. Real file sizes
+Holds the report keys of the CLI and HTTP contract (docs/api.md) plus param_ratio,
+per-layer errors and bytes, the K sweep frontier, stage timings, seed and library versions. Real file sizes
 come from the caller's sizer (`metacluster.workflow`); the engine only estimates.
 """
 
