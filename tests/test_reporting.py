@@ -45,7 +45,7 @@ def compressed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _run("train", "--data", "digits", "--family", "bspline", "--width", "64,6,10",
          "--epochs", "2", "--out", str(model))  # fmt: skip
     out = _run("compress", str(model), "--data", "digits", "--k", "4,8", "--epochs", "2",
-               "--finetune-epochs", "1", "--out", str(artifact), "--json")  # fmt: skip
+               "--finetune-epochs", "1", "--baselines", "--out", str(artifact), "--json")  # fmt: skip
     report_json = root / "report.json"
     report_json.write_text(out.stdout)
     return {"artifact": artifact, "json": report_json, "report": json.loads(out.stdout)}

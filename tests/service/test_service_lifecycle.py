@@ -233,8 +233,8 @@ def test_workers_start_the_webhook_sender_and_with_retention_the_sweep(settings:
     from worker import maintenance
 
     for days, names in (
-        (0.0, ["metacluster-webhooks"]),
-        (30.0, ["metacluster-webhooks", "metacluster-retention"]),
+        (0.0, ["metacluster-heartbeat", "metacluster-webhooks"]),
+        (30.0, ["metacluster-heartbeat", "metacluster-webhooks", "metacluster-retention"]),
     ):
         threads = maintenance.start(settings.model_copy(update={"retention_days": days}))
         try:
