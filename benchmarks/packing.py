@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._results import markdown_table, write_section
-from metacluster.compress.packing import (
+from metacluster.compress.numeric.packing import (
     bits_for,
     empirical_entropy_bits,
     pack_indices,

@@ -35,7 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from metacluster.compress.codebook import (
+from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
     QuantizedCoefficients,
@@ -43,8 +43,8 @@ from metacluster.compress.codebook import (
     build_groups,
     coefficient_names,
 )
-from metacluster.compress.packing import decode_indices, encode_indices
-from metacluster.compress.report import Breakdown
+from metacluster.compress.numeric.packing import decode_indices, encode_indices
+from metacluster.compress.pipeline.report import Breakdown
 from metacluster.errors import ArtifactError
 from metacluster.kan.grids import decode_grid, encode_grid, grid_entries
 from metacluster.kan.model import KANModel
@@ -178,7 +178,7 @@ def _short_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
     """The non-default fields of a MetaClusterConfig dict (plus its version)."""
     if cfg is None:
         return None
-    from metacluster.compress.config import MetaClusterConfig
+    from metacluster.compress.spec.config import MetaClusterConfig
 
     default = MetaClusterConfig().to_dict()
     out = {k: v for k, v in cfg.items() if default.get(k) != v}

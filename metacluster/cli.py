@@ -186,7 +186,7 @@ def _reporter(enabled: bool | None) -> Any:  # _Bars or LogLines
     """Bars on a terminal; on a log or a pipe (stderr not a terminal) one line per stage
     start and end and a progress line at most every 10 s; nothing with --no-progress."""
     if enabled is None and not sys.stderr.isatty():
-        from metacluster.compress.progress import LogLines
+        from metacluster.compress.pipeline.progress import LogLines
 
         return LogLines(sys.stderr)
     return _Bars(enabled)

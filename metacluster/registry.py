@@ -2,7 +2,7 @@
 
 The library's extension points are registries of this kind: KAN families
 (`metacluster.kan.families`), checkpoint formats (`metacluster.formats`) and
-compression methods (`metacluster.compress.methods`). A lookup of an unknown name
+compression methods (`metacluster.compress.pipeline.registry`). A lookup of an unknown name
 raises the caller's error class with the names that exist.
 """
 

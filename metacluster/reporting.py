@@ -557,7 +557,7 @@ def report_from_artifact(path: str | os.PathLike[str]) -> dict[str, Any]:
     from safetensors import safe_open
 
     from metacluster.artifact import build_artifact, load_artifact, read_manifest
-    from metacluster.compress.diagnostics import codebook_functions, projection
+    from metacluster.compress.methods.diagnostics import codebook_functions, projection
 
     manifest, _ = read_manifest(path)
     compressed = load_artifact(path)

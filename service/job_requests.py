@@ -1,7 +1,7 @@
 """What the API does for job requests: validate (the library's `plan`), create, cancel, read.
 
 Validation reads the stored model description and the dataset's shape and asks
-`metacluster.compress.plan` whether they fit the config: the same rules the engine
+`metacluster.compress.pipeline.plan` whether they fit the config: the same rules the engine
 applies when the job runs. State changes go through `core.jobs`; the job's message
 is sent by an after-commit hook, never inside the creating transaction.
 """

@@ -18,7 +18,7 @@ from metacluster.artifact import (
     write_artifact,
 )
 from metacluster.compress import CompressedKAN, MetaClusterConfig, compress
-from metacluster.compress.packing import bits_for
+from metacluster.compress.numeric.packing import bits_for
 from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ArtifactError
 from metacluster.kan import build_kan

@@ -448,9 +448,9 @@ def _break(tree: Path, file: str, line: str) -> None:
             "metacluster.kan.model imports metacluster.reporting",
         ),
         (
-            "metacluster/compress/plan.py",
+            "metacluster/compress/pipeline/plan.py",
             "    from metacluster.remote import submit",
-            "metacluster.compress.plan imports metacluster.remote",
+            "metacluster.compress.pipeline.plan imports metacluster.remote",
         ),
         (
             "metacluster/data/dataset.py",
@@ -473,9 +473,9 @@ def _break(tree: Path, file: str, line: str) -> None:
             "imports metacluster.training",
         ),
         (
-            "metacluster/compress/pipeline.py",
+            "metacluster/compress/methods/metacluster.py",
             "from metacluster.artifact import artifact_bytes",
-            "metacluster.compress.pipeline imports metacluster.artifact",
+            "metacluster.compress.methods.metacluster imports metacluster.artifact",
         ),
         (
             "metacluster/cli.py",
@@ -571,14 +571,18 @@ def test_the_layers_of_compress_can_be_given_as_units() -> None:
     module is the one whose rules apply): here its spec may import nothing of compress,
     so a spec that imports the method registry (for types) is refused, while the rest of
     compress may still import the spec."""
-    spec = Unit("metacluster.compress.config", ("metacluster.kan",), "the spec is compress's floor")
+    spec = Unit(
+        "metacluster.compress.spec.config", ("metacluster.kan",), "the spec is compress's floor"
+    )
     edges = [
-        Edge("metacluster.compress.config", 20, "metacluster.compress.methods", True),
-        Edge("metacluster.compress.config", 21, "metacluster.kan.model", False),
-        Edge("metacluster.compress.plan", 5, "metacluster.compress.config", False),
+        Edge(
+            "metacluster.compress.spec.config", 20, "metacluster.compress.pipeline.registry", True
+        ),
+        Edge("metacluster.compress.spec.config", 21, "metacluster.kan.model", False),
+        Edge("metacluster.compress.pipeline.plan", 5, "metacluster.compress.spec.config", False),
     ]
     assert violations(edges) == []
     assert violations(edges, (*UNITS, spec)) == [
-        "metacluster.compress.config:20: metacluster.compress.config imports "
-        "metacluster.compress.methods (metacluster.compress.config may import metacluster.kan)"
+        "metacluster.compress.spec.config:20: metacluster.compress.spec.config imports "
+        "metacluster.compress.pipeline.registry (metacluster.compress.spec.config may import metacluster.kan)"
     ]

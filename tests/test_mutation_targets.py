@@ -1,6 +1,6 @@
 """Tests written to kill surviving mutants of the mutation run (docs/reliability.md).
 
-Each pins a behaviour of `kan/bspline.py`, `compress/kmeans.py`, `compress/packing.py`
+Each pins a behaviour of `kan/bspline.py`, `compress/numeric/kmeans.py`, `compress/numeric/packing.py`
 or `artifact.py` that the rest of the suite only exercised loosely: boundaries of the
 index packer and the rANS coder, its corrupt-stream errors, knots exactly on an input
 and repeated knots in the Cox-de Boor recursion, the cardinal B-spline tables on
@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from metacluster.compress.packing import (
+from metacluster.compress.numeric.packing import (
     PROB_SCALE,
     pack_indices,
     quantize_frequencies,
@@ -278,7 +278,7 @@ def test_a_manifest_that_is_not_an_object_or_claims_too_much_is_refused(
 
 # -- k-means ----------------------------------------------------------------------------------
 def test_kmeans_accepts_k_from_one_to_n_and_refuses_bad_input() -> None:
-    from metacluster.compress.kmeans import kmeans
+    from metacluster.compress.numeric.kmeans import kmeans
 
     x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     one = kmeans(x, 1, seed=0, iters=5, restarts=1)
@@ -296,7 +296,7 @@ def test_kmeans_accepts_k_from_one_to_n_and_refuses_bad_input() -> None:
 
 
 def test_kmeans_with_fewer_distinct_points_than_k() -> None:
-    from metacluster.compress.kmeans import kmeans, kmeans_plus_plus
+    from metacluster.compress.numeric.kmeans import kmeans, kmeans_plus_plus
 
     x = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)  # 3 distinct points
     seeds = kmeans_plus_plus(x, 5, np.random.default_rng(0))
@@ -310,7 +310,7 @@ def test_kmeans_with_fewer_distinct_points_than_k() -> None:
 def test_every_row_is_assigned_when_the_assignment_runs_in_chunks() -> None:
     """Many centroids in a wide space: the nearest-centroid search goes block by block
     (a few MB at a time); every row of every block must get its nearest centroid."""
-    from metacluster.compress.kmeans import kmeans
+    from metacluster.compress.numeric.kmeans import kmeans
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(3000, 64)).astype(np.float32)

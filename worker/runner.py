@@ -95,7 +95,7 @@ class LeaseKeeper(threading.Thread):
 class JobReporter:
     """Progress callback, cancel check and event log bound to one job row and delivery.
 
-    The overall fraction comes from the run's plan (`metacluster.compress.plan`):
+    The overall fraction comes from the run's plan (`metacluster.compress.pipeline.plan`):
     each stage visit weighs what the plan says it costs. Every write carries the
     delivery's fencing token; `should_stop` also ends the run when the lease is lost
     (`LeaseLostError`) or the job's wall-time limit passed (`JobTimeoutError`).
@@ -112,7 +112,7 @@ class JobReporter:
         lease: LeaseKeeper | None = None,
     ) -> None:
         from metacluster.compress import StageProgress
-        from metacluster.compress.progress import StageClock
+        from metacluster.compress.pipeline.progress import StageClock
 
         self.job_id = job_id
         self.settings = settings

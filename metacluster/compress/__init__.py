@@ -9,34 +9,34 @@ checkpoint or artifact files: `metacluster.workflow` does, around it.
 from __future__ import annotations
 
 # Importing the method modules registers them (metacluster, kmeans, then the baselines).
-from metacluster.compress import pipeline as _pipeline  # noqa: F401  isort: skip
-from metacluster.compress import baselines as _baselines  # noqa: F401  isort: skip
-from metacluster.compress.checkpoint import (
-    DirectoryCheckpoint,
-    MemoryCheckpoint,
-    ResumableStages,
-    StageCheckpoint,
-)
-from metacluster.compress.codebook import (
+from metacluster.compress.methods import metacluster as _metacluster  # noqa: F401  isort: skip
+from metacluster.compress.methods import baselines as _baselines  # noqa: F401  isort: skip
+from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
     EdgeGroup,
     QuantizedCoefficients,
     UniformQuant,
 )
-from metacluster.compress.config import CONFIG_VERSION, MetaClusterConfig
-from metacluster.compress.context import EstimateSizer, Sizer
-from metacluster.compress.dispatch import compress
-from metacluster.compress.hooks import Progress, ShouldStop, StageHooks
-from metacluster.compress.methods import (
+from metacluster.compress.pipeline.checkpoint import (
+    DirectoryCheckpoint,
+    MemoryCheckpoint,
+    ResumableStages,
+    StageCheckpoint,
+)
+from metacluster.compress.pipeline.context import EstimateSizer, Sizer
+from metacluster.compress.pipeline.dispatch import compress
+from metacluster.compress.pipeline.plan import Plan, StagePlan, StageProgress, plan
+from metacluster.compress.pipeline.registry import (
     Method,
     MethodOptions,
     get_method,
     method_names,
     register_method,
 )
-from metacluster.compress.plan import Plan, StagePlan, StageProgress, plan
-from metacluster.compress.report import Breakdown, CompressionReport
+from metacluster.compress.pipeline.report import Breakdown, CompressionReport
+from metacluster.compress.spec.config import CONFIG_VERSION, MetaClusterConfig
+from metacluster.compress.spec.hooks import Progress, ShouldStop, StageHooks
 
 __all__ = [
     "CONFIG_VERSION",

@@ -100,7 +100,7 @@ def inspect_model(path: str | Path, format: str = "auto", spec: SpecArg = None) 
     _cache_data of user inputs is not part of the model). params: the learned
     scalars the source file holds (its float tensors minus knots, masks and index
     buffers; our format: the model's parameters). The rest is `describe_model` of the
-    imported model: what `metacluster.compress.plan` reads.
+    imported model: what `metacluster.compress.pipeline.plan` reads.
     """
     ckpt, handler = _open(path, format, spec)
     model = _load(handler, ckpt)

@@ -1,7 +1,7 @@
 """`describe_model`: the JSON facts about a model that planning needs without the weights.
 
 `metacluster.formats.inspect_model` returns this (plus the checkpoint's format and
-size), the service keeps it with an upload, and `metacluster.compress.plan` reads it,
+size), the service keeps it with an upload, and `metacluster.compress.pipeline.plan` reads it,
 so the API and the engine apply the same rules to the same description.
 """
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metacluster.compress.codebook import QuantizedCoefficients
+from metacluster.compress.numeric.codebook import QuantizedCoefficients
 from metacluster.errors import ConfigError
 from metacluster.kan.base import KANLayer
 from metacluster.kan.model import KANModel

@@ -40,7 +40,7 @@ def method_options() -> str:
     `<option>` carries its summary, whether K (or a byte budget) applies, and its
     options with their defaults, which the page turns into fields."""
     from metacluster.compress import MetaClusterConfig
-    from metacluster.compress.methods import get_method, method_names
+    from metacluster.compress.pipeline.registry import get_method, method_names
 
     default = MetaClusterConfig().method
     out = []

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from metacluster.cli import cli
 from metacluster.compress import MetaClusterConfig, compress, plan
-from metacluster.compress.baselines import pq_codebooks
-from metacluster.compress.context import prepare
-from metacluster.compress.hooks import StageHooks
+from metacluster.compress.methods.baselines import pq_codebooks
+from metacluster.compress.pipeline.context import prepare
+from metacluster.compress.spec.hooks import StageHooks
 from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ConfigError
 from metacluster.formats import save_model

@@ -13,8 +13,14 @@ import torch
 from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, read_manifest, write_artifact
 from metacluster.compress import compress, plan
-from metacluster.compress.allocation import LayerChoice, Option, k_steps, solve, spend_leftover
-from metacluster.compress.functional import MIN_VAL_SAMPLES, make_training_set
+from metacluster.compress.stages.allocation import (
+    LayerChoice,
+    Option,
+    k_steps,
+    solve,
+    spend_leftover,
+)
+from metacluster.compress.stages.functional import MIN_VAL_SAMPLES, make_training_set
 from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ConfigError
 from metacluster.kan import describe_model
@@ -81,8 +87,8 @@ def test_an_allocation_that_overshoots_is_run_again_lower(
 ) -> None:
     """When the file comes out over the budget (the allocation's estimate was short),
     the engine allocates again for a smaller aim until the real bytes fit."""
-    import metacluster.compress.pipeline as pipeline
-    from metacluster.compress.allocation import allocate
+    import metacluster.compress.methods.metacluster as pipeline
+    from metacluster.compress.stages.allocation import allocate
 
     aims: list[int] = []
 
@@ -101,8 +107,8 @@ def test_an_allocation_that_overshoots_is_run_again_lower(
 def test_a_budget_never_met_is_an_error_not_a_larger_file(
     small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import metacluster.compress.pipeline as pipeline
-    from metacluster.compress.allocation import allocate
+    import metacluster.compress.methods.metacluster as pipeline
+    from metacluster.compress.stages.allocation import allocate
 
     # every allocation ignores its aim and spends a megabyte: the file never fits
     monkeypatch.setattr(pipeline, "allocate", lambda c, m, b: allocate(c, m, 1 << 20))
@@ -245,7 +251,7 @@ def test_patience_stops_a_stage_early_and_keeps_its_best_epoch(
 def test_the_report_has_baselines_codebook_curves_and_projections(
     small_model: KANModel, digits: Dataset
 ) -> None:
-    from metacluster.compress.diagnostics import CURVE_POINTS
+    from metacluster.compress.methods.diagnostics import CURVE_POINTS
 
     _, report = compress(
         small_model,

@@ -13,9 +13,9 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.compress import MetaClusterConfig, compress
-from metacluster.compress.effort import PRESETS, planned_steps, step_cap, work_per_sample
-from metacluster.compress.plan import LayerPlan, plan
-from metacluster.compress.progress import LogLines, StageClock
+from metacluster.compress.pipeline.plan import LayerPlan, plan
+from metacluster.compress.pipeline.progress import LogLines, StageClock
+from metacluster.compress.spec.effort import PRESETS, planned_steps, step_cap, work_per_sample
 from metacluster.data import load_dataset
 from metacluster.data.dataset import Dataset, DatasetMeta
 from metacluster.errors import ConfigError
@@ -75,7 +75,7 @@ def test_a_time_budget_too_small_for_fast_is_a_config_error_at_plan_time(
 def test_steps_are_capped_and_the_report_says_so(
     small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metacluster.compress import effort
+    from metacluster.compress.spec import effort
 
     # a fast preset whose fine-tuning budget is 40 steps of this model (W = 1,184 edges x 9)
     fast = effort.PRESETS["fast"]
@@ -94,7 +94,7 @@ def test_steps_are_capped_and_the_report_says_so(
 def test_a_time_budget_reached_mid_stage_keeps_the_best_state_and_says_so(
     small_model: KANModel, digits: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from metacluster.compress import effort
+    from metacluster.compress.spec import effort
 
     # A deadline already passed when fine-tuning starts: the stage re-plans to the steps
     # it has timed and keeps its best checkpoint (never worse than where it started).
@@ -179,7 +179,7 @@ def test_a_piped_compress_prints_stage_lines(tmp_path: Path, small_model: KANMod
 
 
 def test_fit_and_validation_subsets_are_capped(small_model: KANModel) -> None:
-    from metacluster.compress.functional import make_training_set
+    from metacluster.compress.stages.functional import make_training_set
 
     data = load_dataset("digits")
     fit = make_training_set(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metacluster.compress.kmeans import kmeans, kmeans_plus_plus
+from metacluster.compress.numeric.kmeans import kmeans, kmeans_plus_plus
 from metacluster.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metacluster.compress.packing import (
+from metacluster.compress.numeric.packing import (
     bits_for,
     decode_indices,
     empirical_entropy_bits,

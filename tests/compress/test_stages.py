@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from compress.helpers import fast_config
-from metacluster.compress.codebook import build_groups
-from metacluster.compress.functional import evaluate_model, make_training_set
-from metacluster.compress.hooks import StageHooks
-from metacluster.compress.meta import init_meta_learners, regress_meta_learners
-from metacluster.compress.stages import (
+from metacluster.compress.numeric.codebook import build_groups
+from metacluster.compress.spec.hooks import StageHooks
+from metacluster.compress.stages.functional import evaluate_model, make_training_set
+from metacluster.compress.stages.meta import init_meta_learners, regress_meta_learners
+from metacluster.compress.stages.runners import (
     run_finetune_stage,
     run_kmeans_stage,
     run_meta_stage,

@@ -80,7 +80,7 @@ def test_form_offers_methods_and_budgets_and_the_table_fits(tmp_path: Path, brow
     from selenium.webdriver.support.ui import Select
 
     from metacluster.compress import MetaClusterConfig
-    from metacluster.compress.methods import get_method, method_names
+    from metacluster.compress.pipeline.registry import get_method, method_names
 
     model = _model(tmp_path / "kan.safetensors")
     with serve_sqlite(tmp_path) as server:

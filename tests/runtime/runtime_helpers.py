@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from metacluster.artifact import write_artifact
-from metacluster.compress.codebook import (
+from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
     QuantizedCoefficients,

@@ -18,11 +18,11 @@ from metacluster.errors import ConfigError
 from metacluster.registry import Registry
 
 if TYPE_CHECKING:
-    from metacluster.compress.codebook import CompressedKAN
-    from metacluster.compress.config import MetaClusterConfig
-    from metacluster.compress.context import Context
-    from metacluster.compress.plan import Check, LayerPlan, StagePlan
-    from metacluster.compress.report import CompressionReport
+    from metacluster.compress.numeric.codebook import CompressedKAN
+    from metacluster.compress.pipeline.context import Context
+    from metacluster.compress.pipeline.plan import Check, LayerPlan, StagePlan
+    from metacluster.compress.pipeline.report import CompressionReport
+    from metacluster.compress.spec.config import MetaClusterConfig
 
 
 @dataclass(frozen=True)

@@ -19,30 +19,30 @@ from typing import Any, Protocol
 
 import torch
 
-from metacluster.compress.checkpoint import ResumableStages, StageCheckpoint
-from metacluster.compress.codebook import CompressedKAN, EdgeGroup, build_groups
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.effort import (
+from metacluster.compress.numeric.codebook import CompressedKAN, EdgeGroup, build_groups
+from metacluster.compress.pipeline.checkpoint import ResumableStages, StageCheckpoint
+from metacluster.compress.pipeline.plan import Plan, plan
+from metacluster.compress.pipeline.report import (
+    Breakdown,
+    CompressionReport,
+    library_versions,
+    param_ratio,
+    payload_bytes,
+)
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.effort import (
     PRESETS,
     TRAINING_STAGES,
     Clock,
     RunBudget,
     work_per_sample,
 )
-from metacluster.compress.functional import (
+from metacluster.compress.spec.hooks import StageHooks
+from metacluster.compress.stages.functional import (
     TrainingSet,
     evaluate_model,
     make_training_set,
     validation_metric,
-)
-from metacluster.compress.hooks import StageHooks
-from metacluster.compress.plan import Plan, plan
-from metacluster.compress.report import (
-    Breakdown,
-    CompressionReport,
-    library_versions,
-    param_ratio,
-    payload_bytes,
 )
 from metacluster.data.dataset import Dataset
 from metacluster.device import resolve_device

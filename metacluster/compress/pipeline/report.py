@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from metacluster.compress.codebook import CompressedKAN, coefficient_names
-from metacluster.compress.packing import bits_for, encode_indices
+from metacluster.compress.numeric.codebook import CompressedKAN, coefficient_names
+from metacluster.compress.numeric.packing import bits_for, encode_indices
 from metacluster.kan.model import KANModel
 
 

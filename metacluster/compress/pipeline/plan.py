@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.effort import minimum_seconds, stage_weight, work_per_sample
-from metacluster.compress.methods import get_method
+from metacluster.compress.pipeline.registry import get_method
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.effort import minimum_seconds, stage_weight, work_per_sample
 from metacluster.data.dataset import DatasetMeta
 from metacluster.errors import ConfigError, IncompatibleError
 
@@ -319,7 +319,7 @@ def _plan_budget(
     proportional to its coefficients over K (the engine measures the real one).
     Returns (budget, layers with their K and mode, expected payload bytes) - the payload
     of the smallest storage when even that exceeds the budget."""
-    from metacluster.compress.allocation import (
+    from metacluster.compress.stages.allocation import (
         MAX_BUDGET_K,
         LayerChoice,
         Option,

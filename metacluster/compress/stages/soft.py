@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metacluster.compress.codebook import EdgeGroup
-from metacluster.compress.kmeans import kmeans
+from metacluster.compress.numeric.codebook import EdgeGroup
+from metacluster.compress.numeric.kmeans import kmeans
 
 
 def per_group(k: int | list[int], n_groups: int) -> list[int]:

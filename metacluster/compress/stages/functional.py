@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metacluster.compress.codebook import coefficient_names
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.effort import RunBudget
-from metacluster.compress.hooks import StageHooks
+from metacluster.compress.numeric.codebook import coefficient_names
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.effort import RunBudget
+from metacluster.compress.spec.hooks import StageHooks
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
 from metacluster.training import (

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metacluster.compress.config import MetaClusterConfig
+    from metacluster.compress.spec.config import MetaClusterConfig
 
 EFFORTS = ("fast", "default", "best")
 # The stages whose steps a budget sizes (each gets a deadline under a time budget).

@@ -17,30 +17,30 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from metacluster.compress.codebook import (
+from metacluster.compress.numeric.codebook import (
     Codebook,
     EdgeGroup,
     QuantizedCoefficients,
     coefficient_names,
 )
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.effort import RunBudget
-from metacluster.compress.functional import (
+from metacluster.compress.numeric.kmeans import kmeans
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.effort import RunBudget
+from metacluster.compress.spec.hooks import StageHooks
+from metacluster.compress.stages.functional import (
     StageEnv,
     TrainingSet,
     other_parameters,
     train_functional,
 )
-from metacluster.compress.hooks import StageHooks
-from metacluster.compress.kmeans import kmeans
-from metacluster.compress.meta import (
+from metacluster.compress.stages.meta import (
     MetaResult,
     cluster_pull,
     generated_coefficients,
     init_meta_learners,
     regress_meta_learners,
 )
-from metacluster.compress.soft import SoftQuantizer, per_group, seed_of
+from metacluster.compress.stages.soft import SoftQuantizer, per_group, seed_of
 from metacluster.kan.model import KANModel
 
 # Stage-specific seed offsets: each stage reseeds, so a resumed run reproduces it.

@@ -314,7 +314,7 @@ class MetaClusterConfig:
         if not isinstance(self.method_options, dict):
             raise ConfigError("method_options must be a JSON object")
         # The registry, not a list here, says which methods exist and what they accept.
-        from metacluster.compress.methods import get_method
+        from metacluster.compress.pipeline.registry import get_method
 
         get_method(self.method).parse_options(self.method_options)
 

@@ -24,17 +24,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metacluster.compress.codebook import build_groups, coefficient_names, uniform_quant
-from metacluster.compress.functional import probe_loss
-from metacluster.compress.kmeans import kmeans
-from metacluster.compress.packing import bits_for, encode_indices
+from metacluster.compress.numeric.codebook import build_groups, coefficient_names, uniform_quant
+from metacluster.compress.numeric.kmeans import kmeans
+from metacluster.compress.numeric.packing import bits_for, encode_indices
+from metacluster.compress.stages.functional import probe_loss
 from metacluster.errors import ConfigError
 from metacluster.kan.grids import encode_grid, grid_entries
 from metacluster.kan.model import KANModel
 
 if TYPE_CHECKING:
-    from metacluster.compress.context import Context
-    from metacluster.compress.meta import MetaResult
+    from metacluster.compress.pipeline.context import Context
+    from metacluster.compress.stages.meta import MetaResult
 
 # The largest codebook the allocation considers for a layer.
 MAX_BUDGET_K = 4096

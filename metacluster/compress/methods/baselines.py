@@ -17,19 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from metacluster.compress.codebook import (
+from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
     QuantizedCoefficients,
     uniform_quant,
 )
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.context import Context, make_report
-from metacluster.compress.kmeans import kmeans
-from metacluster.compress.methods import MethodOptions, NoOptions, register_method
-from metacluster.compress.plan import Check, LayerPlan, StagePlan
-from metacluster.compress.report import CompressionReport, layer_details
-from metacluster.compress.stages import run_finetune_stage
+from metacluster.compress.numeric.kmeans import kmeans
+from metacluster.compress.pipeline.context import Context, make_report
+from metacluster.compress.pipeline.plan import Check, LayerPlan, StagePlan
+from metacluster.compress.pipeline.registry import MethodOptions, NoOptions, register_method
+from metacluster.compress.pipeline.report import CompressionReport, layer_details
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.stages.runners import run_finetune_stage
 from metacluster.errors import ConfigError
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from metacluster.compress.checkpoint import StageCheckpoint
-from metacluster.compress.codebook import CompressedKAN
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.context import Sizer, prepare
-from metacluster.compress.hooks import Progress, ShouldStop, StageHooks
-from metacluster.compress.methods import get_method
-from metacluster.compress.report import CompressionReport
+from metacluster.compress.numeric.codebook import CompressedKAN
+from metacluster.compress.pipeline.checkpoint import StageCheckpoint
+from metacluster.compress.pipeline.context import Sizer, prepare
+from metacluster.compress.pipeline.registry import get_method
+from metacluster.compress.pipeline.report import CompressionReport
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.hooks import Progress, ShouldStop, StageHooks
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
 

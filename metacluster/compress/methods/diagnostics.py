@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from metacluster.compress.effort import RunBudget
+from metacluster.compress.spec.effort import RunBudget
 from metacluster.errors import InputError, MetaClusterError
 
 if TYPE_CHECKING:
-    from metacluster.compress.codebook import CompressedKAN
-    from metacluster.compress.context import Context
+    from metacluster.compress.numeric.codebook import CompressedKAN
+    from metacluster.compress.pipeline.context import Context
 
 # Edge vectors per layer in a projection (a seeded subsample of larger layers).
 PROJECTION_POINTS = 400
@@ -45,8 +45,8 @@ def baseline_settings(coef_dim: int, k: int) -> list[tuple[str, dict[str, int]]]
 def baseline_points(ctx: Context, k: int) -> list[dict[str, Any]]:
     """Each baseline run from the original model with the run's data, fine-tuning and
     byte accounting: its bytes and test metric."""
-    from metacluster.compress.checkpoint import ResumableStages
-    from metacluster.compress.methods import get_method
+    from metacluster.compress.pipeline.checkpoint import ResumableStages
+    from metacluster.compress.pipeline.registry import get_method
 
     coef_dim = max(layer.coef_dim for layer in ctx.plan.layers)
     out = []

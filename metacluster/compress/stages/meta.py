@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metacluster.compress.codebook import EdgeGroup
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.hooks import StageHooks
-from metacluster.compress.kmeans import kmeans
+from metacluster.compress.numeric.codebook import EdgeGroup
+from metacluster.compress.numeric.kmeans import kmeans
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.hooks import StageHooks
 
 
 class MetaLearner(nn.Module):

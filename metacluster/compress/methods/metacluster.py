@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import Tensor
 
-from metacluster.compress.allocation import Assignment, LayerChoice, allocate
-from metacluster.compress.codebook import (
+from metacluster.compress.methods.diagnostics import baseline_points, codebook_functions, projection
+from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
     EdgeGroup,
@@ -28,16 +28,21 @@ from metacluster.compress.codebook import (
     coefficient_names,
     uniform_quant,
 )
-from metacluster.compress.config import MetaClusterConfig
-from metacluster.compress.context import Context, make_report, schedule_summary
-from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
-from metacluster.compress.effort import PRESETS
-from metacluster.compress.functional import evaluate_model
-from metacluster.compress.meta import FreeVectors, MetaResult, free_vectors, init_meta_learners
-from metacluster.compress.methods import NoOptions, register_method
-from metacluster.compress.plan import LayerPlan, StagePlan, codebook_bits
-from metacluster.compress.report import CompressionReport, layer_details
-from metacluster.compress.stages import (
+from metacluster.compress.pipeline.context import Context, make_report, schedule_summary
+from metacluster.compress.pipeline.plan import LayerPlan, StagePlan, codebook_bits
+from metacluster.compress.pipeline.registry import NoOptions, register_method
+from metacluster.compress.pipeline.report import CompressionReport, layer_details
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.effort import PRESETS
+from metacluster.compress.stages.allocation import Assignment, LayerChoice, allocate
+from metacluster.compress.stages.functional import evaluate_model
+from metacluster.compress.stages.meta import (
+    FreeVectors,
+    MetaResult,
+    free_vectors,
+    init_meta_learners,
+)
+from metacluster.compress.stages.runners import (
     round_other_parameters,
     run_finetune_stage,
     run_kmeans_stage,
