@@ -1,7 +1,8 @@
 """MetaCluster: compress Kolmogorov-Arnold Networks into a codebook and packed indices.
 
 The public surface is re-exported here and loaded lazily, so `import metacluster`
-stays cheap (the CLI starts fast) and never initialises CUDA.
+stays cheap (the CLI starts fast) and never initialises CUDA. `metacluster.compress` is
+the engine's package in every import order, and calling it runs the engine's `compress`.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'metacluster' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module)
+    # `compress` is the subpackage itself, callable as the verb: importing the subpackage
+    # binds the same name, so `metacluster.compress` is one object in every import order.
+    if module != f"{__name__}.{name}":
+        value = getattr(value, name)
     globals()[name] = value
     return value
 

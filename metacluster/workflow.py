@@ -2,10 +2,10 @@
 
 `compress_file(model_path, data, config, out)` loads the checkpoint (safe loading
 only), compresses it with `metacluster.compress`, writes the artifact and returns the
-report, with the one byte count of the project: the source measured as an fp32
-checkpoint in its own library's layout (`formats.source_checkpoint_bytes`) and the
-artifact as the file written (`artifact.artifact_bytes`, the same bytes
-`write_artifact` writes). `metacluster compress` prints this report; a worker stores
+report, with the one byte count of the project (`compress.container.ArtifactSizer`):
+the source measured as an fp32 checkpoint in its own library's layout
+(`formats.source_checkpoint_bytes`) and the artifact as built once by the sizer and
+written as it was sized (`artifact.write_built`). `metacluster compress` prints this report; a worker stores
 it; both therefore give the same numbers for the same inputs.
 """
 
@@ -19,8 +19,6 @@ from metacluster.errors import ConfigError
 
 if TYPE_CHECKING:
     from metacluster.compress import (
-        Breakdown,
-        CompressedKAN,
         CompressionReport,
         MetaClusterConfig,
         Progress,
@@ -28,21 +26,6 @@ if TYPE_CHECKING:
         StageCheckpoint,
     )
     from metacluster.data import Dataset
-    from metacluster.kan import KANModel
-
-
-class ArtifactSizer:
-    """The real sizes: the source's fp32 checkpoint file(s) and the artifact's bytes."""
-
-    def source_bytes(self, model: KANModel) -> tuple[int, str]:
-        from metacluster.formats import source_checkpoint_bytes
-
-        return source_checkpoint_bytes(model)
-
-    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
-        from metacluster.artifact import build_artifact
-
-        return build_artifact(compressed, report).breakdown
 
 
 def compress_file(
@@ -64,8 +47,9 @@ def compress_file(
     the file written, `sha256` its digest. Raises the library's errors for bad input
     (an artifact given as the model is a ConfigError).
     """
-    from metacluster.artifact import is_artifact, write_artifact
+    from metacluster.artifact import build_artifact, is_artifact, write_built
     from metacluster.compress import compress
+    from metacluster.compress.container import ArtifactSizer
     from metacluster.data import load_dataset
     from metacluster.formats import load_model
 
@@ -76,6 +60,7 @@ def compress_file(
         )
     model = load_model(source, format=format)
     dataset = load_dataset(data, seed=data_seed) if isinstance(data, str) else data
+    sizer = ArtifactSizer()
     compressed, report = compress(
         model,
         config,
@@ -83,15 +68,18 @@ def compress_file(
         progress=progress,
         should_stop=should_stop,
         checkpoint=checkpoint,
-        sizer=ArtifactSizer(),
+        sizer=sizer,
     )
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    info = write_artifact(compressed, target, report)
+    # the bytes that were sized are the bytes written (built again only if a method
+    # changed what the manifest reads after sizing; the count below still holds)
+    built = sizer.built(compressed, report) or build_artifact(compressed, report)
+    info = write_built(built, target)
     if info.bytes != report.bytes_after:  # one writer, one byte count: never differs
         raise AssertionError(f"artifact is {info.bytes} bytes, sized as {report.bytes_after}")
     report.sha256 = info.sha256
     return report
 
 
-__all__ = ["ArtifactSizer", "compress_file"]
+__all__ = ["compress_file"]

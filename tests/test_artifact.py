@@ -17,13 +17,12 @@ from metacluster.artifact import (
     read_manifest,
     write_artifact,
 )
-from metacluster.compress import CompressedKAN, MetaClusterConfig, compress
+from metacluster.compress import ArtifactSizer, CompressedKAN, MetaClusterConfig, compress
 from metacluster.compress.numeric.packing import bits_for
 from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ArtifactError
 from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
-from metacluster.workflow import ArtifactSizer
 
 
 def _config(**kw: Any) -> MetaClusterConfig:

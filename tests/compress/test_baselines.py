@@ -9,13 +9,12 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, write_artifact
-from metacluster.compress import MetaClusterConfig, compress
+from metacluster.compress import ArtifactSizer, MetaClusterConfig, compress
 from metacluster.compress.numeric.codebook import CompressedKAN
 from metacluster.compress.pipeline.report import CompressionReport
 from metacluster.data import Dataset
 from metacluster.errors import ConfigError
 from metacluster.kan.model import KANModel
-from metacluster.workflow import ArtifactSizer
 
 
 def run_baseline(

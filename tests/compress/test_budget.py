@@ -12,7 +12,7 @@ import torch
 
 from compress.helpers import fast_config
 from metacluster.artifact import load_artifact, read_manifest, write_artifact
-from metacluster.compress import compress, plan
+from metacluster.compress import ArtifactSizer, compress, plan
 from metacluster.compress.stages.allocation import (
     LayerChoice,
     Option,
@@ -25,7 +25,6 @@ from metacluster.data import Dataset, load_dataset
 from metacluster.errors import ConfigError
 from metacluster.kan import describe_model
 from metacluster.kan.model import KANModel
-from metacluster.workflow import ArtifactSizer
 
 CPU = torch.device("cpu")
 

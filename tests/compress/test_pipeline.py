@@ -15,6 +15,7 @@ from compress.helpers import fast_config
 from metacluster.artifact import artifact_bytes, write_artifact
 from metacluster.cli import cli
 from metacluster.compress import (
+    ArtifactSizer,
     CompressedKAN,
     DirectoryCheckpoint,
     MemoryCheckpoint,
@@ -26,7 +27,6 @@ from metacluster.formats import save_model
 from metacluster.kan import build_kan
 from metacluster.kan.model import KANModel
 from metacluster.training import evaluate
-from metacluster.workflow import ArtifactSizer
 
 CLI_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTRACT = {"metric", "before", "after", "ratio", "bytes_before", "bytes_after", "k", "stages"}

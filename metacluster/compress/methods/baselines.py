@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metacluster.compress import sizing
 from metacluster.compress.numeric.codebook import (
     Codebook,
     CompressedKAN,
@@ -210,10 +211,6 @@ def _stages(finetune: bool) -> Callable[[MetaClusterConfig, Any, list[int]], lis
     return stages
 
 
-def _value_bits(config: MetaClusterConfig) -> int:
-    return 16 if config.codebook_dtype == "float16" else 32
-
-
 def _register_codebook_baseline(
     name: str,
     summary: str,
@@ -243,8 +240,8 @@ _register_codebook_baseline(
     "scalar weight clustering: 2^bits shared values per group, fine-tuned",
     ScalarOptions,
     lambda ctx, o: scalar_codebooks(ctx, o.bits),
-    lambda layer, _k, config, o: (
-        (1 << o.bits) * _value_bits(config) + layer.edges * layer.coef_dim * o.bits
+    lambda layer, _k, config, o: sizing.scalar_bits(
+        layer.edges, layer.coef_dim, o.bits, config.codebook_dtype
     ),
 )
 _register_codebook_baseline(
@@ -252,8 +249,8 @@ _register_codebook_baseline(
     "product quantization (faiss): m sub-vectors, 2^bits centroids each, fine-tuned",
     PQOptions,
     lambda ctx, o: pq_codebooks(ctx, o.m, o.bits),
-    lambda layer, _k, config, o: (
-        (1 << o.bits) * layer.coef_dim * _value_bits(config) + layer.edges * o.m * o.bits
+    lambda layer, _k, config, o: sizing.pq_bits(
+        layer.edges, layer.coef_dim, o.m, o.bits, config.codebook_dtype
     ),
     pq_checks,
 )
@@ -269,9 +266,8 @@ def _register_uniform(bits: int) -> Callable[[Context, NoOptions], Any]:
         f"int{bits}",
         summary=f"uniform symmetric int{bits} per output channel",
         stages=_stages(finetune=False),
-        # codes plus one fp32 scale per output channel
-        payload_bits=lambda layer, _k, _c, _o: (
-            layer.edges * layer.coef_dim * bits + 32 * layer.outputs
+        payload_bits=lambda layer, _k, _c, _o: sizing.uniform_bits(
+            layer.edges, layer.coef_dim, layer.outputs, bits
         ),
         uses_k=False,
     )(run)

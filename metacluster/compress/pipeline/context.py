@@ -3,9 +3,9 @@
 `prepare` checks the inputs, plans the run with `plan` (the same rules as the
 service's validation), copies the model, measures the original metric and the
 teacher outputs; `make_report` evaluates a result and measures its bytes through the
-run's `Sizer`. The engine never writes files: the caller's sizer knows how big a
-source checkpoint and an artifact are (`metacluster.workflow.ArtifactSizer` measures
-the real files); without one, `EstimateSizer` estimates from the tensors.
+run's `Sizer`: by default `container.ArtifactSizer`, the real sizes (the source as an
+fp32 checkpoint in its library's layout, the artifact as built in memory), so the
+library and the CLI report the same numbers; `EstimateSizer` estimates from the tensors.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from metacluster.compress.container import ArtifactSizer
 from metacluster.compress.numeric.codebook import CompressedKAN, EdgeGroup, build_groups
 from metacluster.compress.pipeline.checkpoint import ResumableStages, StageCheckpoint
 from metacluster.compress.pipeline.plan import Plan, plan
-from metacluster.compress.pipeline.report import (
-    Breakdown,
-    CompressionReport,
-    library_versions,
-    param_ratio,
-    payload_bytes,
-)
+from metacluster.compress.pipeline.report import CompressionReport, library_versions
+from metacluster.compress.sizing import Sizer, param_ratio, ratio
 from metacluster.compress.spec.config import MetaClusterConfig
 from metacluster.compress.spec.effort import (
     PRESETS,
@@ -50,28 +46,6 @@ from metacluster.errors import ConfigError
 from metacluster.kan.model import KANModel
 from metacluster.kan.summary import describe_model
 from metacluster.training import check_compatible
-
-
-class Sizer(Protocol):
-    """How big things are on disk: the caller's byte count, used for every ratio."""
-
-    def source_bytes(self, model: KANModel) -> tuple[int, str]:
-        """(bytes of the fp32 original, how they were measured)."""
-        ...
-
-    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
-        """Bytes of the artifact that stores `compressed` with `report`, by kind."""
-        ...
-
-
-class EstimateSizer:
-    """Sizes from the tensors alone: fp32 state dict before, payload after."""
-
-    def source_bytes(self, model: KANModel) -> tuple[int, str]:
-        return sum(4 * int(t.numel()) for t in model.state_dict().values()), "estimate:state_dict"
-
-    def artifact_size(self, compressed: CompressedKAN, report: CompressionReport) -> Breakdown:
-        return payload_bytes(compressed, report.config)
 
 
 @dataclass
@@ -149,7 +123,7 @@ def prepare(
         clock,
         ahead=[(s.name, s.weight) for s in the_plan.stages if s.name in TRAINING_STAGES],
     )
-    sizer = sizer or EstimateSizer()
+    sizer = sizer or ArtifactSizer()
     bytes_before, how = sizer.source_bytes(source)
     return Context(
         source=source,
@@ -215,7 +189,7 @@ def make_report(
     report.bytes_breakdown = dict(size.by_kind)
     report.layer_bytes = size.by_layer
     report.stages["artifact"] = round(time.perf_counter() - t0, 3)
-    report.ratio = ctx.bytes_before / max(1, report.bytes_after)
+    report.ratio = ratio(ctx.bytes_before, report.bytes_after)
     return report
 
 
@@ -244,8 +218,6 @@ def schedule_summary(ctx: Context, report: CompressionReport, run_s: float) -> d
 
 __all__ = [
     "Context",
-    "EstimateSizer",
-    "Sizer",
     "fingerprint",
     "make_report",
     "prepare",

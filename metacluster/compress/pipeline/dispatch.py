@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from metacluster.compress.numeric.codebook import CompressedKAN
 from metacluster.compress.pipeline.checkpoint import StageCheckpoint
-from metacluster.compress.pipeline.context import Sizer, prepare
+from metacluster.compress.pipeline.context import prepare
 from metacluster.compress.pipeline.registry import get_method
 from metacluster.compress.pipeline.report import CompressionReport
+from metacluster.compress.sizing import Sizer
 from metacluster.compress.spec.config import MetaClusterConfig
 from metacluster.compress.spec.hooks import Progress, ShouldStop, StageHooks
 from metacluster.data.dataset import Dataset
@@ -29,8 +30,9 @@ def compress(
     polled between steps and raises CancelledError; with a checkpoint, finished stages
     are saved and a repeated call resumes from them with the same result. With a list
     of K the meta-learner runs once and the smallest K within `config.max_drop` of the
-    original metric is returned (`report.sweep` has all). `sizer` measures bytes (the
-    real files: `metacluster.workflow.ArtifactSizer`; default: an estimate).
+    original metric is returned (`report.sweep` has all). `sizer` measures bytes (default:
+    `ArtifactSizer`, the real sizes, as the CLI reports them; `EstimateSizer`: from the
+    tensors alone).
     """
     method = get_method(config.method)
     options = method.parse_options(config.method_options)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metacluster.compress import sizing
 from metacluster.compress.pipeline.registry import get_method
 from metacluster.compress.spec.config import MetaClusterConfig
 from metacluster.compress.spec.effort import minimum_seconds, stage_weight, work_per_sample
@@ -28,8 +29,6 @@ from metacluster.errors import ConfigError, IncompatibleError
 # manifest): measured on the benchmark's artifacts, 510-593 bytes with two KAN layers and
 # 702 with three (container 104). An estimate: the budget's allocation measures the model's
 # own config, and the written file is exact.
-_HEADER_BYTES = 434
-_HEADER_BYTES_PER_LAYER = 60
 
 
 @dataclass(frozen=True)
@@ -171,10 +170,6 @@ def _output_check(info: Mapping[str, Any], data: DatasetMeta) -> Check:
     return Check("outputs", ok, f"model has {width} outputs, dataset has {what}")
 
 
-def _bits(k: int) -> int:
-    return max(1, math.ceil(math.log2(k)))
-
-
 def plan(
     model_info: Mapping[str, Any], data: DatasetMeta | None, config: MetaClusterConfig
 ) -> Plan:
@@ -240,8 +235,8 @@ def plan(
     dense_left = sum(
         int(la["edges"]) * int(la["coef_dim"]) for la in all_layers if str(la["name"]) not in names
     )
-    other_bytes = (2 if config.other_dtype == "float16" else 4) * other + 4 * dense_left
-    header = _HEADER_BYTES + _HEADER_BYTES_PER_LAYER * len(layers)
+    other_bytes = sizing.value_bytes(config.other_dtype) * other + 4 * dense_left
+    header = sizing.header_bytes(len(layers))
     expected: dict[int, int] = {}
     budget: int | None = None
     if config.budgeted and method.uses_k:
@@ -335,7 +330,7 @@ def _plan_budget(
         budget = int(int(info["bytes"]) / config.target_ratio)
     else:
         return None, layers, None
-    dense = 2 if config.other_dtype == "float16" else 4
+    dense = sizing.value_bytes(config.other_dtype)
     options: dict[str, list[Option]] = {}
     for la in layers:
         size = la.edges * la.coef_dim
@@ -363,9 +358,7 @@ def _plan_budget(
 
 def codebook_bits(layer: LayerPlan, k: int, config: MetaClusterConfig) -> int:
     """Bits of one layer stored as a K-entry codebook of whole vectors + packed indices."""
-    k = min(k, layer.edges)
-    value_bits = 16 if config.codebook_dtype == "float16" else 32
-    return k * layer.coef_dim * value_bits + layer.edges * _bits(k)
+    return sizing.codebook_bits(layer.edges, layer.coef_dim, k, config.codebook_dtype)
 
 
 class StageProgress:

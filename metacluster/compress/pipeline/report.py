@@ -14,19 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from metacluster.compress.numeric.codebook import CompressedKAN, coefficient_names
-from metacluster.compress.numeric.packing import bits_for, encode_indices
+from metacluster.compress.numeric.codebook import CompressedKAN
 from metacluster.kan.model import KANModel
-
-
-@dataclass
-class Breakdown:
-    """What the bytes of an artifact are: by kind (codebooks, indices, grids, dense,
-    manifest, container; they sum to `total`) and, for the payload, by KAN layer."""
-
-    total: int
-    by_kind: dict[str, int]
-    by_layer: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,49 +84,6 @@ def library_versions() -> dict[str, str]:
         "faiss": str(getattr(faiss, "__version__", "unknown")),
         "safetensors": safetensors.__version__,
     }
-
-
-def payload_bytes(compressed: CompressedKAN, config: dict[str, Any]) -> Breakdown:
-    """What an artifact stores for `compressed`, without its manifest and container
-    (codebooks, coded indices, uniform codes and the dense parameters), by kind: the
-    engine's estimate when no sizer measures the real file."""
-    quant = compressed.quantized
-    coding = str(config.get("entropy", "auto"))
-    cb_bytes = 2 if config.get("codebook_dtype") == "float16" else 4
-    ot_bytes = 2 if config.get("other_dtype") == "float16" else 4
-    kinds = {"codebooks": 0, "indices": 0, "grids": 0, "dense": 0}
-    for cb in quant.codebooks:
-        kinds["codebooks"] += cb.k * cb.sub * cb_bytes
-        kinds["indices"] += len(encode_indices(cb.indices.cpu().numpy(), cb.k, coding)[1])
-    for uq in quant.uniform:
-        levels = 1 << uq.bits
-        codes = (uq.codes + levels // 2 - 1).cpu().numpy()
-        kinds["codebooks"] += 4 * int(uq.scales.numel())
-        kinds["indices"] += len(encode_indices(codes, levels, coding)[1])
-    skip = set(coefficient_names(compressed, quant.layers).values())
-    kinds["dense"] = ot_bytes * sum(
-        int(p.numel()) for n, p in compressed.named_parameters() if n not in skip
-    )
-    return Breakdown(sum(kinds.values()), kinds)
-
-
-def param_ratio(
-    source: KANModel, compressed: CompressedKAN, codebook_dtype: str, other_dtype: str
-) -> float:
-    """Paper's measure: fp32 bits of every source parameter over the bits of the stored
-    codebooks, packed indices and the other (dense) parameters."""
-    num = 32 * sum(int(p.numel()) for p in source.parameters())
-    quant = compressed.quantized
-    cb_bits = 16 if codebook_dtype == "float16" else 32
-    ot_bits = 16 if other_dtype == "float16" else 32
-    den = 0
-    for cb in quant.codebooks:
-        den += cb.k * cb.sub * cb_bits + bits_for(cb.k) * int(cb.indices.numel())
-    for uq in quant.uniform:
-        den += int(uq.scales.numel()) * 32 + uq.bits * int(uq.codes.numel())
-    skip = set(coefficient_names(compressed, quant.layers).values())
-    den += ot_bits * sum(int(p.numel()) for n, p in compressed.named_parameters() if n not in skip)
-    return num / max(1, den)
 
 
 @torch.no_grad()

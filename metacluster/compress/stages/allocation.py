@@ -13,37 +13,30 @@ per layer that minimises the summed loss increase within the budget.
 
 from __future__ import annotations
 
-import json
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from metacluster.compress import sizing
 from metacluster.compress.numeric.codebook import build_groups, coefficient_names, uniform_quant
 from metacluster.compress.numeric.kmeans import kmeans
-from metacluster.compress.numeric.packing import bits_for, encode_indices
-from metacluster.compress.stages.functional import probe_loss
+from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.hooks import StageHooks
+from metacluster.compress.stages.functional import TrainingSet, probe_loss
 from metacluster.errors import ConfigError
-from metacluster.kan.grids import encode_grid, grid_entries
 from metacluster.kan.model import KANModel
 
 if TYPE_CHECKING:
-    from metacluster.compress.pipeline.context import Context
+    from metacluster.compress.spec.effort import RunBudget
     from metacluster.compress.stages.meta import MetaResult
 
 # The largest codebook the allocation considers for a layer.
 MAX_BUDGET_K = 4096
-# The deflated manifest beside the model config (metrics, config, sha256, entries) and the
-# safetensors header, in bytes: measured on the test suite's artifacts, rounded up so the
-# written file stays within the budget.
-MANIFEST_BYTES = 260
-MANIFEST_BYTES_PER_LAYER = 40
-CONTAINER_BYTES = 110
 # Discretisation of the knapsack's byte axis.
 BINS = 4000
 
@@ -74,43 +67,22 @@ class Option:
     delta: float  # validation loss increase
 
 
-def _codebook_bytes(edges: int, dim: int, k: int, ctx: Context) -> int:
-    value = 2 if ctx.config.codebook_dtype == "float16" else 4
-    return min(k, edges) * dim * value + math.ceil(edges * bits_for(min(k, edges)) / 8)
+class AllocationRun(Protocol):
+    """What the allocation reads of a prepared run (`pipeline.context.Context` is one)."""
 
+    work: KANModel
+    config: MetaClusterConfig
+    budget: RunBudget | None
+    device: torch.device
+    fit: TrainingSet
+    hooks: StageHooks
 
-def fixed_bytes(ctx: Context, layers: list[str]) -> int:
-    """Bytes an artifact spends besides the compressed layers' coefficients: the dense
-    parameters, coded grids, manifest and header (an estimate on the safe side)."""
-    model = ctx.work
-    skip = set(coefficient_names(model, layers).values())
-    dense_bytes = 2 if ctx.config.other_dtype == "float16" else 4
-    total = sum(dense_bytes * int(p.numel()) for n, p in model.named_parameters() if n not in skip)
-    state = model.state_dict()
-    for name, (order, default) in grid_entries(model).items():
-        grid = state[name]
-        if default.shape == grid.shape and torch.allclose(
-            default.to(grid), grid, rtol=1e-6, atol=1e-6
-        ):
-            continue
-        total += 4 * int(encode_grid(grid, order)[1].size)
-    return total + header_bytes(model)
-
-
-def header_bytes(model: KANModel) -> int:
-    """An estimate of an artifact's manifest and container bytes for `model`."""
-    config = json.dumps(model.config(), separators=(",", ":"), sort_keys=True).encode()
-    layers = len(list(model.kan_layers()))
-    return (
-        len(zlib.compress(config, 9))
-        + MANIFEST_BYTES
-        + MANIFEST_BYTES_PER_LAYER * layers
-        + CONTAINER_BYTES
-    )
+    @property
+    def layers(self) -> list[str]: ...
 
 
 def _options(
-    ctx: Context,
+    ctx: AllocationRun,
     name: str,
     vectors: Tensor,
     loss_with: Callable[[str, Tensor], float],
@@ -120,8 +92,8 @@ def _options(
     modules = dict(ctx.work.kan_layers())
     layer = modules[name]
     edges, dim = int(vectors.shape[0]), int(vectors.shape[1])
-    dense_bytes = 2 if ctx.config.other_dtype == "float16" else 4
-    value = 2 if ctx.config.codebook_dtype == "float16" else 4
+    dense_bytes = sizing.value_bytes(ctx.config.other_dtype)
+    value = sizing.value_bytes(ctx.config.codebook_dtype)
     coding = ctx.config.entropy
     out = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
     uq = uniform_quant(name, layer, vectors.detach().cpu(), 8)
@@ -129,7 +101,7 @@ def _options(
     out.append(
         Option(
             LayerChoice("uniform", bits=8),
-            len(encode_indices(codes, 256, coding)[1]) + 4 * int(uq.scales.numel()),
+            sizing.coded_index_bytes(codes, 256, coding) + 4 * int(uq.scales.numel()),
             loss_with(name, uq.vectors()) - base,
         )
     )
@@ -146,9 +118,11 @@ def _options(
             res = kmeans(data, kk, seed=ctx.config.seed + gi, iters=20, restarts=1, sample=sample)
             approx[rows] = torch.from_numpy(res.centroids[res.assignment]).to(approx.dtype)
             # the index stream as the artifact will code it (packed or rANS, smaller)
-            size += kk * dim * value + len(encode_indices(res.assignment, kk, coding)[1])
+            size += kk * dim * value + sizing.coded_index_bytes(res.assignment, kk, coding)
         if ctx.config.residual_k:
-            size += _codebook_bytes(edges, dim, ctx.config.residual_k, ctx)
+            size += sizing.codebook_bytes(
+                edges, dim, ctx.config.residual_k, ctx.config.codebook_dtype
+            )
         if size > limit and any(o.choice.mode == "codebook" for o in out):
             break  # larger codebooks only cost more: none of them fits
         # A larger codebook of the same vectors is never worse once fine-tuned: the
@@ -240,7 +214,7 @@ def solve(options: dict[str, list[Option]], budget: int) -> dict[str, Option] | 
     return chosen
 
 
-def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
+def allocate(ctx: AllocationRun, meta: MetaResult | None, budget: int) -> Assignment:
     """The storage of every compressible layer within `budget` artifact bytes."""
     names = ctx.layers
     modules = dict(ctx.work.kan_layers())
@@ -263,7 +237,7 @@ def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
         def loss_with(name: str, approx: Tensor) -> float:
             return probe_loss(ctx.work, ctx.fit, coefs_of({**vectors, name: approx}), temperature)
 
-        payload = budget - fixed_bytes(ctx, names)
+        payload = budget - sizing.fixed_bytes(ctx.work, names, ctx.config.other_dtype)
         options: dict[str, list[Option]] = {}
         for i, name in enumerate(names):
             ctx.hooks.check("allocate")
@@ -281,11 +255,11 @@ def allocate(ctx: Context, meta: MetaResult | None, budget: int) -> Assignment:
 
 
 __all__ = [
+    "AllocationRun",
     "Assignment",
     "LayerChoice",
     "Option",
     "allocate",
-    "fixed_bytes",
     "k_steps",
     "solve",
     "spend_leftover",
