@@ -45,6 +45,7 @@ from metacluster.kan.polynomial import (
 from metacluster.kan.rational import GroupRationalKANLayer
 from metacluster.kan.rbf import RBFKANLayer
 from metacluster.kan.rbf_conv import RBFKANConv2d
+from metacluster.kan.rkan import JacobiRKANLayer, PadeRKANLayer
 from metacluster.kan.summary import describe_model
 from metacluster.kan.wavelet import WaveletKANLayer
 
@@ -68,6 +69,7 @@ __all__ = [
     "GroupRationalKANLayer",
     "JacobiKANConv2d",
     "JacobiKANLayer",
+    "JacobiRKANLayer",
     "KANConv2d",
     "KANLayer",
     "KANModel",
@@ -77,6 +79,7 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "PReLU",
+    "PadeRKANLayer",
     "PyKANLayer",
     "RBFKANConv2d",
     "RBFKANLayer",

@@ -26,6 +26,7 @@ TOL = {
     "kat": 1e-5,
     "convkan": 1e-5,
     "torchkan": 1e-5,
+    "rkan": 1e-5,
 }
 
 

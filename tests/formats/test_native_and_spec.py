@@ -40,6 +40,7 @@ def test_formats_list() -> None:
         "kat",
         "convkan",
         "torchkan",
+        "rkan",
         "spec",
     }
 

@@ -36,6 +36,8 @@ DENSE = [
     "bernstein",
     "wavelet",
     "rational",
+    "rkan_jacobi",
+    "rkan_pade",
 ]
 CONV = [
     "conv_bspline",

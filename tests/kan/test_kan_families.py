@@ -37,10 +37,12 @@ from metacluster.kan import (
     GroupRationalKANLayer,
     JacobiKANConv2d,
     JacobiKANLayer,
+    JacobiRKANLayer,
     KANConv2d,
     KANLayer,
     LegendreKANConv2d,
     LegendreKANLayer,
+    PadeRKANLayer,
     PyKANLayer,
     RBFKANConv2d,
     RBFKANLayer,
@@ -194,6 +196,8 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "wavelet": lambda: WaveletKANLayer(3, 2, wavelet_type="morlet"),
     "conv_rbf": lambda: RBFKANConv2d(4, 2, 3, padding=1, groups=2, grid_size=4),
     "rational": lambda: GroupRationalKANLayer(4, 3, num_groups=2, shared_numerator=False),
+    "rkan_jacobi": lambda: JacobiRKANLayer(3, 2, degree=4),
+    "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
 }
 
 
