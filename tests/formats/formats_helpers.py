@@ -27,6 +27,7 @@ TOL = {
     "convkan": 1e-5,
     "torchkan": 1e-5,
     "rkan": 1e-5,
+    "kaconv": 1e-5,
 }
 
 

@@ -41,6 +41,7 @@ def test_formats_list() -> None:
         "convkan",
         "torchkan",
         "rkan",
+        "kaconv",
         "spec",
     }
 
