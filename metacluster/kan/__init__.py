@@ -48,6 +48,7 @@ from metacluster.kan.rbf_conv import RBFKANConv2d
 from metacluster.kan.rkan import JacobiRKANLayer, PadeRKANLayer
 from metacluster.kan.summary import describe_model
 from metacluster.kan.wavelet import WaveletKANLayer
+from metacluster.kan.wavelet_conv import WaveletKANConv2d
 
 __all__ = [
     "MODULE_TYPES",
@@ -85,6 +86,7 @@ __all__ = [
     "RBFKANLayer",
     "Reshape",
     "SiLU",
+    "WaveletKANConv2d",
     "WaveletKANLayer",
     "build_conv_kan",
     "build_kan",

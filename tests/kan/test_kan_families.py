@@ -46,6 +46,7 @@ from metacluster.kan import (
     PyKANLayer,
     RBFKANConv2d,
     RBFKANLayer,
+    WaveletKANConv2d,
     WaveletKANLayer,
     build_module,
     module_config,
@@ -198,6 +199,7 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "rational": lambda: GroupRationalKANLayer(4, 3, num_groups=2, shared_numerator=False),
     "rkan_jacobi": lambda: JacobiRKANLayer(3, 2, degree=4),
     "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
+    "conv_wavelet": lambda: WaveletKANConv2d(4, 2, (3, 2), padding=1, groups=2, norm="none"),
 }
 
 
@@ -264,7 +266,7 @@ def test_edge_index_groups_and_functions(family: str) -> None:
     assert all(k.startswith(layer.basis().key()) for k in keys)
     f = layer.edge_functions(layer.edge_view().coefficients, n_points=17)
     assert f.shape == (layer.n_edges, 17) and torch.isfinite(f).all()
-    if family != "wavelet":  # scale and shift are in a wavelet's vector, so not linear
+    if "wavelet" not in family:  # scale and shift are in a wavelet's vector, so not linear
         # Linear in the coefficients: the zero vector is the zero function.
         zero = layer.edge_functions(torch.zeros(2, layer.coef_dim), n_points=5)
         assert torch.equal(zero, torch.zeros(2, 5))
