@@ -17,6 +17,7 @@ the w_p / w_q lengths. A PadeRKAN whose denominator Q vanishes inside `input_ran
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,19 @@ JACOBI = frozenset({"alpha", "beta", "iota"})
 PADE = frozenset(f"{n}_{s}" for n in ("alpha", "beta", "zeta", "w") for s in "pq")
 DEFAULT_RANGE = (-20.0, 20.0)
 _KAN = JacobiRKANLayer | PadeRKANLayer
+
+
+def _spec_options(ckpt: Checkpoint) -> dict[str, Any]:
+    """Options of an "rkan" entry of the spec beside the file (what `export` writes),
+    for a read with format="rkan" (the spec format reads them itself)."""
+    entries = (ckpt.spec or {}).get("layers")
+    found: dict[str, Any] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("kind") == RKANFormat.name:
+            options = entry.get("options")
+            if isinstance(options, dict):
+                found.update(options)
+    return found
 
 
 def _int_option(opts: dict[str, Any], name: str) -> int | None:
@@ -94,7 +108,7 @@ class RKANFormat(FormatHandler):
 
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
-        opts = {**(ckpt.hf_config or {}), **ckpt.options}
+        opts = {**(ckpt.hf_config or {}), **_spec_options(ckpt), **ckpt.options}
         lo, hi = _range(opts)
         modules = self._modules(ckpt)
         jacobi_degrees = self._jacobi_degrees(opts, sum(k == "jacobi" for k, _ in modules))
@@ -255,7 +269,8 @@ class RKANFormat(FormatHandler):
 
     def export(self, model: KANModel, path: Path) -> list[Path]:
         """`nn.Sequential` keys: a glue Linear takes one index, a KAN layer two (its
-        activation, then its linear)."""
+        activation, then its linear); with JacobiRKAN layers, a `<file>.spec.json`
+        beside it names their degrees."""
         layers = layers_of(model, self.name, (JacobiRKANLayer, PadeRKANLayer, Linear))
         state: dict[str, Tensor] = {}
         index = 0
@@ -277,7 +292,15 @@ class RKANFormat(FormatHandler):
                 state[f"{index + 1}.bias"] = layer.bias.detach().clone()
             index += 2
         save_torch_state(state, path)
-        return [path]
+        degrees = [m.degree for m in layers if isinstance(m, JacobiRKANLayer)]
+        if not degrees:
+            return [path]
+        # JacobiRKAN's degree is not in the state dict: a spec beside the file says it,
+        # so that the export reads back (`<file>.spec.json` is found next to it).
+        spec = path.with_name(path.name + ".spec.json")
+        entry = {"kind": self.name, "options": {"degrees": degrees}}
+        spec.write_text(json.dumps({"layers": [entry]}, indent=2), encoding="utf-8")
+        return [path, spec]
 
 
 register(RKANFormat())

@@ -15,7 +15,12 @@ from test_tck_polynomial import compress_and_reload, fresh_outputs
 from torch import nn
 
 from metacluster.errors import FormatError
-from metacluster.formats import detect_format, export_model, load_model
+from metacluster.formats import (
+    detect_format,
+    export_model,
+    load_model,
+    source_checkpoint_bytes,
+)
 
 
 def _model(seed: int = 0, jacobi: int = 3, pade: tuple[int, int] = (3, 3)) -> nn.Sequential:
@@ -69,6 +74,8 @@ def test_upstream_checkpoint_loads_and_exports_back(tmp_path: Path, degree: int)
     with torch.no_grad():  # relative to the output scale
         assert diff / float(ref(x).abs().max()) < 1e-6
     files = export_model(model, "rkan", tmp_path / "out.pt")
+    assert [f.name for f in files] == ["out.pt", "out.pt.spec.json"]
+    assert_same_outputs(ref, load_model(files[0]), x, fmt="rkan")  # reads back via its spec
     back = torch.load(files[0], weights_only=True)
     assert list(back) == list(state)
     for key, value in state.items():
@@ -141,3 +148,10 @@ def test_a_pade_pole_in_the_data_range_is_refused_at_import(tmp_path: Path) -> N
 
 def test_compresses_through_the_engine_and_exports_back(tmp_path: Path) -> None:
     compress_and_reload(tmp_path, _pade_only, None, "rkan")
+
+
+def test_source_bytes_are_measured_on_the_rkan_export(tmp_path: Path) -> None:
+    model = load_model(_save(tmp_path, _model(), {"degree": 3}))
+    size, how = source_checkpoint_bytes(model)
+    assert how == "export:rkan"
+    assert size > (tmp_path / "pytorch_model.bin").stat().st_size * 0.9
