@@ -19,7 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats import _tck_poly, _tck_rbf, _tck_wavelet, _tck_wavelet_conv
+from metacluster.formats import (
+    _tck_bottleneck,
+    _tck_poly,
+    _tck_rbf,
+    _tck_wavelet,
+    _tck_wavelet_conv,
+)
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -39,6 +45,7 @@ from metacluster.kan import (
     SiLU,
     WaveletKANLayer,
 )
+from metacluster.kan.bottleneck import GramBottleneckKANConv2d
 from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
 from metacluster.kan.wavelet_conv import WaveletKANConv2d
 
@@ -153,6 +160,7 @@ class TorchConvKANFormat(FormatHandler):
         *_tck_poly.DENSE_LAYOUTS,
         _tck_wavelet.LAYOUT,
         _tck_wavelet_conv.LAYOUT,
+        _tck_bottleneck.LAYOUT,
     )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -179,6 +187,12 @@ class TorchConvKANFormat(FormatHandler):
         }
         for variant, leaf in _tck_poly.MARKERS.items():
             found |= {p: variant for p in module_prefixes(ckpt, leaf) if _is(ckpt, p, variant)}
+        # a bottleneck also has poly_weights and base_conv: it overrides "poly_conv"
+        found |= {
+            p: "kagn_bottleneck"
+            for p in module_prefixes(ckpt, _tck_bottleneck.MARKER)
+            if _tck_bottleneck.is_bottleneck(ckpt.tensors, p)
+        }
         return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -200,6 +214,8 @@ class TorchConvKANFormat(FormatHandler):
                 layers.extend(_tck_rbf.load(keys, p, opts))
             elif variant == "wavkan":
                 layers.extend(_tck_wavelet.load(keys, p, opts))
+            elif variant == "kagn_bottleneck":
+                layers.extend(_tck_bottleneck.load(keys, p, opts))
             elif variant == "wavkan_conv":
                 layers.extend(_tck_wavelet_conv.load(keys, p, opts))
             else:
@@ -268,6 +284,9 @@ class TorchConvKANFormat(FormatHandler):
             elif isinstance(layer, WaveletKANLayer):
                 per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
                 pos += 2
+            elif isinstance(layer, GramBottleneckKANConv2d):
+                per_layer.append(_tck_bottleneck.export(layer, pos, prefix, state))
+                pos += 1
             elif isinstance(layer, WaveletKANConv2d):
                 per_layer.append(_tck_wavelet_conv.export(layer, pos, prefix, state))
                 pos += 1
@@ -302,6 +321,7 @@ _EXPORTABLE = (
     _PolyKANConv2d,
     WaveletKANLayer,
     WaveletKANConv2d,
+    GramBottleneckKANConv2d,
     nn.LayerNorm,
     SiLU,
     Affine,

@@ -6,6 +6,7 @@ Importing this package registers every layer family and glue module with `KANMod
 from __future__ import annotations
 
 from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
+from metacluster.kan.bottleneck import GramBottleneckKANConv2d
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
 from metacluster.kan.build import build_conv_kan, build_kan
 from metacluster.kan.chebyshev import ChebyKANLayer
@@ -65,6 +66,7 @@ __all__ = [
     "Flatten",
     "FourierKANLayer",
     "GlobalAvgPool",
+    "GramBottleneckKANConv2d",
     "GramKANConv2d",
     "GramKANLayer",
     "GroupRationalKANLayer",

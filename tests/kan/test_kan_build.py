@@ -48,6 +48,7 @@ CONV = [
     "conv_bernstein",
     "conv_rbf",
     "conv_wavelet",
+    "conv_gram_bottleneck",
 ]
 
 
@@ -140,7 +141,10 @@ def test_conv_classifier(family: str) -> None:
     assert model(flat).shape == (3, 10) and model(image).shape == (3, 10)
     views = model.edge_views()
     kk = 1 if family == "conv_wavelet" else 9  # a wavelet conv edge holds its kernel
-    assert [v.n_edges for v in views] == [4 * 1 * kk, 6 * 4 * kk]
+    if family == "conv_gram_bottleneck":  # the inner conv's edges: widths min(16, I, O)
+        assert [v.n_edges for v in views] == [1 * 1 * 9, 4 * 4 * 9]
+    else:
+        assert [v.n_edges for v in views] == [4 * 1 * kk, 6 * 4 * kk]
     rebuilt = KANModel.from_config(json.loads(json.dumps(model.config())))
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt(flat), model(flat))

@@ -32,6 +32,7 @@ from metacluster.kan import (
     ChebyKANConv2d,
     ChebyKANLayer,
     FourierKANLayer,
+    GramBottleneckKANConv2d,
     GramKANConv2d,
     GramKANLayer,
     GroupRationalKANLayer,
@@ -200,6 +201,7 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "rkan_jacobi": lambda: JacobiRKANLayer(3, 2, degree=4),
     "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
     "conv_wavelet": lambda: WaveletKANConv2d(4, 2, (3, 2), padding=1, groups=2, norm="none"),
+    "conv_gram_bottleneck": lambda: GramBottleneckKANConv2d(4, 6, 3, padding=1, groups=2),
 }
 
 
