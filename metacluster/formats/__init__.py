@@ -24,6 +24,8 @@ from metacluster.formats import fast_bspline as _fast_bspline  # noqa: F401  iso
 from metacluster.formats import kat as _kat  # noqa: F401  isort: skip
 from metacluster.formats import convkan as _convkan  # noqa: F401  isort: skip
 from metacluster.formats import torchkan as _torchkan  # noqa: F401  isort: skip
+from metacluster.formats import rkan as _rkan  # noqa: F401  isort: skip
+from metacluster.formats import kaconv as _kaconv  # noqa: F401  isort: skip
 from metacluster.formats import spec as _spec  # noqa: F401  isort: skip
 from metacluster.errors import ConfigError, FormatError, InputError
 from metacluster.formats._checkpoint import Checkpoint, open_checkpoint

@@ -71,8 +71,16 @@ def load(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
 
 
 def export(layer: RBFKANConv2d, pos: int, prefix: str, state: dict[str, Tensor]) -> dict[str, Any]:
-    if layer.prelu_weight is not None or layer.norm != "none":
-        raise IncompatibleError(f"layer {pos}: FastKANConv2DLayer has no output norm or PReLU")
+    if (
+        layer.prelu_weight is not None
+        or layer.norm != "none"
+        or not layer.input_norm
+        or layer.bias is not None
+    ):
+        raise IncompatibleError(
+            f"layer {pos}: FastKANConv2DLayer has an input instance norm, no output norm, "
+            "no PReLU and no bias"
+        )
     g, n_grid = layer.groups, layer.grid_size
     out_g, in_g = layer.out_channels // g, layer.in_channels // g
     kh, kw = layer.kernel_size

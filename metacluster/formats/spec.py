@@ -11,7 +11,8 @@ Example (passed as `spec=` or saved as `<checkpoint>.spec.json` beside it)::
      "ignore": ["aux_head."]}
 
 KAN kinds are the library formats (efficient-kan, fastkan, chebykan, fourierkan,
-torch-conv-kan, flashkan, inkan, kat, convkan): the keys under `prefix` are read by that format's importer
+torch-conv-kan, flashkan, inkan, kat, convkan, rkan,
+kaconv): the keys under `prefix` are read by that format's importer
 (one layer or a stack). Glue kinds are our registered modules (layernorm, linear,
 flatten, silu, maxpool2d, avgpool2d, global_avg_pool, affine) with `options` as
 their arguments and their weights under `prefix`. Every tensor must be used
@@ -45,6 +46,8 @@ KAN_KINDS = (
     "inkan",
     "kat",
     "convkan",
+    "rkan",
+    "kaconv",
 )
 
 
@@ -129,7 +132,7 @@ class SpecFormat(FormatHandler):
                     path=ckpt.path,
                     files=[],
                     tensors=tensors,
-                    hf_config=options if kind in ("torch-conv-kan", "convkan") else None,
+                    hf_config=options if kind in ("torch-conv-kan", "convkan", "kaconv") else None,
                     ordered=ckpt.ordered,
                     options=options,
                 )

@@ -19,7 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats import _tck_poly, _tck_rbf, _tck_wavelet
+from metacluster.formats import (
+    _tck_bottleneck,
+    _tck_poly,
+    _tck_rbf,
+    _tck_wavelet,
+    _tck_wavelet_conv,
+)
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
 from metacluster.formats._io import save_torch_state, write_safetensors
 from metacluster.formats._registry import (
@@ -39,7 +45,9 @@ from metacluster.kan import (
     SiLU,
     WaveletKANLayer,
 )
+from metacluster.kan.bottleneck import GramBottleneckKANConv2d
 from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
+from metacluster.kan.wavelet_conv import WaveletKANConv2d
 
 # KANConv2DLayer's defaults (kan_convs/kan_conv.py).
 DEFAULTS: dict[str, Any] = {
@@ -151,6 +159,8 @@ class TorchConvKANFormat(FormatHandler):
         (("poly_weights", 5), ("base_conv.0.weight", 4)),
         *_tck_poly.DENSE_LAYOUTS,
         _tck_wavelet.LAYOUT,
+        _tck_wavelet_conv.LAYOUT,
+        _tck_bottleneck.LAYOUT,
     )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -170,8 +180,19 @@ class TorchConvKANFormat(FormatHandler):
             for p in module_prefixes(ckpt, _tck_wavelet.MARKER)
             if _tck_wavelet.is_dense_wavkan(ckpt.tensors, p)
         }
+        found |= {
+            p: "wavkan_conv"
+            for p in module_prefixes(ckpt, _tck_wavelet_conv.MARKER)
+            if _tck_wavelet_conv.is_wavkan_conv(ckpt.tensors, p)
+        }
         for variant, leaf in _tck_poly.MARKERS.items():
             found |= {p: variant for p in module_prefixes(ckpt, leaf) if _is(ckpt, p, variant)}
+        # a bottleneck also has poly_weights and base_conv: it overrides "poly_conv"
+        found |= {
+            p: "kagn_bottleneck"
+            for p in module_prefixes(ckpt, _tck_bottleneck.MARKER)
+            if _tck_bottleneck.is_bottleneck(ckpt.tensors, p)
+        }
         return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -193,6 +214,10 @@ class TorchConvKANFormat(FormatHandler):
                 layers.extend(_tck_rbf.load(keys, p, opts))
             elif variant == "wavkan":
                 layers.extend(_tck_wavelet.load(keys, p, opts))
+            elif variant == "kagn_bottleneck":
+                layers.extend(_tck_bottleneck.load(keys, p, opts))
+            elif variant == "wavkan_conv":
+                layers.extend(_tck_wavelet_conv.load(keys, p, opts))
             else:
                 layers.extend(_tck_poly.load_dense(keys, p, variant.removeprefix("dense_"), opts))
         families = sorted({layer.family for layer in layers if isinstance(layer, KANLayer)})
@@ -259,6 +284,12 @@ class TorchConvKANFormat(FormatHandler):
             elif isinstance(layer, WaveletKANLayer):
                 per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
                 pos += 2
+            elif isinstance(layer, GramBottleneckKANConv2d):
+                per_layer.append(_tck_bottleneck.export(layer, pos, prefix, state))
+                pos += 1
+            elif isinstance(layer, WaveletKANConv2d):
+                per_layer.append(_tck_wavelet_conv.export(layer, pos, prefix, state))
+                pos += 1
             elif isinstance(layer, RBFKANConv2d):
                 per_layer.append(_tck_rbf.export(layer, pos, prefix, state))
                 pos += 1
@@ -289,6 +320,8 @@ _EXPORTABLE = (
     _PolyKANLayer,
     _PolyKANConv2d,
     WaveletKANLayer,
+    WaveletKANConv2d,
+    GramBottleneckKANConv2d,
     nn.LayerNorm,
     SiLU,
     Affine,

@@ -6,6 +6,7 @@ Importing this package registers every layer family and glue module with `KANMod
 from __future__ import annotations
 
 from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
+from metacluster.kan.bottleneck import GramBottleneckKANConv2d
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
 from metacluster.kan.build import build_conv_kan, build_kan
 from metacluster.kan.chebyshev import ChebyKANLayer
@@ -45,8 +46,10 @@ from metacluster.kan.polynomial import (
 from metacluster.kan.rational import GroupRationalKANLayer
 from metacluster.kan.rbf import RBFKANLayer
 from metacluster.kan.rbf_conv import RBFKANConv2d
+from metacluster.kan.rkan import JacobiRKANLayer, PadeRKANLayer
 from metacluster.kan.summary import describe_model
 from metacluster.kan.wavelet import WaveletKANLayer
+from metacluster.kan.wavelet_conv import WaveletKANConv2d
 
 __all__ = [
     "MODULE_TYPES",
@@ -63,11 +66,13 @@ __all__ = [
     "Flatten",
     "FourierKANLayer",
     "GlobalAvgPool",
+    "GramBottleneckKANConv2d",
     "GramKANConv2d",
     "GramKANLayer",
     "GroupRationalKANLayer",
     "JacobiKANConv2d",
     "JacobiKANLayer",
+    "JacobiRKANLayer",
     "KANConv2d",
     "KANLayer",
     "KANModel",
@@ -77,11 +82,13 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "PReLU",
+    "PadeRKANLayer",
     "PyKANLayer",
     "RBFKANConv2d",
     "RBFKANLayer",
     "Reshape",
     "SiLU",
+    "WaveletKANConv2d",
     "WaveletKANLayer",
     "build_conv_kan",
     "build_kan",

@@ -26,6 +26,8 @@ TOL = {
     "kat": 1e-5,
     "convkan": 1e-5,
     "torchkan": 1e-5,
+    "rkan": 1e-5,
+    "kaconv": 1e-5,
 }
 
 

@@ -44,6 +44,22 @@ def test_a_missing_key_is_named(tmp_path: Path) -> None:
             },
             "closest known format: torch-conv-kan (no key ending in 'base_weights')",
         ),
+        (  # a PadeRKAN without its denominator
+            {
+                "0.weight": torch.zeros(4, 3),
+                "1.w_p": torch.ones(3),
+                "1.zeta_p": torch.zeros(1),
+                "2.weight": torch.zeros(2, 4),
+            },
+            "closest known format: rkan (no key ending in 'w_q'; no key ending in 'zeta_q')",
+        ),
+        (  # a WavKAN conv without its base conv
+            {
+                "layers.0.wavelet_conv.0.scale": torch.ones(1, 2, 2, 1, 1),
+                "layers.0.wavelet_conv.0.translation": torch.zeros(1, 2, 2, 1, 1),
+            },
+            "closest known format: torch-conv-kan (no key ending in 'base_conv.0.weight')",
+        ),
     ],
 )
 def test_a_wrong_shape_or_missing_partner_is_named(

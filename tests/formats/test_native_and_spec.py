@@ -40,6 +40,8 @@ def test_formats_list() -> None:
         "kat",
         "convkan",
         "torchkan",
+        "rkan",
+        "kaconv",
         "spec",
     }
 

@@ -36,6 +36,8 @@ DENSE = [
     "bernstein",
     "wavelet",
     "rational",
+    "rkan_jacobi",
+    "rkan_pade",
 ]
 CONV = [
     "conv_bspline",
@@ -45,6 +47,8 @@ CONV = [
     "conv_jacobi",
     "conv_bernstein",
     "conv_rbf",
+    "conv_wavelet",
+    "conv_gram_bottleneck",
 ]
 
 
@@ -136,7 +140,11 @@ def test_conv_classifier(family: str) -> None:
     flat, image = torch.randn(3, 64), torch.randn(3, 1, 8, 8)
     assert model(flat).shape == (3, 10) and model(image).shape == (3, 10)
     views = model.edge_views()
-    assert [v.n_edges for v in views] == [4 * 1 * 9, 6 * 4 * 9]
+    kk = 1 if family == "conv_wavelet" else 9  # a wavelet conv edge holds its kernel
+    if family == "conv_gram_bottleneck":  # the inner conv's edges: widths min(16, I, O)
+        assert [v.n_edges for v in views] == [1 * 1 * 9, 4 * 4 * 9]
+    else:
+        assert [v.n_edges for v in views] == [4 * 1 * kk, 6 * 4 * kk]
     rebuilt = KANModel.from_config(json.loads(json.dumps(model.config())))
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt(flat), model(flat))

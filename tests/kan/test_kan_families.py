@@ -32,18 +32,22 @@ from metacluster.kan import (
     ChebyKANConv2d,
     ChebyKANLayer,
     FourierKANLayer,
+    GramBottleneckKANConv2d,
     GramKANConv2d,
     GramKANLayer,
     GroupRationalKANLayer,
     JacobiKANConv2d,
     JacobiKANLayer,
+    JacobiRKANLayer,
     KANConv2d,
     KANLayer,
     LegendreKANConv2d,
     LegendreKANLayer,
+    PadeRKANLayer,
     PyKANLayer,
     RBFKANConv2d,
     RBFKANLayer,
+    WaveletKANConv2d,
     WaveletKANLayer,
     build_module,
     module_config,
@@ -194,6 +198,10 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "wavelet": lambda: WaveletKANLayer(3, 2, wavelet_type="morlet"),
     "conv_rbf": lambda: RBFKANConv2d(4, 2, 3, padding=1, groups=2, grid_size=4),
     "rational": lambda: GroupRationalKANLayer(4, 3, num_groups=2, shared_numerator=False),
+    "rkan_jacobi": lambda: JacobiRKANLayer(3, 2, degree=4),
+    "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
+    "conv_wavelet": lambda: WaveletKANConv2d(4, 2, (3, 2), padding=1, groups=2, norm="none"),
+    "conv_gram_bottleneck": lambda: GramBottleneckKANConv2d(4, 6, 3, padding=1, groups=2),
 }
 
 
@@ -260,7 +268,7 @@ def test_edge_index_groups_and_functions(family: str) -> None:
     assert all(k.startswith(layer.basis().key()) for k in keys)
     f = layer.edge_functions(layer.edge_view().coefficients, n_points=17)
     assert f.shape == (layer.n_edges, 17) and torch.isfinite(f).all()
-    if family != "wavelet":  # scale and shift are in a wavelet's vector, so not linear
+    if "wavelet" not in family:  # scale and shift are in a wavelet's vector, so not linear
         # Linear in the coefficients: the zero vector is the zero function.
         zero = layer.edge_functions(torch.zeros(2, layer.coef_dim), n_points=5)
         assert torch.equal(zero, torch.zeros(2, 5))

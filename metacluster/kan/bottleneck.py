@@ -1,0 +1,188 @@
+"""torch-conv-kan's `BottleNeckKAGNConv2DLayer`: a Gram KAN conv between 1x1 projections.
+
+Per group (I' = I/g inputs, O' = O/g outputs, D inner channels) upstream computes
+    z = tanh(inner_proj(x))                                   (1x1, I' -> D)
+    y = out_proj(conv(silu(gram(z)), P))                      (P: D -> D, kh x kw; 1x1 D -> O')
+    y = silu(InstanceNorm2d(y + conv(silu(x), B)))            (B: I' -> O', kh x kw)
+The KAN edges are the inner conv's: one per (inner out, inner in, kh, kw), its vector the
+D + 1 Gram coefficients (coef (g·D, D, kh, kw, D + 1)). The projections, the base conv
+(whose edges are another set, I' -> O') and Gram's `beta` are other parameters, kept dense:
+they cap the compression ratio. The layer has no codebook runtime hooks (the compressed
+runtime runs it dense).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metacluster.errors import ConfigError, InputError
+from metacluster.kan._common import check_coefficients, check_positive
+from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.conv import _pair
+from metacluster.kan.families import register_family
+from metacluster.kan.polynomial import polynomial_features
+
+__all__ = ["GramBottleneckKANConv2d", "bottleneck_width"]
+
+NORMS = ("instance", "none")
+
+
+def bottleneck_width(
+    in_channels: int, out_channels: int, groups: int, dim_reduction: float, min_internal: int
+) -> int:
+    """Upstream's inner width D from its constructor arguments."""
+    inner = int(
+        max((in_channels // groups) / dim_reduction, (out_channels // groups) / dim_reduction)
+    )
+    if inner < min_internal:
+        return min(min_internal, in_channels // groups, out_channels // groups)
+    return inner
+
+
+@register_family("conv_gram_bottleneck", kind="conv")
+class GramBottleneckKANConv2d(KANLayer):
+    """coef (g·D, D, kh, kw, D+1) the inner Gram conv; `base_weight` (O, I/g, kh, kw),
+    `inner_proj` (g, D, I/g), `out_proj` (g, O/g, D) and `beta` (D+1,) dense."""
+
+    family = "gram"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int] | list[int],
+        stride: int | tuple[int, int] | list[int] = 1,
+        padding: int | tuple[int, int] | list[int] = 0,
+        dilation: int | tuple[int, int] | list[int] = 1,
+        groups: int = 1,
+        degree: int = 3,
+        inner_dim: int | None = None,
+        norm: str = "instance",
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive("in_channels", in_channels)
+        self.out_features = check_positive("out_channels", out_channels)
+        self.groups = check_positive("groups", groups)
+        if in_channels % groups or out_channels % groups:
+            raise ConfigError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                f"must be divisible by groups ({groups})"
+            )
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
+            raise ConfigError("kernel_size, stride and dilation must be >= 1")
+        if min(self.padding) < 0:
+            raise ConfigError("padding must be >= 0")
+        if norm not in NORMS:
+            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
+        self.degree = check_positive("degree", degree, minimum=0)
+        in_g, out_g = in_channels // groups, out_channels // groups
+        if inner_dim is None:
+            inner_dim = bottleneck_width(in_channels, out_channels, groups, 4, 16)
+        self.inner_dim = check_positive("inner_dim", inner_dim)
+        kh, kw = self.kernel_size
+        d = self.inner_dim
+        self.coef = nn.Parameter(torch.empty(groups * d, d, kh, kw, self.degree + 1))
+        self.beta = nn.Parameter(torch.zeros(self.degree + 1))
+        self.base_weight = nn.Parameter(torch.empty(out_channels, in_g, kh, kw))
+        self.inner_proj = nn.Parameter(torch.empty(groups, d, in_g))
+        self.out_proj = nn.Parameter(torch.empty(groups, out_g, d))
+        self.reset_parameters()
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_features
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_features
+
+    def reset_parameters(self) -> None:
+        """Upstream's: kaiming-uniform (linear gain) convs and projections, beta normal."""
+        kh, kw = self.kernel_size
+        with torch.no_grad():
+            for param, fan_in in (
+                (self.coef, self.inner_dim * (self.degree + 1) * kh * kw),
+                (self.base_weight, (self.in_channels // self.groups) * kh * kw),
+                (self.inner_proj, self.in_channels // self.groups),
+                (self.out_proj, self.inner_dim),
+            ):
+                bound = math.sqrt(3.0 / fan_in)
+                param.uniform_(-bound, bound)
+            std = 1.0 / (kh * self.in_channels * (self.degree + 1.0))
+            self.beta.normal_(0.0, std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InputError(
+                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+        d, deg = self.inner_dim, self.degree
+        in_g, out_g = self.in_channels // self.groups, self.out_channels // self.groups
+        kh, kw = self.kernel_size
+        geometry = (self.stride, self.padding, self.dilation)
+        outs = []
+        for j in range(self.groups):
+            xj = x[:, j * in_g : (j + 1) * in_g]
+            basis = F.conv2d(
+                F.silu(xj), self.base_weight[j * out_g : (j + 1) * out_g], None, *geometry
+            )
+            z = torch.tanh(F.conv2d(xj, self.inner_proj[j].reshape(d, in_g, 1, 1)))
+            feats = polynomial_features("gram", z, deg, self.beta, 0.0, 0.0)  # (N, D, H, W, D+1)
+            feats = feats.permute(0, 4, 1, 2, 3).flatten(1, 2)  # channel k·D + i
+            weight = self.coef[j * d : (j + 1) * d].permute(0, 4, 1, 2, 3)
+            y = F.conv2d(feats, weight.reshape(d, (deg + 1) * d, kh, kw), None, *geometry)
+            y = F.conv2d(y, self.out_proj[j].reshape(out_g, d, 1, 1))
+            y = y + basis
+            if self.norm == "instance":
+                y = F.instance_norm(y)
+            outs.append(F.silu(y))
+        return torch.cat(outs, dim=1)
+
+    def edge_index(self) -> Tensor:
+        """(inner out, inner in, kh, kw), the inner input index with its group resolved."""
+        index = super().edge_index()
+        index[:, 1] += (index[:, 0] // self.inner_dim) * self.inner_dim
+        return index
+
+    def basis(self) -> Basis:
+        return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
+
+    def edge_groups(self) -> tuple[Tensor, list[str]]:
+        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.beta.detach())}"
+        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+
+    def function_domain(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Each inner edge over its tanh-squashed input t in [-1, 1]."""
+        check_coefficients(coefficients, self.coef_dim)
+        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+        t = t.to(coefficients.device)
+        feats = polynomial_features("gram", t, self.degree, self.beta.detach(), 0.0, 0.0)
+        return coefficients @ feats.T
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+            "degree": self.degree,
+            "inner_dim": self.inner_dim,
+            "norm": self.norm,
+        }

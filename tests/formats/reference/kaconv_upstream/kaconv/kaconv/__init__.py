@@ -1,0 +1,3 @@
+from .fastkanconv import FastKANConvLayer
+
+__all__ = ["FastKANConvLayer"]
