@@ -7,6 +7,7 @@ A handler recognises its layout from key names and shapes only, rebuilds a
 from __future__ import annotations
 
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats._checkpoint import Checkpoint
-from metacluster.kan import Affine, KANLayer, KANModel
+from metacluster.kan import Affine, KANLayer, KANModel, LayerNorm
 from metacluster.registry import Registry
 
 # One layer layout: the key leaves it has, each with its number of dimensions (0: any).
@@ -239,6 +240,29 @@ class KeyTracker:
                 f"{fmt} checkpoint has tensors this importer does not understand ({shown}); "
                 "describe the extra modules with a JSON spec"
             )
+
+
+def layernorm_from(weight: Tensor, bias: Tensor) -> LayerNorm:
+    """A LayerNorm holding `weight` and `bias` (checked by the caller: both (n,)), in their dtype."""
+    norm = LayerNorm(int(weight.shape[0]))
+    norm.to(float_dtype(weight))
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    return norm
+
+
+def finite_range(value: object, what: str) -> tuple[float, float]:
+    """A config's (lo, hi): two finite numbers, lo < hi; FormatError naming `what` if not."""
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and all(math.isfinite(float(v)) for v in value)
+        and float(value[0]) < float(value[1])
+    ):
+        raise FormatError(f"{what} must be two finite numbers lo < hi")
+    return float(value[0]), float(value[1])
 
 
 def float_dtype(*tensors: Tensor) -> torch.dtype:

@@ -11,7 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from metacluster.formats._checkpoint import Checkpoint, module_order, module_prefixes
@@ -19,7 +18,7 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    float_dtype,
+    layernorm_from,
     layers_of,
 )
 from metacluster.kan import KANLayer, KANModel, LayerNorm
@@ -55,13 +54,7 @@ def stack_modules(ckpt: Checkpoint, leaf: str) -> list[tuple[str, str]]:
 
 
 def load_layernorm(keys: KeyTracker, prefix: str) -> LayerNorm:
-    weight, bias = keys.get(prefix + "weight", 1), keys.get(prefix + "bias", 1)
-    norm = LayerNorm(int(weight.shape[0]))
-    norm.to(float_dtype(weight))
-    with torch.no_grad():
-        norm.weight.copy_(weight)
-        norm.bias.copy_(bias)
-    return norm
+    return layernorm_from(keys.get(prefix + "weight", 1), keys.get(prefix + "bias", 1))
 
 
 class LayerStackFormat(FormatHandler):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats import _tck_poly
+from metacluster.formats import _tck_conv, _tck_poly
 from metacluster.formats._registry import KeyTracker, float_dtype
 from metacluster.kan.bottleneck import GramBottleneckKANConv2d
 
@@ -70,12 +70,9 @@ def load(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
         in_g * groups,
         out_g * groups,
         (kh, kw),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
         degree=n_poly - 1,
         inner_dim=d,
+        **_tck_conv.geometry(opts, groups),
     )
     layer.to(float_dtype(poly, *bases))
     # (g, D, (n+1)·D, kh, kw), channel k·D + i  ->  (g·D, D, kh, kw, n+1)
@@ -108,13 +105,8 @@ def export(
         state[f"{prefix}out_proj.{j}.weight"] = layer.out_proj.detach()[j].reshape(out_g, d, 1, 1)
     return {
         "layer_class": "BottleNeckKAGNConv2DLayer",
-        "input_dim": layer.in_channels,
-        "output_dim": layer.out_channels,
-        "kernel_size": list(layer.kernel_size),
-        "groups": g,
+        **_tck_conv.entry_shape(layer),
         "degree": layer.degree,
         "inner_dim": d,
-        "stride": list(layer.stride),
-        "padding": list(layer.padding),
-        "dilation": list(layer.dilation),
+        **_tck_conv.entry_geometry(layer),
     }

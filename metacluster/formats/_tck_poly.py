@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
-from metacluster.formats._registry import KeyTracker, float_dtype
-from metacluster.kan import KANLayer, LayerNorm, SiLU
+from metacluster.formats import _tck_conv
+from metacluster.formats._registry import KeyTracker, float_dtype, layernorm_from
+from metacluster.kan import KANLayer, SiLU
 from metacluster.kan.polynomial import POLY_CONVS, POLY_LAYERS, _PolyKANConv2d, _PolyKANLayer
 
 # Upstream class -> our polynomial kind.
@@ -143,12 +144,7 @@ def load_dense(keys: KeyTracker, p: str, kind: str, opts: dict[str, Any]) -> lis
     weight, bias = keys.get(p + norm + "weight", 1), keys.get(p + norm + "bias", 1)
     if weight.shape[0] != n_out or bias.shape[0] != n_out:
         raise FormatError(f"{p}{norm}weight does not have the layer's {n_out} outputs")
-    layer_norm = LayerNorm(int(n_out))
-    layer_norm.to(float_dtype(weight))
-    with torch.no_grad():
-        layer_norm.weight.copy_(weight)
-        layer_norm.bias.copy_(bias)
-    return [layer, layer_norm, SiLU()]
+    return [layer, layernorm_from(weight, bias), SiLU()]
 
 
 def load_conv(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
@@ -181,14 +177,11 @@ def load_conv(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]
         int(in_g) * groups,
         int(out_g) * groups,
         (int(kh), int(kw)),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
         degree=n_poly - 1,
         a=a,
         b=b,
         dropout=float(opts["dropout"]),
+        **_tck_conv.geometry(opts, groups),
     )
     layer.to(float_dtype(poly, *bases))
     if kind == "bernstein":  # channel i*(D+1) + d
@@ -264,12 +257,9 @@ def export_conv(
     if layer.kind != "bernstein":
         poly = poly.transpose(1, 2)  # channel d*(I/g) + i
     state[prefix + "poly_weights"] = poly.reshape(g, out_g, in_g * n_poly, kh, kw).contiguous()
-    for gi in range(g):
-        state[f"{prefix}base_conv.{gi}.weight"] = coef[gi * out_g : (gi + 1) * out_g, :, -1].clone()
+    for gi, block in enumerate(_tck_conv.group_blocks(layer)):
+        state[f"{prefix}base_conv.{gi}.weight"] = block[:, :, -1].clone()
     if layer.beta is not None:
         state[prefix + "beta_weights"] = layer.beta.detach().clone()
     name = next(k for k, v in CONV_CLASSES.items() if v == layer.kind)
-    config = {"layer_class": name, **layer.config()}
-    for key in ("in_channels", "out_channels", "norm", "base_activation"):
-        config.pop(key)
-    return {"input_dim": layer.in_channels, "output_dim": layer.out_channels, **config}
+    return _tck_conv.entry_from_config(layer, name, ("norm", "base_activation"))

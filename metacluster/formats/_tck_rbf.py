@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats import _tck_conv
 from metacluster.formats._registry import KeyTracker, float_dtype
 from metacluster.kan import RBFKANConv2d
 
@@ -53,13 +54,10 @@ def load(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
         int(in_g) * groups,
         int(out_g) * groups,
         (int(kh), int(kw)),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
         grid_size=n_grid,
         grid_range=(lo, hi),
         dropout=float(opts["dropout"]),
+        **_tck_conv.geometry(opts, groups),
     )
     layer.to(float_dtype(grid, *splines))
     spline = torch.cat([s.reshape(out_g, in_g, n_grid, kh, kw) for s in splines])
@@ -81,17 +79,11 @@ def export(layer: RBFKANConv2d, pos: int, prefix: str, state: dict[str, Tensor])
             f"layer {pos}: FastKANConv2DLayer has an input instance norm, no output norm, "
             "no PReLU and no bias"
         )
-    g, n_grid = layer.groups, layer.grid_size
-    out_g, in_g = layer.out_channels // g, layer.in_channels // g
+    n_grid = layer.grid_size
     kh, kw = layer.kernel_size
-    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, G + 1, kh, kw)
-    for gi in range(g):
-        block = coef[gi * out_g : (gi + 1) * out_g]
+    for gi, block in enumerate(_tck_conv.group_blocks(layer)):  # (O/g, I/g, G + 1, kh, kw)
         state[f"{prefix}base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
-        spline = block[:, :, :n_grid].reshape(out_g, in_g * n_grid, kh, kw)
+        spline = block[:, :, :n_grid].reshape(block.shape[0], -1, kh, kw)
         state[f"{prefix}spline_conv.{gi}.weight"] = spline.contiguous()
     state[prefix + "rbf.grid"] = layer.grid.detach().clone()
-    config = {"layer_class": "FastKANConv2DLayer", **layer.config()}
-    for key in ("in_channels", "out_channels"):
-        config.pop(key)
-    return {"input_dim": layer.in_channels, "output_dim": layer.out_channels, **config}
+    return _tck_conv.entry_from_config(layer, "FastKANConv2DLayer", ())

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
+from metacluster.formats import _tck_conv
 from metacluster.formats._registry import KeyTracker, float_dtype
 from metacluster.kan.wavelet import WAVELETS
 from metacluster.kan.wavelet_conv import WaveletKANConv2d
@@ -107,13 +108,10 @@ def load(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
         in_g * groups,
         out_g * groups,
         (kh, kw),
-        stride=opts["stride"],
-        padding=opts["padding"],
-        dilation=opts["dilation"],
-        groups=groups,
         wavelet_type=wavelet,
         norm="batch",
         dropout=float(opts["dropout"]),
+        **_tck_conv.geometry(opts, groups),
     )
     layer.to(float_dtype(*bases))
     layer.set_edge_coefficients(torch.cat(coefs).reshape(-1, layer.coef_dim))
@@ -153,13 +151,8 @@ def export(
             )
     return {
         "layer_class": "WavKANConv2DLayer",
-        "input_dim": layer.in_channels,
-        "output_dim": layer.out_channels,
-        "kernel_size": list(layer.kernel_size),
-        "groups": g,
-        "stride": list(layer.stride),
-        "padding": list(layer.padding),
-        "dilation": list(layer.dilation),
+        **_tck_conv.entry_shape(layer),
+        **_tck_conv.entry_geometry(layer),
         "dropout": layer.dropout,
         "wavelet_type": layer.wavelet_type,
         "wav_version": "fast",

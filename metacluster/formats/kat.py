@@ -14,7 +14,6 @@ refused at import, naming the module, the group and where.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
+    finite_range,
     float_dtype,
     layers_of,
     register,
@@ -42,16 +42,7 @@ def _options(ckpt: Checkpoint) -> tuple[str, tuple[float, float]]:
     mode = opts.get("denominator", "abs")
     if mode not in DENOMINATORS:
         raise FormatError(f"config: denominator must be one of {DENOMINATORS}, got {mode!r}")
-    rng = opts.get("input_range", DEFAULT_RANGE)
-    if not (
-        isinstance(rng, list | tuple)
-        and len(rng) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in rng)
-        and all(math.isfinite(float(v)) for v in rng)
-        and float(rng[0]) < float(rng[1])
-    ):
-        raise FormatError("config: input_range must be two finite numbers lo < hi")
-    return mode, (float(rng[0]), float(rng[1]))
+    return mode, finite_range(opts.get("input_range", DEFAULT_RANGE), "config: input_range")
 
 
 class KATFormat(FormatHandler):

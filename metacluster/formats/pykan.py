@@ -4,7 +4,6 @@ the legacy 0.0.x flat state dict; imported into `PyKANLayer`, exported for `KAN.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
     check_chain,
+    finite_range,
     float_dtype,
     layers_of,
     register,
@@ -147,18 +147,9 @@ class PykanFormat(FormatHandler):
                 raise FormatError(
                     f"pykan config {name}={expected} does not match layer {li} ({value})"
                 )
-        grid_range = cfg.get("grid_range", [float(grid[0, order]), float(grid[0, -order - 1])])
-        if not (
-            isinstance(grid_range, list | tuple)
-            and len(grid_range) == 2
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in grid_range)
-            and all(math.isfinite(float(v)) for v in grid_range)
-            and float(grid_range[0]) < float(grid_range[1])
-        ):
-            raise FormatError("pykan config grid_range must be two finite numbers lo < hi")
-        layer = PyKANLayer(
-            n_in, n_out, grid_size, order, (float(grid_range[0]), float(grid_range[1])), base
-        )
+        default_range = [float(grid[0, order]), float(grid[0, -order - 1])]
+        grid_range = finite_range(cfg.get("grid_range", default_range), "pykan config grid_range")
+        layer = PyKANLayer(n_in, n_out, grid_size, order, grid_range, base)
         layer.to(float_dtype(coef, scale_base, scale_sp))
         layer.set_grid(grid.to(layer.grid.dtype))
         spline = (mask * scale_sp).unsqueeze(-1) * coef  # (I, O, G+k)

@@ -18,7 +18,6 @@ the w_p / w_q lengths. A PadeRKAN whose denominator Q vanishes inside `input_ran
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
+    finite_range,
     float_dtype,
     layers_of,
     register,
@@ -68,16 +68,7 @@ def _int_option(opts: dict[str, Any], name: str) -> int | None:
 
 
 def _range(opts: dict[str, Any]) -> tuple[float, float]:
-    rng = opts.get("input_range", DEFAULT_RANGE)
-    if not (
-        isinstance(rng, list | tuple)
-        and len(rng) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in rng)
-        and all(math.isfinite(float(v)) for v in rng)
-        and float(rng[0]) < float(rng[1])
-    ):
-        raise FormatError("config: input_range must be two finite numbers lo < hi")
-    return float(rng[0]), float(rng[1])
+    return finite_range(opts.get("input_range", DEFAULT_RANGE), "config: input_range")
 
 
 class RKANFormat(FormatHandler):

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats import (
     _tck_bottleneck,
+    _tck_conv,
     _tck_poly,
     _tck_rbf,
     _tck_wavelet,
@@ -141,10 +142,7 @@ def conv_options(opts: dict[str, Any], groups: int) -> dict[str, Any]:
     """What both layer kinds take from their options: the conv geometry and dropout,
     with the instance norm every torch-conv-kan layer applies."""
     return {
-        "stride": opts["stride"],
-        "padding": opts["padding"],
-        "dilation": opts["dilation"],
-        "groups": groups,
+        **_tck_conv.geometry(opts, groups),
         "norm": "instance",
         "dropout": float(opts["dropout"]),
     }
@@ -375,27 +373,19 @@ def _export_kan(
             f"layer {pos}: KANConv2DLayer has instance norm, PReLU, a base branch and pads "
             "its basis features"
         )
-    g, n_basis = layer.groups, layer.n_basis
-    out_g, in_g = layer.out_channels // g, layer.in_channels // g
+    n_basis = layer.n_basis
     kh, kw = layer.kernel_size
-    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, L, kh, kw)
-    for gi in range(g):
-        block = coef[gi * out_g : (gi + 1) * out_g]
+    for gi, block in enumerate(_tck_conv.group_blocks(layer)):
         state[f"{prefix}base_conv.{gi}.weight"] = block[:, :, -1].contiguous()
-        spline = block[:, :, :n_basis].reshape(out_g, in_g * n_basis, kh, kw)
+        spline = block[:, :, :n_basis].reshape(block.shape[0], -1, kh, kw)
         state[f"{prefix}spline_conv.{gi}.weight"] = spline.contiguous()
         state[f"{prefix}prelus.{gi}.weight"] = layer.prelu_weight.detach()[gi : gi + 1].clone()
     return {
-        "input_dim": layer.in_channels,
-        "output_dim": layer.out_channels,
-        "kernel_size": list(layer.kernel_size),
-        "groups": g,
+        **_tck_conv.entry_shape(layer),
         "grid_size": layer.grid_size,
         "spline_order": layer.spline_order,
         "grid_range": list(layer.grid_range),
-        "stride": list(layer.stride),
-        "padding": list(layer.padding),
-        "dilation": list(layer.dilation),
+        **_tck_conv.entry_geometry(layer),
         "base_activation": layer.base_activation,
         "dropout": layer.dropout,
     }
@@ -406,23 +396,15 @@ def _export_kacn(
 ) -> dict[str, Any]:
     if layer.norm != "instance" or layer.prelu_weight is not None:
         raise IncompatibleError(f"layer {pos}: KACNConv2DLayer has instance norm and no PReLU")
-    g, n_poly = layer.groups, layer.degree + 1
-    out_g, in_g = layer.out_channels // g, layer.in_channels // g
     kh, kw = layer.kernel_size
-    coef = layer.coef.detach().permute(0, 1, 4, 2, 3)  # (O, I/g, D+1, kh, kw)
-    for gi in range(g):
-        block = coef[gi * out_g : (gi + 1) * out_g].reshape(out_g, in_g * n_poly, kh, kw)
-        state[f"{prefix}poly_conv.{gi}.weight"] = block.contiguous()
-    state[f"{prefix}arange"] = torch.arange(n_poly).view(1, 1, -1, 1, 1)
+    for gi, block in enumerate(_tck_conv.group_blocks(layer)):  # (O/g, I/g, D+1, kh, kw)
+        weight = block.reshape(block.shape[0], -1, kh, kw)
+        state[f"{prefix}poly_conv.{gi}.weight"] = weight.contiguous()
+    state[f"{prefix}arange"] = torch.arange(layer.degree + 1).view(1, 1, -1, 1, 1)
     return {
-        "input_dim": layer.in_channels,
-        "output_dim": layer.out_channels,
-        "kernel_size": list(layer.kernel_size),
-        "groups": g,
+        **_tck_conv.entry_shape(layer),
         "degree": layer.degree,
-        "stride": list(layer.stride),
-        "padding": list(layer.padding),
-        "dilation": list(layer.dilation),
+        **_tck_conv.entry_geometry(layer),
         "dropout": layer.dropout,
     }
 

@@ -25,11 +25,13 @@ from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
     float_dtype,
+    layernorm_from,
     layers_of,
     register,
 )
 from metacluster.formats.efficient_kan import bspline_shape, knot_range
 from metacluster.kan import BSplineKANLayer, KANModel, LayerNorm, LegendreKANLayer, PReLU, SiLU
+from metacluster.kan.polynomial import _PolyKANLayer
 
 
 def _count(ckpt: Checkpoint) -> int:
@@ -43,12 +45,7 @@ def _norm(keys: KeyTracker, i: int, n_out: int) -> LayerNorm:
     weight, bias = keys.get(f"layer_norms.{i}.weight", 1), keys.get(f"layer_norms.{i}.bias", 1)
     if weight.shape[0] != n_out or bias.shape[0] != n_out:
         raise FormatError(f"layer_norms.{i}.weight does not have layer {i}'s {n_out} outputs")
-    norm = LayerNorm(n_out)
-    norm.to(float_dtype(weight))
-    with torch.no_grad():
-        norm.weight.copy_(weight)
-        norm.bias.copy_(bias)
-    return norm
+    return layernorm_from(weight, bias)
 
 
 class TorchKANFormat(FormatHandler):
@@ -107,24 +104,24 @@ class TorchKANFormat(FormatHandler):
                     "KAL_Net (Legendre, LayerNorm, SiLU) layers"
                 )
             assert isinstance(norm, nn.LayerNorm) and isinstance(
-                layer, BSplineKANLayer | LegendreKANLayer
+                layer, (BSplineKANLayer, LegendreKANLayer)
             )
             coef = layer.coef.detach()
             state[f"base_weights.{i}"] = coef[..., -1].clone()
-            if isinstance(layer, LegendreKANLayer):
-                state[f"poly_weights.{i}"] = coef[..., :-1].reshape(layer.out_features, -1).clone()
-            else:
+            if isinstance(layer, BSplineKANLayer):
                 assert isinstance(act, PReLU)
                 state[f"spline_weights.{i}"] = coef[..., :-1].contiguous()
                 state[f"grid_{i}"] = layer.grid.detach().clone()
                 state[f"prelus.{i}.weight"] = act.weight.detach().clone()
+            else:
+                state[f"poly_weights.{i}"] = coef[..., :-1].reshape(layer.out_features, -1).clone()
             state[f"layer_norms.{i}.weight"] = norm.weight.detach().clone()
             state[f"layer_norms.{i}.bias"] = norm.bias.detach().clone()
         save_torch_state(state, path)
         return [path]
 
 
-def _legendre(keys: KeyTracker, i: int, base: Tensor) -> LegendreKANLayer:
+def _legendre(keys: KeyTracker, i: int, base: Tensor) -> _PolyKANLayer:
     n_out, n_in = (int(v) for v in base.shape)
     poly = keys.get(f"poly_weights.{i}", 2)
     n_poly, rem = divmod(int(poly.shape[1]), n_in)

@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import check_coefficients, check_positive
-from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
-from metacluster.kan.conv import _pair
+from metacluster.kan.base import Basis, grid_fingerprint
+from metacluster.kan.conv import Conv2dGeometry, IntPair, check_choice
 from metacluster.kan.families import register_family
 from metacluster.kan.polynomial import polynomial_features
 
@@ -45,7 +44,7 @@ def bottleneck_width(
 
 
 @register_family("conv_gram_bottleneck", kind="conv")
-class GramBottleneckKANConv2d(KANLayer):
+class GramBottleneckKANConv2d(Conv2dGeometry):
     """coef (g·D, D, kh, kw, D+1) the inner Gram conv; `base_weight` (O, I/g, kh, kw),
     `inner_proj` (g, D, I/g), `out_proj` (g, O/g, D) and `beta` (D+1,) dense."""
 
@@ -55,35 +54,20 @@ class GramBottleneckKANConv2d(KANLayer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         degree: int = 3,
         inner_dim: int | None = None,
         norm: str = "instance",
     ) -> None:
         super().__init__()
-        self.in_features = check_positive("in_channels", in_channels)
-        self.out_features = check_positive("out_channels", out_channels)
-        self.groups = check_positive("groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ConfigError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must be divisible by groups ({groups})"
-            )
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ConfigError("kernel_size, stride and dilation must be >= 1")
-        if min(self.padding) < 0:
-            raise ConfigError("padding must be >= 0")
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.norm = norm
+        self._init_geometry(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
+        self.norm = check_choice("norm", norm, NORMS)
         self.degree = check_positive("degree", degree, minimum=0)
         in_g, out_g = in_channels // groups, out_channels // groups
         if inner_dim is None:
@@ -97,14 +81,6 @@ class GramBottleneckKANConv2d(KANLayer):
         self.inner_proj = nn.Parameter(torch.empty(groups, d, in_g))
         self.out_proj = nn.Parameter(torch.empty(groups, out_g, d))
         self.reset_parameters()
-
-    @property
-    def in_channels(self) -> int:
-        return self.in_features
-
-    @property
-    def out_channels(self) -> int:
-        return self.out_features
 
     def reset_parameters(self) -> None:
         """Upstream's: kaiming-uniform (linear gain) convs and projections, beta normal."""
@@ -122,11 +98,7 @@ class GramBottleneckKANConv2d(KANLayer):
             self.beta.normal_(0.0, std)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(
-                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         d, deg = self.inner_dim, self.degree
         in_g, out_g = self.in_channels // self.groups, self.out_channels // self.groups
         kh, kw = self.kernel_size
@@ -149,11 +121,9 @@ class GramBottleneckKANConv2d(KANLayer):
             outs.append(F.silu(y))
         return torch.cat(outs, dim=1)
 
-    def edge_index(self) -> Tensor:
-        """(inner out, inner in, kh, kw), the inner input index with its group resolved."""
-        index = super().edge_index()
-        index[:, 1] += (index[:, 0] // self.inner_dim) * self.inner_dim
-        return index
+    def _edge_group_sizes(self) -> tuple[int, int]:
+        """The edges are the inner conv's: (inner out, inner in) per group."""
+        return self.inner_dim, self.inner_dim
 
     def basis(self) -> Basis:
         return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
@@ -175,13 +145,7 @@ class GramBottleneckKANConv2d(KANLayer):
 
     def config(self) -> dict[str, Any]:
         return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "dilation": list(self.dilation),
-            "groups": self.groups,
+            **self._geometry_config(),
             "degree": self.degree,
             "inner_dim": self.inner_dim,
             "norm": self.norm,

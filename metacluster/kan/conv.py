@@ -28,38 +28,45 @@ __all__ = ["ChebyKANConv2d", "KANConv2d"]
 
 NORMS = ("none", "instance", "batch")
 
+IntPair = int | tuple[int, int] | list[int]
 
-def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
         raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
     return (int(pair[0]), int(pair[1]))
 
 
-class _ConvKAN2d(KANLayer):
-    """Shared machinery: coef (O, I/g, kh, kw, L), grouped conv over basis features,
-    then the optional norm ("instance" = torch-conv-kan's InstanceNorm2d without
-    affine, "batch"), a PReLU per group and Dropout2d, in torch-conv-kan's order."""
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
-    def __init__(
+
+def check_dropout(dropout: float) -> float:
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
+class Conv2dGeometry(KANLayer):
+    """What every 2D KAN convolution shares: the channels, groups and the kernel, stride,
+    padding and dilation (stored as checked pairs), the input check, the edge index with
+    groups resolved and the geometry part of `config()`."""
+
+    coef: nn.Parameter  # the edge vectors: (*edge dims, L), set by each layer
+
+    def _init_geometry(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        coef_dim: int,
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
-        groups: int = 1,
-        norm: str = "instance",
-        prelu: bool = False,
-        dropout: float = 0.0,
-        pad_input: bool = False,
+        kernel_size: IntPair,
+        stride: IntPair,
+        padding: IntPair,
+        dilation: IntPair,
+        groups: int,
     ) -> None:
-        super().__init__()
-        # convkan pads the input with zeros and evaluates the edge functions there;
-        # torch-conv-kan pads the basis features (so padding contributes nothing).
-        self.pad_input = bool(pad_input)
         self.in_features = check_positive("in_channels", in_channels)
         self.out_features = check_positive("out_channels", out_channels)
         self.groups = check_positive("groups", groups)
@@ -76,17 +83,6 @@ class _ConvKAN2d(KANLayer):
             raise ConfigError("kernel_size, stride and dilation must be >= 1")
         if min(self.padding) < 0:
             raise ConfigError("padding must be >= 0")
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.norm = norm
-        self.dropout = float(dropout)
-        kh, kw = self.kernel_size
-        self.coef = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw, coef_dim))
-        self.batch_norm = nn.BatchNorm2d(out_channels) if norm == "batch" else None
-        self.prelu_weight = nn.Parameter(torch.full((groups,), 0.25)) if prelu else None
-        self.drop = nn.Dropout2d(self.dropout) if self.dropout > 0 else None
 
     @property
     def in_channels(self) -> int:
@@ -95,6 +91,71 @@ class _ConvKAN2d(KANLayer):
     @property
     def out_channels(self) -> int:
         return self.out_features
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InputError(
+                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _edge_group_sizes(self) -> tuple[int, int]:
+        """(outputs, inputs) per group of the edges' first two coef dimensions."""
+        return self.out_channels // self.groups, self.in_channels // self.groups
+
+    def edge_index(self) -> Tensor:
+        """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""
+        index = super().edge_index()
+        out_per_group, in_per_group = self._edge_group_sizes()
+        index[:, 1] += (index[:, 0] // out_per_group) * in_per_group
+        return index
+
+    def _geometry_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "groups": self.groups,
+        }
+
+
+class _ConvKAN2d(Conv2dGeometry):
+    """Shared machinery: coef (O, I/g, kh, kw, L), grouped conv over basis features,
+    then the optional norm ("instance" = torch-conv-kan's InstanceNorm2d without
+    affine, "batch"), a PReLU per group and Dropout2d, in torch-conv-kan's order."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        coef_dim: int,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        norm: str = "instance",
+        prelu: bool = False,
+        dropout: float = 0.0,
+        pad_input: bool = False,
+    ) -> None:
+        super().__init__()
+        # convkan pads the input with zeros and evaluates the edge functions there;
+        # torch-conv-kan pads the basis features (so padding contributes nothing).
+        self.pad_input = bool(pad_input)
+        self._init_geometry(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
+        self.norm = check_choice("norm", norm, NORMS)
+        self.dropout = check_dropout(dropout)
+        kh, kw = self.kernel_size
+        self.coef = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw, coef_dim))
+        self.batch_norm = nn.BatchNorm2d(out_channels) if norm == "batch" else None
+        self.prelu_weight = nn.Parameter(torch.full((groups,), 0.25)) if prelu else None
+        self.drop = nn.Dropout2d(self.dropout) if self.dropout > 0 else None
 
     def channel_features(self, x: Tensor) -> Tensor:
         """(M,) input values -> (M, L) basis features of each value."""
@@ -116,13 +177,6 @@ class _ConvKAN2d(KANLayer):
     def image_features(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, H, W, L); per value unless a family needs more context."""
         return self.channel_features(x.reshape(-1)).reshape(*x.shape, self.coef.shape[-1])
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(
-                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
 
     def _padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The checked input, padded here when the layer pads its input (convkan) rather
@@ -197,23 +251,9 @@ class _ConvKAN2d(KANLayer):
         y = y.reshape(-1, ho * wo, self.out_channels).transpose(1, 2)
         return self._post(y.reshape(-1, self.out_channels, ho, wo))
 
-    def edge_index(self) -> Tensor:
-        """(out, in, kh, kw) with `in` the absolute input channel (groups resolved)."""
-        index = super().edge_index()
-        out_per_group = self.out_channels // self.groups
-        in_per_group = self.in_channels // self.groups
-        index[:, 1] += (index[:, 0] // out_per_group) * in_per_group
-        return index
-
     def _conv_config(self) -> dict[str, Any]:
         return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "dilation": list(self.dilation),
-            "groups": self.groups,
+            **self._geometry_config(),
             "norm": self.norm,
             "prelu": self.prelu_weight is not None,
             "dropout": self.dropout,
@@ -237,10 +277,10 @@ class KANConv2d(_ConvKAN2d):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         grid_size: int = 5,
         spline_order: int = 3,
@@ -343,10 +383,10 @@ class ChebyKANConv2d(_ConvKAN2d):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         degree: int = 3,
         norm: str = "instance",

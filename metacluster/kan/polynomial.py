@@ -24,7 +24,7 @@ applies after the sum are glue modules after the layer (`metacluster.formats`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from metacluster.errors import ConfigError
 from metacluster.kan._common import activation, check_coefficients, check_positive
 from metacluster.kan.base import Basis, FeatureKANLayer, grid_fingerprint
-from metacluster.kan.conv import _ConvKAN2d
-from metacluster.kan.families import register_family
+from metacluster.kan.conv import IntPair, _ConvKAN2d
+from metacluster.kan.families import Kind, register_family
 
 __all__ = [
     "BernsteinKANConv2d",
@@ -261,10 +261,10 @@ class _PolyKANConv2d(_Polynomial, _ConvKAN2d):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         degree: int = 3,
         a: float = 1.0,
@@ -324,65 +324,34 @@ class _PolyKANConv2d(_Polynomial, _ConvKAN2d):
         return config
 
 
-@register_family("gram", kind="dense")
-class GramKANLayer(_PolyKANLayer):
-    """torch-conv-kan GRAMLayer (KAGN): silu(Gram polynomials of tanh x) + silu base."""
+# torch-conv-kan's layer of each polynomial kind: (dense layer, its basis; conv layer)
+_UPSTREAM: dict[str, tuple[str, str, str]] = {
+    "gram": ("GRAMLayer (KAGN)", "silu(Gram polynomials of tanh x)", "KAGNConv2DLayer"),
+    "legendre": ("KALNLayer (KALN)", "Legendre of the batch-normalised x", "KALNConv2DLayer"),
+    "jacobi": ("JacobiKANLayer (KAJN)", "Jacobi (a, b) of tanh x", "KAJNConv2DLayer"),
+    "bernstein": ("BernsteinKANLayer (KABN)", "Bernstein of sigmoid x", "KABNConv2DLayer"),
+}
 
-    kind = family = "gram"
-
-
-@register_family("legendre", kind="dense")
-class LegendreKANLayer(_PolyKANLayer):
-    """torch-conv-kan KALNLayer (KALN): Legendre of the batch-normalised x + silu base."""
-
-    kind = family = "legendre"
+P = TypeVar("P", _PolyKANLayer, _PolyKANConv2d)
 
 
-@register_family("jacobi", kind="dense")
-class JacobiKANLayer(_PolyKANLayer):
-    """torch-conv-kan JacobiKANLayer (KAJN): Jacobi (a, b) of tanh x + silu base."""
-
-    kind = family = "jacobi"
-
-
-@register_family("bernstein", kind="dense")
-class BernsteinKANLayer(_PolyKANLayer):
-    """torch-conv-kan BernsteinKANLayer (KABN): Bernstein of sigmoid x + silu base."""
-
-    kind = family = "bernstein"
-
-
-@register_family("conv_gram", kind="conv")
-class GramKANConv2d(_PolyKANConv2d):
-    """torch-conv-kan KAGNConv2DLayer."""
-
-    kind = family = "gram"
-
-
-@register_family("conv_legendre", kind="conv")
-class LegendreKANConv2d(_PolyKANConv2d):
-    """torch-conv-kan KALNConv2DLayer."""
-
-    kind = family = "legendre"
-
-
-@register_family("conv_jacobi", kind="conv")
-class JacobiKANConv2d(_PolyKANConv2d):
-    """torch-conv-kan KAJNConv2DLayer."""
-
-    kind = family = "jacobi"
-
-
-@register_family("conv_bernstein", kind="conv")
-class BernsteinKANConv2d(_PolyKANConv2d):
-    """torch-conv-kan KABNConv2DLayer."""
-
-    kind = family = "bernstein"
+def _family_class(base: type[P], kind: str, layer_kind: Kind, doc: str) -> type[P]:
+    """The `base` layer of one polynomial kind (`GramKANLayer`, `GramKANConv2d`, ...),
+    registered as the family `gram` (dense) or `conv_gram` (conv)."""
+    suffix, prefix = ("Layer", "") if layer_kind == "dense" else ("Conv2d", "conv_")
+    name = f"{kind.capitalize()}KAN{suffix}"
+    namespace = {"__doc__": doc, "__module__": __name__, "__qualname__": name}
+    cls = type(name, (base,), namespace | {"kind": kind, "family": kind})
+    return register_family(prefix + kind, kind=layer_kind)(cls)
 
 
 POLY_LAYERS: dict[str, type[_PolyKANLayer]] = {
-    cls.kind: cls for cls in (GramKANLayer, LegendreKANLayer, JacobiKANLayer, BernsteinKANLayer)
+    kind: _family_class(_PolyKANLayer, kind, "dense", f"torch-conv-kan {up}: {basis} + silu base.")
+    for kind, (up, basis, _) in _UPSTREAM.items()
 }
 POLY_CONVS: dict[str, type[_PolyKANConv2d]] = {
-    cls.kind: cls for cls in (GramKANConv2d, LegendreKANConv2d, JacobiKANConv2d, BernsteinKANConv2d)
+    kind: _family_class(_PolyKANConv2d, kind, "conv", f"torch-conv-kan {up}.")
+    for kind, (_, _, up) in _UPSTREAM.items()
 }
+GramKANLayer, LegendreKANLayer, JacobiKANLayer, BernsteinKANLayer = POLY_LAYERS.values()
+GramKANConv2d, LegendreKANConv2d, JacobiKANConv2d, BernsteinKANConv2d = POLY_CONVS.values()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from metacluster.errors import ConfigError
 from metacluster.kan._common import check_coefficients, check_positive, check_range
 from metacluster.kan.base import Basis, grid_fingerprint
-from metacluster.kan.conv import _ConvKAN2d
+from metacluster.kan.conv import IntPair, _ConvKAN2d
 from metacluster.kan.families import register_family
 
 __all__ = ["RBFKANConv2d"]
@@ -38,10 +38,10 @@ class RBFKANConv2d(_ConvKAN2d):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         grid_size: int = 8,
         grid_range: tuple[float, float] | list[float] = (-2.0, 2.0),

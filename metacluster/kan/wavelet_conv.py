@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metacluster.errors import ConfigError, InputError
-from metacluster.kan._common import check_coefficients, check_positive
-from metacluster.kan.base import Basis, KANLayer
-from metacluster.kan.conv import _pair
+from metacluster.errors import ConfigError
+from metacluster.kan._common import check_coefficients
+from metacluster.kan.base import Basis
+from metacluster.kan.conv import Conv2dGeometry, IntPair, check_choice, check_dropout
 from metacluster.kan.families import register_family
 from metacluster.kan.wavelet import WAVELETS
 
@@ -37,7 +37,7 @@ NORMS = ("batch", "none")
 
 
 @register_family("conv_wavelet", kind="conv")
-class WaveletKANConv2d(KANLayer):
+class WaveletKANConv2d(Conv2dGeometry):
     """coef (O, I/g, 1, 1, 2·kh·kw + 2); `mix` (g, O/g, O/g) the wavelet_out 1x1 convs;
     `batch_norm` the per-group BatchNorm2ds as one (per channel, so the same)."""
 
@@ -47,43 +47,26 @@ class WaveletKANConv2d(KANLayer):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] | list[int],
-        stride: int | tuple[int, int] | list[int] = 1,
-        padding: int | tuple[int, int] | list[int] = 0,
-        dilation: int | tuple[int, int] | list[int] = 1,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
         groups: int = 1,
         wavelet_type: str = "mexican_hat",
         norm: str = "batch",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.in_features = check_positive("in_channels", in_channels)
-        self.out_features = check_positive("out_channels", out_channels)
-        self.groups = check_positive("groups", groups)
-        if in_channels % groups or out_channels % groups:
-            raise ConfigError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                f"must be divisible by groups ({groups})"
-            )
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.dilation) < 1:
-            raise ConfigError("kernel_size, stride and dilation must be >= 1")
-        if min(self.padding) < 0:
-            raise ConfigError("padding must be >= 0")
+        self._init_geometry(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
         if wavelet_type not in WAVELETS:
             raise ConfigError(
                 f"wavelet_type must be one of {sorted(WAVELETS)}, got {wavelet_type!r}"
             )
-        if norm not in NORMS:
-            raise ConfigError(f"norm must be one of {NORMS}, got {norm!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.wavelet_type = wavelet_type
-        self.norm = norm
-        self.dropout = float(dropout)
+        self.norm = check_choice("norm", norm, NORMS)
+        self.dropout = check_dropout(dropout)
         kh, kw = self.kernel_size
         out_g, in_g = out_channels // groups, in_channels // groups
         self.coef = nn.Parameter(torch.empty(out_channels, in_g, 1, 1, 2 * kh * kw + 2))
@@ -91,14 +74,6 @@ class WaveletKANConv2d(KANLayer):
         self.batch_norm = nn.BatchNorm2d(out_channels) if norm == "batch" else None
         self.drop = nn.Dropout2d(self.dropout) if self.dropout > 0 else None
         self.reset_parameters()
-
-    @property
-    def in_channels(self) -> int:
-        return self.in_features
-
-    @property
-    def out_channels(self) -> int:
-        return self.out_features
 
     @property
     def _kk(self) -> int:
@@ -125,11 +100,7 @@ class WaveletKANConv2d(KANLayer):
         return w, b, flat[..., 2 * kk], flat[..., 2 * kk + 1]
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise InputError(
-                f"{type(self).__name__}: expected input of shape (N, {self.in_channels}, H, W), "
-                f"got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         w, b, t, s = self._parts(self.coef)
         psi_of = WAVELETS[self.wavelet_type]
         out_g, in_g = self.out_channels // self.groups, self.in_channels // self.groups
@@ -149,13 +120,6 @@ class WaveletKANConv2d(KANLayer):
             outs.append(y + base)
         y = torch.cat(outs, dim=1)
         return self.batch_norm(y) if self.batch_norm is not None else y
-
-    def edge_index(self) -> Tensor:
-        """(out, in, 0, 0) with `in` the absolute input channel (groups resolved)."""
-        index = super().edge_index()
-        out_g, in_g = self.out_channels // self.groups, self.in_channels // self.groups
-        index[:, 1] += (index[:, 0] // out_g) * in_g
-        return index
 
     def basis(self) -> Basis:
         params = {
@@ -182,13 +146,7 @@ class WaveletKANConv2d(KANLayer):
 
     def config(self) -> dict[str, Any]:
         return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "dilation": list(self.dilation),
-            "groups": self.groups,
+            **self._geometry_config(),
             "wavelet_type": self.wavelet_type,
             "norm": self.norm,
             "dropout": self.dropout,
