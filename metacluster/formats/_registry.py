@@ -265,6 +265,15 @@ def finite_range(value: object, what: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+DEFAULT_INPUT_RANGE = (-20.0, 20.0)
+
+
+def input_range(opts: Mapping[str, object]) -> tuple[float, float]:
+    """Where a rational layer's inputs are taken to lie (its poles are refused there at
+    import): the config's `input_range`, else DEFAULT_INPUT_RANGE."""
+    return finite_range(opts.get("input_range", DEFAULT_INPUT_RANGE), "config: input_range")
+
+
 def float_dtype(*tensors: Tensor) -> torch.dtype:
     """The checkpoint's float dtype (fp64 stays fp64; half precision is widened to fp32)."""
     dtypes = {t.dtype for t in tensors if t.is_floating_point()}

@@ -25,8 +25,8 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    finite_range,
     float_dtype,
+    input_range,
     layers_of,
     register,
 )
@@ -34,15 +34,13 @@ from metacluster.formats._stack import leaves_by_module
 from metacluster.kan import GroupRationalKANLayer, KANModel
 from metacluster.kan.rational import DENOMINATORS, real_poles
 
-DEFAULT_RANGE = (-20.0, 20.0)
-
 
 def _options(ckpt: Checkpoint) -> tuple[str, tuple[float, float]]:
     opts = {**(ckpt.hf_config or {}), **ckpt.options}
     mode = opts.get("denominator", "abs")
     if mode not in DENOMINATORS:
         raise FormatError(f"config: denominator must be one of {DENOMINATORS}, got {mode!r}")
-    return mode, finite_range(opts.get("input_range", DEFAULT_RANGE), "config: input_range")
+    return mode, input_range(opts)
 
 
 class KATFormat(FormatHandler):

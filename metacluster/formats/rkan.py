@@ -30,8 +30,8 @@ from metacluster.formats._io import save_torch_state
 from metacluster.formats._registry import (
     FormatHandler,
     KeyTracker,
-    finite_range,
     float_dtype,
+    input_range,
     layers_of,
     register,
 )
@@ -41,7 +41,6 @@ from metacluster.kan.rkan import MAX_DEGREE, pade_poles
 
 JACOBI = frozenset({"alpha", "beta", "iota"})
 PADE = frozenset(f"{n}_{s}" for n in ("alpha", "beta", "zeta", "w") for s in "pq")
-DEFAULT_RANGE = (-20.0, 20.0)
 _KAN = JacobiRKANLayer | PadeRKANLayer
 
 
@@ -65,10 +64,6 @@ def _int_option(opts: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise FormatError(f"config: {name} must be an integer, got {value!r}")
     return value
-
-
-def _range(opts: dict[str, Any]) -> tuple[float, float]:
-    return finite_range(opts.get("input_range", DEFAULT_RANGE), "config: input_range")
 
 
 class RKANFormat(FormatHandler):
@@ -100,7 +95,7 @@ class RKANFormat(FormatHandler):
     def load(self, ckpt: Checkpoint) -> KANModel:
         keys = KeyTracker(ckpt)
         opts = {**(ckpt.hf_config or {}), **_spec_options(ckpt), **ckpt.options}
-        lo, hi = _range(opts)
+        lo, hi = input_range(opts)
         modules = self._modules(ckpt)
         jacobi_degrees = self._jacobi_degrees(opts, sum(k == "jacobi" for k, _ in modules))
         layers: list[nn.Module] = []

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -273,35 +274,15 @@ class TorchConvKANFormat(FormatHandler):
         pos = 0
         while pos < len(modules):
             layer, prefix = modules[pos], f"layers.{len(per_layer)}."
-            if isinstance(layer, _PolyKANLayer):
-                per_layer.append(_tck_poly.export_dense(modules, pos, prefix, state))
-                pos += 3
-            elif isinstance(layer, _PolyKANConv2d):
-                per_layer.append(_tck_poly.export_conv(modules, pos, prefix, state))
-                pos += 2
-            elif isinstance(layer, WaveletKANLayer):
-                per_layer.append(_tck_wavelet.export(modules, pos, prefix, state))
-                pos += 2
-            elif isinstance(layer, GramBottleneckKANConv2d):
-                per_layer.append(_tck_bottleneck.export(layer, pos, prefix, state))
-                pos += 1
-            elif isinstance(layer, WaveletKANConv2d):
-                per_layer.append(_tck_wavelet_conv.export(layer, pos, prefix, state))
-                pos += 1
-            elif isinstance(layer, RBFKANConv2d):
-                per_layer.append(_tck_rbf.export(layer, pos, prefix, state))
-                pos += 1
-            elif isinstance(layer, ChebyKANConv2d):
-                per_layer.append(_export_kacn(layer, pos, prefix, state))
-                pos += 1
-            elif isinstance(layer, KANConv2d):
-                per_layer.append(_export_kan(layer, pos, prefix, state))
-                pos += 1
-            else:
+            row = next((row for row in _EXPORTERS if isinstance(layer, row[0])), None)
+            if row is None:
                 raise IncompatibleError(
                     f"layer {pos} ({type(layer).__name__}) cannot be written in the "
                     f"{self.name} format on its own"
                 )
+            _, span, exporter = row
+            per_layer.append(exporter(modules, pos, prefix, state))
+            pos += span
         if path.suffix == ".safetensors":
             write_safetensors(state, path, {"format": "pt"})
             config = path.with_name("config.json")
@@ -309,21 +290,6 @@ class TorchConvKANFormat(FormatHandler):
             return [path, config]
         save_torch_state(state, path)
         return [path]
-
-
-_EXPORTABLE = (
-    KANConv2d,
-    RBFKANConv2d,
-    ChebyKANConv2d,
-    _PolyKANLayer,
-    _PolyKANConv2d,
-    WaveletKANLayer,
-    WaveletKANConv2d,
-    GramBottleneckKANConv2d,
-    nn.LayerNorm,
-    SiLU,
-    Affine,
-)
 
 
 def _is(ckpt: Checkpoint, p: str, variant: str) -> bool:
@@ -407,6 +373,39 @@ def _export_kacn(
         **_tck_conv.entry_geometry(layer),
         "dropout": layer.dropout,
     }
+
+
+Exporter = Callable[[list[nn.Module], int, str, dict[str, Tensor]], dict[str, Any]]
+L = TypeVar("L", bound=nn.Module)
+
+
+def _single(
+    kind: type[L], export: Callable[[L, int, str, dict[str, Tensor]], dict[str, Any]]
+) -> tuple[type[nn.Module], int, Exporter]:
+    """The row of a layer written on its own (no LayerNorm or activation after it)."""
+
+    def exporter(
+        modules: list[nn.Module], pos: int, prefix: str, state: dict[str, Tensor]
+    ) -> dict[str, Any]:
+        layer = modules[pos]
+        assert isinstance(layer, kind)
+        return export(layer, pos, prefix, state)
+
+    return kind, 1, exporter
+
+
+# (first module's type, how many modules the upstream layer spans, its writer)
+_EXPORTERS: tuple[tuple[type[nn.Module], int, Exporter], ...] = (
+    (_PolyKANLayer, 3, _tck_poly.export_dense),
+    (_PolyKANConv2d, 2, _tck_poly.export_conv),
+    (WaveletKANLayer, 2, _tck_wavelet.export),
+    _single(GramBottleneckKANConv2d, _tck_bottleneck.export),
+    _single(WaveletKANConv2d, _tck_wavelet_conv.export),
+    _single(RBFKANConv2d, _tck_rbf.export),
+    _single(ChebyKANConv2d, _export_kacn),
+    _single(KANConv2d, _export_kan),
+)
+_EXPORTABLE = (*(row[0] for row in _EXPORTERS), nn.LayerNorm, SiLU, Affine)
 
 
 register(TorchConvKANFormat())

@@ -147,12 +147,17 @@ class KANLayer(nn.Module, ABC):
         what they derive from (`metacluster.kan.grids`). Default: none."""
         return {}
 
+    def edge_group_tensor(self) -> Tensor | None:
+        """What every edge's function shares besides its vector (a grid buffer, Gram's
+        beta, a rational's weights); its fingerprint is part of the one group's key.
+        Default: nothing."""
+        return None
+
     def edge_groups(self) -> tuple[Tensor, list[str]]:
-        """Group id per edge and one key per group. Default: one group."""
-        return (
-            torch.zeros(self.n_edges, dtype=torch.long),
-            [self.basis().key() + "|grid:-"],
-        )
+        """Group id per edge and one key per group. Default: one group, keyed by the
+        basis and the fingerprint of `edge_group_tensor()`."""
+        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.edge_group_tensor())}"
+        return torch.zeros(self.n_edges, dtype=torch.long), [key]
 
     def edge_view(self, name: str = "") -> EdgeView:
         groups, keys = self.edge_groups()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metacluster.kan._common import check_coefficients, check_positive
-from metacluster.kan.base import Basis, grid_fingerprint
+from metacluster.kan.base import Basis
 from metacluster.kan.conv import Conv2dGeometry, IntPair, check_choice
 from metacluster.kan.families import register_family
 from metacluster.kan.polynomial import polynomial_features
@@ -128,9 +128,8 @@ class GramBottleneckKANConv2d(Conv2dGeometry):
     def basis(self) -> Basis:
         return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.beta.detach())}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor:
+        return self.beta.detach()
 
     def function_domain(self) -> tuple[float, float]:
         return (-1.0, 1.0)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError, InputError
 from metacluster.kan._common import activation, check_coefficients, check_positive, check_range
-from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, KANLayer
 from metacluster.kan.bspline import UniformGridCache, bspline_basis, bspline_features
 from metacluster.kan.chebyshev import (
     chebyshev_basis,
@@ -346,9 +346,8 @@ class KANConv2d(_ConvKAN2d):
         k = self.spline_order
         return torch.linspace(lo - h * k, hi + h * k, self.grid_size + 2 * k + 1)
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid.unsqueeze(0))}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor:
+        return self.grid.unsqueeze(0)
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         """Spline plus base branch on the grid range."""

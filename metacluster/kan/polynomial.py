@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan._common import activation, check_coefficients, check_positive
-from metacluster.kan.base import Basis, FeatureKANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, FeatureKANLayer
 from metacluster.kan.conv import IntPair, _ConvKAN2d
 from metacluster.kan.families import Kind, register_family
 
@@ -190,10 +190,8 @@ class _Polynomial:
         base = activation(self.base_activation)(x).unsqueeze(-1)
         return coefficients @ torch.cat([feats, base], dim=-1).T
 
-    def poly_groups(self, n_edges: int) -> tuple[Tensor, list[str]]:
-        beta = None if self.beta is None else self.beta.detach()
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(beta)}"
-        return torch.zeros(n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor | None:
+        return None if self.beta is None else self.beta.detach()
 
     def poly_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"degree": self.degree, "base_activation": self.base_activation}
@@ -238,9 +236,6 @@ class _PolyKANLayer(_Polynomial, FeatureKANLayer):
 
     def features(self, x: Tensor) -> Tensor:
         return self.value_features(x)
-
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        return self.poly_groups(self.n_edges)
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         return self.poly_edge_functions(coefficients, n_points)
@@ -311,9 +306,6 @@ class _PolyKANConv2d(_Polynomial, _ConvKAN2d):
             poly = legendre_polynomials(minmax(chunk), self.degree)
             parts.append(torch.cat([poly, chunk.unsqueeze(-1)], dim=-1))
         return torch.cat(parts, dim=1)
-
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        return self.poly_groups(self.n_edges)
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         return self.poly_edge_functions(coefficients, n_points)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan._common import check_coefficients, check_positive, flat_inputs
-from metacluster.kan.base import Basis, KANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, KANLayer
 from metacluster.kan.families import register_family
 
 __all__ = ["DENOMINATORS", "GroupRationalKANLayer", "rational", "real_poles"]
@@ -150,12 +150,10 @@ class GroupRationalKANLayer(KANLayer):
         }
         return Basis("rational", 1, params)
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        shared = torch.cat(
+    def edge_group_tensor(self) -> Tensor:
+        return torch.cat(
             [self.numerator.detach().reshape(-1), self.denominator.detach().reshape(-1)]
         )
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(shared)}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
 
     def function_domain(self) -> tuple[float, float]:
         return (-3.0, 3.0)

@@ -18,7 +18,7 @@ from metacluster.kan._common import (
     check_positive,
     check_range,
 )
-from metacluster.kan.base import Basis, FeatureKANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, FeatureKANLayer
 from metacluster.kan.families import register_family
 
 __all__ = ["RBFKANLayer"]
@@ -112,10 +112,9 @@ class RBFKANLayer(FeatureKANLayer):
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         return {"grid": (None, torch.linspace(*self.grid_range, self.grid_size))}
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        """One group: every edge shares the grid buffer (fingerprinted, it may be loaded)."""
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid)}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor:
+        """Every edge shares the grid buffer (fingerprinted, it may be loaded)."""
+        return self.grid
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         """RBF part on the grid range (in normalised-input units) plus the base branch

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan._common import check_coefficients, check_positive, check_range
-from metacluster.kan.base import Basis, grid_fingerprint
+from metacluster.kan.base import Basis
 from metacluster.kan.conv import IntPair, _ConvKAN2d
 from metacluster.kan.families import register_family
 
@@ -99,9 +99,8 @@ class RBFKANConv2d(_ConvKAN2d):
     def grid_buffers(self) -> dict[str, tuple[int | None, Tensor]]:
         return {"grid": (None, torch.linspace(*self.grid_range, self.grid_size))}
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(self.grid)}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor:
+        return self.grid
 
     def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
         """RBFs over the grid range (normalised-input units unless `input_norm` is off)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from metacluster.errors import ConfigError
 from metacluster.kan._common import check_coefficients, check_positive
-from metacluster.kan.base import Basis, FeatureKANLayer, grid_fingerprint
+from metacluster.kan.base import Basis, FeatureKANLayer
 from metacluster.kan.families import register_family
 
 __all__ = ["MAX_DEGREE", "JacobiRKANLayer", "PadeRKANLayer", "jacobi", "pade_poles"]
@@ -93,10 +93,8 @@ class _RKANLayer(FeatureKANLayer):
     def features(self, x: Tensor) -> Tensor:
         return self.phi(x).unsqueeze(-1)
 
-    def edge_groups(self) -> tuple[Tensor, list[str]]:
-        shared = torch.cat([t.detach().reshape(-1) for t in self.shared()])
-        key = f"{self.basis().key()}|grid:{grid_fingerprint(shared)}"
-        return torch.zeros(self.n_edges, dtype=torch.long), [key]
+    def edge_group_tensor(self) -> Tensor:
+        return torch.cat([t.detach().reshape(-1) for t in self.shared()])
 
     def function_domain(self) -> tuple[float, float]:
         return (-3.0, 3.0)
