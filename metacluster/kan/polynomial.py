@@ -24,7 +24,7 @@ applies after the sum are glue modules after the layer (`metacluster.formats`).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from metacluster.errors import ConfigError
 from metacluster.kan._common import activation, check_coefficients, check_positive
 from metacluster.kan.base import Basis, FeatureKANLayer
 from metacluster.kan.conv import IntPair, _ConvKAN2d
-from metacluster.kan.families import Kind, register_family
+from metacluster.kan.families import register_family
 
 __all__ = [
     "BernsteinKANConv2d",
@@ -316,34 +316,65 @@ class _PolyKANConv2d(_Polynomial, _ConvKAN2d):
         return config
 
 
-# torch-conv-kan's layer of each polynomial kind: (dense layer, its basis; conv layer)
-_UPSTREAM: dict[str, tuple[str, str, str]] = {
-    "gram": ("GRAMLayer (KAGN)", "silu(Gram polynomials of tanh x)", "KAGNConv2DLayer"),
-    "legendre": ("KALNLayer (KALN)", "Legendre of the batch-normalised x", "KALNConv2DLayer"),
-    "jacobi": ("JacobiKANLayer (KAJN)", "Jacobi (a, b) of tanh x", "KAJNConv2DLayer"),
-    "bernstein": ("BernsteinKANLayer (KABN)", "Bernstein of sigmoid x", "KABNConv2DLayer"),
-}
+@register_family("gram", kind="dense")
+class GramKANLayer(_PolyKANLayer):
+    """torch-conv-kan GRAMLayer (KAGN): silu(Gram polynomials of tanh x) + silu base."""
 
-P = TypeVar("P", _PolyKANLayer, _PolyKANConv2d)
+    kind = family = "gram"
 
 
-def _family_class(base: type[P], kind: str, layer_kind: Kind, doc: str) -> type[P]:
-    """The `base` layer of one polynomial kind (`GramKANLayer`, `GramKANConv2d`, ...),
-    registered as the family `gram` (dense) or `conv_gram` (conv)."""
-    suffix, prefix = ("Layer", "") if layer_kind == "dense" else ("Conv2d", "conv_")
-    name = f"{kind.capitalize()}KAN{suffix}"
-    namespace = {"__doc__": doc, "__module__": __name__, "__qualname__": name}
-    cls = type(name, (base,), namespace | {"kind": kind, "family": kind})
-    return register_family(prefix + kind, kind=layer_kind)(cls)
+@register_family("legendre", kind="dense")
+class LegendreKANLayer(_PolyKANLayer):
+    """torch-conv-kan KALNLayer (KALN): Legendre of the batch-normalised x + silu base."""
+
+    kind = family = "legendre"
+
+
+@register_family("jacobi", kind="dense")
+class JacobiKANLayer(_PolyKANLayer):
+    """torch-conv-kan JacobiKANLayer (KAJN): Jacobi (a, b) of tanh x + silu base."""
+
+    kind = family = "jacobi"
+
+
+@register_family("bernstein", kind="dense")
+class BernsteinKANLayer(_PolyKANLayer):
+    """torch-conv-kan BernsteinKANLayer (KABN): Bernstein of sigmoid x + silu base."""
+
+    kind = family = "bernstein"
+
+
+@register_family("conv_gram", kind="conv")
+class GramKANConv2d(_PolyKANConv2d):
+    """torch-conv-kan KAGNConv2DLayer."""
+
+    kind = family = "gram"
+
+
+@register_family("conv_legendre", kind="conv")
+class LegendreKANConv2d(_PolyKANConv2d):
+    """torch-conv-kan KALNConv2DLayer."""
+
+    kind = family = "legendre"
+
+
+@register_family("conv_jacobi", kind="conv")
+class JacobiKANConv2d(_PolyKANConv2d):
+    """torch-conv-kan KAJNConv2DLayer."""
+
+    kind = family = "jacobi"
+
+
+@register_family("conv_bernstein", kind="conv")
+class BernsteinKANConv2d(_PolyKANConv2d):
+    """torch-conv-kan KABNConv2DLayer."""
+
+    kind = family = "bernstein"
 
 
 POLY_LAYERS: dict[str, type[_PolyKANLayer]] = {
-    kind: _family_class(_PolyKANLayer, kind, "dense", f"torch-conv-kan {up}: {basis} + silu base.")
-    for kind, (up, basis, _) in _UPSTREAM.items()
+    cls.kind: cls for cls in (GramKANLayer, LegendreKANLayer, JacobiKANLayer, BernsteinKANLayer)
 }
 POLY_CONVS: dict[str, type[_PolyKANConv2d]] = {
-    kind: _family_class(_PolyKANConv2d, kind, "conv", f"torch-conv-kan {up}.")
-    for kind, (_, _, up) in _UPSTREAM.items()
+    cls.kind: cls for cls in (GramKANConv2d, LegendreKANConv2d, JacobiKANConv2d, BernsteinKANConv2d)
 }
-GramKANLayer, LegendreKANLayer, JacobiKANLayer, BernsteinKANLayer = POLY_LAYERS.values()
-GramKANConv2d, LegendreKANConv2d, JacobiKANConv2d, BernsteinKANConv2d = POLY_CONVS.values()
