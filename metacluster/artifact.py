@@ -43,6 +43,7 @@ from metacluster.compress.codebook import (
     build_groups,
     coefficient_names,
 )
+from metacluster.compress.options import UNRECORDED_METHOD
 from metacluster.compress.packing import decode_indices, encode_indices
 from metacluster.compress.report import Breakdown
 from metacluster.errors import ArtifactError
@@ -180,7 +181,7 @@ def _short_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     from metacluster.compress.config import MetaClusterConfig
 
-    default = MetaClusterConfig().to_dict()
+    default = MetaClusterConfig.default_dict()
     out = {k: v for k, v in cfg.items() if default.get(k) != v}
     out["version"] = cfg.get("version", default["version"])
     return out
@@ -536,7 +537,7 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
         groups,
         codebooks,
         uniform,
-        method=manifest.get("method", "metacluster"),
+        method=manifest.get("method", UNRECORDED_METHOD),
         grouping=grouping,
     )
     return model, quant

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from metacluster.compress.checkpoint import StageCheckpoint
 from metacluster.compress.codebook import CompressedKAN
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Sizer, prepare
 from metacluster.compress.hooks import Progress, ShouldStop, StageHooks
 from metacluster.compress.methods import get_method
+from metacluster.compress.plan import Plan
 from metacluster.compress.report import CompressionReport
 from metacluster.data.dataset import Dataset
 from metacluster.kan.model import KANModel
@@ -22,6 +25,7 @@ def compress(
     should_stop: ShouldStop | None = None,
     checkpoint: StageCheckpoint | None = None,
     sizer: Sizer | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> tuple[CompressedKAN, CompressionReport]:
     """Compress `model` with the method `config.method`; returns the model and its report.
 
@@ -31,11 +35,15 @@ def compress(
     of K the meta-learner runs once and the smallest K within `config.max_drop` of the
     original metric is returned (`report.sweep` has all). `sizer` measures bytes (the
     real files: `metacluster.workflow.ArtifactSizer`; default: an estimate).
+
+    The run is planned once (`plan`, in `prepare`): `on_plan(plan)` receives the plan it
+    will run before any stage starts (a worker weighs its progress by its stages).
     """
     method = get_method(config.method)
-    options = method.parse_options(config.method_options)
     ctx = prepare(model, config, data, StageHooks(progress, should_stop), checkpoint, sizer)
-    return method.run(ctx, options)
+    if on_plan is not None:
+        on_plan(ctx.plan)
+    return method.run(ctx, config.options)
 
 
 __all__ = ["compress"]

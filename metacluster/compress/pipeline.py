@@ -28,7 +28,12 @@ from metacluster.compress.codebook import (
     coefficient_names,
     uniform_quant,
 )
-from metacluster.compress.config import MetaClusterConfig
+from metacluster.compress.config import (
+    CodebookOptions,
+    MetaClusterConfig,
+    MetaLearnerOptions,
+    SoftOptions,
+)
 from metacluster.compress.context import Context, make_report, schedule_summary
 from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
 from metacluster.compress.effort import PRESETS
@@ -492,13 +497,25 @@ PIPELINE_METHODS = {
 }
 
 
+# The option groups of the config each generator's method reads (config.py).
+PIPELINE_GROUPS: dict[str, tuple[type, ...]] = {
+    "meta": (MetaLearnerOptions, SoftOptions, CodebookOptions),
+    "free": (SoftOptions, CodebookOptions),
+    "none": (CodebookOptions,),
+}
+
+
 def _register(name: str, generator: str, summary: str) -> Any:
     def run(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
         return run_pipeline(ctx, generator)
 
     run.__name__ = f"run_{name}"
     return register_method(
-        name, summary=summary, stages=_stages_of(generator), payload_bits=_codebook_payload
+        name,
+        summary=summary,
+        stages=_stages_of(generator),
+        payload_bits=_codebook_payload,
+        groups=PIPELINE_GROUPS[generator],
     )(run)
 
 

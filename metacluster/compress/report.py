@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from metacluster.compress.codebook import CompressedKAN, coefficient_names
+from metacluster.compress.options import UNRECORDED_METHOD
 from metacluster.compress.packing import bits_for, encode_indices
 from metacluster.kan.model import KANModel
 
@@ -43,7 +44,7 @@ class CompressionReport:
     layers: list[dict[str, Any]]
     seed: int
     config: dict[str, Any]
-    method: str = "metacluster"
+    method: str = UNRECORDED_METHOD  # a report from before reports named their method
     mode: str = "post_hoc"
     device: str = "cpu"
     bytes_before_source: str = ""
