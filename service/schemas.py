@@ -71,6 +71,36 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
+def config_schemas() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per registered method: the OpenAPI component name (``DkmConfig``, ``PqConfig``,
+    ...) and schema of its config, from the engine's declarations
+    (`metacluster.compress.config.method_config_schema`)."""
+    from metacluster.compress import method_names
+    from metacluster.compress.config import method_config_schema
+
+    return {
+        n: ("".join(p.title() for p in n.split("_")) + "Config", method_config_schema(n))
+        for n in method_names()
+    }
+
+
+def document_job_config(schema: dict[str, Any]) -> None:
+    """Add the per-method configs to an OpenAPI document: their components, and on
+    ``JobCreate.config`` an ``anyOf`` of them with the mapping from ``method`` to each
+    (the body stays the flat object it always was; the document changes by additions)."""
+    from metacluster.compress.options import DEFAULT_METHOD
+
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    refs = {}
+    for method, (name, body) in config_schemas().items():
+        components[name] = body
+        refs[method] = f"#/components/schemas/{name}"
+    config = components["JobCreate"]["properties"]["config"]
+    config["anyOf"] = [{"$ref": ref} for ref in refs.values()]
+    config["x-method-configs"] = refs
+    config["x-default-method"] = DEFAULT_METHOD
+
+
 class JobCreate(BaseModel):
     """A compression job: which model, which data, and the `MetaClusterConfig` as a dict."""
 

@@ -34,6 +34,7 @@ from metacluster.compress.options import (
     check_knob,
     default_of,
     epochs,
+    fields_schema,
     knob,
     options_type,
     rate,
@@ -406,6 +407,32 @@ class MetaClusterConfig(RunConfig, CodebookOptions, MetaLearnerOptions, SoftOpti
 _K_FIELD = next(f for f in dataclasses.fields(MetaClusterConfig) if f.name == "k")
 
 
+def method_config_schema(name: str) -> dict[str, Any]:
+    """JSON Schema of one method's config, flat as `MetaClusterConfig.to_dict` writes it:
+    the `RunConfig` knobs, those of the groups the method reads, and its options type
+    as `method_options`. Documentation: a config is checked by `MetaClusterConfig`."""
+    spec = options_type(name)
+    properties = fields_schema(RunConfig)
+    properties["method"] = {**properties["method"], "const": name, "default": name}
+    properties["method"].pop("enum", None)
+    properties["method_options"] = {
+        "type": "object",
+        "description": f"The options of {name} ({spec.options.__name__}).",
+        "properties": fields_schema(spec.options),
+        "additionalProperties": False,
+    }
+    for group in spec.groups:
+        properties.update(fields_schema(group))
+    return {
+        "type": "object",
+        "title": f"{name} config",
+        "description": f"The config of method {name}: RunConfig"
+        + "".join(f" + {g.__name__}" for g in spec.groups)
+        + f" + method_options ({spec.options.__name__}).",
+        "properties": properties,
+    }
+
+
 def method_config_types() -> dict[str, tuple[type, ...]]:
     """Each registered method's config type, as the types it is made of: `RunConfig`,
     the option groups it reads, and its `MethodOptions` type (for `method_options`)."""
@@ -423,5 +450,6 @@ __all__ = [
     "RunConfig",
     "SoftOptions",
     "knob",
+    "method_config_schema",
     "method_config_types",
 ]

@@ -206,25 +206,39 @@ def _json_type(tp: Any) -> dict[str, Any]:
 
 
 def fields_schema(cls: type) -> dict[str, dict[str, Any]]:
-    """JSON Schema properties of a dataclass of knobs: type, default, bounds, choices."""
+    """JSON Schema properties of a dataclass of knobs: type, default, bounds, choices
+    (no tighter than `check_knob`: what the schema allows the config may still refuse,
+    what it refuses the config refuses too)."""
     hints = typing.get_type_hints(cls)
     out: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        prop: dict[str, Any] = _json_type(hints[f.name])
+        tp = hints[f.name]
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        members = list(typing.get_args(tp)) if union else [tp]
+        optional = type(None) in members
+        kinds = [_json_type(a) for a in members if a is not type(None)]
+        for kind in kinds:
+            bounded = kind.get("items") if kind.get("type") == "array" else kind
+            if bounded is None or bounded.get("type") not in ("integer", "number"):
+                continue
+            if meta.get("lo") is not None:
+                bounded["minimum"] = meta["lo"]
+            if meta.get("hi") is not None:
+                bounded["maximum"] = meta["hi"]
+            if kind.get("type") == "array":
+                kind["minItems"], kind["uniqueItems"] = 1, True
+        if optional:
+            kinds.append({"type": "null"})
+        prop: dict[str, Any] = kinds[0] if len(kinds) == 1 else {"anyOf": kinds}
+        choices = meta.get("choices")
+        if choices is not None and not all(isinstance(c, bool) for c in choices):
+            prop["enum"] = list(choices)
         if meta.get("doc"):
             prop["description"] = meta["doc"]
-        if meta.get("choices") is not None:
-            prop["enum"] = list(meta["choices"])
-        if meta.get("lo") is not None:
-            prop["minimum"] = meta["lo"]
-        if meta.get("hi") is not None:
-            prop["maximum"] = meta["hi"]
         default = default_of(f)
         if isinstance(default, bool | int | float | str | list) or default is None:
             prop["default"] = default
-        if meta.get("optional"):
-            prop["nullable"] = True
         out[f.name] = prop
     return out
 
