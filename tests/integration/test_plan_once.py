@@ -5,8 +5,8 @@ objects, wherever they are imported from: the request's validation (`validate_jo
 and a worker's run of the same job (`run_job`). The request plans once and validates
 once (the method's options are parsed as part of it); the worker validates the stored
 config once and plans once, and that plan gives both its progress weights and the
-engine's run. (Before issue 17: the request 1 plan and 1 validation, the worker 2 plans
-and 5 validations, and `plan` and `compress` parsed the method options again.)
+engine's run. (Measured before issue 17 with this spy: the request 1 plan, 1 validation
+and 2 parses of the method options; the worker 2 plans, 5 validations and 8 parses.)
 """
 
 from __future__ import annotations
