@@ -38,6 +38,7 @@ from core.db.models import (
     new_id,
 )
 from core.service_errors import NotFoundError
+from metacluster.filenames import REPORT_HTML
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,11 @@ PRIVATE_JOB_COLUMNS = frozenset(
     {"owner_id", "idempotency_key", "request_hash", "fence", "lease_owner", "lease_expires_at"}
 )
 _VIEW_COLUMNS = [c for c in Job.__table__.c if c.name not in PRIVATE_JOB_COLUMNS]
+
+
+def job_url(job_id: str) -> str:
+    """A job's path in the API; its artifacts and report are below it."""
+    return f"/v1/jobs/{job_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +83,34 @@ class JobView:
             raise AttributeError(name) from None
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
-        """The view of a job already loaded (one just created or changed)."""
+    def of(cls, job: Job, artifacts: Sequence[Any] | None = None) -> JobView:
+        """The view of a job already loaded (one just created or changed), with its
+        artifacts (default: the job's relationship)."""
         columns = {c.name: getattr(job, c.name) for c in _VIEW_COLUMNS}
-        return cls(columns, tuple(ArtifactView(a.name, a.bytes, a.sha256) for a in job.artifacts))
+        rows = job.artifacts if artifacts is None else artifacts
+        return cls(columns, tuple(ArtifactView(a.name, a.bytes, a.sha256) for a in rows))
+
+    def public(self) -> dict[str, Any]:
+        """The job as clients see it: the fields of `service.schemas.JobOut` (the API's
+        answer validates this dict), of which a webhook's ``data`` is a part."""
+        url = job_url(self.id)
+        return {
+            **self.columns,
+            "progress": min(max(float(self.progress or 0.0), 0.0), 1.0),
+            "error": self.error or None,
+            "artifacts": [
+                {
+                    "name": a.name,
+                    "bytes": a.bytes,
+                    "sha256": a.sha256,
+                    "url": f"{url}/artifacts/{a.name}",
+                }
+                for a in self.artifacts
+            ],
+            "report_url": (
+                f"{url}/report" if any(a.name == REPORT_HTML for a in self.artifacts) else None
+            ),
+        }
 
 
 @cache

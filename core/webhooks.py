@@ -32,11 +32,12 @@ from core.repositories import (
     ApiKeyRepository,
     ArtifactRepository,
     JobEventRepository,
+    JobView,
     WebhookDeliveryRepository,
+    job_url,
 )
 from core.settings import Settings
 from metacluster.errors import InputError
-from metacluster.filenames import REPORT_HTML
 from metacluster.webhooks import new_secret
 
 EVENTS = ("started", "stage", "succeeded", "failed", "cancelled")
@@ -169,30 +170,26 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
+# What a webhook's ``data`` leaves out of the job the API shows (`JobView.public`): the
+# request's config and the service's bookkeeping.
+NOT_IN_WEBHOOKS = frozenset(
+    {"config", "queue", "cancel_requested", "deliveries", "webhook_url", "webhook_events"}
+)
+
+
 def job_payload(session: Session, job: Job) -> dict[str, Any]:
-    """What a webhook says about a job: its state, headline metrics and links."""
-    url = f"/v1/jobs/{job.id}"
-    metrics = job.metrics or None
-    artifacts = [
-        {"name": a.name, "bytes": a.bytes, "sha256": a.sha256, "url": f"{url}/artifacts/{a.name}"}
-        for a in ArtifactRepository(session).of_job(job.id)
-    ]
-    return {
-        "id": job.id,
-        "status": job.status,
-        "stage": job.stage,
-        "progress": round(float(job.progress or 0.0), 6),
-        "model_id": job.model_id,
-        "dataset": job.dataset,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "error": job.error,
-        "metrics": ({k: metrics[k] for k in HEADLINE_METRICS if k in metrics} if metrics else None),
-        "artifacts": artifacts,
-        "url": url,
-        "report_url": f"{url}/report" if any(a["name"] == REPORT_HTML for a in artifacts) else None,
-    }
+    """What a webhook says about a job: the job as the API shows it (`JobView.public`)
+    without `NOT_IN_WEBHOOKS`, its headline metrics only, and its own url."""
+    view = JobView.of(job, ArtifactRepository(session).of_job(job.id))
+    data = {k: v for k, v in view.public().items() if k not in NOT_IN_WEBHOOKS}
+    metrics = data["metrics"] or None
+    data.update(
+        progress=round(data["progress"], 6),
+        metrics={k: metrics[k] for k in HEADLINE_METRICS if k in metrics} if metrics else None,
+        url=job_url(job.id),
+        **{k: _iso(data[k]) for k in ("created_at", "started_at", "finished_at")},
+    )
+    return data
 
 
 def job_changed(session: Session, job: Job, event: str) -> WebhookDelivery | None:

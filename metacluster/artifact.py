@@ -53,6 +53,7 @@ from metacluster.compress.numeric.codebook import (
     build_groups,
 )
 from metacluster.compress.numeric.packing import decode_indices
+from metacluster.compress.spec.options import UNRECORDED_METHOD
 from metacluster.errors import ArtifactError
 from metacluster.kan.grids import decode_grid, grid_entries
 from metacluster.kan.model import KANModel
@@ -307,7 +308,7 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
         groups,
         codebooks,
         uniform,
-        method=manifest.get("method", "metacluster"),
+        method=manifest.get("method", UNRECORDED_METHOD),
         grouping=grouping,
     )
     return model, quant

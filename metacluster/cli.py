@@ -512,7 +512,8 @@ class _MethodChoice(click.Choice):  # type: ignore[type-arg]
     "--method",
     type=_MethodChoice(),
     default=None,
-    help="A registered compression method (default metacluster); see `metacluster methods`.",
+    help="A registered compression method; the first listed is the default (see `metacluster "
+    "methods`).",
 )
 @click.option(
     "--method-option",

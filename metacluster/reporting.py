@@ -177,7 +177,9 @@ def _frontier(points: Sequence[Mapping[str, Any]], *, higher_is_better: bool) ->
 
 
 def _method(r: Mapping[str, Any]) -> str:
-    return str(r.get("method") or "metacluster")
+    from metacluster.compress.spec.options import UNRECORDED_METHOD
+
+    return str(r.get("method") or UNRECORDED_METHOD)
 
 
 def _layers(r: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -12,6 +12,7 @@ it; both therefore give the same numbers for the same inputs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from metacluster.compress import (
         CompressionReport,
         MetaClusterConfig,
+        Plan,
         Progress,
         ShouldStop,
         StageCheckpoint,
@@ -39,13 +41,15 @@ def compress_file(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     checkpoint: StageCheckpoint | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> CompressionReport:
     """Compress the checkpoint at `model_path` on `data` and write the artifact `out`.
 
     `data` is a built-in name, a data file, or a loaded `Dataset` (`data_seed` seeds
     a built-in's split and samples). Returns the report: `bytes_after` is the size of
     the file written, `sha256` its digest. Raises the library's errors for bad input
-    (an artifact given as the model is a ConfigError).
+    (an artifact given as the model is a ConfigError). `on_plan` receives the plan the
+    engine will run, before its first stage (`metacluster.compress.compress`).
     """
     from metacluster.artifact import build_artifact, is_artifact, write_built
     from metacluster.compress import compress
@@ -69,6 +73,7 @@ def compress_file(
         should_stop=should_stop,
         checkpoint=checkpoint,
         sizer=sizer,
+        on_plan=on_plan,
     )
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)

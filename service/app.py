@@ -23,6 +23,7 @@ from service.limits import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
 from service.problems import install_problem_handlers, problem_responses
 from service.routes import dashboard, health, jobs, keys, uploads, webhooks
+from service.schemas import document_job_config
 
 DESCRIPTION = """Compress Kolmogorov-Arnold Networks with MetaCluster.
 
@@ -206,6 +207,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         {"description": doc["description"], "content": doc["content"]},
                     )
     add_links(schema)
+    document_job_config(schema)
     components = schema.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,9 @@ from metacluster.errors import ConfigError, DatasetError, IncompatibleError, Met
 from service.dataset_uploads import get_dataset
 from service.model_uploads import get_model
 from service.schemas import JobCreate
+
+if TYPE_CHECKING:
+    from metacluster.compress import MetaClusterConfig, Plan
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class IncompatibleJobError(IncompatibleError):
     failed checks are all the config's (K, layers, method options, budget) answers
     `invalid_config`, the code the run itself would fail with."""
 
-    def __init__(self, the_plan: Any) -> None:
+    def __init__(self, the_plan: Plan) -> None:
         failed = [c for c in the_plan.checks if not c.ok]
         code = ConfigError.code if the_plan.config_problem else None
         super().__init__("; ".join(c.detail for c in failed), code=code)
@@ -83,7 +86,7 @@ class Validated:
     model: ModelRecord
     config: dict[str, Any]
     queue: str
-    plan: Any  # metacluster.compress.Plan
+    plan: Plan  # the job's plan: the request validated with it, the dry run shows it
     webhook_url: str | None = None
     webhook_events: list[str] | None = None
 
@@ -128,7 +131,7 @@ def dataset_meta(
         raise DatasetError(f"built-in dataset {spec!r} could not be generated: {exc}") from None
 
 
-def parse_config(config: dict[str, Any]) -> Any:
+def parse_config(config: dict[str, Any]) -> MetaClusterConfig:
     """The validated `MetaClusterConfig` (defaults filled in) the worker will rebuild."""
     from metacluster.compress import MetaClusterConfig
 
@@ -143,7 +146,8 @@ def parse_config(config: dict[str, Any]) -> Any:
 def validate_job(
     session: Session, owner: ApiKey, settings: Settings, request: JobCreate
 ) -> Validated:
-    """Everything a job needs, checked together by its plan; raises 404 / 422 problems."""
+    """Everything a job needs, checked together by its plan (made once, here: the config
+    was validated when parsed, with its method options); raises 404 / 422 problems."""
     from metacluster.compress import plan
 
     model = get_model(session, owner, request.model_id)

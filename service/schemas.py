@@ -71,6 +71,41 @@ class DatasetOut(BaseModel):
     created_at: datetime
 
 
+def config_schemas() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per registered method: the OpenAPI component name (``DkmConfig``, ``PqConfig``,
+    ...) and schema of its config, from the engine's declarations
+    (`metacluster.compress.spec.config.method_config_schema`)."""
+    from metacluster.compress import method_names
+    from metacluster.compress.spec.config import method_config_schema
+
+    return {
+        n: ("".join(p.title() for p in n.split("_")) + "Config", method_config_schema(n))
+        for n in method_names()
+    }
+
+
+def document_job_config(schema: dict[str, Any]) -> None:
+    """Add the per-method configs to an OpenAPI document: their components, and on
+    ``JobCreate.config`` the mapping from ``method`` to each (``x-method-configs``) and
+    the default method (``x-default-method``). The body stays the flat object it always
+    was, and the document changes by additions only.
+
+    Not an ``anyOf`` on the property: the server validates a config (the same rules as
+    the library), and a union there turns a schema-driven fuzzer's configs into knobs
+    drawn at random across their whole ranges, which a given model almost never takes
+    (tests/integration/test_fuzz.py then never reaches a created job)."""
+    from metacluster.compress.spec.options import DEFAULT_METHOD
+
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    refs = {}
+    for method, (name, body) in config_schemas().items():
+        components[name] = body
+        refs[method] = f"#/components/schemas/{name}"
+    config = components["JobCreate"]["properties"]["config"]
+    config["x-method-configs"] = refs
+    config["x-default-method"] = DEFAULT_METHOD
+
+
 class JobCreate(BaseModel):
     """A compression job: which model, which data, and the `MetaClusterConfig` as a dict."""
 

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,9 @@ class LeaseKeeper(threading.Thread):
 class JobReporter:
     """Progress callback, cancel check and event log bound to one job row and delivery.
 
-    The overall fraction comes from the run's plan (`metacluster.compress.pipeline.plan`):
-    each stage visit weighs what the plan says it costs. Every write carries the
+    The overall fraction comes from the plan the engine runs (`planned`, called by
+    `metacluster.compress.compress` before its first stage): each stage visit weighs
+    what the plan says it costs. Every write carries the
     delivery's fencing token; `should_stop` also ends the run when the lease is lost
     (`LeaseLostError`) or the job's wall-time limit passed (`JobTimeoutError`).
     """
@@ -105,7 +107,7 @@ class JobReporter:
         self,
         job_id: str,
         settings: Settings,
-        stages: list[Any],
+        stages: list[Any] | None = None,
         *,
         fence: int = 0,
         deadline: float | None = None,
@@ -119,11 +121,17 @@ class JobReporter:
         self.fence = fence
         self._deadline = deadline  # time.time() after which the job fails with `timeout`
         self._lease = lease
-        self._tracker = StageProgress(stages)
+        self._tracker = StageProgress(stages or [])
         self._stage: str | None = None
         self._clock = StageClock(EVENT_INTERVAL_S)
         self._last_cancel_check = 0.0
         self._cancelled = False
+
+    def planned(self, the_plan: Any) -> None:
+        """The engine's plan (`metacluster.compress.Plan`): its stages weigh the progress."""
+        from metacluster.compress import StageProgress
+
+        self._tracker = StageProgress(the_plan.stages)
 
     def check_owner(self) -> None:
         """Raise when this delivery may not go on: lease lost, or past the time limit."""
@@ -228,152 +236,195 @@ def warm_up() -> None:
         log.info("worker device: cpu")
 
 
-@contextlib.contextmanager
-def _inputs(claim: jobs.Claim, storage: Storage, scratch: Path) -> Iterator[tuple[Path, str]]:
-    """(checkpoint path, data spec) as local files: every file of the model (a pykan
-    pair, a spec sidecar travels with its checkpoint) and an uploaded dataset."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"mc-in-{claim.model_id}-", dir=scratch))
-    try:
-        with contextlib.ExitStack() as stack:
-            model_dir = folder / "model"
-            model_dir.mkdir()
-            prefix = claim.model_key.rsplit("/", 1)[0] + "/"
-            for key in storage.list(prefix):
-                stack.enter_context(storage.local_copy(key, model_dir))
-            model_path = model_dir / claim.model_key.rsplit("/", 1)[1]
-            data = claim.dataset
-            if claim.dataset_key is not None:
-                data = str(stack.enter_context(storage.local_copy(claim.dataset_key, folder)))
-            yield model_path, data
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+@dataclass
+class JobRun:
+    """One delivery of one claimed job: what its steps share (the job, its claim, the
+    settings, the storage and the reporter), and the steps, from the inputs to the
+    final status."""
 
+    job_id: str
+    claim: jobs.Claim
+    settings: Settings
+    storage: Storage
+    reporter: JobReporter
 
-def _execute(
-    job_id: str, claim: jobs.Claim, settings: Settings, storage: Storage, reporter: JobReporter
-) -> None:
-    """Compress through the library's use case, store artifact and report, succeed."""
-    from metacluster.compress import MetaClusterConfig
-    from metacluster.workflow import compress_file
+    @property
+    def fence(self) -> int:
+        return self.claim.fence
 
-    config = MetaClusterConfig.from_dict(claim.config)
-    checkpoint = _RecordingCheckpoint(BlobCheckpoint(storage, checkpoints_key(job_id)), reporter)
-    with (
-        _inputs(claim, storage, settings.scratch) as (model_path, data),
-        tempfile.TemporaryDirectory(prefix=f"mc-{job_id}-", dir=settings.scratch) as tmp,
-    ):
-        artifact_path = Path(tmp) / MODEL_FILE
-        # The format detected at upload; the data split uses the loader's default seed,
-        # as `metacluster compress` does, so the job's numbers are the CLI's numbers.
-        report = compress_file(
-            model_path,
-            data,
-            config,
-            artifact_path,
-            format=claim.model_format,
-            progress=reporter.progress,
-            should_stop=reporter.should_stop,
-            checkpoint=checkpoint,
-        )
-        report_path = Path(tmp) / REPORT_JSON
-        report_dict = report.to_dict()
-        report_path.write_text(json.dumps(report_dict, indent=2, sort_keys=True))
-        names = [
-            MODEL_FILE,
-            REPORT_JSON,
-            *_draw_report(job_id, report_dict, Path(tmp), reporter),
-        ]
-        reporter.check_owner()
-        stored = _store_artifacts(job_id, claim.fence, storage, Path(tmp), names)
+    def run(self) -> str:
+        """Execute the claimed job and settle it; the final status (or "lost")."""
         try:
-            with session_scope(settings) as session:
-                jobs.succeed(session, job_id, report_dict, stored, fence=claim.fence)
-        except BaseException:
-            # Not registered (fenced out, or the database failed): the blobs of this
-            # delivery must not linger where nothing points at them.
-            _delete_quietly(storage, artifacts_prefix(job_id, claim.fence))
-            raise
-        if settings.mlflow_uri:
-            _log_to_mlflow(job_id, settings, [Path(tmp) / n for n in names])
+            self.reporter.check_owner()  # a re-delivery after the time limit fails at once
+            _execute(self)
+        except LeaseLostError as exc:
+            # Another delivery owns the job now: write nothing, keep its checkpoints.
+            log.warning("job %s: %s", self.job_id, exc)
+            return "lost"
+        except errors.CancelledError:
+            self.fail("cancelled", {"code": "cancelled", "message": "job was cancelled"})
+            return "cancelled"
+        except errors.MetaClusterError as exc:
+            # JobTimeoutError ("timeout") and StorageWriteError ("storage_error") land here.
+            self.fail("failed", {"code": exc.code, "message": exc.message})
+            return "failed"
+        except Exception as exc:
+            log.exception("job %s failed with an unexpected error", self.job_id)
+            self.fail(
+                "failed",
+                {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"},
+            )
+            return "failed"
+        _drop_checkpoints(self.storage, self.job_id)
+        return "succeeded"
 
+    def fail(self, status: str, error: dict[str, str]) -> None:
+        """Settle the job as failed or cancelled; its checkpoints go once it is settled."""
+        if _fail(self.settings, self.job_id, status, error, fence=self.fence):
+            _drop_checkpoints(self.storage, self.job_id)
 
-def _store_artifacts(
-    job_id: str, fence: int, storage: Storage, folder: Path, names: list[str]
-) -> list[tuple[str, int, str, str]]:
-    """Put the artifact, the report and its pictures under this delivery's prefix; on a
-    storage failure (disk full, I/O error) remove what was written and raise
-    StorageWriteError."""
-    stored: list[tuple[str, int, str, str]] = []
-    try:
-        for name in names:
-            key = artifact_key(job_id, name, fence)
-            blob = storage.put(key, folder / name)
-            stored.append((name, blob.bytes, str(blob.sha256), key))
-    except OSError as exc:
-        _delete_quietly(storage, artifacts_prefix(job_id, fence))
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise StorageWriteError(f"storing the artifact failed: {reason}") from exc
-    return stored
+    @contextlib.contextmanager
+    def inputs(self) -> Iterator[tuple[Path, str]]:
+        """(checkpoint path, data spec) as local files: every file of the model (a pykan
+        pair, a spec sidecar travels with its checkpoint) and an uploaded dataset."""
+        claim, storage, scratch = self.claim, self.storage, self.settings.scratch
+        scratch.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"mc-in-{claim.model_id}-", dir=scratch))
+        try:
+            with contextlib.ExitStack() as stack:
+                model_dir = folder / "model"
+                model_dir.mkdir()
+                prefix = claim.model_key.rsplit("/", 1)[0] + "/"
+                for key in storage.list(prefix):
+                    stack.enter_context(storage.local_copy(key, model_dir))
+                model_path = model_dir / claim.model_key.rsplit("/", 1)[1]
+                data = claim.dataset
+                if claim.dataset_key is not None:
+                    data = str(stack.enter_context(storage.local_copy(claim.dataset_key, folder)))
+                yield model_path, data
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
+    def execute(self) -> None:
+        """Compress through the library's use case, store artifact and report, succeed.
 
-def _draw_report(
-    job_id: str, report: dict[str, Any], folder: Path, reporter: JobReporter
-) -> list[str]:
-    """report.html and its PNGs beside the artifact; a report that cannot be drawn (no
-    matplotlib on this worker) is a job event, not a failed job. Returns the file names."""
-    from metacluster.reporting import render_report
+        The config is validated once (`from_dict`) and the run planned once, by the
+        engine: its plan weighs this job's progress (`JobReporter.planned`)."""
+        from metacluster.compress import MetaClusterConfig
+        from metacluster.workflow import compress_file
 
-    try:
-        rendered = render_report(report, folder, title=f"MetaCluster job {job_id}")
-    except Exception as exc:
-        log.warning("job %s: report not drawn", job_id, exc_info=True)
-        reporter.log(f"report not drawn: {type(exc).__name__}: {exc}", report_error=str(exc))
-        return []
-    return [p.name for p in rendered.files()]
+        job_id, reporter = self.job_id, self.reporter
+        config = MetaClusterConfig.from_dict(self.claim.config)
+        checkpoint = _RecordingCheckpoint(
+            BlobCheckpoint(self.storage, checkpoints_key(job_id)), reporter
+        )
+        with (
+            self.inputs() as (model_path, data),
+            tempfile.TemporaryDirectory(prefix=f"mc-{job_id}-", dir=self.settings.scratch) as tmp,
+        ):
+            folder = Path(tmp)
+            # The format detected at upload; the data split uses the loader's default seed,
+            # as `metacluster compress` does, so the job's numbers are the CLI's numbers.
+            report = compress_file(
+                model_path,
+                data,
+                config,
+                folder / MODEL_FILE,
+                format=self.claim.model_format,
+                progress=reporter.progress,
+                should_stop=reporter.should_stop,
+                checkpoint=checkpoint,
+                on_plan=reporter.planned,
+            )
+            report_dict = report.to_dict()
+            (folder / REPORT_JSON).write_text(json.dumps(report_dict, indent=2, sort_keys=True))
+            names = [MODEL_FILE, REPORT_JSON, *self.draw_report(report_dict, folder)]
+            reporter.check_owner()
+            stored = self.store_artifacts(folder, names)
+            try:
+                with session_scope(self.settings) as session:
+                    jobs.succeed(session, job_id, report_dict, stored, fence=self.fence)
+            except BaseException:
+                # Not registered (fenced out, or the database failed): the blobs of this
+                # delivery must not linger where nothing points at them.
+                _delete_quietly(self.storage, artifacts_prefix(job_id, self.fence))
+                raise
+            if self.settings.mlflow_uri:
+                self.log_to_mlflow([folder / n for n in names])
 
+    def store_artifacts(self, folder: Path, names: list[str]) -> list[tuple[str, int, str, str]]:
+        """Put the artifact, the report and its pictures under this delivery's prefix; on a
+        storage failure (disk full, I/O error) remove what was written and raise
+        StorageWriteError."""
+        stored: list[tuple[str, int, str, str]] = []
+        try:
+            for name in names:
+                key = artifact_key(self.job_id, name, self.fence)
+                blob = self.storage.put(key, folder / name)
+                stored.append((name, blob.bytes, str(blob.sha256), key))
+        except OSError as exc:
+            _delete_quietly(self.storage, artifacts_prefix(self.job_id, self.fence))
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StorageWriteError(f"storing the artifact failed: {reason}") from exc
+        return stored
 
-def _log_to_mlflow(job_id: str, settings: Settings, files: list[Path]) -> None:
-    """Log the succeeded job as an MLflow run; a failure is a job event, not a failed job
-    (written with `jobs.note`: the job has finished, so no delivery owns it any more)."""
-    from metacluster.tracking import log_job
+    def draw_report(self, report: dict[str, Any], folder: Path) -> list[str]:
+        """report.html and its PNGs beside the artifact; a report that cannot be drawn (no
+        matplotlib on this worker) is a job event, not a failed job. Returns the names."""
+        from metacluster.reporting import render_report
 
-    with session_scope(settings) as session:
-        job = JobRepository(session).lock(job_id)
-        if job is None:
+        try:
+            rendered = render_report(report, folder, title=f"MetaCluster job {self.job_id}")
+        except Exception as exc:
+            log.warning("job %s: report not drawn", self.job_id, exc_info=True)
+            self.reporter.log(
+                f"report not drawn: {type(exc).__name__}: {exc}", report_error=str(exc)
+            )
+            return []
+        return [p.name for p in rendered.files()]
+
+    def log_to_mlflow(self, files: list[Path]) -> None:
+        """Log the succeeded job as an MLflow run; a failure is a job event, not a failed
+        job (written with `jobs.note`: the job has finished, no delivery owns it any more)."""
+        from metacluster.tracking import log_job
+
+        job_id, settings = self.job_id, self.settings
+        with session_scope(settings) as session:
+            job = JobRepository(session).lock(job_id)
+            if job is None:
+                return
+            record = {
+                "id": job.id,
+                "status": job.status,
+                "config": job.config,
+                "metrics": job.metrics,
+                "dataset": job.dataset,
+                "model_id": job.model_id,
+            }
+        base = (settings.public_url or "").rstrip("/")
+        try:
+            run_id = log_job(
+                record,
+                files,
+                tracking_uri=settings.mlflow_uri,
+                experiment=settings.mlflow_experiment,
+                job_url=f"{base}/v1/jobs/{job_id}",
+            )
+        except Exception as exc:
+            log.warning("job %s: MLflow logging failed", job_id, exc_info=True)
+            self.note(f"MLflow logging failed: {type(exc).__name__}: {exc}", mlflow_error=str(exc))
             return
-        record = {
-            "id": job.id,
-            "status": job.status,
-            "config": job.config,
-            "metrics": job.metrics,
-            "dataset": job.dataset,
-            "model_id": job.model_id,
-        }
-    base = (settings.public_url or "").rstrip("/")
-    try:
-        run_id = log_job(
-            record,
-            files,
-            tracking_uri=settings.mlflow_uri,
-            experiment=settings.mlflow_experiment,
-            job_url=f"{base}/v1/jobs/{job_id}",
-        )
-    except Exception as exc:
-        log.warning("job %s: MLflow logging failed", job_id, exc_info=True)
-        _note(
-            settings,
-            job_id,
-            f"MLflow logging failed: {type(exc).__name__}: {exc}",
-            mlflow_error=str(exc),
-        )
-        return
-    _note(settings, job_id, f"logged to MLflow as run {run_id}", mlflow_run_id=run_id)
+        self.note(f"logged to MLflow as run {run_id}", mlflow_run_id=run_id)
+
+    def note(self, message: str, **data: Any) -> None:
+        with session_scope(self.settings) as session:
+            jobs.note(session, self.job_id, message, **data)
 
 
-def _note(settings: Settings, job_id: str, message: str, **data: Any) -> None:
-    with session_scope(settings) as session:
-        jobs.note(session, job_id, message, **data)
+def _execute(run: JobRun) -> None:
+    """The run's work, from its inputs to a succeeded job (a test stands in a worker
+    that dies here)."""
+    run.execute()
 
 
 def _delete_quietly(storage: Storage, prefix: str) -> None:
@@ -393,16 +444,6 @@ def _fail(
 ) -> bool:
     with session_scope(settings) as session:
         return jobs.fail(session, job_id, status, error, fence=fence)
-
-
-def _stages(claim: jobs.Claim) -> list[Any]:
-    """The plan's stage visits (for the progress fraction); one stage when unplannable."""
-    from metacluster.compress import MetaClusterConfig, plan
-
-    try:
-        return plan(claim.model_info, None, MetaClusterConfig.from_dict(claim.config)).stages
-    except errors.MetaClusterError:
-        return []
 
 
 def run_job(
@@ -436,12 +477,10 @@ def run_job(
     if claim.started_at is not None:
         deadline = (claim.started_at + timedelta(seconds=settings.job_timeout_s)).timestamp()
     lease = LeaseKeeper(job_id, claim.fence, settings)
-    reporter = JobReporter(
-        job_id, settings, _stages(claim), fence=claim.fence, deadline=deadline, lease=lease
-    )
+    reporter = JobReporter(job_id, settings, fence=claim.fence, deadline=deadline, lease=lease)
     lease.start()
     try:
-        return _run_claimed(job_id, claim, settings, storage, reporter)
+        return JobRun(job_id, claim, settings, storage, reporter).run()
     finally:
         lease.stop()
 
@@ -476,44 +515,6 @@ def _claim(
     return claim
 
 
-def _run_claimed(
-    job_id: str, claim: jobs.Claim, settings: Settings, storage: Storage, reporter: JobReporter
-) -> str:
-    fence = claim.fence
-    try:
-        reporter.check_owner()  # a re-delivery after the time limit fails at once
-        _execute(job_id, claim, settings, storage, reporter)
-    except LeaseLostError as exc:
-        # Another delivery owns the job now: write nothing, keep its checkpoints.
-        log.warning("job %s: %s", job_id, exc)
-        return "lost"
-    except errors.CancelledError:
-        if _fail(
-            settings,
-            job_id,
-            "cancelled",
-            {"code": "cancelled", "message": "job was cancelled"},
-            fence=fence,
-        ):
-            _drop_checkpoints(storage, job_id)
-        return "cancelled"
-    except errors.MetaClusterError as exc:
-        # JobTimeoutError ("timeout") and StorageWriteError ("storage_error") land here.
-        if _fail(
-            settings, job_id, "failed", {"code": exc.code, "message": exc.message}, fence=fence
-        ):
-            _drop_checkpoints(storage, job_id)
-        return "failed"
-    except Exception as exc:
-        log.exception("job %s failed with an unexpected error", job_id)
-        error = {"code": "internal", "message": f"internal error: {type(exc).__name__}: {exc}"}
-        if _fail(settings, job_id, "failed", error, fence=fence):
-            _drop_checkpoints(storage, job_id)
-        return "failed"
-    _drop_checkpoints(storage, job_id)
-    return "succeeded"
-
-
 def _drop_checkpoints(storage: Storage, job_id: str) -> None:
     # Checkpoints exist only to resume an unfinished job; a finished one (succeeded,
     # failed or cancelled) frees the space, and no empty folder stays behind.
@@ -525,6 +526,7 @@ def _drop_checkpoints(storage: Storage, job_id: str) -> None:
 
 __all__ = [
     "JobReporter",
+    "JobRun",
     "LeaseKeeper",
     "run_job",
     "warm_up",

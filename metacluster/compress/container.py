@@ -155,7 +155,7 @@ def _short_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     from metacluster.compress.spec.config import MetaClusterConfig
 
-    default = MetaClusterConfig().to_dict()
+    default = MetaClusterConfig.default_dict()
     out = {k: v for k, v in cfg.items() if default.get(k) != v}
     out["version"] = cfg.get("version", default["version"])
     return out

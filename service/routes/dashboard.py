@@ -39,10 +39,9 @@ def method_options() -> str:
     """The job form's method choices, from the registry (the default selected): each
     `<option>` carries its summary, whether K (or a byte budget) applies, and its
     options with their defaults, which the page turns into fields."""
-    from metacluster.compress import MetaClusterConfig
     from metacluster.compress.pipeline.registry import get_method, method_names
+    from metacluster.compress.spec.options import DEFAULT_METHOD as default
 
-    default = MetaClusterConfig().method
     out = []
     for name in method_names():
         method = get_method(name)

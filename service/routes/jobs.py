@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from core.db.models import Artifact, Job, JobEvent
 from core.db.session import read_scope
-from core.repositories import JobView
+from core.repositories import JobView, job_url
 from core.service_errors import NotFoundError
 from core.settings import Settings
 from core.storage import CHUNK, Storage
@@ -26,7 +26,6 @@ from service.limits import MAX_INT64, StrictInt, check_config_size, parse_int_or
 from service.problems import problem_responses
 from service.routes import PageDep, delete_route, list_route, read_route
 from service.schemas import (
-    ArtifactOut,
     DryRunCheck,
     DryRunOut,
     JobCreate,
@@ -40,27 +39,10 @@ from service.schemas import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def job_url(job_id: str) -> str:
-    return f"/v1/jobs/{job_id}"
-
-
 def job_out(job: JobView | Job) -> JobOut:
+    """The API's answer for a job: its public view (`JobView.public`), validated."""
     view = JobView.of(job) if isinstance(job, Job) else job
-    url = job_url(view.id)
-    artifacts = [
-        ArtifactOut(name=a.name, bytes=a.bytes, sha256=a.sha256, url=f"{url}/artifacts/{a.name}")
-        for a in view.artifacts
-    ]
-    has_report = any(a.name == REPORT_HTML for a in view.artifacts)
-    return JobOut.model_validate(
-        {
-            **view.columns,
-            "progress": min(max(view.progress, 0.0), 1.0),
-            "error": view.error or None,
-            "artifacts": artifacts,
-            "report_url": f"{url}/report" if has_report else None,
-        }
-    )
+    return JobOut.model_validate(view.public())
 
 
 def event_out(event: JobEvent) -> JobEventOut:

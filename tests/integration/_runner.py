@@ -77,7 +77,13 @@ def _fake_compress(body: Callable[..., Any]) -> Callable[..., Any]:
         should_stop: Any,
         checkpoint: Any,
         sizer: Any,
+        on_plan: Any = None,
     ) -> Any:
+        if on_plan is not None:  # as the engine: announce the plan before the stages
+            from metacluster.compress import plan
+            from metacluster.kan import describe_model
+
+            on_plan(plan(describe_model(model), None, config))
         return body(progress, should_stop, checkpoint)
 
     return fake

@@ -32,7 +32,12 @@ from metacluster.compress.pipeline.context import Context, make_report, schedule
 from metacluster.compress.pipeline.plan import LayerPlan, StagePlan, codebook_bits
 from metacluster.compress.pipeline.registry import NoOptions, register_method
 from metacluster.compress.pipeline.report import CompressionReport, layer_details
-from metacluster.compress.spec.config import MetaClusterConfig
+from metacluster.compress.spec.config import (
+    CodebookOptions,
+    MetaClusterConfig,
+    MetaLearnerOptions,
+    SoftOptions,
+)
 from metacluster.compress.spec.effort import PRESETS
 from metacluster.compress.stages.allocation import Assignment, LayerChoice, allocate
 from metacluster.compress.stages.functional import evaluate_model
@@ -497,13 +502,25 @@ PIPELINE_METHODS = {
 }
 
 
+# The option groups of the config each generator's method reads (config.py).
+PIPELINE_GROUPS: dict[str, tuple[type, ...]] = {
+    "meta": (MetaLearnerOptions, SoftOptions, CodebookOptions),
+    "free": (SoftOptions, CodebookOptions),
+    "none": (CodebookOptions,),
+}
+
+
 def _register(name: str, generator: str, summary: str) -> Any:
     def run(ctx: Context, _options: NoOptions) -> tuple[CompressedKAN, CompressionReport]:
         return run_pipeline(ctx, generator)
 
     run.__name__ = f"run_{name}"
     return register_method(
-        name, summary=summary, stages=_stages_of(generator), payload_bits=_codebook_payload
+        name,
+        summary=summary,
+        stages=_stages_of(generator),
+        payload_bits=_codebook_payload,
+        groups=PIPELINE_GROUPS[generator],
     )(run)
 
 

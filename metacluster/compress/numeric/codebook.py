@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from metacluster.compress.spec.options import UNRECORDED_METHOD
 from metacluster.errors import ConfigError
 from metacluster.kan.base import KANLayer
 from metacluster.kan.grids import canonicalize_grids
@@ -168,7 +169,7 @@ class QuantizedCoefficients:
     groups: list[EdgeGroup]
     codebooks: list[Codebook] = field(default_factory=list)
     uniform: list[UniformQuant] = field(default_factory=list)
-    method: str = "metacluster"
+    method: str = UNRECORDED_METHOD  # set by the method; a v1 artifact named none
     grouping: str = "shared"  # the grid policy the groups were built with
 
     def layer_coefficients(

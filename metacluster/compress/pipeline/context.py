@@ -95,7 +95,7 @@ def prepare(
         raise ConfigError("compress() needs a metacluster KANModel")
     if not isinstance(config, MetaClusterConfig):
         raise ConfigError("compress() needs a MetaClusterConfig")
-    config.validate()
+    # A MetaClusterConfig is validated when built and frozen: nothing to check again.
     clock = Clock(config.time_budget_s)
     device = resolve_device(config.device)
     source = copy.deepcopy(model).float().cpu().eval()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from metacluster.compress.numeric.codebook import CompressedKAN
 from metacluster.compress.pipeline.checkpoint import StageCheckpoint
 from metacluster.compress.pipeline.context import prepare
+from metacluster.compress.pipeline.plan import Plan
 from metacluster.compress.pipeline.registry import get_method
 from metacluster.compress.pipeline.report import CompressionReport
 from metacluster.compress.sizing import Sizer
@@ -23,6 +26,7 @@ def compress(
     should_stop: ShouldStop | None = None,
     checkpoint: StageCheckpoint | None = None,
     sizer: Sizer | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> tuple[CompressedKAN, CompressionReport]:
     """Compress `model` with the method `config.method`; returns the model and its report.
 
@@ -33,11 +37,15 @@ def compress(
     original metric is returned (`report.sweep` has all). `sizer` measures bytes (default:
     `ArtifactSizer`, the real sizes, as the CLI reports them; `EstimateSizer`: from the
     tensors alone).
+
+    The run is planned once (`plan`, in `prepare`): `on_plan(plan)` receives the plan it
+    will run before any stage starts (a worker weighs its progress by its stages).
     """
     method = get_method(config.method)
-    options = method.parse_options(config.method_options)
     ctx = prepare(model, config, data, StageHooks(progress, should_stop), checkpoint, sizer)
-    return method.run(ctx, options)
+    if on_plan is not None:
+        on_plan(ctx.plan)
+    return method.run(ctx, config.options)
 
 
 __all__ = ["compress"]

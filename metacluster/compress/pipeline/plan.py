@@ -179,7 +179,7 @@ def plan(
     (`Plan.raise_for_problems` turns them into the library's errors).
     """
     method = get_method(config.method)
-    options = method.parse_options(config.method_options)
+    options = config.options  # parsed once, when the config was built
     all_layers = list(model_info.get("layers") or [])
     checks: list[Check] = []
     if not all_layers:

@@ -1,19 +1,28 @@
 """The method registry: every compression method registers its options and its runner.
 
 In the style of torchao's `quantize_(model, config)`: `compress(model, config, data)`
-looks up `config.method`, checks `config.method_options` with the options class the
-method registered, and hands the prepared run to the method's runner. The CLI's
+looks up `config.method` and hands the prepared run, with the options the config
+parsed by the options class the method registered (`config.options`), to the method's
+runner. Registering a method also records its option types in options.py, where the
+config (which sits below the methods) reads them. The CLI's
 `--method` choices, the API's accepted `method` and `plan`'s stage list and byte
 estimate all come from here, so adding a method is one decorated function.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from metacluster.compress.spec.options import (
+    DEFAULT_METHOD,
+    UNRECORDED_METHOD,
+    MethodOptions,
+    MethodSpec,
+    NoOptions,
+    register_options,
+)
 from metacluster.errors import ConfigError
 from metacluster.registry import Registry
 
@@ -23,44 +32,6 @@ if TYPE_CHECKING:
     from metacluster.compress.pipeline.plan import Check, LayerPlan, StagePlan
     from metacluster.compress.pipeline.report import CompressionReport
     from metacluster.compress.spec.config import MetaClusterConfig
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    """Base of the options a method accepts (a frozen dataclass of JSON values).
-
-    Subclasses declare fields with defaults and check them in `validate`.
-    """
-
-    def validate(self) -> None:
-        """Raise ConfigError for a bad value."""
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MethodOptions:
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            allowed = ", ".join(known) or "none"
-            raise ConfigError(f"unknown method option(s) {', '.join(unknown)}; allowed: {allowed}")
-        for name, value in data.items():
-            want: type = type(known[name].default)
-            ok = (
-                isinstance(value, bool)
-                if want is bool
-                else isinstance(value, int | float) and not isinstance(value, bool)
-                if want is float
-                else isinstance(value, want) and not isinstance(value, bool)
-            )
-            if not ok:
-                raise ConfigError(f"method option {name} must be {want.__name__}, got {value!r}")
-        options = cls(**data)
-        options.validate()
-        return options
-
-
-@dataclass(frozen=True)
-class NoOptions(MethodOptions):
-    pass
 
 
 Runner = Callable[["Context", Any], tuple["CompressedKAN", "CompressionReport"]]
@@ -86,6 +57,8 @@ class Method:
     # Whether `config.k` means anything to this method (a list sweeps it).
     uses_k: bool = True
     checks: ChecksFn | None = None
+    # The option groups of the flat config this method reads (config.py).
+    groups: tuple[type, ...] = ()
 
     def parse_options(self, data: dict[str, Any]) -> Any:
         return self.options.from_dict(dict(data))
@@ -104,12 +77,17 @@ def register_method(
     options: type[MethodOptions] = NoOptions,
     uses_k: bool = True,
     checks: ChecksFn | None = None,
+    groups: tuple[type, ...] = (),
 ) -> Callable[[R], R]:
-    """Decorator of a runner `run(ctx, options) -> (CompressedKAN, CompressionReport)`."""
+    """Decorator of a runner `run(ctx, options) -> (CompressedKAN, CompressionReport)`.
+
+    `options` checks the config's `method_options`; `groups` are the option groups of the
+    flat config the method reads (config.py), documented per method by the API."""
 
     def deco(run: R) -> R:
-        method = Method(name, summary, run, options, stages, payload_bits, uses_k, checks)
+        method = Method(name, summary, run, options, stages, payload_bits, uses_k, checks, groups)
         _METHODS.add(name, method, same=lambda old, new: old.run is new.run)
+        register_options(MethodSpec(name, options, groups))
         return run
 
     return deco
@@ -120,8 +98,8 @@ def get_method(name: str) -> Method:
 
 
 def method_names() -> list[str]:
-    """Registered methods, the default (dkm) and MetaCluster first."""
-    return sorted(_METHODS, key=lambda n: (n not in ("dkm", "metacluster"), n))
+    """Registered methods, the default (`DEFAULT_METHOD`) first, then the paper's."""
+    return sorted(_METHODS, key=lambda n: (n != DEFAULT_METHOD, n != UNRECORDED_METHOD, n))
 
 
 __all__ = [

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from metacluster.compress.numeric.codebook import CompressedKAN
+from metacluster.compress.spec.options import UNRECORDED_METHOD
 from metacluster.kan.model import KANModel
 
 
@@ -32,7 +33,7 @@ class CompressionReport:
     layers: list[dict[str, Any]]
     seed: int
     config: dict[str, Any]
-    method: str = "metacluster"
+    method: str = UNRECORDED_METHOD  # a report from before reports named their method
     mode: str = "post_hoc"
     device: str = "cpu"
     bytes_before_source: str = ""

@@ -1,19 +1,45 @@
 """MetaClusterConfig: every knob of one compression run, documented, bounded and versioned.
 
-Each knob is declared once with `knob(...)`: its default, what it does, and its range
-or choices. `validate` checks every knob against its declaration, so the CLI, the
-API, the dry run and a worker rebuilding a stored job apply the same bounds, and
-`describe()` lists them for documentation. A config round-trips through
-`to_dict` / `from_dict`.
+The knobs are declared once, with `knob(...)` (options.py): their default, what they do,
+and their range or choices, in typed groups:
+
+- `RunConfig`: what every method reads (method and `method_options`, K or a byte budget,
+  effort and time budget, seed, device, validation split, training and storage knobs);
+- one options group per family of methods, the "advanced parameters" only they read:
+  `MetaLearnerOptions` (metacluster), `SoftOptions` (dkm, metacluster),
+  `CodebookOptions` (dkm, metacluster, kmeans);
+- the method's own options type (`MethodOptions`, e.g. pq's `m` and `bits`), given as
+  `method_options` and checked by the type the method registered.
+
+`MetaClusterConfig` is their union, flat: the shape the CLI's `--config` files, the HTTP
+API's `config` and artifacts carry (a method's config type is `RunConfig` + its groups +
+its options: `method_config_types`). It is validated once, when built, and frozen; its
+`options` are the method's options, parsed then. `describe()` lists every knob for
+documentation. A config round-trips through `to_dict` / `from_dict`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from metacluster.compress.spec.options import (
+    DEFAULT_METHOD,
+    MAX_EPOCHS,
+    MAX_K,
+    MethodOptions,
+    MethodSpec,
+    check_knob,
+    default_of,
+    epochs,
+    fields_schema,
+    knob,
+    options_type,
+    rate,
+    registered_specs,
+)
 from metacluster.errors import ConfigError
 
 # 2: `method`, `method_options`, grid_policy "shared", validation split, augmentation,
@@ -21,53 +47,18 @@ from metacluster.errors import ConfigError
 # that its grid_policy stays what it says).
 # 3: `effort` (step budgets per stage) and `time_budget_s`; baselines off by default (an
 # older dict keeps the baselines value it holds, and runs at effort "default").
+# (The option groups of version 3 changed no key: a config's dict is still flat.)
 CONFIG_VERSION = 3
 _READABLE_VERSIONS = (1, 2, 3)
 
-MAX_K = 65536
-MAX_EPOCHS = 10_000
 
-
-def epochs(default: int, doc: str) -> Any:
-    """A knob counting epochs: 0..MAX_EPOCHS (0 skips the stage)."""
-    return knob(default, doc, lo=0, hi=MAX_EPOCHS, integer=True)
-
-
-def rate(default: float, doc: str) -> Any:
-    """A learning-rate knob."""
-    return knob(default, doc, lo=1e-8, hi=10.0)
-
-
-def knob(
-    default: Any,
-    doc: str,
-    *,
-    lo: float | None = None,
-    hi: float | None = None,
-    choices: tuple[Any, ...] | None = None,
-    integer: bool = False,
-    optional: bool = False,
-) -> Any:
-    """A config field with its documentation and bounds (inclusive)."""
-    meta = {
-        "doc": doc,
-        "lo": lo,
-        "hi": hi,
-        "choices": choices,
-        "integer": integer,
-        "optional": optional,
-    }
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class MetaClusterConfig:
-    """One compression run. Defaults are the recipe measured in docs/compression.md."""
+@dataclass(frozen=True)
+class RunConfig:
+    """What every method reads: the method and its options, K or a byte budget, the effort
+    and time budget, seed and device, the data split, training and storage knobs."""
 
     method: str = knob(
-        "dkm",
+        DEFAULT_METHOD,
         "A registered compression method (`metacluster methods`): dkm (clustering-aware "
         "training of the coefficients, the default: it won the ablation in "
         "docs/compression.md), metacluster (the paper's meta-learner first), plain "
@@ -101,12 +92,6 @@ class MetaClusterConfig:
         integer=True,
         optional=True,
     )
-    d_emb: int = knob(
-        2, "Embedding size of every edge; the paper uses 1..4.", lo=1, hi=4, integer=True
-    )
-    hidden: int = knob(
-        32, "Hidden width of the 2-layer meta-learner MLP.", lo=1, hi=4096, integer=True
-    )
     mode: str = knob(
         "post_hoc",
         "post_hoc: start from the uploaded coefficients; from_scratch: the paper's setting.",
@@ -130,51 +115,11 @@ class MetaClusterConfig:
         hi=7 * 86400.0,
         optional=True,
     )
-    regress_steps: int = knob(
-        600,
-        "Full-batch steps that fit embeddings + MLP to the uploaded vectors.",
-        lo=0,
-        hi=100_000,
-        integer=True,
-    )
-    regress_lr: float = rate(1e-2, "Learning rate of that regression.")
-    meta_epochs: int = epochs(
-        30, "Joint training of meta-learner and other parameters on task + distillation loss."
-    )
-    meta_lr: float = rate(3e-3, "Learning rate of the meta and soft stages.")
     distill: float = knob(
         1.0, "Weight of the distillation loss towards the source model.", lo=0.0, hi=1000.0
     )
     temperature: float = knob(
         2.0, "Softmax temperature of the classification distillation loss.", lo=1e-3, hi=100.0
-    )
-    cluster_weight: float = knob(
-        0.0,
-        "Weight of a term pulling generated vectors to their nearest centroid during the "
-        "second half of meta training.",
-        lo=0.0,
-        hi=1000.0,
-    )
-    soft_epochs: int = epochs(
-        100,
-        "Clustering-aware epochs (at most the effort's step budget, like every stage's): the KAN runs on soft (annealed) assignments of the "
-        "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
-    )
-    soft_min_steps: int = knob(
-        1500,
-        "The clustering-aware stage asks for at least this many optimizer steps: on small "
-        "data sets (an epoch of a few batches) it runs more than soft_epochs epochs (Feynman "
-        "I.12.11 at ratio 40, 3 seeds: RMSE 1.18x the original with 1000 steps, 0.92x with "
-        "1500, 0.95x with 2000); the effort's step budget caps it like every stage.",
-        lo=0,
-        hi=1_000_000,
-        integer=True,
-    )
-    soft_from: str = knob(
-        "meta",
-        "What the clustering-aware stage trains: the meta-learners (vectors stay on their "
-        "manifold) or free vectors started from what the meta-learner generated.",
-        choices=("meta", "free"),
     )
     finetune_epochs: int = epochs(
         30, "Codebook fine-tuning: centroids + other params, indices frozen."
@@ -201,28 +146,10 @@ class MetaClusterConfig:
         choices=("none", "mixup", "noise"),
     )
     augment_factor: float = knob(1.0, "Augmented inputs per training input.", lo=0.0, hi=100.0)
-    residual_k: int = knob(
-        0,
-        "A second-stage codebook of this size over the residuals of the first (residual "
-        "vector quantization); 0: none.",
-        lo=0,
-        hi=MAX_K,
-        integer=True,
-    )
-    baselines: bool = knob(
-        False,
-        "Also run the baselines (scalar clustering, PQ, int4, int8; fine-tuned alike) from "
-        "the original model, so the report shows them on the same byte axis (the report "
-        "says what they cost).",
-        choices=(True, False),
-    )
     scope: str = knob(
         "per_layer",
         "per_layer: one codebook per layer; global: one per basis across layers.",
         choices=("per_layer", "global"),
-    )
-    meta_scope: str = knob(
-        "per_layer", "Grouping of the meta-learners.", choices=("per_layer", "global")
     )
     codebook_dtype: str = knob(
         "float32", "Storage type of codebooks.", choices=("float32", "float16")
@@ -258,8 +185,119 @@ class MetaClusterConfig:
     )
     version: int = knob(CONFIG_VERSION, "Config format version.", integer=True)
 
+
+@dataclass(frozen=True)
+class MetaLearnerOptions:
+    """The meta-learner's knobs (advanced parameters): only `metacluster` reads them."""
+
+    d_emb: int = knob(
+        2, "Embedding size of every edge; the paper uses 1..4.", lo=1, hi=4, integer=True
+    )
+    hidden: int = knob(
+        32, "Hidden width of the 2-layer meta-learner MLP.", lo=1, hi=4096, integer=True
+    )
+    regress_steps: int = knob(
+        600,
+        "Full-batch steps that fit embeddings + MLP to the uploaded vectors.",
+        lo=0,
+        hi=100_000,
+        integer=True,
+    )
+    regress_lr: float = rate(1e-2, "Learning rate of that regression.")
+    meta_epochs: int = epochs(
+        30, "Joint training of meta-learner and other parameters on task + distillation loss."
+    )
+    cluster_weight: float = knob(
+        0.0,
+        "Weight of a term pulling generated vectors to their nearest centroid during the "
+        "second half of meta training.",
+        lo=0.0,
+        hi=1000.0,
+    )
+    meta_scope: str = knob(
+        "per_layer", "Grouping of the meta-learners.", choices=("per_layer", "global")
+    )
+
+
+@dataclass(frozen=True)
+class SoftOptions:
+    """The clustering-aware (soft K-means) stage's knobs: `dkm` and `metacluster` read them
+    (meta_lr is also the meta-learner's learning rate)."""
+
+    soft_epochs: int = epochs(
+        100,
+        "Clustering-aware epochs (at most the effort's step budget, like every stage's): the KAN runs on soft (annealed) assignments of the "
+        "generated vectors to learnable centroids (DKM-style); 0 skips the stage.",
+    )
+    soft_min_steps: int = knob(
+        1500,
+        "The clustering-aware stage asks for at least this many optimizer steps: on small "
+        "data sets (an epoch of a few batches) it runs more than soft_epochs epochs (Feynman "
+        "I.12.11 at ratio 40, 3 seeds: RMSE 1.18x the original with 1000 steps, 0.92x with "
+        "1500, 0.95x with 2000); the effort's step budget caps it like every stage.",
+        lo=0,
+        hi=1_000_000,
+        integer=True,
+    )
+    soft_from: str = knob(
+        "meta",
+        "What the clustering-aware stage trains: the meta-learners (vectors stay on their "
+        "manifold) or free vectors started from what the meta-learner generated.",
+        choices=("meta", "free"),
+    )
+    meta_lr: float = rate(3e-3, "Learning rate of the meta and soft stages.")
+
+
+@dataclass(frozen=True)
+class CodebookOptions:
+    """The K-means codebook pipeline's knobs: `dkm`, `metacluster` and `kmeans` read them."""
+
+    residual_k: int = knob(
+        0,
+        "A second-stage codebook of this size over the residuals of the first (residual "
+        "vector quantization); 0: none.",
+        lo=0,
+        hi=MAX_K,
+        integer=True,
+    )
+    baselines: bool = knob(
+        False,
+        "Also run the baselines (scalar clustering, PQ, int4, int8; fine-tuned alike) from "
+        "the original model, so the report shows them on the same byte axis (the report "
+        "says what they cost).",
+        choices=(True, False),
+    )
+
+
+@dataclass(frozen=True)
+class MetaClusterConfig(RunConfig, CodebookOptions, MetaLearnerOptions, SoftOptions):
+    """One compression run: every group's knobs, flat. Defaults are the recipe measured
+    in docs/compression.md. Validated when built; frozen (`replace` makes a new one)."""
+
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def options(self) -> MethodOptions:
+        """The method's options, parsed (by the type it registered) when the config was built."""
+        parsed: MethodOptions = self.__dict__["_options"]
+        return parsed
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's option types (what `method_options` and the groups it reads are)."""
+        spec: MethodSpec = self.__dict__["_spec"]
+        return spec
+
+    def group(self, cls: type[Any]) -> Any:
+        """This config's knobs of one group (`RunConfig`, `SoftOptions`, ...), typed."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def run(self) -> RunConfig:
+        """The knobs every method reads."""
+        run: RunConfig = self.group(RunConfig)
+        return run
 
     # -- validation --------------------------------------------------------
     @property
@@ -287,12 +325,12 @@ class MetaClusterConfig:
         for f in dataclasses.fields(self):
             if f.name == "k":
                 continue
-            _check(f.name, getattr(self, f.name), f.metadata)
+            check_knob(f.name, getattr(self, f.name), f.metadata)
         ks = self.ks
         if not ks:
             raise ConfigError("k must be an integer >= 2 or a non-empty list of them")
         for k in ks:
-            _check("k", k, dataclasses.fields(self)[_K_INDEX].metadata)
+            check_knob("k", k, _K_FIELD.metadata)
         if len(set(ks)) != len(ks):
             raise ConfigError(f"k list has duplicates: {ks}")
         if self.residual_k == 1:
@@ -313,10 +351,11 @@ class MetaClusterConfig:
                 raise ConfigError(f"{name} must be a list of name patterns")
         if not isinstance(self.method_options, dict):
             raise ConfigError("method_options must be a JSON object")
-        # The registry, not a list here, says which methods exist and what they accept.
-        from metacluster.compress.pipeline.registry import get_method
-
-        get_method(self.method).parse_options(self.method_options)
+        # The registry, not a list here, says which methods exist and what they accept
+        # (options.py: the methods register their option types there).
+        spec = options_type(self.method)
+        object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "_options", spec.parse(self.method_options))
 
     # -- serialisation -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -347,6 +386,11 @@ class MetaClusterConfig:
         except TypeError as exc:  # wrong types that slip past validation
             raise ConfigError(f"invalid config: {exc}") from exc
 
+    @classmethod
+    def default_dict(cls) -> dict[str, Any]:
+        """`MetaClusterConfig().to_dict()`, read from the declarations (nothing to validate)."""
+        return {f.name: default_of(f) for f in dataclasses.fields(cls)}
+
     def replace(self, **changes: Any) -> MetaClusterConfig:
         return dataclasses.replace(self, **changes)
 
@@ -355,41 +399,57 @@ class MetaClusterConfig:
         """Every knob: name, default, documentation and bounds (for docs and UIs)."""
         out = []
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
             meta = dict(f.metadata)
-            out.append({"name": f.name, "default": default, **meta})
+            out.append({"name": f.name, "default": default_of(f), **meta})
         return out
 
 
-_K_INDEX = next(i for i, f in enumerate(dataclasses.fields(MetaClusterConfig)) if f.name == "k")
+_K_FIELD = next(f for f in dataclasses.fields(MetaClusterConfig) if f.name == "k")
 
 
-def _check(name: str, value: Any, meta: Any) -> None:
-    """One knob against its declaration; ConfigError naming the knob and its range."""
-    if not meta:
-        return
-    if value is None:
-        if meta.get("optional"):
-            return
-        raise ConfigError(f"{name} must be given")
-    choices = meta.get("choices")
-    if choices is not None:
-        if value not in choices:
-            raise ConfigError(
-                f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}"
-            )
-        return
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is None and hi is None and not meta.get("integer"):
-        return
-    if meta.get("integer"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        what = f"an integer in {lo}..{hi}" if meta.get("integer") else f"a number in [{lo}, {hi}]"
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
+def method_config_schema(name: str) -> dict[str, Any]:
+    """JSON Schema of one method's config, flat as `MetaClusterConfig.to_dict` writes it:
+    the `RunConfig` knobs, those of the groups the method reads, and its options type
+    as `method_options`. Documentation: a config is checked by `MetaClusterConfig`."""
+    spec = options_type(name)
+    properties = fields_schema(RunConfig)
+    properties["method"] = {**properties["method"], "const": name, "default": name}
+    properties["method"].pop("enum", None)
+    properties["method_options"] = {
+        "type": "object",
+        "description": f"The options of {name} ({spec.options.__name__}).",
+        "properties": fields_schema(spec.options),
+        "additionalProperties": False,
+    }
+    for group in spec.groups:
+        properties.update(fields_schema(group))
+    return {
+        "type": "object",
+        "title": f"{name} config",
+        "description": f"The config of method {name}: RunConfig"
+        + "".join(f" + {g.__name__}" for g in spec.groups)
+        + f" + method_options ({spec.options.__name__}).",
+        "properties": properties,
+    }
 
 
-__all__ = ["CONFIG_VERSION", "MAX_EPOCHS", "MAX_K", "MetaClusterConfig", "knob"]
+def method_config_types() -> dict[str, tuple[type, ...]]:
+    """Each registered method's config type, as the types it is made of: `RunConfig`,
+    the option groups it reads, and its `MethodOptions` type (for `method_options`)."""
+    return {s.name: (RunConfig, *s.groups, s.options) for s in registered_specs()}
+
+
+__all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_METHOD",
+    "MAX_EPOCHS",
+    "MAX_K",
+    "CodebookOptions",
+    "MetaClusterConfig",
+    "MetaLearnerOptions",
+    "RunConfig",
+    "SoftOptions",
+    "knob",
+    "method_config_schema",
+    "method_config_types",
+]

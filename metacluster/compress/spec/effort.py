@@ -45,46 +45,36 @@ class Effort:
 
 
 _G = 1e9
-PRESETS: dict[str, Effort] = {
-    "fast": Effort(
-        "fast",
-        {"meta": 5 * _G, "soft": 5 * _G, "finetune": 5 * _G, "baseline": 2 * _G},
-        floor=30,
-        regress_steps=150,
-        checks=4,
-        fit_samples=4_000,
-        val_samples=1_000,
-        probe_samples=512,
-        kmeans_sample=2_000,
-        kmeans_runs=(20, 1),
-        soft=False,
-        kmeans_stage_sample=8_000,
-    ),
-    "default": Effort(
-        "default",
-        {"meta": 20 * _G, "soft": 21 * _G, "finetune": 21 * _G, "baseline": 5 * _G},
-        floor=100,
-        regress_steps=600,
-        checks=8,
-        fit_samples=16_000,
-        val_samples=3_000,
-        probe_samples=1_024,
-        kmeans_sample=8_000,
-        kmeans_runs=(50, 3),
-    ),
-    "best": Effort(
+_BUDGETED = ("meta", "soft", "finetune", "baseline")
+# One row a preset; the columns are Effort's fields, the step budgets (units) first in
+# billions of edge evaluations, one column a stage of _BUDGETED.
+_PRESET_ROWS: tuple[tuple[Any, ...], ...] = (
+    # name,    units (G),          floor, regress, checks, fit,      val,    probe, kmeans_sample, kmeans_runs, soft, stage_sample
+    ("fast", (5, 5, 5, 2), 30, 150, 4, 4_000, 1_000, 512, 2_000, (20, 1), False, 8_000),
+    ("default", (20, 21, 21, 5), 100, 600, 8, 16_000, 3_000, 1_024, 8_000, (50, 3), True, None),
+    (
         "best",
-        {"meta": 200 * _G, "soft": 200 * _G, "finetune": 100 * _G, "baseline": 20 * _G},
-        floor=500,
-        regress_steps=5_000,
-        checks=16,
-        fit_samples=1_000_000,
-        val_samples=10_000,
-        probe_samples=8_192,
-        kmeans_sample=100_000,
-        kmeans_runs=(10_000, 100),
+        (200, 200, 100, 20),
+        500,
+        5_000,
+        16,
+        1_000_000,
+        10_000,
+        8_192,
+        100_000,
+        (10_000, 100),
+        True,
+        None,
     ),
-}
+)
+
+
+def _preset(name: str, units: tuple[int, ...], *rest: Any) -> Effort:
+    budgets = {stage: g * _G for stage, g in zip(_BUDGETED, units, strict=True)}
+    return Effort(name, budgets, *rest)
+
+
+PRESETS: dict[str, Effort] = {row[0]: _preset(*row) for row in _PRESET_ROWS}
 
 
 def work_per_sample(layers: Iterable[Any]) -> int:
