@@ -169,6 +169,99 @@ static void gather_row(const float *table, const uint8_t *codes, int64_t n_in, i
     }
 }
 
+/* Dense B-spline layer features, (rows, n_in, L) with L = n_basis (+1 with the SiLU
+   base column): zeros except each input's 4 window values - the layout that
+   `bspline_features` builds with a scatter, written in one pass. */
+int mc_bspline_features(const float *x, int64_t rows, int64_t n_in, const float *t0,
+                        const float *inv_h, int64_t n_basis, int base, float *feats) {
+    const int64_t n_cells = n_basis + 3, width = n_basis + (base ? 1 : 0);
+    float *scratch = (float *)malloc((size_t)(6 * n_in) * sizeof(float));
+    if (!scratch) return -1;
+    float *v = scratch, *silu = v + 4 * n_in;
+    int32_t *slot = (int32_t *)(silu + n_in);
+    for (int64_t r = 0; r < rows; r++) {
+        basis_row(x + r * n_in, t0, inv_h, n_in, (float)n_cells, slot, v, silu);
+        float *out = feats + r * n_in * width;
+        memset(out, 0, (size_t)(n_in * width) * sizeof(float));
+        for (int64_t i = 0; i < n_in; i++) {
+            float *o = out + i * width;
+            const int64_t c = (int64_t)slot[i] - 1;
+            if (c >= 0 && c < n_cells)
+                for (int q = 0; q < 4; q++) {
+                    const int64_t j = c - 3 + q;
+                    if (j >= 0 && j < n_basis) o[j] = v[q * n_in + i];
+                }
+            if (base) o[n_basis] = silu[i];
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
+/* Per input: its cell slot, its 4 window derivatives d/dx and SiLU'(x). */
+static void dbasis_row(const float *restrict x, const float *restrict t0,
+                       const float *restrict inv_h, int64_t n_in, float nc,
+                       int32_t *restrict slot, float *restrict d, float *restrict dsilu) {
+    float *restrict d0 = d, *restrict d1 = d + n_in, *restrict d2 = d + 2 * n_in,
+                    *restrict d3 = d + 3 * n_in;
+    for (int64_t i = 0; i < n_in; i++) {
+        const float xi = x[i];
+        float u = (xi - t0[i]) * inv_h[i];
+        u = u != u ? nc : u;
+        u = u < -1.0f ? -1.0f : (u > nc ? nc : u);
+        const float cell = floorf(u);
+        const float t = u - cell, s = 1.0f - t, t2 = t * t;
+        slot[i] = (int32_t)cell + 1;
+        const float a = -0.5f * (s * s), b = 1.5f * t2 - 2.0f * t, e = 0.5f * t2;
+        d0[i] = a * inv_h[i];
+        d1[i] = b * inv_h[i];
+        d2[i] = -((a + b) + e) * inv_h[i];
+        d3[i] = e * inv_h[i];
+        const float sg = 1.0f / (1.0f + exp_poly(-xi));
+        dsilu[i] = sg * (1.0f + xi * (1.0f - sg));
+    }
+}
+
+/* d loss / d x of `mc_bspline_features`: grad_x[r, i] = sum over the window columns j
+   of grad[r, i, j] * dB_j/dx + grad[r, i, n_basis] * SiLU'(x), recomputed from x
+   (the arithmetic of `_window_rows(derivative=True)` and ACTIVATION_GRADS). */
+int mc_bspline_features_grad(const float *x, int64_t rows, int64_t n_in, const float *t0,
+                             const float *inv_h, int64_t n_basis, int base, const float *grad,
+                             float *grad_x) {
+    const int64_t n_cells = n_basis + 3, width = n_basis + (base ? 1 : 0);
+    const float nc = (float)n_cells;
+    float *scratch = (float *)malloc((size_t)(6 * n_in) * sizeof(float));
+    if (!scratch) return -1;
+    float *d = scratch, *dsilu = d + 4 * n_in;
+    int32_t *slot = (int32_t *)(dsilu + n_in);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n_in, *g = grad + r * n_in * width;
+        float *gx = grad_x + r * n_in;
+        dbasis_row(xr, t0, inv_h, n_in, nc, slot, d, dsilu);
+        for (int64_t i = 0; i < n_in; i++) {
+            if (!isfinite(xr[i])) {
+                const float sg = 1.0f / (1.0f + expf(-xr[i]));
+                dsilu[i] = sg * (1.0f + xr[i] * (1.0f - sg));
+            }
+            const int64_t c = (int64_t)slot[i] - 1;
+            const float *gi = g + i * width;
+            float acc = 0.0f;
+            if (c >= 3 && c < n_basis) { /* the whole window exists */
+                acc = gi[c - 3] * d[i] + gi[c - 2] * d[n_in + i] + gi[c - 1] * d[2 * n_in + i] +
+                      gi[c] * d[3 * n_in + i];
+            } else if (c >= 0 && c < n_cells) {
+                for (int q = 0; q < 4; q++) {
+                    const int64_t j = c - 3 + q;
+                    if (j >= 0 && j < n_basis) acc += gi[j] * d[q * n_in + i];
+                }
+            }
+            gx[i] = base ? acc + gi[n_basis] * dsilu[i] : acc;
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
 /* returns 0, or -1 when the scratch cannot be allocated */
 int mc_bspline_codebook(const float *x, int64_t rows, int64_t n_in, const float *t0,
                         const float *inv_h, int64_t n_basis, int base, const float *ct,
@@ -266,6 +359,11 @@ def _load() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn.argtypes = [ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, ptr, i64, ptr, i64, ptr]
     fn.restype = ctypes.c_int
+    lib.mc_bspline_features.argtypes = [ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, ptr]
+    lib.mc_bspline_features.restype = ctypes.c_int
+    grad = lib.mc_bspline_features_grad
+    grad.argtypes = [ptr, i64, i64, ptr, ptr, i64, ctypes.c_int, ptr, ptr]
+    grad.restype = ctypes.c_int
     return lib
 
 
@@ -322,4 +420,62 @@ def bspline_codebook(
     return y
 
 
-__all__ = ["FLAGS", "SOURCE", "bspline_codebook", "build", "cache_dir", "kernel", "reset"]
+def bspline_features(
+    lib: ctypes.CDLL, x: Tensor, t0: Tensor, inv_h: Tensor, n_basis: int, silu: bool
+) -> Tensor:
+    """(R, I) fp32 contiguous -> (R, I, n_basis [+ 1]) cubic B-spline features on
+    uniform knots t0 + j / inv_h ((I,) fp32 each), the SiLU base column last."""
+    rows, n_in = x.shape
+    out = torch.empty(rows, n_in, n_basis + int(silu), dtype=torch.float32)
+    if rows and lib.mc_bspline_features(
+        x.data_ptr(),
+        rows,
+        n_in,
+        t0.data_ptr(),
+        inv_h.data_ptr(),
+        n_basis,
+        int(silu),
+        out.data_ptr(),
+    ):
+        raise MemoryError("native B-spline features: cannot allocate scratch")
+    return out
+
+
+def bspline_features_grad(
+    lib: ctypes.CDLL,
+    x: Tensor,
+    t0: Tensor,
+    inv_h: Tensor,
+    n_basis: int,
+    silu: bool,
+    grad: Tensor,
+) -> Tensor:
+    """d loss / d x (R, I) of `bspline_features` for grad (R, I, L) fp32 contiguous."""
+    rows, n_in = x.shape
+    out = torch.empty(rows, n_in, dtype=torch.float32)
+    if rows and lib.mc_bspline_features_grad(
+        x.data_ptr(),
+        rows,
+        n_in,
+        t0.data_ptr(),
+        inv_h.data_ptr(),
+        n_basis,
+        int(silu),
+        grad.data_ptr(),
+        out.data_ptr(),
+    ):
+        raise MemoryError("native B-spline feature gradient: cannot allocate scratch")
+    return out
+
+
+__all__ = [
+    "FLAGS",
+    "SOURCE",
+    "bspline_codebook",
+    "bspline_features",
+    "bspline_features_grad",
+    "build",
+    "cache_dir",
+    "kernel",
+    "reset",
+]
