@@ -362,11 +362,16 @@ def _native_kernel(x: Tensor, order: int, base: str | None) -> Any:
     """The C kernel library when it can compute these features, else None."""
     if order != 3 or base not in (None, "silu") or x.dtype != torch.float32:
         return None
-    if x.device.type != "cpu" or x.dim() != 2 or torch.jit.is_tracing():
+    if x.device.type != "cpu" or x.dim() != 2 or _tracing():
         return None
     from metacluster.runtime import native
 
     return native.kernel()
+
+
+def _tracing() -> bool:
+    """Whether torch.jit (the ONNX exporter) is tracing: it needs plain torch ops."""
+    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined,no-untyped-call]
 
 
 @functools.lru_cache(maxsize=1)
@@ -430,7 +435,7 @@ def features_linear(feats: Tensor, coef: Tensor, use_onednn: bool = True) -> Ten
         and feats.shape[0] > 0
         and feats.is_contiguous()
         and coef.is_contiguous()
-        and not torch.jit.is_tracing()  # ONNX export traces plain ops
+        and not _tracing()  # ONNX export traces plain ops
     )
     if not usable:
         return linear_over_features(feats, coef)
