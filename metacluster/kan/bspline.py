@@ -427,7 +427,8 @@ class _OneDNNLinear(torch.autograd.Function):
 def features_linear(feats: Tensor, coef: Tensor, use_onednn: bool = True) -> Tensor:
     """y[n, o] = sum_{i,l} feats[n, i, l] * coef[o, i, l]: `linear_over_features`, or
     for non-empty contiguous fp32 CPU operands the oneDNN products (`onednn_linear`)."""
-    op = onednn_linear() if use_onednn else None
+    # never probe oneDNN while tracing (ONNX export): the probe's ops would join the graph
+    op = onednn_linear() if use_onednn and not _tracing() else None
     usable = (
         op is not None
         and feats.dtype == coef.dtype == torch.float32
@@ -435,7 +436,6 @@ def features_linear(feats: Tensor, coef: Tensor, use_onednn: bool = True) -> Ten
         and feats.shape[0] > 0
         and feats.is_contiguous()
         and coef.is_contiguous()
-        and not _tracing()  # ONNX export traces plain ops
     )
     if not usable:
         return linear_over_features(feats, coef)
