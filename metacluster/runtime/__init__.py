@@ -83,7 +83,8 @@ class CodebookLayer(nn.Module):
     A layer the fused C kernel can run (`fused_spec`) keeps its codes input-major:
     `codes_0` is then the (O, I) transposed view of an (I, O) uint8 tensor (one copy
     of the codes, read by both kernels), plus the kernel's float32 knot parameters and
-    transposed, zero-padded centroids (a few KB). `use_native = False` forces torch.
+    transposed, zero-padded centroids (a few KB); a knot grid whose rows are all equal
+    is held as one row expanded. `use_native = False` forces torch.
     """
 
     codes_0: Tensor
@@ -119,6 +120,11 @@ class CodebookLayer(nn.Module):
             table = centroids.new_zeros(centroids.shape[1], padded)
             table[:, : centroids.shape[0]] = centroids.t()
             self.register_buffer("fused_centroids", table.contiguous())
+            grid = layer.grid
+            if grid.shape[0] > 1 and bool((grid == grid[:1]).all()):
+                # one knot row for every input (efficient-kan's default): held once
+                layer.grid = grid[:1].clone().expand_as(grid)
+                layer._grid_cache.clear()
         self.in_features = layer.in_features
         self.out_features = layer.out_features
 

@@ -182,3 +182,18 @@ def test_avx2_and_scalar_builds_agree(
         x = _inputs(batch, 33)
         with torch.no_grad():
             assert _max_rel(fast(x), dense(x)) <= RTOL
+
+
+def test_fused_layers_hold_codes_and_a_shared_grid_once(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = artifact(build_kan("bspline", [12, 6]), "vq", tmp_path / "m.mcz", k=16)
+    fast = load_artifact(path, runtime="compressed")
+    layer = fast.layers[0]
+    assert isinstance(layer, CodebookLayer) and layer.fused
+    grid = layer.layer.grid
+    assert grid.shape == (12, 12) and grid.untyped_storage().nbytes() == 12 * 4
+    codes = layer.codes_0
+    assert codes.shape == (6, 12) and codes.untyped_storage().nbytes() == 6 * 12
+    x = _inputs(4, 12)
+    with torch.no_grad():
+        assert _max_rel(fast(x), load_artifact(path).eval()(x)) <= RTOL
