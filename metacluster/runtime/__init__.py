@@ -28,7 +28,7 @@ from metacluster.compress.codebook import QuantizedCoefficients
 from metacluster.errors import ConfigError
 from metacluster.kan._common import check_features
 from metacluster.kan.base import KANLayer
-from metacluster.kan.bspline import BSplineKANLayer
+from metacluster.kan.bspline import BSplineKANLayer, _tracing
 from metacluster.kan.model import KANModel
 from metacluster.runtime import native
 from metacluster.runtime.kernels import code_base, flat_codes, gather, project
@@ -136,11 +136,12 @@ class CodebookLayer(nn.Module):
     def native_forward(self, x: Tensor) -> Tensor | None:
         """The fused C kernel's output, or None where it does not apply (no kernel,
         not a fused layer, not a CPU float32 input, ONNX export)."""
-        if not (self.fused and self.use_native) or torch.onnx.is_in_onnx_export():
-            lib = None
-        else:
-            lib = native.kernel()
+        if not (self.fused and self.use_native) or _tracing():  # ONNX export traces
+            return None
+        lib = native.kernel()
         if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        if self.fused_centroids.dtype != torch.float32:  # the module was cast
             return None
         check_features(x, self.in_features, type(self.layer).__name__)
         codes_t = self.codes_0.t()

@@ -197,3 +197,15 @@ def test_fused_layers_hold_codes_and_a_shared_grid_once(tmp_path: Path) -> None:
     x = _inputs(4, 12)
     with torch.no_grad():
         assert _max_rel(fast(x), load_artifact(path).eval()(x)) <= RTOL
+
+
+@needs_cc
+def test_a_cast_runtime_leaves_the_float32_kernel(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = artifact(build_kan("bspline", [5, 4]), "vq", tmp_path / "m.mcz", k=16)
+    fast = load_artifact(path, runtime="compressed").double()
+    dense = load_artifact(path).eval().double()
+    x = _inputs(3, 5)
+    with torch.no_grad():
+        assert fast.layers[0].native_forward(x) is None
+        assert _max_rel(fast(x.double()), dense(x.double())) <= RTOL
