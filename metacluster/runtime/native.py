@@ -218,7 +218,10 @@ int mc_bspline_features(const float *x, int64_t rows, int64_t n_in, const float 
         for (int64_t i = 0; i < n_in; i++) {
             float *o = out + i * width;
             const int64_t c = (int64_t)slot[i] - 1;
-            if (c >= 0 && c < n_cells)
+            if (c >= 3 && c < n_basis) { /* the whole window exists: one 16-byte store */
+                const float w4[4] = {v[i], v[n_in + i], v[2 * n_in + i], v[3 * n_in + i]};
+                memcpy(o + c - 3, w4, sizeof w4);
+            } else if (c >= 0 && c < n_cells)
                 for (int q = 0; q < 4; q++) {
                     const int64_t j = c - 3 + q;
                     if (j >= 0 && j < n_basis) o[j] = v[q * n_in + i];
