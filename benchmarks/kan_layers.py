@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "flashkan 0.2.0 (PyPI) KANLayer with its torch.compile'd basis (compiled during "
             "warm-up, not timed), holding the same function (its fp32 truncated-power basis "
             "differs by the `max abs diff (flashkan)` column). Ours: the closed-form basis "
-            "in the C kernel of metacluster/runtime/native.py (compiled at first use) and "
+            "in the C kernel of metacluster/kan/native.py (compiled at first use) and "
             "oneDNN products (docs/runtime.md); no torch.compile. "
             f"torch {torch.__version__}."
         )

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from metacluster.errors import ConfigError, InputError
+from metacluster.kan import native
 from metacluster.kan._common import (
     ACTIVATION_GRADS,
     activation,
@@ -329,7 +330,7 @@ def uniform_bspline_bases(
 
 class _NativeBSplineFeatures(torch.autograd.Function):
     """`uniform_bspline_bases` (cubic, SiLU or no base branch, fp32, CPU) by the C
-    kernels of `metacluster.runtime.native`: the dense feature rows written in one
+    kernels of `metacluster.kan.native`: the dense feature rows written in one
     pass, and a backward that recomputes the window derivatives from x (nothing but
     the inputs is saved)."""
 
@@ -337,8 +338,6 @@ class _NativeBSplineFeatures(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, t0: Tensor, inv_h: Tensor, n_basis: int, silu: bool, lib: Any
     ) -> Tensor:
-        from metacluster.runtime import native
-
         ctx.save_for_backward(x, t0, inv_h)
         ctx.meta = (n_basis, silu, lib)
         return native.bspline_features(lib, x, t0, inv_h, n_basis, silu)
@@ -346,8 +345,6 @@ class _NativeBSplineFeatures(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        from metacluster.runtime import native
-
         grad_x = None
         if ctx.needs_input_grad[0]:
             x, t0, inv_h = ctx.saved_tensors
@@ -364,8 +361,6 @@ def _native_kernel(x: Tensor, order: int, base: str | None) -> Any:
         return None
     if x.device.type != "cpu" or x.dim() != 2 or _tracing():
         return None
-    from metacluster.runtime import native
-
     return native.kernel()
 
 
@@ -511,7 +506,7 @@ def bspline_features(
 
     `uniform` = (t0, 1/h) selects the closed-form path; None the Cox-de Boor one.
     Cubic fp32 CPU features with a SiLU (or no) base take the C kernels of
-    `metacluster.runtime.native` when they build (`use_native=False`: never). On
+    `metacluster.kan.native` when they build (`use_native=False`: never). On
     uniform knots, position-major runs the closed form on the transposed inputs (I, N)
     with the per-input knot parameters as columns: no (N, I, L) tensor is transposed.
     """

@@ -26,11 +26,11 @@ from torch import Tensor, nn
 
 from metacluster.compress.codebook import QuantizedCoefficients
 from metacluster.errors import ConfigError
+from metacluster.kan import native
 from metacluster.kan._common import check_features
 from metacluster.kan.base import KANLayer
 from metacluster.kan.bspline import BSplineKANLayer, _tracing
 from metacluster.kan.model import KANModel
-from metacluster.runtime import native
 from metacluster.runtime.kernels import code_base, flat_codes, gather, project
 
 RUNTIMES = ("dense", "compressed")

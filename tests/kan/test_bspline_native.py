@@ -1,4 +1,4 @@
-"""The dense B-spline layer's fast kernels: the C features (metacluster/runtime/native.py)
+"""The dense B-spline layer's fast kernels: the C features (metacluster/kan/native.py)
 and the oneDNN products give the outputs and gradients of the torch closed form and of
 Cox-de Boor, and the layer falls back to torch where either is unavailable."""
 
@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 
 import metacluster.kan.bspline as bspline
-from metacluster.kan import BSplineKANLayer, PyKANLayer
-from metacluster.runtime import native
+from metacluster.kan import BSplineKANLayer, PyKANLayer, native
 
 HAS_CC = shutil.which("cc") is not None or shutil.which("gcc") is not None
 

@@ -1,4 +1,4 @@
-"""The fused C kernel of the codebook runtime (metacluster/runtime/native.py): the same
+"""The fused C kernel of the codebook runtime (metacluster/kan/native.py): the same
 outputs as the torch kernels and the dense decompression on every shape it takes, its
 AVX2 and scalar builds too, and a clean fallback to torch where it cannot be built."""
 
@@ -15,9 +15,9 @@ from runtime_helpers import artifact
 from torch import Tensor
 
 from metacluster.artifact import load_artifact
-from metacluster.kan import build_kan
+from metacluster.kan import build_kan, native
 from metacluster.kan.model import KANModel
-from metacluster.runtime import CodebookKAN, CodebookLayer, native
+from metacluster.runtime import CodebookKAN, CodebookLayer
 
 RTOL = 1e-5
 HAS_CC = shutil.which("cc") is not None or shutil.which("gcc") is not None
