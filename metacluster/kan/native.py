@@ -352,8 +352,20 @@ def _cpu_key() -> str:
 
 
 def cache_dir() -> Path:
+    """`$METACLUSTER_NATIVE_CACHE`, else ~/.cache/metacluster/native when it can be
+    created, else a per-user folder in the temporary directory (read-only homes)."""
     env = os.environ.get("METACLUSTER_NATIVE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "metacluster" / "native"
+    if env:
+        return Path(env)
+    home = Path.home() / ".cache" / "metacluster" / "native"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except (OSError, RuntimeError):
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"metacluster-native-{user}"
 
 
 def build(directory: Path | None = None, march: str = "native") -> Path | None:

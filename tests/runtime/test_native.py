@@ -209,3 +209,17 @@ def test_a_cast_runtime_leaves_the_float32_kernel(tmp_path: Path) -> None:
     with torch.no_grad():
         assert fast.layers[0].native_forward(x) is None
         assert _max_rel(fast(x.double()), dense(x.double())) <= RTOL
+
+
+def test_cache_falls_back_to_the_temp_dir_when_home_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where the home folder should be: nothing can be made in it")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.delenv("METACLUSTER_NATIVE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    assert native.cache_dir().parent == tmp_path / "tmp"
+    monkeypatch.setenv("METACLUSTER_NATIVE_CACHE", str(tmp_path / "mine"))
+    assert native.cache_dir() == tmp_path / "mine"
