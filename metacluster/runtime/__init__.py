@@ -26,7 +26,10 @@ from torch import Tensor, nn
 
 from metacluster.compress.numeric.codebook import QuantizedCoefficients
 from metacluster.errors import ConfigError
+from metacluster.kan import native
+from metacluster.kan._common import check_features
 from metacluster.kan.base import KANLayer
+from metacluster.kan.bspline import BSplineKANLayer, _tracing
 from metacluster.kan.model import KANModel
 from metacluster.runtime.kernels import code_base, flat_codes, gather, project
 
@@ -48,6 +51,27 @@ def narrow_codes(codes: Tensor, k: int) -> Tensor:
     return codes.to(torch.int32)
 
 
+def fused_spec(layer: KANLayer, terms: list[tuple[Tensor, int, int, Tensor]]) -> bool:
+    """Whether the fused C kernel (`native`) can run this layer: a uniform-grid cubic
+    B-spline layer (efficient-kan or pykan layout, SiLU or no base branch) with one
+    codebook over whole edge vectors, K <= 256, one position per input."""
+    if not isinstance(layer, BSplineKANLayer) or len(terms) != 1:
+        return False
+    centroids, col0, col1, codes = terms[0]
+    k, sub = centroids.shape
+    return (
+        layer.spline_order == 3
+        and layer.use_fast_path
+        and layer.base_activation in ("silu", "zero")
+        and layer.grid.dtype == torch.float32
+        and layer.uniform_params() is not None
+        and (col0, col1, sub) == (0, layer.coef_dim, layer.coef_dim)
+        and k <= 256
+        and tuple(codes.shape) == (layer.out_features, layer.in_features)
+        and bool((layer.edge_positions() == layer.edge_index()[:, 1]).all())
+    )
+
+
 class CodebookLayer(nn.Module):
     """One KAN layer in the codebook domain (see the module docstring).
 
@@ -55,20 +79,52 @@ class CodebookLayer(nn.Module):
     [col0, col1) of every edge vector are m = (col1 - col0) / s sub-vectors, the one
     at position p, chunk j of output o being centroids[codes[o, p * m + j]]. Terms
     add up (residual codebooks, product-quantization parts).
+
+    A layer the fused C kernel can run (`fused_spec`) keeps its codes input-major:
+    `codes_0` is then the (O, I) transposed view of an (I, O) uint8 tensor (one copy
+    of the codes, read by both kernels), plus the kernel's float32 knot parameters and
+    transposed, zero-padded centroids (a few KB); a knot grid whose rows are all equal
+    is held as one row expanded. `use_native = False` forces torch.
     """
+
+    codes_0: Tensor
+    fused_t0: Tensor
+    fused_inv_h: Tensor
+    fused_centroids: Tensor
 
     def __init__(self, layer: KANLayer, terms: list[tuple[Tensor, int, int, Tensor]]) -> None:
         super().__init__()
         self.layer = layer
         self.spans: list[tuple[int, int, int]] = []
         self.positions = int(layer.edge_positions().max()) + 1
+        self.fused = fused_spec(layer, terms)
+        self.use_native = True
         for j, (centroids, col0, col1, codes) in enumerate(terms):
             k, sub = centroids.shape
             self.register_buffer(f"centroids_{j}", centroids.float().contiguous())
-            self.register_buffer(f"codes_{j}", narrow_codes(codes, k))
+            narrow = narrow_codes(codes, k)
+            if self.fused:  # input-major storage, seen as (O, I) by the torch kernels
+                narrow = narrow.t().contiguous().t()
+            self.register_buffer(f"codes_{j}", narrow)
             chunks = (col1 - col0) // sub
             self.register_buffer(f"base_{j}", code_base(self.positions, chunks, k))
             self.spans.append((col0, col1, chunks))
+        if self.fused:
+            assert isinstance(layer, BSplineKANLayer)
+            uniform = layer.uniform_params()
+            assert uniform is not None
+            self.register_buffer("fused_t0", uniform[0].float().contiguous())
+            self.register_buffer("fused_inv_h", uniform[1].float().contiguous())
+            centroids = terms[0][0].float()
+            padded = 16 if centroids.shape[0] <= 16 else centroids.shape[0]
+            table = centroids.new_zeros(centroids.shape[1], padded)
+            table[:, : centroids.shape[0]] = centroids.t()
+            self.register_buffer("fused_centroids", table.contiguous())
+            grid = layer.grid
+            if grid.shape[0] > 1 and bool((grid == grid[:1]).all()):
+                # one knot row for every input (efficient-kan's default): held once
+                layer.grid = grid[:1].clone().expand_as(grid)
+                layer._grid_cache.clear()
         self.in_features = layer.in_features
         self.out_features = layer.out_features
 
@@ -77,8 +133,39 @@ class CodebookLayer(nn.Module):
             centroids, codes = getattr(self, f"centroids_{j}"), getattr(self, f"codes_{j}")
             yield centroids, col0, col1, chunks, codes, getattr(self, f"base_{j}")
 
+    def native_forward(self, x: Tensor) -> Tensor | None:
+        """The fused C kernel's output, or None where it does not apply (no kernel,
+        not a fused layer, not a CPU float32 input, ONNX export)."""
+        if not (self.fused and self.use_native) or _tracing():  # ONNX export traces
+            return None
+        lib = native.kernel()
+        if lib is None or x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        if self.fused_centroids.dtype != torch.float32:  # the module was cast
+            return None
+        check_features(x, self.in_features, type(self.layer).__name__)
+        codes_t = self.codes_0.t()
+        if not codes_t.is_contiguous():
+            return None
+        layer = self.layer
+        assert isinstance(layer, BSplineKANLayer)
+        y = native.bspline_codebook(
+            lib,
+            x.reshape(-1, self.in_features).contiguous(),
+            self.fused_t0,
+            self.fused_inv_h,
+            layer.n_basis,
+            layer.has_base,
+            self.fused_centroids,
+            codes_t,
+        )
+        return layer.finish(y, tuple(x.shape[:-1]))
+
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
+        fast = self.native_forward(x)
+        if fast is not None:
+            return fast
         feats, context = self.layer.position_features(x)
         y: Tensor | None = None
         for centroids, col0, col1, chunks, codes, base in self.terms():

@@ -48,6 +48,21 @@ def test_folded_parameter_gradients_agree(bench: ModuleType) -> None:
 
 
 def test_quick_run_produces_rows(bench: ModuleType) -> None:
-    rows = bench.run([(4, 3)], batch=16, threads=[1], repeats=1)
+    rows = bench.run([(4, 3)], batch=16, threads=[1], repeats=1, with_flashkan=False)
     assert [r[2] for r in rows] == ["forward", "forward+backward"]
-    assert all(float(str(r[6])) <= 1e-5 for r in rows)
+    assert all(float(str(r[8])) <= 1e-5 for r in rows)
+
+
+def test_flashkan_contender_holds_our_function(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flashkan_layer = pytest.importorskip("flashkan.layer")
+    import flashkan.basis
+
+    # its eager basis: the compiled one is the same arithmetic after a minute of C++
+    monkeypatch.setattr(flashkan_layer, "bspline_basis", flashkan.basis.bspline_basis_eager)
+    ours, _ = bench.make_pair(6, 4, seed=2)
+    fk = bench.flashkan_layer(ours)
+    x = torch.rand(50, 6) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(fk(x), ours(x), atol=5e-5, rtol=1e-4)
