@@ -30,7 +30,13 @@ def _environment() -> dict[str, str]:
     import numpy
     import torch
 
-    return {"torch": torch.__version__, "numpy": numpy.__version__, "machine": platform.machine()}
+    return {
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "machine": platform.machine(),
+        # the vector ISA torch's kernels (and kan/native.py's -march=native) were built for
+        "isa": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def test_fixed_seed_artifacts_are_byte_identical() -> None:
