@@ -81,7 +81,7 @@ def test_spec_reads_the_upstream_classifier(checkpoint: tuple[Path, Net]) -> Non
         assert float((model(x) - net(x)).abs().max()) <= 1e-5
     info = inspect_model(path)
     assert info["format"] == "spec"
-    # every float of the state dict: 2 * (9 + 1) * 9 + ... counted, the head included
+    # every float of the state dict is counted: both conv layers, PReLUs and the head
     assert info["params"] == sum(p.numel() for p in net.parameters())
 
 
