@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import convkan_models  # noqa: E402
 from benchmarks._results import RESULTS, markdown_table, write_section  # noqa: E402
 from benchmarks.sources import Source, build  # noqa: E402
 from benchmarks.sources import data_path as build_data  # noqa: E402
@@ -439,11 +441,42 @@ MNIST_ROWS = [
         80.0,
     ),
 ]
+# torch-conv-kan ConvKANs on MNIST 28x28 (benchmarks/convkan_models.py: the upstream conv
+# classes, pooling, a Linear head), trained and compressed on a fixed 12k training subset
+# (2 shared cores), tested on the full 10k; section compression_mnist_conv (--conv).
+CONV_DATA = "mnist:12000"
+MNIST_CONV_ROWS = [
+    MnistRow(
+        f"torch-conv-kan {name} 1-16-32 + pool + linear, real MNIST 28x28",
+        Source("torch-conv-kan-mnist", CONV_DATA, (16, 32, 10), 5, 1e-3, {"layer": layer}),
+        {"target_ratio": 20},
+        "drop <= 0.5 pt at target_ratio 20 (wall / epoch reported)",
+        0.005,
+        math.inf,
+        20.0,
+        data=CONV_DATA,
+    )
+    for name, layer in (("KANConv2DLayer", "kan"), ("FastKANConv2DLayer", "fastkan"))
+]
+MNIST_CONV_ROWS.append(
+    MnistRow(
+        MNIST_CONV_ROWS[0].name + ", time budget 240 s",
+        MNIST_CONV_ROWS[0].source,
+        {"target_ratio": 20, "time_budget_s": 240},
+        "drop <= 0.5 pt at target_ratio 20 within a 240 s time budget",
+        0.005,
+        math.inf,
+        20.0,
+        data=CONV_DATA,
+    )
+)
 PEAK_RSS_GB = 3.0
 
 
 def _epoch_seconds(path: Path, src: Source, data: str) -> float:
     """One training epoch of the dense model with its library's own recipe, timed here."""
+    if src.library == convkan_models.LIBRARY:
+        return convkan_models.epoch_seconds(path, src, data)
     from benchmarks.sources import EfficientKAN, upstream_epoch, upstream_optimizer
     from metacluster.data import load_dataset
 
@@ -579,7 +612,8 @@ def main_mnist(args: argparse.Namespace) -> None:
     import benchmarks.sources as sources
 
     sources.MNIST_PATH = args.mnist
-    rows = [r for r in MNIST_ROWS if args.only in r.name]
+    table = MNIST_CONV_ROWS if args.conv else MNIST_ROWS
+    rows = [r for r in table if args.only in r.name]
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.render_only:  # the section anew from the --json file of earlier runs
@@ -592,12 +626,15 @@ def main_mnist(args: argparse.Namespace) -> None:
             names = {r["row"] for r in results}
             prior = json.loads(args.json.read_text())
             results = [r for r in prior if r["row"] not in names] + results
-            results.sort(key=lambda r: [m.name for m in MNIST_ROWS].index(r["row"]))
+            results.sort(key=lambda r: [m.name for m in table].index(r["row"]))
         args.json.write_text(json.dumps(results, indent=1, default=str))
     _write_mnist(args, results, f"{(time.perf_counter() - t0) / 60:.1f} min")
 
 
 def _write_mnist(args: argparse.Namespace, results: list[dict[str, Any]], took: str) -> None:
+    if args.conv:
+        convkan_models.write_section_conv(args, mnist_table(results), took)
+        return
     write_section(
         "compression_mnist",
         f"Real MNIST (60k/10k; {args.threads} torch threads, CPU, {took}; {args.host_note}). Each model trained with efficient-kan's own examples/mnist.py "
@@ -636,6 +673,11 @@ def main(argv: list[str] | None = None) -> None:
         "--mnist",
         default=None,
         help="real MNIST .npz: run the MNIST rows only (section compression_mnist)",
+    )
+    parser.add_argument(
+        "--conv",
+        action="store_true",
+        help="with --mnist: the ConvKAN rows (section compression_mnist_conv)",
     )
     parser.add_argument(
         "--render-only", action="store_true", help="MNIST: rewrite the section from --json"
