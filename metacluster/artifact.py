@@ -53,7 +53,10 @@ if TYPE_CHECKING:
     from metacluster.runtime import CodebookKAN
 
 FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# Version 3 is version 2 plus gain codebooks (`"m": "gain"`, gain-shape VQ); a file
+# is written as version 3 only when it holds one, so every other file stays version 2.
+GAIN_FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_KEY = "mcz"
 PAYLOAD = "p"
 BYTE_KINDS = ("codebooks", "indices", "grids", "dense", "manifest", "container")
@@ -244,6 +247,8 @@ def build_artifact(
         }
         if cb.residual:
             entry["r"] = 1
+        if cb.gain:
+            entry["m"] = "gain"
         cbs.append(entry)
     uqs = []
     for uq in quant.uniform:
@@ -263,8 +268,9 @@ def build_artifact(
         )
     other = _other_entries(compressed, ot_dtype, payload)
     body = payload.bytes()
+    version = GAIN_FORMAT_VERSION if any(cb.gain for cb in quant.codebooks) else FORMAT_VERSION
     manifest: dict[str, Any] = {
-        "v": FORMAT_VERSION,
+        "v": version,
         "method": quant.method,
         "model": compressed.config(),
         "scope": quant.scope,
@@ -289,7 +295,7 @@ def build_artifact(
     )
     blob = packed + body
     tensor = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    data = bytes(st_save({PAYLOAD: tensor}, metadata={METADATA_KEY: f"2:{len(packed)}"}))
+    data = bytes(st_save({PAYLOAD: tensor}, metadata={METADATA_KEY: f"{version}:{len(packed)}"}))
     kinds = dict(payload.kinds)
     kinds["manifest"] = len(packed)
     kinds["container"] = len(data) - len(blob)
@@ -317,7 +323,8 @@ def write_artifact(
 
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
-    """(manifest, payload bytes) of an artifact (version 1 or 2); the payload hash is verified."""
+    """(manifest, payload bytes) of an artifact (version 1, 2 or 3); the payload hash is
+    verified."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -337,7 +344,7 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
             text, body = raw, blob
         else:
             version, _, length = raw.partition(":")
-            if version != "2" or not length.isdigit() or int(length) > len(blob):
+            if version not in ("2", "3") or not length.isdigit() or int(length) > len(blob):
                 raise ArtifactError(f"unsupported artifact header {raw[:40]!r}")
             text, body = zlib.decompress(blob[: int(length)]).decode(), blob[int(length) :]
         manifest = json.loads(text)
@@ -486,7 +493,7 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
     # version 1 grouped edges by identical grids; version 2 says how
     grouping = manifest.get("grouping", "separate")
     groups = build_groups(model, layers, manifest["scope"], grouping)
-    codebooks = []
+    codebooks: list[Codebook] = []
     for e in manifest["cb"]:
         g = int(e["g"])
         if not 0 <= g < len(groups):
@@ -505,11 +512,22 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
             .copy()
         ).float()
         n = int(e["n"])
-        if n * sub != groups[g].n_edges * (c1 - c0):
+        gain = e.get("m") == "gain"
+        if gain and (sub != 1 or not codebooks or codebooks[-1].group != g):
+            raise ArtifactError("artifact gain codebook must follow a codebook of its group")
+        if (n if gain else n * sub) != groups[g].n_edges * (1 if gain else c1 - c0):
             raise ArtifactError("artifact index count does not match the model's edges")
         idx = decode_indices(_segment(body, i_off, i_size), k, n, e["x"])
         codebooks.append(
-            Codebook(g, cent, torch.from_numpy(idx), int(c0), int(c1), residual=bool(e.get("r")))
+            Codebook(
+                g,
+                cent,
+                torch.from_numpy(idx),
+                int(c0),
+                int(c1),
+                residual=bool(e.get("r")),
+                gain=gain,
+            )
         )
     modules = dict(model.kan_layers())
     uniform = []

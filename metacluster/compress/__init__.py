@@ -11,6 +11,7 @@ from __future__ import annotations
 # Importing the method modules registers them (metacluster, kmeans, then the baselines).
 from metacluster.compress import pipeline as _pipeline  # noqa: F401  isort: skip
 from metacluster.compress import baselines as _baselines  # noqa: F401  isort: skip
+from metacluster.compress import gainshape as _gainshape  # noqa: F401  isort: skip
 from metacluster.compress.checkpoint import (
     DirectoryCheckpoint,
     MemoryCheckpoint,

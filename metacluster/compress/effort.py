@@ -42,6 +42,9 @@ class Effort:
     kmeans_runs: tuple[int, int]  # the K-means stage's Lloyd iterations and restarts, at most
     soft: bool = True  # run the clustering-aware stage (fast skips it: see docs)
     kmeans_stage_sample: int | None = None  # the K-means stage fits on this many vectors
+    # The clustering-aware stage runs only where its budget buys at least this many steps
+    # (fewer do not anneal: K-means + fine-tuning is better then; see docs)
+    soft_min_budget: int = 0
 
 
 _G = 1e9
@@ -64,6 +67,7 @@ PRESETS: dict[str, Effort] = {
         "default",
         {"meta": 20 * _G, "soft": 21 * _G, "finetune": 21 * _G, "baseline": 5 * _G},
         floor=100,
+        soft_min_budget=150,
         regress_steps=600,
         checks=8,
         fit_samples=16_000,
@@ -91,6 +95,11 @@ def work_per_sample(layers: Iterable[Any]) -> int:
     """W: the edge evaluations of one sample through the compressed layers (objects
     with `edges` and `coef_dim`: LayerPlan rows)."""
     return max(1, sum(int(la.edges) * int(la.coef_dim) for la in layers))
+
+
+def runs_soft(effort: Effort, batch: int, work: int) -> bool:
+    """Whether this effort runs the clustering-aware stage on a model of this W."""
+    return effort.soft and int(effort.units["soft"] / (batch * work)) >= effort.soft_min_budget
 
 
 def step_cap(effort: Effort, stage: str, batch: int, work: int) -> int:
@@ -190,6 +199,8 @@ def stage_weight(
     module prices), so progress and the time budget share the run by cost."""
     effort = PRESETS[config.effort]
     batch = config.batch_size
+    if name == "soft" and not runs_soft(effort, batch, work):
+        return 0.0
     if name in ("meta", "soft", "finetune"):
         return float(planned_steps(effort, config, name, work, n_train) * batch * work / _G)
     if name == "regress":
@@ -225,6 +236,7 @@ __all__ = [
     "StageLog",
     "minimum_seconds",
     "planned_steps",
+    "runs_soft",
     "stage_weight",
     "step_cap",
     "work_per_sample",

@@ -31,7 +31,7 @@ from metacluster.compress.codebook import (
 from metacluster.compress.config import MetaClusterConfig
 from metacluster.compress.context import Context, make_report, schedule_summary
 from metacluster.compress.diagnostics import baseline_points, codebook_functions, projection
-from metacluster.compress.effort import PRESETS
+from metacluster.compress.effort import PRESETS, runs_soft
 from metacluster.compress.functional import evaluate_model
 from metacluster.compress.meta import FreeVectors, MetaResult, free_vectors, init_meta_learners
 from metacluster.compress.methods import NoOptions, register_method
@@ -258,8 +258,11 @@ def _set_dense(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> None:
 
 
 def _soft_effort(ctx: Context) -> bool:
-    """Whether the run's effort has a clustering-aware stage (fast has none)."""
-    return ctx.budget is None or ctx.budget.effort.soft
+    """Whether the run's effort has a clustering-aware stage for this model (fast has
+    none; default none where its budget buys too few steps, `effort.runs_soft`)."""
+    if ctx.budget is None:
+        return True
+    return runs_soft(ctx.budget.effort, ctx.config.batch_size, ctx.budget.work)
 
 
 def run_candidate(
