@@ -61,7 +61,7 @@ from metacluster.kan.model import KANModel
 if TYPE_CHECKING:
     from metacluster.runtime import CodebookKAN
 
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass
@@ -89,7 +89,8 @@ def write_built(built: Built, path: str | os.PathLike[str]) -> ArtifactInfo:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
-    """(manifest, payload bytes) of an artifact (version 1 or 2); the payload hash is verified."""
+    """(manifest, payload bytes) of an artifact (version 1, 2 or 3); the payload hash is
+    verified."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -109,7 +110,7 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes]:
             text, body = raw, blob
         else:
             version, _, length = raw.partition(":")
-            if version != "2" or not length.isdigit() or int(length) > len(blob):
+            if version not in ("2", "3") or not length.isdigit() or int(length) > len(blob):
                 raise ArtifactError(f"unsupported artifact header {raw[:40]!r}")
             text, body = zlib.decompress(blob[: int(length)]).decode(), blob[int(length) :]
         manifest = json.loads(text)
@@ -258,7 +259,7 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
     # version 1 grouped edges by identical grids; version 2 says how
     grouping = manifest.get("grouping", "separate")
     groups = build_groups(model, layers, manifest["scope"], grouping)
-    codebooks = []
+    codebooks: list[Codebook] = []
     for e in manifest["cb"]:
         g = int(e["g"])
         if not 0 <= g < len(groups):
@@ -277,11 +278,22 @@ def _decode(manifest: dict[str, Any], body: bytes) -> tuple[KANModel, QuantizedC
             .copy()
         ).float()
         n = int(e["n"])
-        if n * sub != groups[g].n_edges * (c1 - c0):
+        gain = e.get("m") == "gain"
+        if gain and (sub != 1 or not codebooks or codebooks[-1].group != g):
+            raise ArtifactError("artifact gain codebook must follow a codebook of its group")
+        if (n if gain else n * sub) != groups[g].n_edges * (1 if gain else c1 - c0):
             raise ArtifactError("artifact index count does not match the model's edges")
         idx = decode_indices(_segment(body, i_off, i_size), k, n, e["x"])
         codebooks.append(
-            Codebook(g, cent, torch.from_numpy(idx), int(c0), int(c1), residual=bool(e.get("r")))
+            Codebook(
+                g,
+                cent,
+                torch.from_numpy(idx),
+                int(c0),
+                int(c1),
+                residual=bool(e.get("r")),
+                gain=gain,
+            )
         )
     modules = dict(model.kan_layers())
     uniform = []

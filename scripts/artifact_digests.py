@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-METHODS = ("dkm", "metacluster", "kmeans", "pq", "scalar", "int8", "int4")
+METHODS = ("dkm", "metacluster", "kmeans", "gainshape", "pq", "scalar", "int8", "int4")
 FAMILIES = ("rbf", "chebyshev", "fourier", "conv_bspline")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 # Importing the method modules registers them (metacluster, kmeans, then the baselines).
 from metacluster.compress.methods import metacluster as _metacluster  # noqa: F401  isort: skip
 from metacluster.compress.methods import baselines as _baselines  # noqa: F401  isort: skip
+from metacluster.compress.methods import gainshape as _gainshape  # noqa: F401  isort: skip
 from metacluster.compress.container import ArtifactSizer
 from metacluster.compress.numeric.codebook import (
     Codebook,

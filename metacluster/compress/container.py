@@ -1,6 +1,6 @@
 """The artifact's bytes, built in memory: what `metacluster.artifact` writes and reads.
 
-The byte layout (format version 2, docs/format.md): one safetensors file with one
+The byte layout (format version 2; 3 when it holds gain codebooks; docs/format.md): one safetensors file with one
 uint8 tensor ``p``, the deflated manifest followed by the payload (codebooks, coded
 indices, uniform-quantization scales and codes, coded knot grids, dense parameters).
 `build_artifact` returns the exact bytes and their `Breakdown`; `ArtifactSizer` is the
@@ -36,6 +36,9 @@ from metacluster.kan.grids import decode_grid, encode_grid, grid_entries
 from metacluster.kan.model import KANModel
 
 FORMAT_VERSION = 2
+# Version 3 is version 2 plus gain codebooks (`"m": "gain"`, gain-shape VQ); a file
+# is written as version 3 only when it holds one, so every other file stays version 2.
+GAIN_FORMAT_VERSION = 3
 METADATA_KEY = "mcz"
 PAYLOAD = "p"
 BYTE_KINDS = ("codebooks", "indices", "grids", "dense", "manifest", "container")
@@ -219,6 +222,8 @@ def build_artifact(
         }
         if cb.residual:
             entry["r"] = 1
+        if cb.gain:
+            entry["m"] = "gain"
         cbs.append(entry)
     uqs = []
     for uq in quant.uniform:
@@ -238,8 +243,9 @@ def build_artifact(
         )
     other = _other_entries(compressed, ot_dtype, payload)
     body = payload.bytes()
+    version = GAIN_FORMAT_VERSION if any(cb.gain for cb in quant.codebooks) else FORMAT_VERSION
     manifest: dict[str, Any] = {
-        "v": FORMAT_VERSION,
+        "v": version,
         "method": quant.method,
         "model": compressed.config(),
         "scope": quant.scope,
@@ -264,7 +270,7 @@ def build_artifact(
     )
     blob = packed + body
     tensor = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-    data = bytes(st_save({PAYLOAD: tensor}, metadata={METADATA_KEY: f"2:{len(packed)}"}))
+    data = bytes(st_save({PAYLOAD: tensor}, metadata={METADATA_KEY: f"{version}:{len(packed)}"}))
     kinds = dict(payload.kinds)
     kinds["manifest"] = len(packed)
     kinds["container"] = len(data) - len(blob)

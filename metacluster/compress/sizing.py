@@ -64,6 +64,14 @@ def codebook_bits(edges: int, coef_dim: int, k: int, codebook_dtype: str) -> int
     return k * coef_dim * 8 * value_bytes(codebook_dtype) + edges * bits_for(k)
 
 
+def gain_shape_bits(edges: int, coef_dim: int, k: int, gain_k: int, codebook_dtype: str) -> int:
+    """Bits of one layer stored as K shapes + a `gain_k`-entry gain codebook, two
+    packed indices per edge (method gainshape)."""
+    gain_k = min(gain_k, edges)
+    gains = gain_k * 8 * value_bytes(codebook_dtype) + edges * bits_for(gain_k)
+    return codebook_bits(edges, coef_dim, k, codebook_dtype) + gains
+
+
 def codebook_bytes(edges: int, coef_dim: int, k: int, codebook_dtype: str) -> int:
     return math.ceil(codebook_bits(edges, coef_dim, k, codebook_dtype) / 8)
 

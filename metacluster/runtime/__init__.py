@@ -264,10 +264,16 @@ def codebook_model(model: KANModel, quant: QuantizedCoefficients) -> CodebookKAN
     dense: list[str] = []
     top = {f"layers.{i}" for i in range(len(model.layers))}
     decoded: dict[str, Tensor] | None = None
+    # gain-shape codes (a gain per edge) have no codebook-domain form yet
+    gained = {n for cb in quant.codebooks if cb.gain for n, _ in quant.groups[cb.group].members}
     for name, layer in model.kan_layers():
-        if name in uniform or (name in quant.layers and (name not in top or not has_hooks(layer))):
-            # no codebook form (int8/int4), nested, or a family without the runtime
-            # hooks: the layer runs dense with its vectors rebuilt
+        if (
+            name in uniform
+            or name in gained
+            or (name in quant.layers and (name not in top or not has_hooks(layer)))
+        ):
+            # no codebook form (int8/int4, gain-shape), nested, or a family without the
+            # runtime hooks: the layer runs dense with its vectors rebuilt
             if decoded is None:
                 decoded = quant.layer_coefficients(model)
             layer.set_edge_coefficients(decoded[name].to(layer.coef_param.dtype))

@@ -38,7 +38,7 @@ from metacluster.compress.spec.config import (
     MetaLearnerOptions,
     SoftOptions,
 )
-from metacluster.compress.spec.effort import PRESETS
+from metacluster.compress.spec.effort import PRESETS, runs_soft
 from metacluster.compress.stages.allocation import Assignment, LayerChoice, allocate
 from metacluster.compress.stages.functional import evaluate_model
 from metacluster.compress.stages.meta import (
@@ -268,8 +268,11 @@ def _set_dense(ctx: Context, gen: dict[str, Tensor], cand: Candidate) -> None:
 
 
 def _soft_effort(ctx: Context) -> bool:
-    """Whether the run's effort has a clustering-aware stage (fast has none)."""
-    return ctx.budget is None or ctx.budget.effort.soft
+    """Whether the run's effort has a clustering-aware stage for this model (fast has
+    none; default none where its budget buys too few steps, `effort.runs_soft`)."""
+    if ctx.budget is None:
+        return True
+    return runs_soft(ctx.budget.effort, ctx.config.batch_size, ctx.budget.work)
 
 
 def run_candidate(

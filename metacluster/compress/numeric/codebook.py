@@ -104,6 +104,10 @@ class Codebook:
     # A second-stage codebook: its vectors add to those of the codebooks before it
     # over the same group and columns (residual vector quantization).
     residual: bool = False
+    # A gain codebook (gain-shape VQ, `compress/gainshape.py`): K scalars, one index per
+    # edge; its value multiplies the vectors of the codebooks before it over the same
+    # group and columns.
+    gain: bool = False
 
     @classmethod
     def from_kmeans(
@@ -130,6 +134,8 @@ class Codebook:
     def vectors(self, centroids: Tensor | None = None) -> Tensor:
         """(n_edges, col1 - col0) reconstructed columns (differentiable in centroids)."""
         c = self.centroids if centroids is None else centroids
+        if self.gain:  # one scalar per edge, (n_edges, 1)
+            return c[self.indices].reshape(-1, 1)
         return c[self.indices].reshape(-1, self.col1 - self.col0)
 
 
@@ -189,6 +195,9 @@ class QuantizedCoefficients:
                 if cb.residual:  # adds to the previous piece over the same rows and columns
                     prev_rows, c0, c1, prev = parts[name][-1]
                     parts[name][-1] = (prev_rows, c0, c1, prev + piece)
+                elif cb.gain:  # scales the previous piece, one gain per edge
+                    prev_rows, c0, c1, prev = parts[name][-1]
+                    parts[name][-1] = (prev_rows, c0, c1, prev * piece)
                 else:
                     parts.setdefault(name, []).append((rows, cb.col0, cb.col1, piece))
         for name, pieces in parts.items():

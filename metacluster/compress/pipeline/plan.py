@@ -282,8 +282,11 @@ def priced_stages(
 ) -> list[StagePlan]:
     """The stage visits weighted by their expected cost (effort.stage_weight); stages it
     does not price (K-means, the allocation, a baseline's quantizer) weigh a twentieth of
-    the priced ones each."""
+    the priced ones each. A soft stage the effort skips on this model (weight 0) is left
+    out."""
     priced = [stage_weight(config, s.name, work, n_train) for s in stages]
+    kept = [(s, w) for s, w in zip(stages, priced, strict=True) if s.name != "soft" or w != 0.0]
+    stages, priced = [s for s, _ in kept], [w for _, w in kept]
     known = [w for w in priced if w is not None]
     if not known:
         return stages

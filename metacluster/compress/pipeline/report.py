@@ -102,7 +102,7 @@ def layer_details(
     for cb in quant.codebooks:
         for name, _ in quant.groups[cb.group].members:
             mode[name] = "codebook"
-            if cb.k not in ks[name] and not cb.residual:
+            if cb.k not in ks[name] and not (cb.residual or cb.gain):
                 ks[name].append(cb.k)
     for uq in quant.uniform:
         mode[uq.layer] = "uniform"

@@ -42,6 +42,9 @@ class Effort:
     kmeans_runs: tuple[int, int]  # the K-means stage's Lloyd iterations and restarts, at most
     soft: bool = True  # run the clustering-aware stage (fast skips it: see docs)
     kmeans_stage_sample: int | None = None  # the K-means stage fits on this many vectors
+    # The clustering-aware stage runs only where its budget buys at least this many steps
+    # (fewer do not anneal: K-means + fine-tuning is better then; see docs)
+    soft_min_budget: int = 0
 
 
 _G = 1e9
@@ -49,9 +52,24 @@ _BUDGETED = ("meta", "soft", "finetune", "baseline")
 # One row a preset; the columns are Effort's fields, the step budgets (units) first in
 # billions of edge evaluations, one column a stage of _BUDGETED.
 _PRESET_ROWS: tuple[tuple[Any, ...], ...] = (
-    # name,    units (G),          floor, regress, checks, fit,      val,    probe, kmeans_sample, kmeans_runs, soft, stage_sample
-    ("fast", (5, 5, 5, 2), 30, 150, 4, 4_000, 1_000, 512, 2_000, (20, 1), False, 8_000),
-    ("default", (20, 21, 21, 5), 100, 600, 8, 16_000, 3_000, 1_024, 8_000, (50, 3), True, None),
+    # name, units (G), floor, regress, checks, fit, val, probe, kmeans_sample, kmeans_runs, soft,
+    # stage_sample, soft_min_budget
+    ("fast", (5, 5, 5, 2), 30, 150, 4, 4_000, 1_000, 512, 2_000, (20, 1), False, 8_000, 0),
+    (
+        "default",
+        (20, 21, 21, 5),
+        100,
+        600,
+        8,
+        16_000,
+        3_000,
+        1_024,
+        8_000,
+        (50, 3),
+        True,
+        None,
+        150,
+    ),
     (
         "best",
         (200, 200, 100, 20),
@@ -65,6 +83,7 @@ _PRESET_ROWS: tuple[tuple[Any, ...], ...] = (
         (10_000, 100),
         True,
         None,
+        0,
     ),
 )
 
@@ -81,6 +100,11 @@ def work_per_sample(layers: Iterable[Any]) -> int:
     """W: the edge evaluations of one sample through the compressed layers (objects
     with `edges` and `coef_dim`: LayerPlan rows)."""
     return max(1, sum(int(la.edges) * int(la.coef_dim) for la in layers))
+
+
+def runs_soft(effort: Effort, batch: int, work: int) -> bool:
+    """Whether this effort runs the clustering-aware stage on a model of this W."""
+    return effort.soft and int(effort.units["soft"] / (batch * work)) >= effort.soft_min_budget
 
 
 def step_cap(effort: Effort, stage: str, batch: int, work: int) -> int:
@@ -180,6 +204,8 @@ def stage_weight(
     module prices), so progress and the time budget share the run by cost."""
     effort = PRESETS[config.effort]
     batch = config.batch_size
+    if name == "soft" and not runs_soft(effort, batch, work):
+        return 0.0
     if name in ("meta", "soft", "finetune"):
         return float(planned_steps(effort, config, name, work, n_train) * batch * work / _G)
     if name == "regress":
@@ -215,6 +241,7 @@ __all__ = [
     "StageLog",
     "minimum_seconds",
     "planned_steps",
+    "runs_soft",
     "stage_weight",
     "step_cap",
     "work_per_sample",
