@@ -1,10 +1,17 @@
-"""torch-conv-kan's `BottleNeckKAGNConv2DLayer`, read and written for its format.
+"""torch-conv-kan's Gram bottleneck layers, read and written for its format.
 
+`BottleNeckKAGNConv2DLayer`:
 Per layer prefix p (g groups, I' = I/g, O' = O/g, D inner channels, degree n):
 `poly_weights` (g, D, D(n+1), kh, kw) with channel k·D + i (Gram degree-major),
 `beta_weights` (n+1,), `base_conv.{j}.weight` (O', I', kh, kw), `inner_proj.{j}.weight`
 (D, I', 1, 1), `out_proj.{j}.weight` (O', D, 1, 1). Its InstanceNorm2d has no tensors
 (an affine one would, and is refused as not understood).
+
+`BottleNeckGRAMLayer` (dense, `kans/layers.py`), per layer prefix p (I inputs, O outputs,
+D inner features, degree n): `grams_basis_weights` (D, D, n+1) indexed (inner in, inner
+out, k), `beta_weights` (n+1,), `base_weights` (O, I), `inner_proj.weight` (D, I) and
+`.bias` (D,), `outer_proj.weight` (O, D) and `.bias` (O,), `norm.weight` / `.bias` (O,)
+(its LayerNorm, then a SiLU: glue modules after our layer).
 """
 
 from __future__ import annotations
@@ -16,11 +23,19 @@ from torch import Tensor, nn
 
 from metacluster.errors import FormatError, IncompatibleError
 from metacluster.formats import _tck_conv, _tck_poly
-from metacluster.formats._registry import KeyTracker, float_dtype
-from metacluster.kan.bottleneck import GramBottleneckKANConv2d
+from metacluster.formats._registry import KeyTracker, float_dtype, layernorm_from
+from metacluster.kan import SiLU
+from metacluster.kan.bottleneck import GramBottleneckKANConv2d, GramBottleneckKANLayer
 
 MARKER = "inner_proj.0.weight"
 LAYOUT = (("poly_weights", 5), ("inner_proj.0.weight", 4), ("out_proj.0.weight", 4))
+DENSE_MARKER = "inner_proj.weight"
+DENSE_LAYOUT = (
+    ("grams_basis_weights", 3),
+    ("inner_proj.weight", 2),
+    ("outer_proj.weight", 2),
+    ("norm.weight", 1),
+)
 
 
 def is_bottleneck(tensors: dict[str, Tensor], p: str) -> bool:
@@ -109,4 +124,83 @@ def export(
         "degree": layer.degree,
         "inner_dim": d,
         **_tck_conv.entry_geometry(layer),
+    }
+
+
+def is_dense_bottleneck(tensors: dict[str, Tensor], p: str) -> bool:
+    """A BottleNeckGRAMLayer: GRAMLayer's `grams_basis_weights` with the two projections
+    (it overrides the plain dense Gram detection)."""
+    return all(p + leaf in tensors for leaf, _ in DENSE_LAYOUT)
+
+
+def load_dense(keys: KeyTracker, p: str, opts: dict[str, Any]) -> list[nn.Module]:
+    """[layer, LayerNorm, SiLU] of one BottleNeckGRAMLayer."""
+    coef = keys.get(p + "grams_basis_weights", 3)
+    beta = keys.get(p + "beta_weights", 1)
+    base = keys.get(p + "base_weights", 2)
+    inner_w, inner_b = keys.get(p + "inner_proj.weight", 2), keys.get(p + "inner_proj.bias", 1)
+    outer_w, outer_b = keys.get(p + "outer_proj.weight", 2), keys.get(p + "outer_proj.bias", 1)
+    norm_w, norm_b = keys.get(p + "norm.weight", 1), keys.get(p + "norm.bias", 1)
+    n_out, n_in = (int(v) for v in base.shape)
+    d, n_poly = int(inner_w.shape[0]), int(beta.shape[0])
+    expected = {
+        "grams_basis_weights": (coef, (d, d, n_poly)),
+        "inner_proj.weight": (inner_w, (d, n_in)),
+        "inner_proj.bias": (inner_b, (d,)),
+        "outer_proj.weight": (outer_w, (n_out, d)),
+        "outer_proj.bias": (outer_b, (n_out,)),
+        "norm.weight": (norm_w, (n_out,)),
+        "norm.bias": (norm_b, (n_out,)),
+    }
+    for leaf, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise FormatError(
+                f"{p}{leaf} has shape {tuple(tensor.shape)}, expected {shape} from "
+                f"{p}base_weights {tuple(base.shape)}, {p}inner_proj.weight "
+                f"{tuple(inner_w.shape)} and {p}beta_weights (degree {n_poly - 1})"
+            )
+    _tck_poly.declared(opts, "degree", n_poly - 1, f"{p}beta_weights")
+    layer = GramBottleneckKANLayer(n_in, n_out, degree=n_poly - 1, inner_dim=d)
+    layer.to(float_dtype(coef, base, inner_w, outer_w))
+    # (inner in, inner out, k) -> (inner out, inner in, k)
+    layer.set_edge_coefficients(coef.transpose(0, 1).reshape(-1, n_poly))
+    with torch.no_grad():
+        layer.beta.copy_(beta)
+        layer.base_weight.copy_(base)
+        layer.inner_weight.copy_(inner_w)
+        layer.inner_bias.copy_(inner_b)
+        layer.outer_weight.copy_(outer_w)
+        layer.outer_bias.copy_(outer_b)
+    return [layer, layernorm_from(norm_w, norm_b), SiLU()]
+
+
+def export_dense(
+    modules: list[nn.Module], pos: int, prefix: str, state: dict[str, Tensor]
+) -> dict[str, Any]:
+    """Write the BottleNeckGRAMLayer modules[pos] (and its LayerNorm) under `prefix`."""
+    layer = modules[pos]
+    assert isinstance(layer, GramBottleneckKANLayer)
+    follow = modules[pos + 1 : pos + 3]
+    if not (
+        len(follow) == 2 and isinstance(follow[0], nn.LayerNorm) and isinstance(follow[1], SiLU)
+    ):
+        raise IncompatibleError(
+            f"layer {pos}: a BottleNeckGRAMLayer is followed by LayerNorm and SiLU"
+        )
+    norm = follow[0]
+    state[prefix + "inner_proj.weight"] = layer.inner_weight.detach().clone()
+    state[prefix + "inner_proj.bias"] = layer.inner_bias.detach().clone()
+    state[prefix + "outer_proj.weight"] = layer.outer_weight.detach().clone()
+    state[prefix + "outer_proj.bias"] = layer.outer_bias.detach().clone()
+    state[prefix + "norm.weight"] = norm.weight.detach().clone()
+    state[prefix + "norm.bias"] = norm.bias.detach().clone()
+    state[prefix + "beta_weights"] = layer.beta.detach().clone()
+    state[prefix + "grams_basis_weights"] = layer.coef.detach().transpose(0, 1).contiguous()
+    state[prefix + "base_weights"] = layer.base_weight.detach().clone()
+    return {
+        "layer_class": "BottleNeckGRAMLayer",
+        "input_dim": layer.in_features,
+        "output_dim": layer.out_features,
+        "degree": layer.degree,
+        "inner_dim": layer.inner_dim,
     }

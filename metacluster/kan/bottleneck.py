@@ -1,4 +1,6 @@
-"""torch-conv-kan's `BottleNeckKAGNConv2DLayer`: a Gram KAN conv between 1x1 projections.
+"""torch-conv-kan's Gram bottleneck layers: `BottleNeckKAGNConv2DLayer` (a Gram KAN conv
+between 1x1 projections) and the dense `BottleNeckGRAMLayer` (a Gram KAN between two
+linear projections).
 
 Per group (I' = I/g inputs, O' = O/g outputs, D inner channels) upstream computes
     z = tanh(inner_proj(x))                                   (1x1, I' -> D)
@@ -9,6 +11,12 @@ D + 1 Gram coefficients (coef (g·D, D, kh, kw, D + 1)). The projections, the ba
 (whose edges are another set, I' -> O') and Gram's `beta` are other parameters, kept dense:
 they cap the compression ratio. The layer has no codebook runtime hooks (the compressed
 runtime runs it dense).
+
+The dense layer computes (D inner features)
+    y = outer_proj(sum_i silu(gram(tanh(inner_proj(x))))_i · coef) + silu(x) @ base_weight.T
+with biased `inner_proj` (I -> D) and `outer_proj` (D -> O); upstream's LayerNorm and SiLU
+after the sum are glue modules after it, as for the other dense torch-conv-kan layers.
+Its edges are the D -> D Gram KAN's (coef (D, D, n + 1)); the rest is kept dense.
 """
 
 from __future__ import annotations
@@ -20,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metacluster.kan._common import check_coefficients, check_positive
-from metacluster.kan.base import Basis
+from metacluster.kan._common import check_coefficients, check_features, check_positive
+from metacluster.kan.base import Basis, KANLayer
 from metacluster.kan.conv import Conv2dGeometry, IntPair, check_choice
 from metacluster.kan.families import register_family
 from metacluster.kan.polynomial import polynomial_features
 
-__all__ = ["GramBottleneckKANConv2d", "bottleneck_width"]
+__all__ = ["GramBottleneckKANConv2d", "GramBottleneckKANLayer", "bottleneck_width"]
 
 NORMS = ("instance", "none")
 
@@ -148,4 +156,86 @@ class GramBottleneckKANConv2d(Conv2dGeometry):
             "degree": self.degree,
             "inner_dim": self.inner_dim,
             "norm": self.norm,
+        }
+
+
+@register_family("gram_bottleneck", kind="dense")
+class GramBottleneckKANLayer(KANLayer):
+    """The inner Gram KAN: coef (D, D, n+1), (inner out, inner in);
+    `base_weight` (O, I), `inner_weight` (D, I), `inner_bias` (D,), `outer_weight` (O, D),
+    `outer_bias` (O,) and `beta` (n+1,) dense."""
+
+    family = "gram"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        degree: int = 3,
+        inner_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = check_positive("in_features", in_features)
+        self.out_features = check_positive("out_features", out_features)
+        self.degree = check_positive("degree", degree, minimum=0)
+        if inner_dim is None:  # upstream's defaults: dim_reduction 8, min_internal 16
+            inner_dim = bottleneck_width(in_features, out_features, 1, 8, 16)
+        self.inner_dim = check_positive("inner_dim", inner_dim)
+        d = self.inner_dim
+        self.coef = nn.Parameter(torch.empty(d, d, self.degree + 1))
+        self.beta = nn.Parameter(torch.zeros(self.degree + 1))
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.inner_weight = nn.Parameter(torch.empty(d, in_features))
+        self.inner_bias = nn.Parameter(torch.empty(d))
+        self.outer_weight = nn.Parameter(torch.empty(out_features, d))
+        self.outer_bias = nn.Parameter(torch.empty(out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Upstream's: xavier-uniform weights, nn.Linear's bias init, beta normal."""
+        i, o, d, n = self.in_features, self.out_features, self.inner_dim, self.degree + 1
+        with torch.no_grad():
+            for param, fans in (
+                (self.coef, (d * n, d * n)),
+                (self.base_weight, (i, o)),
+                (self.inner_weight, (i, d)),
+                (self.outer_weight, (d, o)),
+            ):
+                bound = math.sqrt(6.0 / sum(fans))
+                param.uniform_(-bound, bound)
+            self.inner_bias.uniform_(-1.0 / math.sqrt(i), 1.0 / math.sqrt(i))
+            self.outer_bias.uniform_(-1.0 / math.sqrt(d), 1.0 / math.sqrt(d))
+            self.beta.normal_(0.0, 1.0 / (i * n))
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_features(x, self.in_features, type(self).__name__)
+        basis = F.linear(F.silu(x), self.base_weight)
+        z = torch.tanh(F.linear(x, self.inner_weight, self.inner_bias))
+        feats = polynomial_features("gram", z, self.degree, self.beta, 0.0, 0.0)  # (..., D, n+1)
+        y = feats.flatten(-2) @ self.coef.flatten(1).T  # (..., D)
+        return F.linear(y, self.outer_weight, self.outer_bias) + basis
+
+    def basis(self) -> Basis:
+        return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
+
+    def edge_group_tensor(self) -> Tensor:
+        return self.beta.detach()
+
+    def function_domain(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Each inner edge over its tanh-squashed input t in [-1, 1]."""
+        check_coefficients(coefficients, self.coef_dim)
+        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+        t = t.to(coefficients.device)
+        feats = polynomial_features("gram", t, self.degree, self.beta.detach(), 0.0, 0.0)
+        return coefficients @ feats.T
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "degree": self.degree,
+            "inner_dim": self.inner_dim,
         }

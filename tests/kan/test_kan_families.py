@@ -33,6 +33,7 @@ from metacluster.kan import (
     ChebyKANLayer,
     FourierKANLayer,
     GramBottleneckKANConv2d,
+    GramBottleneckKANLayer,
     GramKANConv2d,
     GramKANLayer,
     GroupRationalKANLayer,
@@ -202,6 +203,7 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
     "conv_wavelet": lambda: WaveletKANConv2d(4, 2, (3, 2), padding=1, groups=2, norm="none"),
     "conv_gram_bottleneck": lambda: GramBottleneckKANConv2d(4, 6, 3, padding=1, groups=2),
+    "gram_bottleneck": lambda: GramBottleneckKANLayer(5, 3, degree=2, inner_dim=4),
 }
 
 
