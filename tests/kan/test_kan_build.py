@@ -50,6 +50,7 @@ CONV = [
     "conv_rbf",
     "conv_wavelet",
     "conv_gram_bottleneck",
+    "conv_relukan_bottleneck",
 ]
 
 
@@ -145,7 +146,8 @@ def test_conv_classifier(family: str) -> None:
     assert model(flat).shape == (3, 10) and model(image).shape == (3, 10)
     views = model.edge_views()
     kk = 1 if family == "conv_wavelet" else 9  # a wavelet conv edge holds its kernel
-    if family == "conv_gram_bottleneck":  # the inner conv's edges: widths min(16, I, O)
+    if family in ("conv_gram_bottleneck", "conv_relukan_bottleneck"):  # the inner conv's
+        # edges: widths min(16, I, O)
         assert [v.n_edges for v in views] == [1 * 1 * 9, 4 * 4 * 9]
     else:
         assert [v.n_edges for v in views] == [4 * 1 * kk, 6 * 4 * kk]
