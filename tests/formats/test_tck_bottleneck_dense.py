@@ -144,3 +144,25 @@ def test_compresses_through_the_engine_and_exports_back(tmp_path: Path) -> None:
         ).eval()
 
     compress_and_reload(tmp_path, build, None)
+
+
+def test_a_bottleneck_kagn_model_with_dropouts_and_l1_reads(tmp_path: Path) -> None:
+    """What kans.kan.BottleNeckKAGN([24, 32, 10], dropout=0.1, l1_decay=1e-4) holds
+    (kans/kan.py is not vendored: it builds exactly these modules): Dropouts between
+    the layers and all but the last wrapped in utils.L1 (keys `layers.1.module.*`)."""
+    from utils.regularization import L1
+
+    torch.manual_seed(0)
+    ref = Stack(
+        [
+            nn.Dropout(0.1),
+            L1(BottleNeckGRAMLayer(24, 32), 1e-4),
+            nn.Dropout(0.1),
+            BottleNeckGRAMLayer(32, 10),
+        ]
+    ).eval()
+    assert "layers.1.module.grams_basis_weights" in ref.state_dict()
+    torch.save(ref.state_dict(), tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt")
+    assert [type(m).__name__ for m in model.layers][::3] == ["GramBottleneckKANLayer"] * 2
+    assert_same_outputs(ref, model, _x(), fmt=FMT)
