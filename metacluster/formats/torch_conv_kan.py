@@ -47,7 +47,11 @@ from metacluster.kan import (
     SiLU,
     WaveletKANLayer,
 )
-from metacluster.kan.bottleneck import GramBottleneckKANConv2d
+from metacluster.kan.bottleneck import (
+    GramBottleneckKANConv2d,
+    GramBottleneckKANLayer,
+    ReLUBottleneckKANConv2d,
+)
 from metacluster.kan.polynomial import _PolyKANConv2d, _PolyKANLayer
 from metacluster.kan.wavelet_conv import WaveletKANConv2d
 
@@ -68,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "a": 1.0,
     "b": 1.0,
     "wavelet_type": None,
+    "g": None,  # ReLU-KAN's grid count and order (only their sum is in the tensors)
+    "k": None,
 }
 _ACTIVATIONS = {
     "gelu": "gelu",
@@ -160,6 +166,8 @@ class TorchConvKANFormat(FormatHandler):
         _tck_wavelet.LAYOUT,
         _tck_wavelet_conv.LAYOUT,
         _tck_bottleneck.LAYOUT,
+        _tck_bottleneck.DENSE_LAYOUT,
+        _tck_bottleneck.RELU_LAYOUT,
     )
 
     def _modules(self, ckpt: Checkpoint) -> list[tuple[str, str]]:
@@ -192,6 +200,17 @@ class TorchConvKANFormat(FormatHandler):
             for p in module_prefixes(ckpt, _tck_bottleneck.MARKER)
             if _tck_bottleneck.is_bottleneck(ckpt.tensors, p)
         }
+        # a dense one has GRAMLayer's tensors and more: it overrides "dense_gram"
+        found |= {
+            p: "gram_bottleneck_dense"
+            for p in module_prefixes(ckpt, _tck_bottleneck.DENSE_MARKER)
+            if _tck_bottleneck.is_dense_bottleneck(ckpt.tensors, p)
+        }
+        found |= {
+            p: "relukan_bottleneck"
+            for p in module_prefixes(ckpt, _tck_bottleneck.RELU_MARKER)
+            if _tck_bottleneck.is_relu_bottleneck(ckpt.tensors, p)
+        }
         return [(found[p], p) for p in module_order(ckpt, list(found))]
 
     def matches(self, ckpt: Checkpoint) -> bool:
@@ -215,6 +234,10 @@ class TorchConvKANFormat(FormatHandler):
                 layers.extend(_tck_wavelet.load(keys, p, opts))
             elif variant == "kagn_bottleneck":
                 layers.extend(_tck_bottleneck.load(keys, p, opts))
+            elif variant == "gram_bottleneck_dense":
+                layers.extend(_tck_bottleneck.load_dense(keys, p, opts))
+            elif variant == "relukan_bottleneck":
+                layers.extend(_tck_bottleneck.load_relu(keys, p, opts))
             elif variant == "wavkan_conv":
                 layers.extend(_tck_wavelet_conv.load(keys, p, opts))
             else:
@@ -399,7 +422,9 @@ _EXPORTERS: tuple[tuple[type[nn.Module], int, Exporter], ...] = (
     (_PolyKANLayer, 3, _tck_poly.export_dense),
     (_PolyKANConv2d, 2, _tck_poly.export_conv),
     (WaveletKANLayer, 2, _tck_wavelet.export),
+    (GramBottleneckKANLayer, 3, _tck_bottleneck.export_dense),
     _single(GramBottleneckKANConv2d, _tck_bottleneck.export),
+    _single(ReLUBottleneckKANConv2d, _tck_bottleneck.export_relu),
     _single(WaveletKANConv2d, _tck_wavelet_conv.export),
     _single(RBFKANConv2d, _tck_rbf.export),
     _single(ChebyKANConv2d, _export_kacn),

@@ -6,7 +6,11 @@ Importing this package registers every layer family and glue module with `KANMod
 from __future__ import annotations
 
 from metacluster.kan.base import Basis, EdgeView, KANLayer, grid_fingerprint
-from metacluster.kan.bottleneck import GramBottleneckKANConv2d
+from metacluster.kan.bottleneck import (
+    GramBottleneckKANConv2d,
+    GramBottleneckKANLayer,
+    ReLUBottleneckKANConv2d,
+)
 from metacluster.kan.bspline import BSplineKANLayer, PyKANLayer
 from metacluster.kan.build import build_conv_kan, build_kan
 from metacluster.kan.chebyshev import ChebyKANLayer
@@ -67,6 +71,7 @@ __all__ = [
     "FourierKANLayer",
     "GlobalAvgPool",
     "GramBottleneckKANConv2d",
+    "GramBottleneckKANLayer",
     "GramKANConv2d",
     "GramKANLayer",
     "GroupRationalKANLayer",
@@ -86,6 +91,7 @@ __all__ = [
     "PyKANLayer",
     "RBFKANConv2d",
     "RBFKANLayer",
+    "ReLUBottleneckKANConv2d",
     "Reshape",
     "SiLU",
     "WaveletKANConv2d",

@@ -131,11 +131,12 @@ def build_kan(family: str, widths: Sequence[int], **options: Any) -> KANModel:
     """A freshly initialised KANModel of `family`.
 
     Dense families (bspline, pykan_bspline, rbf, chebyshev, fourier, gram, legendre,
-    jacobi, bernstein, wavelet, rational, rkan_jacobi, rkan_pade): `widths` like
-    [64, 32, 10]; every other option goes to each layer's constructor (e.g.
-    grid_size=5, spline_order=3); `input_shape` (C, H, W) prepends a Flatten.
+    jacobi, bernstein, wavelet, rational, rkan_jacobi, rkan_pade, gram_bottleneck):
+    `widths` like [64, 32, 10]; every other option goes to each layer's constructor
+    (e.g. grid_size=5, spline_order=3); `input_shape` (C, H, W) prepends a Flatten.
     Conv families (conv_bspline, conv_chebyshev, conv_rbf, conv_gram, conv_legendre,
-    conv_jacobi, conv_bernstein, conv_wavelet, conv_gram_bottleneck): see `build_conv_kan`.
+    conv_jacobi, conv_bernstein, conv_wavelet, conv_gram_bottleneck,
+    conv_relukan_bottleneck): see `build_conv_kan`.
     Initialisation draws from torch's global RNG: seed with torch.manual_seed.
     """
     if get_family(family).kind == "conv":

@@ -38,6 +38,7 @@ DENSE = [
     "rational",
     "rkan_jacobi",
     "rkan_pade",
+    "gram_bottleneck",
 ]
 CONV = [
     "conv_bspline",
@@ -49,6 +50,7 @@ CONV = [
     "conv_rbf",
     "conv_wavelet",
     "conv_gram_bottleneck",
+    "conv_relukan_bottleneck",
 ]
 
 
@@ -88,7 +90,10 @@ def test_dense_build_forward_rebuild(family: str) -> None:
     assert y.shape == (4, 3) and torch.isfinite(y).all()
     layers = list(model.kan_layers())
     assert [(layer.in_features, layer.out_features) for _, layer in layers] == [(6, 5), (5, 3)]
-    assert model.n_edges() == 6 * 5 + 5 * 3
+    if family == "gram_bottleneck":  # the inner KAN's edges: widths min(16, I, O)
+        assert model.n_edges() == 5 * 5 + 3 * 3
+    else:
+        assert model.n_edges() == 6 * 5 + 5 * 3
     assert model.meta["family"] == family
     spec = json.loads(json.dumps(model.config()))
     rebuilt = KANModel.from_config(spec)
@@ -141,7 +146,8 @@ def test_conv_classifier(family: str) -> None:
     assert model(flat).shape == (3, 10) and model(image).shape == (3, 10)
     views = model.edge_views()
     kk = 1 if family == "conv_wavelet" else 9  # a wavelet conv edge holds its kernel
-    if family == "conv_gram_bottleneck":  # the inner conv's edges: widths min(16, I, O)
+    if family in ("conv_gram_bottleneck", "conv_relukan_bottleneck"):  # the inner conv's
+        # edges: widths min(16, I, O)
         assert [v.n_edges for v in views] == [1 * 1 * 9, 4 * 4 * 9]
     else:
         assert [v.n_edges for v in views] == [4 * 1 * kk, 6 * 4 * kk]

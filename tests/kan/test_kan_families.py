@@ -33,6 +33,7 @@ from metacluster.kan import (
     ChebyKANLayer,
     FourierKANLayer,
     GramBottleneckKANConv2d,
+    GramBottleneckKANLayer,
     GramKANConv2d,
     GramKANLayer,
     GroupRationalKANLayer,
@@ -47,6 +48,7 @@ from metacluster.kan import (
     PyKANLayer,
     RBFKANConv2d,
     RBFKANLayer,
+    ReLUBottleneckKANConv2d,
     WaveletKANConv2d,
     WaveletKANLayer,
     build_module,
@@ -202,6 +204,10 @@ FACTORIES: dict[str, Callable[[], KANLayer]] = {
     "rkan_pade": lambda: PadeRKANLayer(3, 2, degree_p=3, degree_q=3),
     "conv_wavelet": lambda: WaveletKANConv2d(4, 2, (3, 2), padding=1, groups=2, norm="none"),
     "conv_gram_bottleneck": lambda: GramBottleneckKANConv2d(4, 6, 3, padding=1, groups=2),
+    "gram_bottleneck": lambda: GramBottleneckKANLayer(5, 3, degree=2, inner_dim=4),
+    "conv_relukan_bottleneck": lambda: ReLUBottleneckKANConv2d(
+        4, 6, 3, padding=1, groups=2, grid_size=3, k=2
+    ),
 }
 
 
