@@ -190,3 +190,75 @@ def test_fit_and_validation_subsets_are_capped(small_model: KANModel) -> None:
     assert fit.probe_x.shape[0] == 40
     full = make_training_set(data, MetaClusterConfig(), torch.device("cpu"), small_model)
     assert full.n + full.val_x.shape[0] == data.n_train
+
+
+def _conv_net(side: int, channels: int = 2) -> KANModel:
+    """Flat inputs -> conv KAN (padding 1) -> 2x2 max pool -> conv KAN -> linear head."""
+    from metacluster.kan.conv import KANConv2d
+    from metacluster.kan.glue import Flatten, Linear, MaxPool2d, Reshape
+
+    torch.manual_seed(0)
+    return KANModel(
+        [
+            Reshape((1, side, side)),
+            KANConv2d(1, channels, 3, padding=1, norm="none"),
+            MaxPool2d(2),
+            KANConv2d(channels, channels, 3, padding=1, norm="none"),
+            Flatten(),
+            Linear(channels * (side // 2) ** 2, 10),
+        ]
+    ).eval()
+
+
+def test_a_conv_layer_costs_its_edges_at_every_output_position() -> None:
+    cfg = MetaClusterConfig()
+    works = {}
+    for side in (8, 16):
+        model = _conv_net(side)
+        meta = DatasetMeta("classification", 60_000, 1000, (side * side,), 10, 10)
+        layers = plan(describe_model(model, meta.input_shape), meta, cfg).layers
+        # the first conv sees side x side positions, the second the pooled (side/2)^2
+        assert [la.positions for la in layers] == [side * side, (side // 2) ** 2]
+        works[side] = work_per_sample(layers)
+        per_edge = sum(la.edges * la.coef_dim for la in layers)
+        assert works[side] > side * per_edge / 4  # not one evaluation per edge
+        # without the data's shape the plan cannot know the positions: one per edge
+        assert work_per_sample(plan(describe_model(model), meta, cfg).layers) == per_edge
+    assert works[16] == 4 * works[8]  # 4x the positions, 4x the work
+    # a costlier step: the stages' step caps drop by the same factor
+    effort = PRESETS["default"]
+    caps = {s: step_cap(effort, "soft", cfg.batch_size, w) for s, w in works.items()}
+    assert caps[16] < caps[8] and caps[8] == pytest.approx(4 * caps[16], abs=4)
+    # dense layers: one evaluation per edge, as before (no probe, no positions)
+    from metacluster.kan.build import build_kan
+
+    mlp = build_kan("bspline", [64, 4, 10])
+    meta = DatasetMeta("classification", 60_000, 1000, (64,), 10, 10)
+    rows = describe_model(mlp, meta.input_shape)["layers"]
+    assert rows == describe_model(mlp)["layers"] and all("positions" not in r for r in rows)
+    dense = plan(describe_model(mlp, meta.input_shape), meta, cfg).layers
+    assert work_per_sample(dense) == 64 * 4 * dense[0].coef_dim + 4 * 10 * dense[1].coef_dim
+
+
+def test_a_conv_models_step_caps_count_its_positions(
+    digits: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metacluster.compress.spec import effort
+
+    model = _conv_net(8)
+    layers = plan(
+        describe_model(model, digits.meta().input_shape), digits.meta(), fast_config()
+    ).layers
+    work = work_per_sample(layers)
+    per_edge = sum(la.edges * la.coef_dim for la in layers)
+    assert work == sum(la.edges * la.coef_dim * la.positions for la in layers) > 10 * per_edge
+    # a fine-tuning budget of 40 steps of this model's real cost: counted once per edge
+    # it would allow 30x more, more than the epochs ask for
+    fast = effort.PRESETS["fast"]
+    units = {**fast.units, "finetune": 40 * 256 * work}
+    monkeypatch.setitem(effort.PRESETS, "fast", dataclasses.replace(fast, units=units))
+    cfg = fast_config(effort="fast", finetune_epochs=10, soft_epochs=1)
+    _, report = compress(model, cfg, digits)
+    ft = report.schedule["stages"]["finetune"]
+    assert ft["epoch_steps"] == 60 and ft["capped"] == "step budget"
+    assert ft["steps"] == ft["planned"] == 40

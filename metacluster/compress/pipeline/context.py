@@ -101,7 +101,9 @@ def prepare(
     source = copy.deepcopy(model).float().cpu().eval()
     work = copy.deepcopy(source).to(device)
     check_compatible(work, data)
-    the_plan = plan(describe_model(work), data.meta(), config)
+    meta = data.meta()
+    # the data's sample shape lets the plan count a conv layer's output positions
+    the_plan = plan(describe_model(work, meta.input_shape), meta, config)
     the_plan.raise_for_problems()
     groups = build_groups(work, the_plan.layer_names, config.scope, config.grid_policy)
     metric, before = evaluate_model(work, data, device)

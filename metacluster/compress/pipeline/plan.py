@@ -49,6 +49,7 @@ class LayerPlan:
     outputs: int  # output features / channels
     k: int | None  # codebook size of this layer (None: the method has no K)
     mode: str = "codebook"  # or "uniform" (int8) / "dense", when a byte budget says so
+    positions: int = 1  # evaluations of each edge per sample (a conv layer's output positions)
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ def plan(
             int(by_name[n]["coef_dim"]),
             int(by_name[n].get("out", 1)),
             layer_k,
+            positions=int(by_name[n].get("positions", 1)),
         )
         for n in names
     ]

@@ -1,8 +1,9 @@
 """How much work a compression run does: the `effort` presets, step budgets that stop
 growing with the data set, and the time budget's clock.
 
-A stage's step costs about `batch x W` edge evaluations, W the summed `edges x
-coef_dim` of the compressed layers (`work_per_sample`). Each preset gives every
+A stage's step costs about `batch x W` edge evaluations, W the summed `positions x
+edges x coef_dim` of the compressed layers (`work_per_sample`; a conv layer evaluates
+each edge at every output position, a dense layer once). Each preset gives every
 training stage a budget of edge evaluations; a stage runs the steps its epochs ask
 for, at most that budget's steps (never fewer than the preset's floor), so a data set
 past a point adds no steps, and a large model gets fewer, costlier steps than a small
@@ -98,8 +99,12 @@ PRESETS: dict[str, Effort] = {row[0]: _preset(*row) for row in _PRESET_ROWS}
 
 def work_per_sample(layers: Iterable[Any]) -> int:
     """W: the edge evaluations of one sample through the compressed layers (objects
-    with `edges` and `coef_dim`: LayerPlan rows)."""
-    return max(1, sum(int(la.edges) * int(la.coef_dim) for la in layers))
+    with `edges`, `coef_dim` and optionally `positions`, the evaluations of each edge
+    per sample - a conv layer's output positions, 1 when absent: LayerPlan rows)."""
+    return max(
+        1,
+        sum(int(getattr(la, "positions", 1)) * int(la.edges) * int(la.coef_dim) for la in layers),
+    )
 
 
 def runs_soft(effort: Effort, batch: int, work: int) -> bool:
