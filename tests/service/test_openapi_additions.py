@@ -15,6 +15,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from metacluster.compress.pipeline.registry import method_names
+
 FIXTURE = Path(__file__).parent / "fixtures" / "openapi_v1.json"
 # Prose may be reworded; the version follows the package.
 FREE = frozenset({"description", "title", "summary", "version"})
@@ -71,20 +73,17 @@ def test_each_method_config_documents_its_own_knobs(client: TestClient) -> None:
     config = schemas["JobCreate"]["properties"]["config"]
     assert config["type"] == "object" and config["x-default-method"] == "dkm"
     assert config["x-method-configs"]["pq"] == "#/components/schemas/PqConfig"
-    assert set(config["x-method-configs"]) == {
-        "dkm",
-        "metacluster",
-        "kmeans",
-        "scalar",
-        "pq",
-        "int8",
-        "int4",
-    }
+    assert set(config["x-method-configs"]) == set(method_names())
+    assert {"dkm", "metacluster", "kmeans", "gainshape", "scalar", "pq", "int8", "int4"} <= set(
+        config["x-method-configs"]
+    )
     for ref in config["x-method-configs"].values():
         assert ref.removeprefix("#/components/schemas/") in schemas
     pq, meta, dkm = schemas["PqConfig"], schemas["MetaclusterConfig"], schemas["DkmConfig"]
     assert pq["properties"]["method"]["const"] == "pq"
     assert set(pq["properties"]["method_options"]["properties"]) == {"m", "bits"}
+    gainshape = schemas["GainshapeConfig"]["properties"]["method_options"]["properties"]
+    assert "gain_k" in gainshape
     # the meta-learner's knobs only where a method reads them
     assert "d_emb" in meta["properties"] and "d_emb" not in dkm["properties"]
     assert "soft_epochs" in dkm["properties"] and "soft_epochs" not in pq["properties"]
