@@ -104,7 +104,7 @@ class Codebook:
     # A second-stage codebook: its vectors add to those of the codebooks before it
     # over the same group and columns (residual vector quantization).
     residual: bool = False
-    # A gain codebook (gain-shape VQ, `compress/gainshape.py`): K scalars, one index per
+    # A gain codebook (gain-shape VQ, `compress/methods/gainshape.py`): K scalars, one index per
     # edge; its value multiplies the vectors of the codebooks before it over the same
     # group and columns.
     gain: bool = False
