@@ -65,12 +65,21 @@ class ApiKey(Base):
     webhook_secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class ModelRecord(Base):
+class _UploadedFile:
+    """The columns of an uploaded file of one API key: its id, owner and file name first,
+    the upload time last (`sort_order` keeps the tables' column order)."""
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, sort_order=-1)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), index=True, sort_order=-1
+    )
+    filename: Mapped[str] = mapped_column(String(255), sort_order=-1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, sort_order=1)
+
+
+class ModelRecord(_UploadedFile, Base):
     __tablename__ = "models"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
     family: Mapped[str] = mapped_column(String(40))
     format: Mapped[str] = mapped_column(String(40))
     edges: Mapped[int] = mapped_column(BigInteger)
@@ -80,7 +89,6 @@ class ModelRecord(Base):
     # Storage key of the checkpoint (for pykan: of the directory prefix; see services).
     storage_key: Mapped[str] = mapped_column(String(512))
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     @property
     def layers(self) -> list[dict[str, Any]]:
@@ -88,12 +96,9 @@ class ModelRecord(Base):
         return list(self.info.get("layers", []))
 
 
-class DatasetRecord(Base):
+class DatasetRecord(_UploadedFile, Base):
     __tablename__ = "datasets"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
     task: Mapped[str] = mapped_column(String(20))
     n_train: Mapped[int] = mapped_column(Integer)
     n_test: Mapped[int] = mapped_column(Integer)
@@ -104,7 +109,6 @@ class DatasetRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Job(Base):
