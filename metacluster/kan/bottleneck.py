@@ -56,8 +56,34 @@ def bottleneck_width(
     return inner
 
 
+class _GramBottleneckEdges:
+    """The edge view both Gram bottlenecks share: the inner edges are Gram polynomials
+    (degree `degree`, shared `beta`) of the tanh-squashed inner input."""
+
+    degree: int
+    beta: nn.Parameter
+    coef_dim: int
+
+    def basis(self) -> Basis:
+        return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
+
+    def edge_group_tensor(self) -> Tensor:
+        return self.beta.detach()
+
+    def function_domain(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
+        """Each inner edge over its tanh-squashed input t in [-1, 1]."""
+        check_coefficients(coefficients, self.coef_dim)
+        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
+        t = t.to(coefficients.device)
+        feats = polynomial_features("gram", t, self.degree, self.beta.detach(), 0.0, 0.0)
+        return coefficients @ feats.T
+
+
 @register_family("conv_gram_bottleneck", kind="conv")
-class GramBottleneckKANConv2d(Conv2dGeometry):
+class GramBottleneckKANConv2d(_GramBottleneckEdges, Conv2dGeometry):
     """coef (g·D, D, kh, kw, D+1) the inner Gram conv; `base_weight` (O, I/g, kh, kw),
     `inner_proj` (g, D, I/g), `out_proj` (g, O/g, D) and `beta` (D+1,) dense."""
 
@@ -138,23 +164,6 @@ class GramBottleneckKANConv2d(Conv2dGeometry):
         """The edges are the inner conv's: (inner out, inner in) per group."""
         return self.inner_dim, self.inner_dim
 
-    def basis(self) -> Basis:
-        return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
-
-    def edge_group_tensor(self) -> Tensor:
-        return self.beta.detach()
-
-    def function_domain(self) -> tuple[float, float]:
-        return (-1.0, 1.0)
-
-    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
-        """Each inner edge over its tanh-squashed input t in [-1, 1]."""
-        check_coefficients(coefficients, self.coef_dim)
-        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
-        t = t.to(coefficients.device)
-        feats = polynomial_features("gram", t, self.degree, self.beta.detach(), 0.0, 0.0)
-        return coefficients @ feats.T
-
     def config(self) -> dict[str, Any]:
         return {
             **self._geometry_config(),
@@ -165,7 +174,7 @@ class GramBottleneckKANConv2d(Conv2dGeometry):
 
 
 @register_family("gram_bottleneck", kind="dense")
-class GramBottleneckKANLayer(KANLayer):
+class GramBottleneckKANLayer(_GramBottleneckEdges, KANLayer):
     """The inner Gram KAN: coef (D, D, n+1), (inner out, inner in);
     `base_weight` (O, I), `inner_weight` (D, I), `inner_bias` (D,), `outer_weight` (O, D),
     `outer_bias` (O,) and `beta` (n+1,) dense."""
@@ -219,23 +228,6 @@ class GramBottleneckKANLayer(KANLayer):
         feats = polynomial_features("gram", z, self.degree, self.beta, 0.0, 0.0)  # (..., D, n+1)
         y = feats.flatten(-2) @ self.coef.flatten(1).T  # (..., D)
         return F.linear(y, self.outer_weight, self.outer_bias) + basis
-
-    def basis(self) -> Basis:
-        return Basis("gram", self.degree + 1, {"degree": self.degree, "bottleneck": True})
-
-    def edge_group_tensor(self) -> Tensor:
-        return self.beta.detach()
-
-    def function_domain(self) -> tuple[float, float]:
-        return (-1.0, 1.0)
-
-    def edge_functions(self, coefficients: Tensor, n_points: int = 64) -> Tensor:
-        """Each inner edge over its tanh-squashed input t in [-1, 1]."""
-        check_coefficients(coefficients, self.coef_dim)
-        t = torch.linspace(-1.0, 1.0, n_points, dtype=coefficients.dtype)
-        t = t.to(coefficients.device)
-        feats = polynomial_features("gram", t, self.degree, self.beta.detach(), 0.0, 0.0)
-        return coefficients @ feats.T
 
     def config(self) -> dict[str, Any]:
         return {
