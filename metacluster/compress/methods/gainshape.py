@@ -47,9 +47,8 @@ from metacluster.compress.stages.allocation import (
     Assignment,
     LayerChoice,
     Option,
+    choose,
     k_steps,
-    solve,
-    spend_leftover,
 )
 from metacluster.compress.stages.functional import evaluate_model, probe_loss
 from metacluster.compress.stages.runners import (
@@ -223,15 +222,7 @@ def allocate_gain_shape(
                 opts.append(Option(LayerChoice("codebook", k), size, best))
             options[name] = opts
             ctx.hooks.report("allocate", li + 1, len(names), None)
-    chosen = solve(options, payload)
-    if chosen is None:
-        smallest = sum(min(o.bytes for o in opts) for opts in options.values())
-        raise ConfigError(
-            f"the byte budget of {budget} bytes cannot be met: the smallest gain-shape codes "
-            f"need about {smallest + budget - payload} bytes"
-        )
-    chosen = spend_leftover(options, chosen, payload)
-    return {name: opt.choice for name, opt in chosen.items()}
+    return choose(options, payload, budget, "gain-shape codes")
 
 
 # -- the stages ------------------------------------------------------------------------

@@ -243,11 +243,17 @@ def allocate(ctx: AllocationRun, meta: MetaResult | None, budget: int) -> Assign
             ctx.hooks.check("allocate")
             options[name] = _options(ctx, name, vectors[name], loss_with, base, payload)
             ctx.hooks.report("allocate", i + 1, len(names), None)
+    return choose(options, payload, budget, "codebooks")
+
+
+def choose(options: dict[str, list[Option]], payload: int, budget: int, what: str) -> Assignment:
+    """The knapsack's choice per layer within `payload` bytes, the leftover spent; a
+    budget no choice meets is a ConfigError naming the smallest `what` and their size."""
     chosen = solve(options, payload)
     if chosen is None:
         smallest = sum(min(o.bytes for o in opts) for opts in options.values())
         raise ConfigError(
-            f"the byte budget of {budget} bytes cannot be met: the smallest codebooks need "
+            f"the byte budget of {budget} bytes cannot be met: the smallest {what} need "
             f"about {smallest + budget - payload} bytes"
         )
     chosen = spend_leftover(options, chosen, payload)
@@ -260,6 +266,7 @@ __all__ = [
     "LayerChoice",
     "Option",
     "allocate",
+    "choose",
     "k_steps",
     "solve",
     "spend_leftover",
