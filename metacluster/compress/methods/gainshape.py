@@ -18,6 +18,7 @@ version 3, docs/format.md); files without one stay version 2.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from metacluster.compress.stages.allocation import (
     LayerChoice,
     Option,
     choose,
+    fixed_options,
     k_steps,
 )
 from metacluster.compress.stages.functional import evaluate_model, probe_loss
@@ -170,7 +172,6 @@ def allocate_gain_shape(
     coef_names = coefficient_names(ctx.work, names)
     sample = ctx.budget.effort.kmeans_sample if ctx.budget is not None else None
     value, coding = sizing.value_bytes(ctx.config.codebook_dtype), ctx.config.entropy
-    dense_bytes = sizing.value_bytes(ctx.config.other_dtype)
 
     def coefs_of(current: dict[str, Tensor]) -> dict[str, Tensor]:
         return {
@@ -193,17 +194,8 @@ def allocate_gain_shape(
         for li, name in enumerate(names):
             ctx.hooks.check("allocate")
             vecs = vectors[name]
-            edges, dim = int(vecs.shape[0]), int(vecs.shape[1])
-            opts = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
-            uq = uniform_quant(name, modules[name], vecs.detach().cpu(), 8)
-            codes = (uq.codes + 127).numpy()
-            opts.append(
-                Option(
-                    LayerChoice("uniform", bits=8),
-                    sizing.coded_index_bytes(codes, 256, coding) + 4 * int(uq.scales.numel()),
-                    delta(name, uq.vectors()),
-                )
-            )
+            edges = int(vecs.shape[0])
+            opts = fixed_options(ctx, name, modules[name], vecs, functools.partial(delta, name))
             groups = build_groups(ctx.work, [name], "per_layer", ctx.config.grid_policy)
             best = math.inf
             for k in k_steps(min(MAX_SHAPE_K, edges)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -81,6 +81,26 @@ class AllocationRun(Protocol):
     def layers(self) -> list[str]: ...
 
 
+def fixed_options(
+    ctx: AllocationRun, name: str, layer: Any, vectors: Tensor, delta: Callable[[Tensor], float]
+) -> list[Option]:
+    """A layer's options besides codebooks: dense (no loss) and uniform int8, with the
+    loss increase `delta(approximate vectors)` and their bytes."""
+    edges, dim = int(vectors.shape[0]), int(vectors.shape[1])
+    dense_bytes = sizing.value_bytes(ctx.config.other_dtype)
+    out = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
+    uq = uniform_quant(name, layer, vectors.detach().cpu(), 8)
+    codes = (uq.codes + 127).numpy()
+    out.append(
+        Option(
+            LayerChoice("uniform", bits=8),
+            sizing.coded_index_bytes(codes, 256, ctx.config.entropy) + 4 * int(uq.scales.numel()),
+            delta(uq.vectors()),
+        )
+    )
+    return out
+
+
 def _options(
     ctx: AllocationRun,
     name: str,
@@ -92,19 +112,9 @@ def _options(
     modules = dict(ctx.work.kan_layers())
     layer = modules[name]
     edges, dim = int(vectors.shape[0]), int(vectors.shape[1])
-    dense_bytes = sizing.value_bytes(ctx.config.other_dtype)
     value = sizing.value_bytes(ctx.config.codebook_dtype)
     coding = ctx.config.entropy
-    out = [Option(LayerChoice("dense"), edges * dim * dense_bytes, 0.0)]
-    uq = uniform_quant(name, layer, vectors.detach().cpu(), 8)
-    codes = (uq.codes + 127).numpy()
-    out.append(
-        Option(
-            LayerChoice("uniform", bits=8),
-            sizing.coded_index_bytes(codes, 256, coding) + 4 * int(uq.scales.numel()),
-            loss_with(name, uq.vectors()) - base,
-        )
-    )
+    out = fixed_options(ctx, name, layer, vectors, lambda a: loss_with(name, a) - base)
     groups = build_groups(ctx.work, [name], "per_layer", ctx.config.grid_policy)
     sample = ctx.budget.effort.kmeans_sample if ctx.budget is not None else None
     best_delta = math.inf
@@ -267,6 +277,7 @@ __all__ = [
     "Option",
     "allocate",
     "choose",
+    "fixed_options",
     "k_steps",
     "solve",
     "spend_leftover",
